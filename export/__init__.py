@@ -1,0 +1,1 @@
+"""viewrt subpackage."""

@@ -1,0 +1,49 @@
+"""PyTorch reference models, presets and strict checkpoint loading (needs torch)."""
+
+from __future__ import annotations
+
+import torch
+
+from viewrt.errors import ViewrtError
+from viewrt.models.checkpoint import LoadReport, load_checkpoint, save_upstream_checkpoint
+from viewrt.models.efficient_lvsm import PRESETS, EfficientLVSM, EfficientLVSMConfig, TorchKVCache, get_preset
+from viewrt.models.lvsm import LVSM_PRESETS, LVSMConfig, LVSMDecoderOnly, get_lvsm_preset
+
+__all__ = [
+    "PRESETS", "LVSM_PRESETS", "EfficientLVSM", "EfficientLVSMConfig", "LVSMConfig", "LVSMDecoderOnly",
+    "TorchKVCache", "LoadReport", "get_preset", "get_lvsm_preset", "load_checkpoint", "save_upstream_checkpoint",
+    "build_model", "init_weights",
+]
+
+
+@torch.no_grad()
+def init_weights(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Deterministic built-in weights (no checkpoint): variance-preserving Linear weights
+    and norm weights in [0.5, 2], so attention is not uniform and outputs are not flat.
+    These are untrained; they exist for parity tests, demos and benchmarks."""
+    g = torch.Generator().manual_seed(seed)
+    for name, p in model.named_parameters():
+        if p.ndim == 2:
+            p.copy_(torch.randn(p.shape, generator=g) / p.shape[1] ** 0.5)
+        else:
+            p.copy_(0.5 + 1.5 * torch.rand(p.shape, generator=g))
+    return model.eval()
+
+
+def build_model(preset: str, checkpoint: str | None = None, seed: int = 0):
+    """The model for a preset name: loaded strictly from ``checkpoint`` if given, else
+    built-in deterministic weights. Efficient-LVSM presets and ``lvsm-*`` presets.
+
+    Returns: (model in eval mode, LoadReport or None).
+    """
+    if preset in PRESETS:
+        cfg = PRESETS[preset]
+        make = EfficientLVSM
+    elif preset in LVSM_PRESETS:
+        cfg = LVSM_PRESETS[preset]
+        make = LVSMDecoderOnly
+    else:
+        raise ViewrtError(f"unknown preset {preset!r}; expected one of {', '.join([*PRESETS, *LVSM_PRESETS])}")
+    if checkpoint is not None:
+        return load_checkpoint(checkpoint, cfg)
+    return init_weights(make(cfg), seed), None

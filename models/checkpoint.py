@@ -1,0 +1,204 @@
+"""Loading upstream checkpoints strictly.
+
+Accepts ``torch.save({"model": state_dict, "optimizer": ..., ...})`` (the upstream
+layout), a bare state dict, or a ``.safetensors`` file. ``.pt`` files are read with
+``weights_only=True``. Prefixes ``_orig_mod.`` (torch.compile) and ``module.`` (DDP) are
+stripped; known non-model keys (``loss_computer.*`` perceptual-loss weights, ``repa_*``)
+are dropped and reported. The config is inferred from the weight shapes and checked
+against the requested one; then every key must match: a missing, unexpected or mis-shaped
+key is an error that names it. Upstream's ``strict=False`` would load nothing silently
+when prefixes differ; we never do that.
+"""
+
+from __future__ import annotations
+
+import pickle
+import re
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import torch
+
+from viewrt.errors import ViewrtError
+from viewrt.models.efficient_lvsm import EfficientLVSM, EfficientLVSMConfig
+from viewrt.models.lvsm import LVSMConfig, LVSMDecoderOnly
+
+STRIP_PREFIXES = ("_orig_mod.", "module.")
+IGNORED_PREFIXES = ("loss_computer.", "repa_")
+_MAX_LISTED = 12
+
+
+@dataclass
+class LoadReport:
+    """What loading did: the source, the inferred config and the keys it dropped."""
+
+    path: str
+    family: str
+    config: EfficientLVSMConfig | LVSMConfig
+    ignored_keys: list[str] = field(default_factory=list)
+    stripped_prefixes: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        parts = [f"loaded {self.family} from {self.path}"]
+        if self.stripped_prefixes:
+            parts.append(f"stripped prefixes {', '.join(self.stripped_prefixes)}")
+        if self.ignored_keys:
+            groups = sorted({k.split(".")[0] for k in self.ignored_keys})
+            parts.append(f"ignored {len(self.ignored_keys)} non-model keys ({', '.join(groups)})")
+        return "; ".join(parts)
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a checkpoint file into a flat ``{name: tensor}`` dict (no key rewriting).
+
+    Raises:
+        ViewrtError: missing file, unreadable/corrupt file, a pickle that is not weights
+            only, or a file that holds no state dict.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ViewrtError(f"checkpoint {path}: no such file")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            obj = load_file(str(path))
+        else:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ViewrtError(f"checkpoint {path}: refused, it is not a weights-only file ({first})") from None
+    except Exception as e:  # corrupt zip, truncated file, bad safetensors header...
+        raise ViewrtError(f"checkpoint {path}: cannot be read ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+    if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
+        obj = obj["model"]
+    elif isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ViewrtError(f"checkpoint {path}: holds no state dict (expected {{'model': state_dict}} or a dict of tensors)")
+    return obj
+
+
+def clean_keys(sd: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str], list[str]]:
+    """Strip compile/DDP prefixes and drop known non-model keys.
+
+    Returns: (cleaned dict, ignored original keys, prefixes that were stripped).
+    """
+    out, ignored, stripped = {}, [], set()
+    for key, value in sd.items():
+        name = key
+        changed = True
+        while changed:
+            changed = False
+            for prefix in STRIP_PREFIXES:
+                if name.startswith(prefix):
+                    name, changed = name[len(prefix) :], True
+                    stripped.add(prefix)
+        if name.startswith(IGNORED_PREFIXES):
+            ignored.append(key)
+            continue
+        out[name] = value
+    return out, ignored, sorted(stripped)
+
+
+def _n_blocks(sd: dict, prefix: str) -> int:
+    idx = [int(m.group(1)) for k in sd if (m := re.match(re.escape(prefix) + r"\.(\d+)\.", k))]
+    return max(idx) + 1 if idx else 0
+
+
+def _shape(sd: dict, key: str, path) -> tuple[int, ...]:
+    if key not in sd:
+        raise ViewrtError(f"checkpoint {path}: missing key {key!r}, cannot infer the model config")
+    return tuple(sd[key].shape)
+
+
+def infer_config(sd: dict[str, torch.Tensor], image_size: int, path="checkpoint") -> tuple[str, EfficientLVSMConfig | LVSMConfig]:
+    """Infer model family and config from weight shapes (image size cannot be inferred).
+
+    Returns: ("efficient-lvsm" | "lvsm", config).
+    """
+    if "rgbp_tokenizer.1.weight" in sd:
+        family, tok, blocks, qn = "efficient-lvsm", "rgbp_tokenizer.1.weight", "input_self_attn_blocks", "input_self_attn_blocks.0.attn.q_norm.weight"
+    elif "image_tokenizer.1.weight" in sd:
+        family, tok, blocks, qn = "lvsm", "image_tokenizer.1.weight", "transformer_blocks", "transformer_blocks.0.attn.q_norm.weight"
+    else:
+        raise ViewrtError(f"checkpoint {path}: neither 'rgbp_tokenizer.1.weight' (Efficient-LVSM) nor 'image_tokenizer.1.weight' (LVSM) found; not a known model")
+    d, cin = _shape(sd, tok, path)
+    patch = int(round((cin / 9) ** 0.5))
+    if 9 * patch * patch != cin:
+        raise ViewrtError(f"checkpoint {path}: {tok} has shape {(d, cin)}, expected [d, 9*p*p]")
+    (head_dim,) = _shape(sd, qn, path)
+    mlp_key = f"{blocks}.0.mlp.mlp.0.weight"
+    mlp_mult = _shape(sd, mlp_key, path)[0] // d
+    cls = EfficientLVSMConfig if family == "efficient-lvsm" else LVSMConfig
+    cfg = cls(image_size=image_size, patch_size=patch, d_model=d, n_layers=_n_blocks(sd, blocks), head_dim=head_dim, mlp_mult=mlp_mult)
+    return family, cfg
+
+
+def _listed(keys: list[str]) -> str:
+    keys = sorted(keys)
+    more = f" ... and {len(keys) - _MAX_LISTED} more" if len(keys) > _MAX_LISTED else ""
+    return ", ".join(keys[:_MAX_LISTED]) + more
+
+
+def load_into(model: torch.nn.Module, sd: dict[str, torch.Tensor], path="checkpoint") -> None:
+    """Load ``sd`` into ``model`` requiring every key to match; errors name the keys."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in sd]
+    unexpected = [k for k in sd if k not in expected]
+    misshaped = [f"{k} {tuple(sd[k].shape)} (expected {tuple(expected[k].shape)})" for k in expected if k in sd and sd[k].shape != expected[k].shape]
+    problems = []
+    if missing:
+        problems.append(f"missing keys: {_listed(missing)}")
+    if unexpected:
+        problems.append(f"unexpected keys: {_listed(unexpected)}")
+    if misshaped:
+        problems.append(f"mis-shaped keys: {_listed(misshaped)}")
+    if problems:
+        raise ViewrtError(f"checkpoint {path} does not match {type(model).__name__}: " + "; ".join(problems))
+    model.load_state_dict({k: v.to(expected[k].dtype) for k, v in sd.items()}, strict=True)
+
+
+def load_checkpoint(path: str | Path, config: EfficientLVSMConfig | LVSMConfig | None = None, image_size: int | None = None):
+    """Build the reference model that a checkpoint holds and load it strictly.
+
+    Args:
+        path: ``.pt``/``.pth`` (torch.save, read weights-only) or ``.safetensors``.
+        config: expected config (e.g. a preset). Its architecture must equal what the
+            weights imply (width, patch, layers, head_dim); it sets the image size.
+        image_size: image size when no config is given (default 256).
+    Returns:
+        (model in eval mode, LoadReport).
+    Raises:
+        ViewrtError: unreadable file, unknown model, config mismatch, or any missing,
+            unexpected or mis-shaped key.
+    """
+    raw = read_state_dict(path)
+    sd, ignored, stripped = clean_keys(raw)
+    size = config.image_size if config is not None else (image_size or 256)
+    family, inferred = infer_config(sd, size, path)
+    if config is not None:
+        want = "efficient-lvsm" if isinstance(config, EfficientLVSMConfig) else "lvsm"
+        if want != family:
+            raise ViewrtError(f"checkpoint {path} holds a {family} model, expected {want}")
+        if replace(config, image_size=size) != inferred:
+            diffs = [f"{k}: checkpoint {v}, expected {getattr(config, k)}" for k, v in inferred.to_dict().items() if v != getattr(config, k)]
+            raise ViewrtError(f"checkpoint {path} does not match the requested config ({'; '.join(diffs)})")
+    if inferred.image_size % inferred.patch_size:
+        raise ViewrtError(f"image size {inferred.image_size} is not a multiple of the checkpoint's patch {inferred.patch_size}")
+    model = EfficientLVSM(inferred) if family == "efficient-lvsm" else LVSMDecoderOnly(inferred)
+    load_into(model, sd, path)
+    return model.eval(), LoadReport(str(path), family, inferred, ignored, stripped)
+
+
+def save_upstream_checkpoint(model: torch.nn.Module, path: str | Path, compiled_prefix: bool = True, extra: dict | None = None) -> Path:
+    """Write ``model`` in the upstream layout (``{"model": sd, ...}``, optional
+    ``_orig_mod.`` prefix and extra loss keys). Used to make test fixtures and the
+    built-in weights file in the format real checkpoints have."""
+    prefix = "_orig_mod." if compiled_prefix else ""
+    sd = {prefix + k: v.detach().clone() for k, v in model.state_dict().items()}
+    sd.update(extra or {})
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"model": sd, "optimizer": {}, "step": 0}, path)
+    return path

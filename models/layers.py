@@ -1,0 +1,158 @@
+"""Building blocks shared by the reference models (Efficient-LVSM and LVSM decoder-only).
+
+Facts followed (see shared/reference/efficient-lvsm.md): no biases anywhere; LayerNorms
+are non-affine for Efficient-LVSM (LVSM has a weight, no bias), eps 1e-5; QK-norm is an
+RMSNorm over head_dim computed in float32 with a learned weight; exact (erf) GELU; no
+positional embedding.
+
+Attention has two code paths with the same numbers: ``F.scaled_dot_product_attention``
+for the PyTorch reference, and an explicit ``MatMul -> Softmax -> MatMul`` (scale applied
+to q before the first MatMul, softmax in float32) used when exporting to ONNX, because
+TensorRT 10.3's ONNX parser has no Attention op and fuses this pattern instead.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+EPS = 1e-5
+
+# Set by the exporter (``explicit_attention(True)``); the reference uses SDPA.
+_EXPLICIT_ATTENTION = False
+
+
+class explicit_attention:
+    """Context manager: use MatMul -> Softmax -> MatMul attention (for ONNX export)."""
+
+    def __init__(self, enabled: bool = True):
+        self.enabled = enabled
+
+    def __enter__(self):
+        global _EXPLICIT_ATTENTION
+        self._prev, _EXPLICIT_ATTENTION = _EXPLICIT_ATTENTION, self.enabled
+        return self
+
+    def __exit__(self, *exc):
+        global _EXPLICIT_ATTENTION
+        _EXPLICIT_ATTENTION = self._prev
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Softmax attention over the last two axes: q [..., Tq, Dh], k/v [..., Tk, Dh]."""
+    if not _EXPLICIT_ATTENTION:
+        return F.scaled_dot_product_attention(q, k, v)
+    q = q * (1.0 / math.sqrt(q.shape[-1]))
+    scores = torch.matmul(q, k.transpose(-1, -2))  # [..., Tq, Tk]
+    probs = torch.softmax(scores.float(), dim=-1).to(v.dtype)
+    return torch.matmul(probs, v)  # [..., Tq, Dh]
+
+
+def layer_norm(x: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """LayerNorm over the last axis in float32 (no bias; weight optional), cast back."""
+    y = F.layer_norm(x.float(), (x.shape[-1],), None if weight is None else weight.float(), None, EPS)
+    return y.to(x.dtype)
+
+
+class LayerNorm(nn.Module):
+    """LayerNorm without bias; ``affine=False`` has no parameters at all."""
+
+    def __init__(self, dim: int, affine: bool = False):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim)) if affine else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return layer_norm(x, self.weight)
+
+
+class RMSNorm(nn.Module):
+    """RMSNorm over the last axis, computed in float32 with a learned weight."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xf = x.float()
+        y = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + EPS) * self.weight.float()
+        return y.to(x.dtype)
+
+
+class MLP(nn.Module):
+    """Linear(d, 4d) -> exact GELU -> Linear(4d, d), no biases (keys mlp.0, mlp.2)."""
+
+    def __init__(self, dim: int, hidden_mult: int = 4):
+        super().__init__()
+        self.mlp = nn.Sequential(
+            nn.Linear(dim, hidden_mult * dim, bias=False),
+            nn.GELU(approximate="none"),
+            nn.Linear(hidden_mult * dim, dim, bias=False),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.mlp(x)
+
+
+def split_heads(x: torch.Tensor, head_dim: int) -> torch.Tensor:
+    """[B, T, H*Dh] -> [B, T, H, Dh]."""
+    return x.unflatten(-1, (-1, head_dim))
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention with QK RMSNorm (keys to_qkv, fc, q_norm, k_norm)."""
+
+    def __init__(self, dim: int, head_dim: int):
+        super().__init__()
+        self.head_dim = head_dim
+        self.to_qkv = nn.Linear(dim, 3 * dim, bias=False)
+        self.fc = nn.Linear(dim, dim, bias=False)
+        self.q_norm = RMSNorm(head_dim)
+        self.k_norm = RMSNorm(head_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, k, v = self.to_qkv(x).chunk(3, dim=-1)  # 3 x [B, T, D]
+        q = self.q_norm(split_heads(q, self.head_dim)).transpose(1, 2)  # [B, H, T, Dh]
+        k = self.k_norm(split_heads(k, self.head_dim)).transpose(1, 2)  # [B, H, T, Dh]
+        v = split_heads(v, self.head_dim).transpose(1, 2)  # [B, H, T, Dh]
+        out = attention(q, k, v).transpose(1, 2).flatten(2)  # [B, T, D]
+        return self.fc(out)
+
+
+def patchify(x: torch.Tensor, patch: int) -> torch.Tensor:
+    """[B, C, H, W] -> [B, (H/p)*(W/p), p*p*C]; channel fastest, then pw, then ph."""
+    _, c, h, w = x.shape
+    x = x.reshape(-1, c, h // patch, patch, w // patch, patch)  # [B, C, hh, ph, ww, pw]
+    x = x.permute(0, 2, 4, 3, 5, 1)  # [B, hh, ww, ph, pw, C]
+    return x.reshape(-1, (h // patch) * (w // patch), patch * patch * c)
+
+
+def unpatchify(x: torch.Tensor, patch: int, height: int, width: int) -> torch.Tensor:
+    """[B, (H/p)*(W/p), p*p*C] -> [B, C, H, W] (inverse of :func:`patchify`)."""
+    c = x.shape[-1] // (patch * patch)
+    x = x.reshape(-1, height // patch, width // patch, patch, patch, c)  # [B, hh, ww, ph, pw, C]
+    x = x.permute(0, 5, 1, 3, 2, 4)  # [B, C, hh, ph, ww, pw]
+    return x.reshape(-1, c, height, width)
+
+
+class Patchify(nn.Module):
+    """Parameter-free first stage of a tokenizer (index 0 of the upstream Sequential)."""
+
+    def __init__(self, patch: int):
+        super().__init__()
+        self.patch = patch
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return patchify(x, self.patch)
+
+
+def tokenizer(in_channels: int, patch: int, dim: int) -> nn.Sequential:
+    """Patchify then Linear without bias: state-dict key ``<name>.1.weight`` [d, C*p*p]."""
+    return nn.Sequential(Patchify(patch), nn.Linear(in_channels * patch * patch, dim, bias=False))
+
+
+def image_head(dim: int, patch: int, affine_norm: bool) -> nn.Sequential:
+    """LN -> Linear(d, 3*p*p) -> sigmoid (keys ``.1.weight``, and ``.0.weight`` if affine)."""
+    return nn.Sequential(LayerNorm(dim, affine=affine_norm), nn.Linear(dim, 3 * patch * patch, bias=False), nn.Sigmoid())
