@@ -1,0 +1,539 @@
+"""Build TensorRT engines from the exported ONNX graphs, on the target (TensorRT 10.x or 11.x).
+
+Engines are tied to the GPU architecture and the TensorRT version, so they are built on the
+device that runs them, and each build records both. ``tensorrt`` is imported only inside the
+functions that need it: this module imports, and its arithmetic runs, where TensorRT is absent.
+
+Precision differs by major version:
+
+- TensorRT 10.x (JetPack 6): networks are weakly typed; ``fp16`` sets ``BuilderFlag.FP16`` and
+  TensorRT picks fp16 kernels where it helps (LayerNormalization still computes in fp32).
+- TensorRT 11.x: every network is strongly typed and the precision flags are gone; the ONNX
+  graph itself must carry fp16 (export with ``--precision fp16``). No flag is set.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import time
+from pathlib import Path
+
+import onnx
+
+from viewrt.errors import ViewrtError
+from viewrt.export.trt_ops import check_trt_compatible
+
+Shape = tuple[int, ...]
+Profile = tuple[Shape, Shape, Shape]  # (min, opt, max)
+
+_KV_BYTES = {"float32": 4, "float16": 2}
+_PRECISIONS = ("fp32", "fp16")
+_GRAPHS = ("encoder", "decoder")
+_TRT_DTYPES = {
+    "FLOAT": "float32", "HALF": "float16", "BF16": "bfloat16", "INT8": "int8",
+    "INT32": "int32", "INT64": "int64", "BOOL": "bool", "UINT8": "uint8",
+    "FP8": "float8e4m3", "INT4": "int4",
+}  # fmt: skip
+
+
+def _say(msg: str) -> None:
+    print(f"[trt] {msg}", flush=True)
+
+
+# ---------------------------------------------------------------------------- availability
+
+
+def _import_trt():
+    try:
+        import tensorrt as trt
+    except ImportError as e:
+        raise ViewrtError(
+            f"TensorRT is not installed ({e}); build engines on the target device "
+            "(JetPack 6 ships TensorRT 10.3)"
+        ) from e
+    return trt
+
+
+def _gpu_info() -> tuple[int, str, str]:
+    """(number of CUDA devices, name of device 0, its compute capability "major.minor")."""
+    try:
+        from cuda.bindings import runtime as cudart  # cuda-python >= 12.6
+    except ImportError:
+        try:
+            from cuda import cudart  # older cuda-python
+        except ImportError:
+            cudart = None
+    if cudart is not None:
+        err, count = cudart.cudaGetDeviceCount()
+        if err != cudart.cudaError_t.cudaSuccess or count == 0:
+            return 0, "", ""
+        err, prop = cudart.cudaGetDeviceProperties(0)
+        if err != cudart.cudaError_t.cudaSuccess:
+            return count, "unknown", "unknown"
+        name = prop.name.split(b"\0")[0].decode() if isinstance(prop.name, bytes) else prop.name
+        return count, str(name), f"{prop.major}.{prop.minor}"
+    return _gpu_info_driver()
+
+
+def _gpu_info_driver() -> tuple[int, str, str]:
+    """Same as _gpu_info through the CUDA driver library, for hosts without cuda-python."""
+    try:
+        cuda = ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return 0, "", ""
+    count, dev, major, minor = ctypes.c_int(), ctypes.c_int(), ctypes.c_int(), ctypes.c_int()
+    if cuda.cuInit(0) != 0 or cuda.cuDeviceGetCount(ctypes.byref(count)) != 0 or not count.value:
+        return 0, "", ""
+    name = ctypes.create_string_buffer(256)
+    cuda.cuDeviceGet(ctypes.byref(dev), 0)
+    cuda.cuDeviceGetName(name, 256, dev)
+    cuda.cuDeviceGetAttribute(ctypes.byref(major), 75, dev)  # COMPUTE_CAPABILITY_MAJOR
+    cuda.cuDeviceGetAttribute(ctypes.byref(minor), 76, dev)  # COMPUTE_CAPABILITY_MINOR
+    return count.value, name.value.decode(), f"{major.value}.{minor.value}"
+
+
+def trt_available() -> tuple[bool, str]:
+    """Tell whether engines can be built here.
+
+    Returns:
+        ``(True, "TensorRT <version> on <gpu>")``, or ``(False, reason)`` when ``tensorrt`` does
+        not import, no CUDA GPU is visible, or TensorRT cannot create a builder.
+    """
+    try:
+        trt = _import_trt()
+    except ViewrtError as e:
+        return False, str(e)
+    count, name, _ = _gpu_info()
+    if count == 0:
+        return False, "no CUDA GPU is visible (no device, no driver, or CUDA_VISIBLE_DEVICES)"
+    try:
+        builder = trt.Builder(trt.Logger(trt.Logger.ERROR))
+    except Exception as e:  # pybind11 raises when the factory returns nullptr
+        return False, f"TensorRT cannot create a builder: {e}"
+    if not builder:
+        return False, "TensorRT cannot create a builder (CUDA initialisation failed)"
+    return True, f"TensorRT {trt.__version__} on {name}"
+
+
+def trt_version() -> str:
+    """Return the installed TensorRT version, e.g. ``"10.3.0.30"``.
+
+    Raises:
+        ViewrtError: TensorRT is not installed.
+    """
+    return _import_trt().__version__
+
+
+def trt_major() -> int:
+    """Return the installed TensorRT major version (10 or 11).
+
+    Raises:
+        ViewrtError: TensorRT is not installed.
+    """
+    return int(trt_version().split(".")[0])
+
+
+# ---------------------------------------------------------------------------- build
+
+
+def _graph_has_fp16(onnx_path: Path) -> bool:
+    """True when the graph carries fp16 itself: fp16 weights, I/O, or casts to fp16."""
+    f16 = onnx.TensorProto.FLOAT16
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    g = model.graph
+    if any(t.data_type == f16 for t in g.initializer):
+        return True
+    if any(v.type.tensor_type.elem_type == f16 for v in [*g.input, *g.output, *g.value_info]):
+        return True
+    return any(
+        node.op_type == "Cast" and any(a.name == "to" and a.i == f16 for a in node.attribute)
+        for node in g.node
+    )
+
+
+def _check_profile(name: str, net_shape: Shape, profile: Profile) -> None:
+    if len(profile) != 3:
+        raise ViewrtError(f"profile for input '{name}': expected (min, opt, max), got {profile}")
+    for label, shape in zip(("min", "opt", "max"), profile):
+        if len(shape) != len(net_shape):
+            raise ViewrtError(
+                f"profile for input '{name}': {label} shape {tuple(shape)} has rank {len(shape)}, "
+                f"the network input {net_shape} has rank {len(net_shape)}"
+            )
+    for axis, (d, lo, mid, hi) in enumerate(zip(net_shape, *profile)):
+        if not 1 <= lo <= mid <= hi:
+            raise ViewrtError(
+                f"profile for input '{name}', axis {axis}: expected 1 <= min <= opt <= max, "
+                f"got {lo}, {mid}, {hi}"
+            )
+        if d >= 0 and not d == lo == mid == hi:
+            raise ViewrtError(
+                f"profile for input '{name}', axis {axis}: the dimension is static ({d}), "
+                f"got {lo}, {mid}, {hi}"
+            )
+
+
+def _set_profile(network, profile, profiles: dict[str, Profile]) -> dict[str, dict]:
+    """Fill one optimization profile; return it as JSON-able {name: {min, opt, max}}."""
+    inputs = {}
+    for i in range(network.num_inputs):
+        tensor = network.get_input(i)
+        inputs[tensor.name] = tuple(int(d) for d in tensor.shape)
+    unknown = sorted(set(profiles) - set(inputs))
+    if unknown:
+        raise ViewrtError(f"profiles name inputs {unknown}; the network has {sorted(inputs)}")
+
+    used = {}
+    for name, net_shape in inputs.items():
+        if name not in profiles:
+            if any(d < 0 for d in net_shape):
+                raise ViewrtError(
+                    f"input '{name}' has dynamic shape {net_shape} but no profile was given"
+                )
+            continue
+        _check_profile(name, net_shape, profiles[name])
+        lo, mid, hi = (tuple(int(d) for d in s) for s in profiles[name])
+        profile.set_shape(name, lo, mid, hi)
+        used[name] = {"min": list(lo), "opt": list(mid), "max": list(hi)}
+    return used
+
+
+def _parser_errors(parser) -> str:
+    lines = []
+    for i in range(parser.num_errors):
+        err = parser.get_error(i)
+        where = ""
+        node_name = getattr(err, "node_name", None)  # TensorRT >= 10
+        if node_name is not None and node_name():
+            where = f" at node '{node_name()}' ({err.node_operator()})"
+        lines.append(f"{err.desc()}{where}")
+    return "; ".join(lines) or "no error description"
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def build_engine(
+    onnx_path: str | Path,
+    engine_path: str | Path,
+    profiles: dict[str, Profile],
+    precision: str = "fp32",
+    timing_cache: Path | None = None,
+    workspace_bytes: int | None = None,
+) -> dict:
+    """Build one serialized TensorRT engine from an ONNX file.
+
+    Args:
+        onnx_path: The ``.onnx`` file; parsed from its path so external weights are found.
+        engine_path: Where to write the engine (parent folders are created).
+        profiles: ``{input_name: (min, opt, max)}`` for one optimization profile. Every input
+            with a dynamic dimension must be listed; static inputs may be left out.
+        precision: ``"fp32"`` or ``"fp16"``. On TensorRT 10 ``fp16`` sets the FP16 builder
+            flag; on TensorRT 11 the graph itself must already be fp16.
+        timing_cache: A timing-cache file to read (if it exists) and update after the build,
+            so later builds on the same GPU skip tactic timing. None: no cache file.
+        workspace_bytes: Limit of the builder's workspace pool; None: TensorRT's default.
+
+    Returns:
+        ``{"file", "sha256", "size_bytes", "precision", "profiles", "tensorrt", "gpu",
+        "compute_capability", "build_seconds"}`` where ``file`` is the engine's file name and
+        ``profiles`` is ``{input: {"min": [...], "opt": [...], "max": [...]}}``.
+
+    Raises:
+        ViewrtError: TensorRT or a GPU is missing, the file does not exist or does not parse,
+            a profile does not fit the network, fp16 is asked of an fp32 graph on TensorRT 11,
+            or the build fails. No engine file is written then.
+    """
+    onnx_path, engine_path = Path(onnx_path), Path(engine_path)
+    if precision not in _PRECISIONS:
+        raise ViewrtError(f"precision: expected one of {_PRECISIONS}, got '{precision}'")
+    if not onnx_path.is_file():
+        raise ViewrtError(f"ONNX file '{onnx_path}': not found")
+    ok, why = trt_available()
+    if not ok:
+        raise ViewrtError(f"cannot build '{engine_path.name}': {why}")
+    trt = _import_trt()
+    major = trt_major()
+    if major >= 11 and precision == "fp16" and not _graph_has_fp16(onnx_path):
+        raise ViewrtError(
+            f"'{onnx_path.name}' is an fp32 graph; TensorRT {trt.__version__} builds strongly "
+            "typed networks only, so fp16 must be in the graph: export with --precision fp16"
+        )
+    _, gpu, cc = _gpu_info()
+
+    _say(f"parsing {onnx_path} (TensorRT {trt.__version__}, {gpu}, sm {cc})")
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    # flags 0: explicit batch is the only mode on 10.x; on 11.x every network is strongly typed.
+    network = builder.create_network(0)
+    parser = trt.OnnxParser(network, logger)
+    if not builder or not network or not parser:
+        raise ViewrtError("TensorRT could not create a builder, network or ONNX parser")
+    if not parser.parse_from_file(str(onnx_path)):
+        raise ViewrtError(f"TensorRT cannot parse '{onnx_path.name}': {_parser_errors(parser)}")
+
+    config = builder.create_builder_config()
+    if not config:
+        raise ViewrtError("TensorRT could not create a builder config")
+    if workspace_bytes is not None:
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_bytes))
+    if precision == "fp16" and major < 11:
+        config.set_flag(trt.BuilderFlag.FP16)
+
+    profile = builder.create_optimization_profile()
+    used = _set_profile(network, profile, profiles)
+    if config.add_optimization_profile(profile) < 0:
+        raise ViewrtError(f"TensorRT rejected the optimization profile {used}")
+
+    blob = timing_cache.read_bytes() if timing_cache and timing_cache.is_file() else b""
+    cache = config.create_timing_cache(blob)
+    if not cache or not config.set_timing_cache(cache, ignore_mismatch=False):
+        _say(f"timing cache {timing_cache} does not match this GPU/TensorRT; starting empty")
+        cache = config.create_timing_cache(b"")
+        if not cache or not config.set_timing_cache(cache, ignore_mismatch=False):
+            raise ViewrtError("TensorRT could not create an empty timing cache")
+
+    _say(f"building {engine_path.name} ({precision}); this takes minutes")
+    start = time.perf_counter()
+    serialized = builder.build_serialized_network(network, config)
+    seconds = time.perf_counter() - start
+    if serialized is None:
+        raise ViewrtError(f"TensorRT failed to build '{engine_path.name}'; see its log above")
+    data = bytes(memoryview(serialized))
+
+    engine_path.parent.mkdir(parents=True, exist_ok=True)
+    _write_atomic(engine_path, data)
+    if timing_cache is not None:
+        _write_atomic(Path(timing_cache), bytes(memoryview(config.get_timing_cache().serialize())))
+    _say(f"wrote {engine_path} ({len(data) / 2**20:.1f} MiB) in {seconds:.0f} s")
+
+    return {
+        "file": engine_path.name,
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "size_bytes": len(data),
+        "precision": precision,
+        "profiles": used,
+        "tensorrt": trt.__version__,
+        "gpu": gpu,
+        "compute_capability": cc,
+        "build_seconds": round(seconds, 1),
+    }
+
+
+def engine_io(engine_path: str | Path) -> list[dict]:
+    """Describe an engine's I/O tensors, to check them against the manifest.
+
+    Args:
+        engine_path: A serialized engine built on this GPU and TensorRT version.
+
+    Returns:
+        One ``{"name", "mode": "input"|"output", "dtype": e.g. "float16", "shape": [...]}``
+        per I/O tensor, in engine order; dynamic dimensions are -1.
+
+    Raises:
+        ViewrtError: TensorRT is missing, the file does not exist, or it does not deserialize
+            (built by another TensorRT version or for another GPU).
+    """
+    trt = _import_trt()
+    path = Path(engine_path)
+    if not path.is_file():
+        raise ViewrtError(f"engine file '{path}': not found")
+    runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+    engine = runtime.deserialize_cuda_engine(path.read_bytes()) if runtime else None
+    if engine is None:
+        raise ViewrtError(
+            f"engine '{path}' does not deserialize with TensorRT {trt.__version__} on this GPU; "
+            "rebuild it here"
+        )
+    tensors = []
+    for i in range(engine.num_io_tensors):
+        name = engine.get_tensor_name(i)
+        dtype = engine.get_tensor_dtype(name)
+        tensors.append({
+            "name": name,
+            "mode": "input" if engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT else "output",
+            "dtype": _TRT_DTYPES.get(dtype.name, dtype.name.lower()),
+            "shape": [int(d) for d in engine.get_tensor_shape(name)],
+        })  # fmt: skip
+    return tensors
+
+
+# ---------------------------------------------------------------------------- manifest helpers
+
+
+def _need(manifest: dict, key: str):
+    if key not in manifest:
+        raise ViewrtError(f"manifest: missing key '{key}'")
+    return manifest[key]
+
+
+def _check_views(manifest: dict, max_views: int, max_targets: int) -> None:
+    cap = int(_need(manifest, "max_views"))
+    if not 1 <= max_views <= cap:
+        raise ViewrtError(
+            f"max_views: expected 1..{cap} (the manifest's max_views), got {max_views}"
+        )
+    if max_targets < 1:
+        raise ViewrtError(f"max_targets: expected >= 1, got {max_targets}")
+
+
+def estimate_memory(manifest: dict, max_views: int, max_targets: int) -> dict:
+    """Estimate the GPU memory of a full KV cache and of the decoder's largest activation.
+
+    Pure arithmetic on the manifest: ``cache_bytes = n_layers * 2 (K and V) * max_views *
+    tokens_per_view * d_model * bytes(kv_dtype)``; the attention scores of one decoder layer
+    are ``max_targets * tokens_per_view`` queries by ``max_views * tokens_per_view`` keys by
+    ``n_heads``, in fp32 (4 bytes), which is the largest activation when the cache is full.
+
+    Args:
+        manifest: The export manifest (``tokens_per_view``, ``n_layers``, ``n_heads``,
+            ``d_model``, ``kv_dtype``, ``max_views`` are read).
+        max_views: Views the cache will hold (at most the manifest's ``max_views``).
+        max_targets: Target views decoded in one call.
+
+    Returns:
+        ``{"max_views", "max_targets", "kv_dtype", "cache_bytes", "attention_scores_bytes",
+        "total_bytes", "cache_mib", "attention_scores_mib", "total_mib"}``.
+
+    Raises:
+        ViewrtError: A key is missing, ``kv_dtype`` is unknown, or the counts are out of range.
+    """
+    _check_views(manifest, max_views, max_targets)
+    kv_dtype = _need(manifest, "kv_dtype")
+    if kv_dtype not in _KV_BYTES:
+        raise ViewrtError(
+            f"manifest: kv_dtype expected one of {sorted(_KV_BYTES)}, got '{kv_dtype}'"
+        )
+    tokens = int(_need(manifest, "tokens_per_view"))
+    layers, heads = int(_need(manifest, "n_layers")), int(_need(manifest, "n_heads"))
+    d_model = int(_need(manifest, "d_model"))
+
+    cache = layers * 2 * max_views * tokens * d_model * _KV_BYTES[kv_dtype]
+    scores = (max_targets * tokens) * (max_views * tokens) * heads * 4
+    mib = 2**20
+    return {
+        "max_views": max_views,
+        "max_targets": max_targets,
+        "kv_dtype": kv_dtype,
+        "cache_bytes": cache,
+        "attention_scores_bytes": scores,
+        "total_bytes": cache + scores,
+        "cache_mib": round(cache / mib, 2),
+        "attention_scores_mib": round(scores / mib, 2),
+        "total_mib": round((cache + scores) / mib, 2),
+    }
+
+
+def profiles_for(
+    manifest: dict,
+    max_views: int,
+    max_targets: int = 8,
+    opt_views: int | None = None,
+    opt_targets: int | None = None,
+) -> dict[str, dict[str, Profile]]:
+    """Derive each graph's optimization profile from the manifest's input shapes.
+
+    Dynamic dimensions are named in the manifest: ``"past_tokens"`` spans one view to
+    ``max_views`` views of ``tokens_per_view`` tokens, ``"num_targets"`` spans 1 to
+    ``max_targets``. Static dimensions are copied.
+
+    Args:
+        manifest: The export manifest (``graphs``, ``tokens_per_view``, ``max_views``).
+        max_views: Most views the cache will hold (at most the manifest's ``max_views``).
+        max_targets: Most target views per decoder call.
+        opt_views: Views to tune for; default ``max(1, max_views // 2)``.
+        opt_targets: Targets to tune for; default 1.
+
+    Returns:
+        ``{"encoder": {input: (min, opt, max)}, "decoder": {...}}`` with shapes as int tuples.
+
+    Raises:
+        ViewrtError: A key is missing, a dimension has an unknown name, or a count is out of
+            range.
+    """
+    _check_views(manifest, max_views, max_targets)
+    opt_views = max(1, max_views // 2) if opt_views is None else opt_views
+    opt_targets = 1 if opt_targets is None else opt_targets
+    if not 1 <= opt_views <= max_views:
+        raise ViewrtError(f"opt_views: expected 1..{max_views}, got {opt_views}")
+    if not 1 <= opt_targets <= max_targets:
+        raise ViewrtError(f"opt_targets: expected 1..{max_targets}, got {opt_targets}")
+    tokens = int(_need(manifest, "tokens_per_view"))
+    ranges = {
+        "past_tokens": (tokens, opt_views * tokens, max_views * tokens),
+        "num_targets": (1, opt_targets, max_targets),
+    }
+
+    graphs = _need(manifest, "graphs")
+    result = {}
+    for graph in _GRAPHS:
+        if graph not in graphs:
+            raise ViewrtError(f"manifest: graphs has no '{graph}' (has {sorted(graphs)})")
+        result[graph] = {}
+        for spec in graphs[graph]["inputs"]:
+            dims = []
+            for d in spec["shape"]:
+                if isinstance(d, str) and d not in ranges:
+                    raise ViewrtError(
+                        f"{graph} input '{spec['name']}': unknown dynamic dimension '{d}', "
+                        f"expected one of {sorted(ranges)}"
+                    )
+                dims.append(ranges[d] if isinstance(d, str) else (int(d),) * 3)
+            result[graph][spec["name"]] = tuple(tuple(col) for col in zip(*dims))
+    return result
+
+
+def build_all(
+    out_dir: str | Path,
+    manifest: dict,
+    precision: str,
+    max_views: int,
+    max_targets: int = 8,
+) -> dict:
+    """Build ``encoder.engine`` and ``decoder.engine`` next to the exported ONNX graphs.
+
+    Prints the memory estimate first, checks each graph against TensorRT 10.3's op list and
+    opset, then builds with one shared timing cache ``timing.cache`` in ``out_dir``.
+
+    Args:
+        out_dir: The export folder holding the manifest's ONNX files; engines go there too.
+        manifest: The export manifest.
+        precision: ``"fp32"`` or ``"fp16"`` (see :func:`build_engine`).
+        max_views: Most views the cache will hold.
+        max_targets: Most target views per decoder call.
+
+    Returns:
+        ``{"encoder": info, "decoder": info}`` with ``info`` as returned by :func:`build_engine`.
+
+    Raises:
+        ViewrtError: See :func:`build_engine`, :func:`profiles_for` and
+            :func:`viewrt.export.trt_ops.check_trt_compatible`.
+    """
+    out_dir = Path(out_dir)
+    est = estimate_memory(manifest, max_views, max_targets)
+    _say(
+        f"estimate for {max_views} views, {max_targets} targets: KV cache "
+        f"{est['cache_mib']} MiB ({est['kv_dtype']}), largest attention scores "
+        f"{est['attention_scores_mib']} MiB, total {est['total_mib']} MiB"
+    )
+    profiles = profiles_for(manifest, max_views, max_targets)
+    graphs = _need(manifest, "graphs")
+    for graph in _GRAPHS:
+        check_trt_compatible(out_dir / graphs[graph]["file"])
+
+    cache = out_dir / "timing.cache"
+    return {
+        graph: build_engine(
+            out_dir / graphs[graph]["file"],
+            out_dir / f"{graph}.engine",
+            profiles[graph],
+            precision,
+            timing_cache=cache,
+        )
+        for graph in _GRAPHS
+    }

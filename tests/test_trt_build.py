@@ -1,0 +1,309 @@
+"""Tests of engine building: manifest arithmetic everywhere, engine builds where TensorRT runs."""
+
+import hashlib
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from viewrt.errors import ViewrtError
+from viewrt.export.trt_build import (
+    build_all,
+    build_engine,
+    engine_io,
+    estimate_memory,
+    profiles_for,
+    trt_available,
+    trt_major,
+)
+
+T, D, HEADS = 4, 8, 2  # tokens per view, model width, heads of the toy manifest
+
+
+def _manifest(max_views=4, kv_dtype="float16"):
+    """A hand-written manifest in the exporter's format (dynamic dims named by strings)."""
+    kv = [1, "past_tokens", HEADS, D // HEADS]
+    return {
+        "tokens_per_view": T, "n_layers": 2, "n_heads": HEADS, "head_dim": D // HEADS,
+        "d_model": D, "max_views": max_views, "kv_dtype": kv_dtype, "precision": "fp16",
+        "graphs": {
+            "encoder": {
+                "file": "encoder.onnx",
+                "inputs": [{"name": "images", "dtype": "float16", "shape": [1, 1, 3, 16, 16]}],
+                "outputs": [{"name": "present.0.key", "dtype": kv_dtype, "shape": [1, T, 2, 4]}],
+            },
+            "decoder": {
+                "file": "decoder.onnx",
+                "inputs": [
+                    {"name": "target_rays", "dtype": "float16",
+                     "shape": [1, "num_targets", 6, 16, 16]},
+                    {"name": "past.0.key", "dtype": kv_dtype, "shape": kv},
+                ],
+                "outputs": [{"name": "images", "dtype": "float16",
+                             "shape": [1, "num_targets", 3, 16, 16]}],
+            },
+        },
+    }  # fmt: skip
+
+
+# ---------------------------------------------------------------------------- arithmetic
+
+
+def test_estimate_memory_fp16_cache():
+    est = estimate_memory(_manifest(), max_views=4, max_targets=3)
+    # layers * (K, V) * views * tokens * d_model * 2 bytes
+    assert est["cache_bytes"] == 2 * 2 * 4 * T * D * 2 == 1024
+    # (targets * tokens) x (views * tokens) x heads x fp32
+    assert est["attention_scores_bytes"] == (3 * T) * (4 * T) * HEADS * 4 == 1536
+    assert est["total_bytes"] == 2560
+    assert est["kv_dtype"] == "float16"
+    assert est["total_mib"] == pytest.approx(2560 / 2**20, abs=0.01)
+
+
+def test_estimate_memory_scales_with_dtype_and_views():
+    small = estimate_memory(_manifest(max_views=8, kv_dtype="float32"), max_views=2, max_targets=1)
+    assert small["cache_bytes"] == 2 * 2 * 2 * T * D * 4
+    big = estimate_memory(_manifest(max_views=8, kv_dtype="float32"), max_views=8, max_targets=1)
+    assert big["cache_bytes"] == 4 * small["cache_bytes"]
+    assert big["attention_scores_bytes"] == 4 * small["attention_scores_bytes"]
+
+
+def test_estimate_memory_realistic_numbers():
+    # 12 layers, 768 wide, 256 tokens per view, 16 views in fp16: 144 MiB of cache.
+    m = dict(_manifest(max_views=16), n_layers=12, d_model=768, n_heads=12, tokens_per_view=256)
+    est = estimate_memory(m, max_views=16, max_targets=8)
+    assert est["cache_bytes"] == 12 * 2 * 16 * 256 * 768 * 2
+    assert est["cache_mib"] == 144.0
+    assert est["attention_scores_mib"] == (8 * 256) * (16 * 256) * 12 * 4 / 2**20 == 384.0
+
+
+@pytest.mark.parametrize(
+    "change, kwargs, match",
+    [
+        ({}, {"max_views": 5, "max_targets": 1}, "max_views: expected 1..4"),
+        ({}, {"max_views": 0, "max_targets": 1}, "max_views"),
+        ({}, {"max_views": 2, "max_targets": 0}, "max_targets"),
+        ({"kv_dtype": "int8"}, {"max_views": 2, "max_targets": 1}, "kv_dtype"),
+        ({"n_layers": None}, {"max_views": 2, "max_targets": 1}, "missing key 'n_layers'"),
+    ],
+)
+def test_estimate_memory_rejects_bad_input(change, kwargs, match):
+    m = _manifest()
+    for key, value in change.items():
+        if value is None:
+            del m[key]
+        else:
+            m[key] = value
+    with pytest.raises(ViewrtError, match=match):
+        estimate_memory(m, **kwargs)
+
+
+def test_profiles_for_defaults():
+    p = profiles_for(_manifest(max_views=4), max_views=4, max_targets=3)
+    assert set(p) == {"encoder", "decoder"}
+    static = (1, 1, 3, 16, 16)
+    assert p["encoder"] == {"images": (static, static, static)}
+    # past_tokens: one view .. max_views, tuned for max_views // 2 views; num_targets: 1..3, opt 1
+    assert p["decoder"]["past.0.key"] == ((1, T, 2, 4), (1, 2 * T, 2, 4), (1, 4 * T, 2, 4))
+    assert p["decoder"]["target_rays"] == (
+        (1, 1, 6, 16, 16), (1, 1, 6, 16, 16), (1, 3, 6, 16, 16)
+    )  # fmt: skip
+
+
+def test_profiles_for_opt_overrides_and_one_view():
+    p = profiles_for(_manifest(), max_views=4, max_targets=8, opt_views=3, opt_targets=2)
+    assert p["decoder"]["past.0.key"][1] == (1, 3 * T, 2, 4)
+    assert p["decoder"]["target_rays"][1] == (1, 2, 6, 16, 16)
+    one = profiles_for(_manifest(), max_views=1, max_targets=1)
+    assert one["decoder"]["past.0.key"] == ((1, T, 2, 4),) * 3
+
+
+def test_profiles_for_rejects_bad_input():
+    with pytest.raises(ViewrtError, match="opt_views: expected 1..4"):
+        profiles_for(_manifest(), max_views=4, opt_views=5)
+    with pytest.raises(ViewrtError, match="opt_targets"):
+        profiles_for(_manifest(), max_views=4, max_targets=2, opt_targets=3)
+    m = _manifest()
+    m["graphs"]["decoder"]["inputs"][1]["shape"] = [1, "past_len", 2, 4]
+    with pytest.raises(ViewrtError, match="unknown dynamic dimension 'past_len'"):
+        profiles_for(m, max_views=4)
+
+
+def test_build_engine_checks_arguments_before_tensorrt(tmp_path):
+    with pytest.raises(ViewrtError, match="precision"):
+        build_engine(tmp_path / "a.onnx", tmp_path / "a.engine", {}, precision="int8")
+    with pytest.raises(ViewrtError, match="not found"):
+        build_engine(tmp_path / "absent.onnx", tmp_path / "a.engine", {})
+
+
+def test_trt_available_gives_a_reason():
+    ok, why = trt_available()
+    assert isinstance(ok, bool) and why
+
+
+TRT_OK, TRT_WHY = trt_available()
+
+
+@pytest.mark.skipif(TRT_OK, reason="TensorRT is usable here; this checks the error without it")
+def test_build_engine_without_tensorrt_names_the_reason(tmp_path):
+    path = tmp_path / "toy.onnx"
+    onnx.save(_matmul_softmax(), path)
+    with pytest.raises(ViewrtError, match="cannot build 'toy.engine'"):
+        build_engine(path, tmp_path / "toy.engine", {"x": ((1, 1, D), (1, 4, D), (1, 16, D))})
+    assert not (tmp_path / "toy.engine").exists()
+
+
+# ---------------------------------------------------------------------------- TensorRT builds
+
+
+
+def needs_trt(test):
+    """Mark a test `trt` and `gpu`, and skip it with the reason where either is missing."""
+    skip = pytest.mark.skipif(not TRT_OK, reason=f"needs TensorRT and a CUDA GPU: {TRT_WHY}")
+    return pytest.mark.trt(pytest.mark.gpu(skip(test)))
+
+
+X_PROFILE = {"x": ((1, 1, D), (1, 4, D), (1, 16, D))}
+
+
+def _matmul_softmax(opset=17):
+    """x[1, T, D] -> Softmax(x @ W) with a dynamic T."""
+    w = np.random.default_rng(0).standard_normal((D, D)).astype(np.float32)
+    graph = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["x", "w"], ["m"], "proj"),
+            helper.make_node("Softmax", ["m"], ["y"], "softmax", axis=-1),
+        ],
+        "matmul_softmax",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, "T", D])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, "T", D])],
+        initializer=[numpy_helper.from_array(w, "w")],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+
+
+def _compare_with_onnxruntime(onnx_path, engine_path, atol, rtol):
+    from polygraphy.backend.onnxrt import OnnxrtRunner, SessionFromOnnx
+    from polygraphy.backend.trt import EngineFromPath, TrtRunner
+    from polygraphy.comparator import Comparator, CompareFunc
+
+    rng = np.random.default_rng(1)
+    feeds = [{"x": rng.standard_normal((1, t, D)).astype(np.float32)} for t in (1, 5, 16)]
+    runners = [
+        OnnxrtRunner(SessionFromOnnx(str(onnx_path))),
+        TrtRunner(EngineFromPath(str(engine_path))),
+    ]
+    results = Comparator.run(runners, data_loader=feeds)
+    compare = CompareFunc.simple(atol=atol, rtol=rtol)
+    return bool(Comparator.compare_accuracy(results, compare_func=compare))
+
+
+@pytest.fixture
+def toy_onnx(tmp_path):
+    path = tmp_path / "toy.onnx"
+    onnx.save(_matmul_softmax(), path)
+    return path
+
+
+@needs_trt
+def test_fp32_engine_matches_onnxruntime(tmp_path, toy_onnx):
+    engine = tmp_path / "toy.engine"
+    cache = tmp_path / "timing.cache"
+    info = build_engine(toy_onnx, engine, X_PROFILE, "fp32", timing_cache=cache)
+
+    data = engine.read_bytes()
+    assert info["file"] == "toy.engine"
+    assert info["sha256"] == hashlib.sha256(data).hexdigest()
+    assert info["size_bytes"] == len(data)
+    assert info["profiles"] == {"x": {"min": [1, 1, D], "opt": [1, 4, D], "max": [1, 16, D]}}
+    assert info["precision"] == "fp32" and info["tensorrt"] and info["gpu"]
+    assert cache.stat().st_size > 0
+    assert engine_io(engine) == [
+        {"name": "x", "mode": "input", "dtype": "float32", "shape": [1, -1, D]},
+        {"name": "y", "mode": "output", "dtype": "float32", "shape": [1, -1, D]},
+    ]
+    assert _compare_with_onnxruntime(toy_onnx, engine, atol=1e-5, rtol=1e-4)
+
+    # A second build reuses the timing cache written by the first.
+    again = build_engine(toy_onnx, tmp_path / "again.engine", X_PROFILE, "fp32", timing_cache=cache)
+    assert again["size_bytes"] > 0
+
+
+@needs_trt
+def test_fp16_per_tensorrt_version(tmp_path, toy_onnx):
+    engine = tmp_path / "toy16.engine"
+    if trt_major() >= 11:  # strongly typed: an fp32 graph cannot become fp16 by a flag
+        with pytest.raises(ViewrtError, match="--precision fp16"):
+            build_engine(toy_onnx, engine, X_PROFILE, "fp16")
+        assert not engine.exists()
+    else:
+        info = build_engine(toy_onnx, engine, X_PROFILE, "fp16")
+        assert info["precision"] == "fp16"
+        assert _compare_with_onnxruntime(toy_onnx, engine, atol=1e-2, rtol=1e-2)
+
+
+@needs_trt
+def test_build_errors_are_viewrt_errors(tmp_path, toy_onnx):
+    with pytest.raises(ViewrtError, match="input 'x' has dynamic shape"):
+        build_engine(toy_onnx, tmp_path / "a.engine", {})
+    with pytest.raises(ViewrtError, match="axis 2: the dimension is static"):
+        build_engine(toy_onnx, tmp_path / "a.engine", {"x": ((1, 1, 4), (1, 1, 4), (1, 2, 4))})
+
+    model = _matmul_softmax()
+    model.graph.node[1].op_type, model.graph.node[1].domain = "NoSuchOp", "com.example"
+    model.opset_import.append(helper.make_opsetid("com.example", 1))
+    bad = tmp_path / "bad.onnx"
+    onnx.save(model, bad)
+    with pytest.raises(ViewrtError, match="cannot parse 'bad.onnx'"):
+        build_engine(bad, tmp_path / "bad.engine", X_PROFILE)
+    assert not (tmp_path / "bad.engine").exists()
+
+
+@needs_trt
+def test_build_all_from_a_manifest(tmp_path):
+    # Encoder: one view's tokens [1, T, D] -> K; decoder: targets attend to the cached K.
+    w = numpy_helper.from_array(np.eye(D, dtype=np.float32), "w")
+    enc = helper.make_graph(
+        [helper.make_node("MatMul", ["tokens", "w"], ["present.0.key"], "k_proj")],
+        "encoder",
+        [helper.make_tensor_value_info("tokens", TensorProto.FLOAT, [1, T, D])],
+        [helper.make_tensor_value_info("present.0.key", TensorProto.FLOAT, [1, T, D])],
+        initializer=[w],
+    )
+    dec = helper.make_graph(
+        [
+            helper.make_node("Transpose", ["past.0.key"], ["kt"], "kt", perm=[0, 2, 1]),
+            helper.make_node("MatMul", ["query", "kt"], ["s"], "scores"),
+            helper.make_node("Softmax", ["s"], ["p"], "softmax", axis=-1),
+            helper.make_node("MatMul", ["p", "past.0.key"], ["out"], "mix"),
+        ],
+        "decoder",
+        [
+            helper.make_tensor_value_info("query", TensorProto.FLOAT, [1, "num_targets", D]),
+            helper.make_tensor_value_info("past.0.key", TensorProto.FLOAT, [1, "past_tokens", D]),
+        ],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, "num_targets", D])],
+    )
+    for graph in (enc, dec):
+        onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]),
+                  tmp_path / f"{graph.name}.onnx")  # fmt: skip
+
+    manifest = _manifest(max_views=4, kv_dtype="float32")
+    manifest["graphs"]["encoder"]["inputs"] = [
+        {"name": "tokens", "dtype": "float32", "shape": [1, T, D]}
+    ]
+    manifest["graphs"]["decoder"]["inputs"] = [
+        {"name": "query", "dtype": "float32", "shape": [1, "num_targets", D]},
+        {"name": "past.0.key", "dtype": "float32", "shape": [1, "past_tokens", D]},
+    ]
+    infos = build_all(tmp_path, manifest, "fp32", max_views=4, max_targets=2)
+
+    assert set(infos) == {"encoder", "decoder"}
+    assert (tmp_path / "encoder.engine").is_file() and (tmp_path / "decoder.engine").is_file()
+    assert (tmp_path / "timing.cache").is_file()
+    assert infos["decoder"]["profiles"]["past.0.key"] == {
+        "min": [1, T, D], "opt": [1, 2 * T, D], "max": [1, 4 * T, D]
+    }  # fmt: skip
+    modes = {t["name"]: t["mode"] for t in engine_io(tmp_path / "decoder.engine")}
+    assert modes == {"query": "input", "past.0.key": "input", "out": "output"}
