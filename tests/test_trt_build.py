@@ -19,6 +19,7 @@ from viewrt.export.trt_build import (
 )
 
 T, D, HEADS = 4, 8, 2  # tokens per view, model width, heads of the toy manifest
+IR_VERSION = 8  # the IR of opset 17/18; newer onnx writes a newer IR that ONNX Runtime may refuse
 
 
 def _manifest(max_views=4, kv_dtype="float16"):
@@ -180,7 +181,9 @@ def _matmul_softmax(opset=17):
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, "T", D])],
         initializer=[numpy_helper.from_array(w, "w")],
     )
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    return helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=IR_VERSION
+    )
 
 
 def _compare_with_onnxruntime(onnx_path, engine_path, atol, rtol):
@@ -286,8 +289,10 @@ def test_build_all_from_a_manifest(tmp_path):
         [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, "num_targets", D])],
     )
     for graph in (enc, dec):
-        onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]),
-                  tmp_path / f"{graph.name}.onnx")  # fmt: skip
+        model = helper.make_model(
+            graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=IR_VERSION
+        )
+        onnx.save(model, tmp_path / f"{graph.name}.onnx")
 
     manifest = _manifest(max_views=4, kv_dtype="float32")
     manifest["graphs"]["encoder"]["inputs"] = [

@@ -556,3 +556,25 @@ def uint8_to_image(array: Any) -> np.ndarray:
         raise ViewrtError(f"image: expected dtype uint8, got {arr.dtype}")
     out = arr.astype(np.float32) / np.float32(255.0)
     return np.ascontiguousarray(out.transpose(2, 0, 1))
+
+
+@dataclass(frozen=True, eq=False)
+class Camera:
+    """A posed pinhole camera in the dataset's convention (OpenCV c2w, pixels).
+
+    Attributes:
+        c2w: float64 ``[4, 4]`` camera-to-world pose.
+        fxfycxcy: float64 ``[4]`` intrinsics in pixels of the image it comes with.
+    """
+
+    c2w: np.ndarray
+    fxfycxcy: np.ndarray
+
+    def __post_init__(self) -> None:
+        m, k = check_camera(self.c2w, self.fxfycxcy)
+        object.__setattr__(self, "c2w", m)
+        object.__setattr__(self, "fxfycxcy", k)
+
+    @classmethod
+    def from_w2c(cls, w2c: Any, fxfycxcy: Any) -> "Camera":
+        return cls(w2c_to_c2w(w2c), fxfycxcy)
