@@ -1,0 +1,42 @@
+"""Shared fixtures: exports of the tiny/small presets made once per test session."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+
+
+def _export(tmp_path_factory, preset: str, precision: str = "fp32", max_views: int = 8):
+    from viewrt.export.onnx_export import export_model
+    from viewrt.models import build_model
+
+    model, _ = build_model(preset)
+    out = tmp_path_factory.mktemp(f"export_{preset}_{precision}")
+    export_model(model, out, preset, max_views=max_views, precision=precision, progress=False)
+    return out, model
+
+
+@pytest.fixture(scope="session")
+def tiny_export(tmp_path_factory):
+    """(export dir, fp32 torch model) of the tiny preset, max 8 views."""
+    return _export(tmp_path_factory, "tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_export_fp16(tmp_path_factory):
+    return _export(tmp_path_factory, "tiny", "fp16")
+
+
+@pytest.fixture(scope="session")
+def small_export(tmp_path_factory):
+    """(export dir, fp32 torch model) of the small preset, max 8 views."""
+    return _export(tmp_path_factory, "small")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Skip trt/gpu tests with a reason where TensorRT or a GPU is absent."""
+    has_trt = importlib.util.find_spec("tensorrt") is not None
+    for item in items:
+        if "trt" in item.keywords and not has_trt:
+            item.add_marker(pytest.mark.skip(reason="TensorRT is not installed on this machine"))
