@@ -181,10 +181,10 @@ def export_model(model, out_dir: str | Path, preset: str, max_views: int = 16, p
     steps = tqdm(total=5, desc=f"export {preset} {precision}", disable=not progress, unit="step")
     try:
         steps.set_postfix_str("encoder.onnx")
-        _export(EncoderGraph(emodel), (view,), tmp / ENCODER_FILE, enc_spec, None)
+        _export(EncoderGraph(emodel).eval(), (view,), tmp / ENCODER_FILE, enc_spec, None)
         steps.update()
         steps.set_postfix_str("decoder.onnx")
-        _export(DecoderGraph(emodel), (targets, *past), tmp / DECODER_FILE, dec_spec, dec_dynamic)
+        _export(DecoderGraph(emodel).eval(), (targets, *past), tmp / DECODER_FILE, dec_spec, dec_dynamic)
         steps.update()
         steps.set_postfix_str("checks")
         for f, sp in ((ENCODER_FILE, enc_spec), (DECODER_FILE, dec_spec)):
