@@ -15,10 +15,12 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import logging
 import os
 import platform
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 
 import torch
@@ -80,7 +82,10 @@ def _export(module, args, path: Path, spec: S.GraphSpec, dynamic_shapes) -> None
     from viewrt.models.layers import explicit_attention
 
     big = sum(p.numel() * p.element_size() for p in module.parameters()) > 1.8e9
-    with explicit_attention(), torch.no_grad():
+    # The exporter's own notices (torchvision ops it skips, deprecations) are not ours to show.
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    with explicit_attention(), torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
         torch.onnx.export(
             module, args, str(path), dynamo=True, opset_version=OPSET, optimize=True, external_data=big,
             input_names=[t.name for t in spec.inputs], output_names=[t.name for t in spec.outputs],

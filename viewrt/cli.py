@@ -74,12 +74,22 @@ def export(preset, checkpoint, out_dir, max_views, precision, force, seed):
 @click.option("--precision", type=click.Choice(["fp32", "fp16"]), default=None, help="Engine precision (default: the graphs').")
 @click.option("--max-views", type=int, default=None, help="Profile maximum in views (default: the manifest's).")
 @click.option("--max-targets", type=int, default=8, show_default=True)
+@click.option("--if-available", is_flag=True, help="Where TensorRT or a GPU is absent, say so and exit 0.")
 @_user_errors
-def build(export_dir, precision, max_views, max_targets):
+def build(export_dir, precision, max_views, max_targets, if_available):
     """Build TensorRT engines (encoder.engine, decoder.engine) from an export folder."""
-    from viewrt.export.engines import build_engines
+    from viewrt.export.engines import build_engines, read_export
+    from viewrt.export.trt_build import trt_available
 
-    build_engines(Path(export_dir), precision, max_views, max_targets)
+    ok, reason = trt_available()
+    if not ok and if_available:
+        read_export(Path(export_dir))  # the graphs are there and match
+        click.echo(f"engines NOT built in {export_dir}: {reason}. The ONNX graphs and manifest are ready; "
+                   "run `viewrt build` on the target device (TensorRT engines are tied to GPU and TensorRT version).")
+        return
+    engines = build_engines(Path(export_dir), precision, max_views, max_targets)
+    click.echo(f"built {', '.join(e['file'] for e in engines.values())} in {export_dir} (TensorRT "
+               f"{engines['encoder']['tensorrt']}, {engines['encoder']['gpu']}); recorded in manifest.json")
 
 
 @main.command()
@@ -111,6 +121,7 @@ def scene(out_dir, views, size, scenes, seed):
 
 # Subcommands defined in their own modules (each imports its heavy dependencies lazily).
 # -- registered commands (one line each) --
+from viewrt.infer import infer as _infer; main.add_command(_infer)  # noqa: E402, E702
 
 if __name__ == "__main__":
     main()

@@ -1,0 +1,56 @@
+# viewrt: every target does its own set-up (a .venv with torch pinned to a CPU build).
+# Override: make test PY=python3.12 TORCH_SPEC="torch==2.13.0" VENV=.venv
+
+PY ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.viewrt-installed
+
+DEMO_PRESET ?= small
+PRESET ?= small
+PRECISION ?= fp32
+MAX_VIEWS ?= 16
+CHECKPOINT ?=
+ENGINE_DIR ?= out/engines/$(PRESET)-$(PRECISION)
+TRT ?=
+BENCH_ARGS ?=
+
+.PHONY: setup demo test test-all engines bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@echo "[setup] creating $(VENV) and installing viewrt[dev] ($(TORCH_SPEC))"
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	@touch $@
+
+# The main job on the built-in default: export, a synthetic scene view by view, a report.
+demo: $(STAMP)
+	$(BIN)/viewrt export --preset $(DEMO_PRESET) --out out/demo/model --max-views 16 --force
+	$(BIN)/viewrt infer out/demo/model --out out/demo/run
+	@echo "[demo] report: out/demo/run/summary.json, steps.png, contact_sheet.png"
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+# Also the slow tests (res256 export, ...).
+test-all: $(STAMP)
+	$(BIN)/python -m pytest -q -m "slow or not slow"
+
+# ONNX graphs + manifest always; TensorRT engines where TensorRT and a GPU are present.
+# TRT=1 makes a missing TensorRT an error.
+engines: $(STAMP)
+	$(BIN)/viewrt export --preset $(PRESET) --precision $(PRECISION) --max-views $(MAX_VIEWS) \
+		--out $(ENGINE_DIR) $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT))
+	$(BIN)/viewrt build $(ENGINE_DIR) $(if $(filter 1,$(TRT)),,--if-available)
+
+bench: $(STAMP)
+	$(BIN)/viewrt export --preset small --out out/bench/model --max-views 64
+	$(BIN)/viewrt bench out/bench/model --out out/bench/results $(BENCH_ARGS)
+
+clean:
+	rm -rf out .pytest_cache .hypothesis
