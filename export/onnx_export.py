@@ -5,9 +5,10 @@ Graphs are written with the torch.export-based exporter at opset 18, attention a
 MatMul -> Softmax -> MatMul (scale on q first), LayerNormalization for LayerNorm and
 RMSNorm as plain arithmetic, so TensorRT 10.3 (JetPack 6) can parse them.
 
-fp16 variant: weights and matmuls in fp16; LayerNorm, RMSNorm and Softmax computed in fp32
-inside the graph (explicit casts, what strongly typed TensorRT 11 needs); view/target
-inputs and images stay fp32; the K/V outputs/inputs are fp16, so the cache is half size.
+fp16 variant: weights and matmuls in fp16; the residual stream, LayerNorm, RMSNorm and
+Softmax in fp32 inside the graph (explicit casts, what strongly typed TensorRT 11 needs);
+view/target inputs and images stay fp32; the K/V outputs/inputs are fp16, so the cache is
+half size.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ from tqdm import tqdm
 
 from viewrt.errors import ViewrtError
 from viewrt.export import spec as S
-from viewrt.export.validate import TOLERANCES, check_structure, validate_numbers
+from viewrt.export.validate import check_structure, validate_numbers
+from viewrt.models.layers import mixed_fp16
 
 OPSET = 18
 MANIFEST = "manifest.json"
@@ -172,7 +174,7 @@ def export_model(model, out_dir: str | Path, preset: str, max_views: int = 16, p
     _check_out_dir(out_dir, _identity(manifest), force)
 
     enc_spec, dec_spec = S.encoder_spec(cfg, kv_dtype), S.decoder_spec(cfg, kv_dtype)
-    emodel = copy.deepcopy(model).half() if precision == "fp16" else model
+    emodel = mixed_fp16(copy.deepcopy(model)) if precision == "fp16" else model
     T, s = cfg.tokens_per_view, cfg.image_size
     view = torch.rand(1, 9, s, s)
     targets = torch.rand(1, 2, 6, s, s)

@@ -19,14 +19,14 @@ __all__ = [
 @torch.no_grad()
 def init_weights(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     """Deterministic built-in weights (no checkpoint): variance-preserving Linear weights
-    and norm weights in [0.5, 2], so attention is not uniform and outputs are not flat.
+    and norm weights in [0.5, 1.5], so attention is not uniform and outputs are not flat.
     These are untrained; they exist for parity tests, demos and benchmarks."""
     g = torch.Generator().manual_seed(seed)
     for name, p in model.named_parameters():
         if p.ndim == 2:
             p.copy_(torch.randn(p.shape, generator=g) / p.shape[1] ** 0.5)
         else:
-            p.copy_(0.5 + 1.5 * torch.rand(p.shape, generator=g))
+            p.copy_(0.5 + torch.rand(p.shape, generator=g))
     return model.eval()
 
 

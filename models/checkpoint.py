@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import pickle
 import re
+import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -64,10 +65,17 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
             obj = load_file(str(path))
         else:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": one error line, not warnings
+                warnings.simplefilter("ignore")
+                obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ViewrtError(f"checkpoint {path}: refused, it is not a weights-only file ({first})") from None
+        # torch raises UnpicklingError both for a pickle of arbitrary objects (which we
+        # refuse) and for bytes that are no pickle at all (a corrupt file): tell them apart.
+        refused = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+        if refused:
+            raise ViewrtError(f"checkpoint {path}: refused, it is not a weights-only file (it pickles {refused.group(1)}, "
+                              "which torch.load(weights_only=True) does not allow)") from None
+        raise ViewrtError(f"checkpoint {path}: cannot be read (not a torch.save file, or corrupt)") from None
     except Exception as e:  # corrupt zip, truncated file, bad safetensors header...
         raise ViewrtError(f"checkpoint {path}: cannot be read ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
     if isinstance(obj, dict) and isinstance(obj.get("model"), dict):

@@ -144,6 +144,10 @@ class EfficientLVSM(nn.Module):
         self.input_self_attn_blocks = nn.ModuleList(EncoderBlock(cfg) for _ in range(cfg.n_layers))
         self.self_cross_blocks = nn.ModuleList(DecoderBlock(cfg) for _ in range(cfg.n_layers))
         self.image_token_decoder = image_head(d, p, affine_norm=False)
+        self.residual_dtype: torch.dtype | None = None  # fp32 in the mixed fp16 variant (layers.mixed_fp16)
+
+    def _residual(self, x: torch.Tensor) -> torch.Tensor:
+        return x if self.residual_dtype is None else x.to(self.residual_dtype)
 
     # -- incremental path: one view at a time into a cache --------------------------------
     def encode_view(self, views: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -154,7 +158,7 @@ class EfficientLVSM(nn.Module):
         Returns:
             L pairs (K, V), each [B, T, H, Dh], already through LN_kv, to_kv and k_norm.
         """
-        x = self.rgbp_tokenizer(views)  # [B, T, D]
+        x = self._residual(self.rgbp_tokenizer(views))  # [B, T, D]
         kv = []
         for enc, dec in zip(self.input_self_attn_blocks, self.self_cross_blocks):
             x = enc(x)
@@ -171,7 +175,7 @@ class EfficientLVSM(nn.Module):
             images [B, Vt, 3, H, W] in [0, 1].
         """
         b, _, _, h, w = targets.shape
-        t = self.target_pose_tokenizer(targets.flatten(0, 1))  # [B*Vt, T, D]
+        t = self._residual(self.target_pose_tokenizer(targets.flatten(0, 1)))  # [B*Vt, T, D]
         for block, (k, v) in zip(self.self_cross_blocks, kv):
             t = block(t, k, v, b)
         rgb = self.image_token_decoder(t)  # [B*Vt, T, 3*p*p]

@@ -58,14 +58,20 @@ def layer_norm(x: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Ten
 
 
 class LayerNorm(nn.Module):
-    """LayerNorm without bias; ``affine=False`` has no parameters at all."""
+    """LayerNorm without bias; ``affine=False`` has no parameters at all.
+
+    ``out_dtype`` (default: the input's) is set by :func:`mixed_fp16`, where the residual
+    stream is fp32 and the layer after the norm computes in fp16.
+    """
 
     def __init__(self, dim: int, affine: bool = False):
         super().__init__()
         self.weight = nn.Parameter(torch.ones(dim)) if affine else None
+        self.out_dtype: torch.dtype | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return layer_norm(x, self.weight)
+        y = layer_norm(x.float(), self.weight)  # fp32
+        return y.to(self.out_dtype or x.dtype)
 
 
 class RMSNorm(nn.Module):
@@ -156,3 +162,15 @@ def tokenizer(in_channels: int, patch: int, dim: int) -> nn.Sequential:
 def image_head(dim: int, patch: int, affine_norm: bool) -> nn.Sequential:
     """LN -> Linear(d, 3*p*p) -> sigmoid (keys ``.1.weight``, and ``.0.weight`` if affine)."""
     return nn.Sequential(LayerNorm(dim, affine=affine_norm), nn.Linear(dim, 3 * patch * patch, bias=False), nn.Sigmoid())
+
+
+def mixed_fp16(model: nn.Module) -> nn.Module:
+    """Convert a model in place to the fp16 deployment precision: weights and matmuls in
+    fp16; residual stream, LayerNorm, RMSNorm and softmax in fp32. The model must have a
+    ``residual_dtype`` attribute that its forward applies to tokenizer outputs."""
+    model.half()
+    for m in model.modules():
+        if isinstance(m, LayerNorm):
+            m.out_dtype = torch.float16
+    model.residual_dtype = torch.float32
+    return model

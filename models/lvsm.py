@@ -100,5 +100,5 @@ def count_flops(cfg: LVSMConfig, n_views: int, n_targets: int) -> float:
     T, D, L, m, p2 = cfg.tokens_per_view, cfg.d_model, cfg.n_layers, cfg.mlp_mult, cfg.patch_size**2
     S = (n_views + 1) * T
     block = 2 * S * D * 3 * D + 2 * S * D * D + 2 * 2 * S * S * D + 2 * S * D * m * D * 2
-    tok = 2 * n_views * T * 9 * p2 * D + 2 * T * 6 * p2 * D
-    return float(n_targets * (tok + L * block + 2 * T * D * 3 * p2))
+    inputs = 2 * n_views * T * 9 * p2 * D  # input views are tokenized once, shared by all targets
+    return float(inputs + n_targets * (2 * T * 6 * p2 * D + L * block + 2 * T * D * 3 * p2))
