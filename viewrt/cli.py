@@ -121,6 +121,7 @@ def scene(out_dir, views, size, scenes, seed):
 
 # Subcommands defined in their own modules (each imports its heavy dependencies lazily).
 # -- registered commands (one line each) --
+from viewrt.bench import bench as _bench; main.add_command(_bench)  # noqa: E402,E702
 from viewrt.infer import infer as _infer; main.add_command(_infer)  # noqa: E402, E702
 
 if __name__ == "__main__":

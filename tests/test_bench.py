@@ -1,0 +1,120 @@
+"""`viewrt bench` on the tiny preset: every backend x N x targets row, the report files,
+and the errors a user can cause. Timings are not asserted (only that they exist)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import pytest
+from click.testing import CliRunner
+
+from viewrt.bench import BACKENDS, RECOMPUTE, parse_backends, parse_int_list
+from viewrt.cli import main
+from viewrt.errors import ViewrtError
+
+CPU_BACKENDS = ["ort", "torch-fp32", "torch-bf16", "torch-cat", "efflvsm-nocache", "lvsm"]
+VIEWS, TARGETS = [1, 2, 3], [1, 2]
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def _bench(export_dir, out, *extra):
+    args = ["bench", str(export_dir), "--out", str(out), "--quiet", *extra]
+    return CliRunner().invoke(main, args, catch_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def bench_run(tiny_export, tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    res = _bench(tiny_export[0], out, "--views", "1,2,3", "--targets", "1,2", "--repeats", "1", "--warmup", "0",
+                 "--backends", ",".join(CPU_BACKENDS))
+    return res, out
+
+
+def test_bench_writes_every_backend_view_target_row(bench_run):
+    res, out = bench_run
+    assert res.exit_code == 0, res.output
+    with open(out / "results.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    keys = [(r["backend"], int(r["n_views"]), int(r["n_targets"])) for r in rows]
+    want = [(b, n, t) for b in CPU_BACKENDS for n in VIEWS for t in TARGETS]
+    assert sorted(keys) == sorted(want)  # each exactly once
+    for r in rows:
+        assert r["status"] == "measured", r
+        for k in ("median_ms", "min_ms", "max_ms", "flops", "gflops", "peak_rss_bytes"):
+            v = float(r[k])
+            assert math.isfinite(v) and v > 0, (k, r)
+        assert float(r["min_ms"]) <= float(r["median_ms"]) <= float(r["max_ms"])
+        if r["backend"] not in RECOMPUTE:  # incremental: cache bytes and a decode component
+            assert int(r["cache_bytes_used"]) == int(r["cache_bytes_manifest"]) > 0
+            assert float(r["decode_ms"]) > 0 and float(r["encode_ms"]) > 0
+
+
+def test_bench_summary_json_and_plots(bench_run):
+    res, out = bench_run
+    text = (out / "summary.md").read_text()
+    assert res.output.strip().endswith(text.strip()[-200:])  # printed at the end
+    for t in TARGETS:
+        assert f"## Add-view latency, {t} target" in text
+    header = next(line for line in text.splitlines() if line.startswith("| N | ort |"))
+    for col in ("torch-fp32", "torch-bf16", "torch-cat", "effLVSM no-cache", "LVSM dec-only", "speedup vs LVSM",
+                "speedup vs best torch eager", "overhead"):
+        assert col in header
+    for n in VIEWS:
+        assert sum(line.startswith(f"| {n} | ") for line in text.splitlines()) >= len(TARGETS)
+    assert "## Targets" in text and "GFLOP/s" in text
+    data = json.loads((out / "results.json").read_text())
+    assert data["matmul"]["gflops"] > 0 and data["machine"]["cpu"]
+    assert len(data["rows"]) == len(CPU_BACKENDS) * len(VIEWS) * len(TARGETS)
+    assert set(data["cache_growth"]) == {"ort", "torch-fp32", "torch-bf16", "torch-cat"}
+    comps = data["steps"]["ort N=3 T=2"][0]
+    assert {"encode", "preprocess"} <= set(comps["add"]) and {"decode", "d2h"} <= set(comps["render"])
+    for name in ("latency_vs_views.png", "speedup.png", "components.png"):
+        blob = (out / name).read_bytes()
+        assert blob[:8] == PNG and len(blob) > 1000, name
+
+
+def test_bench_over_budget_is_extrapolated_and_marked(tiny_export, tmp_path):
+    res = _bench(tiny_export[0], tmp_path, "--views", "1,2", "--targets", "2", "--repeats", "1", "--warmup", "0",
+                 "--backends", "ort,lvsm", "--max-seconds-per-point", "1e-9")
+    assert res.exit_code == 0, res.output
+    with open(tmp_path / "results.csv", newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r["backend"] == "lvsm"]
+    assert [r["status"] for r in rows] == ["extrapolated", "extrapolated"]
+    assert all(float(r["median_ms"]) > 0 and "budget" in r["note"] for r in rows)
+    assert "‡" in (tmp_path / "summary.md").read_text()
+
+
+def test_unknown_backend_is_named(tiny_export, tmp_path):
+    res = _bench(tiny_export[0], tmp_path, "--views", "1", "--backends", "ort,tensorflow")
+    assert res.exit_code != 0
+    assert "tensorflow" in res.output and "unknown backend" in res.output
+    assert "Traceback" not in res.output
+    assert not (tmp_path / "results.csv").exists()
+
+
+def test_views_above_export_max_views(tiny_export, tmp_path):
+    res = _bench(tiny_export[0], tmp_path, "--views", "1,9")
+    assert res.exit_code != 0
+    assert "max_views 8" in res.output and "--max-views 9" in res.output
+
+
+@pytest.mark.parametrize("text", ["1,x", "0,2", ","])
+def test_bad_view_lists(text):
+    with pytest.raises(ViewrtError, match="--views"):
+        parse_int_list(text, "--views")
+
+
+def test_parse_helpers():
+    assert parse_int_list("4, 1,2,2", "--views") == [1, 2, 4]
+    assert parse_backends(None) is None
+    assert parse_backends("lvsm,ort,lvsm") == ["lvsm", "ort"]
+    assert set(CPU_BACKENDS) <= set(BACKENDS)
+
+
+def test_bad_repeats_and_missing_export(tiny_export, tmp_path):
+    res = _bench(tiny_export[0], tmp_path, "--repeats", "0", "--views", "1")
+    assert res.exit_code != 0 and "--repeats" in res.output
+    res = _bench(tmp_path / "nope", tmp_path / "o", "--views", "1")
+    assert res.exit_code != 0 and "no such folder" in res.output
