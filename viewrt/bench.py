@@ -42,7 +42,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from viewrt.errors import ViewrtError
+from viewrt.errors import ViewrtError, cli_errors
 
 BACKENDS: dict[str, str] = {
     "ort": "viewrt runtime, ONNX Runtime CPU",
@@ -1045,18 +1045,12 @@ def run_bench(cfg: BenchConfig, progress: bool = True) -> tuple[dict, str]:
               help="Device of the PyTorch backends (the runtime backends name their own).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the synthetic scene.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@cli_errors
 def bench(export_dir, out_dir, views, targets, backends, repeats, warmup, max_seconds_per_point, threads, device, seed, quiet):
     """Add-view latency of the runtime vs PyTorch eager and full-recompute baselines
     (LVSM decoder-only, Efficient-LVSM without cache), with memory, component breakdown
     and achieved GFLOP/s; writes results.csv/json, summary.md and plots to OUT."""
-    try:
-        cfg = BenchConfig(Path(export_dir), Path(out_dir), parse_int_list(views, "--views"), parse_int_list(targets, "--targets"),
-                          parse_backends(backends), repeats, warmup, max_seconds_per_point, threads, device, seed)
-        _, text = run_bench(cfg, progress=not quiet)
-    except ViewrtError as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(1)
-    except ModuleNotFoundError as e:
-        click.echo(f"error: {e.name} is not installed; install the extra that provides it (see README)", err=True)
-        sys.exit(1)
+    cfg = BenchConfig(Path(export_dir), Path(out_dir), parse_int_list(views, "--views"), parse_int_list(targets, "--targets"),
+                      parse_backends(backends), repeats, warmup, max_seconds_per_point, threads, device, seed)
+    _, text = run_bench(cfg, progress=not quiet)
     click.echo(text)

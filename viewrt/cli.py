@@ -6,31 +6,13 @@ Errors a user can cause end in one line on stderr and exit status 1. Heavy impor
 
 from __future__ import annotations
 
-import functools
 import json
 import sys
 from pathlib import Path
 
 import click
 
-from viewrt.errors import ViewrtError
-
-
-def _user_errors(fn):
-    """Turn ViewrtError (and a missing optional dependency) into one line + exit 1."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except ViewrtError as e:
-            click.echo(f"error: {e}", err=True)
-            sys.exit(1)
-        except ModuleNotFoundError as e:
-            click.echo(f"error: {e.name} is not installed; install the extra that provides it (see README)", err=True)
-            sys.exit(1)
-
-    return wrapper
+from viewrt.errors import ViewrtError, cli_errors
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -48,7 +30,7 @@ def main():
 @click.option("--precision", type=click.Choice(["fp32", "fp16"]), default="fp32", show_default=True)
 @click.option("--force", is_flag=True, help="Overwrite a folder that holds another model's export.")
 @click.option("--seed", type=int, default=None, help="Seed of the validation inputs (default: fresh).")
-@_user_errors
+@cli_errors
 def export(preset, checkpoint, out_dir, max_views, precision, force, seed):
     """Export encoder and decoder ONNX graphs with per-layer KV, validate against PyTorch."""
     if max_views < 1:
@@ -75,7 +57,7 @@ def export(preset, checkpoint, out_dir, max_views, precision, force, seed):
 @click.option("--max-views", type=int, default=None, help="Profile maximum in views (default: the manifest's).")
 @click.option("--max-targets", type=int, default=8, show_default=True)
 @click.option("--if-available", is_flag=True, help="Where TensorRT or a GPU is absent, say so and exit 0.")
-@_user_errors
+@cli_errors
 def build(export_dir, precision, max_views, max_targets, if_available):
     """Build TensorRT engines (encoder.engine, decoder.engine) from an export folder."""
     from viewrt.export.engines import build_engines, read_export
@@ -94,7 +76,7 @@ def build(export_dir, precision, max_views, max_targets, if_available):
 
 @main.command()
 @click.argument("export_dir", type=click.Path(file_okay=False))
-@_user_errors
+@cli_errors
 def info(export_dir):
     """Print what an export folder holds (model, tensors, cache size, engines)."""
     from viewrt.runtime.manifest import load_manifest
@@ -109,7 +91,7 @@ def info(export_dir):
 @click.option("--size", type=int, default=128, show_default=True)
 @click.option("--scenes", type=int, default=1, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
-@_user_errors
+@cli_errors
 def scene(out_dir, views, size, scenes, seed):
     """Generate synthetic scenes in the LVSM RealEstate10K format (scene JSON + PNGs)."""
     from viewrt.data import make_eval_index, make_synthetic_list

@@ -41,7 +41,7 @@ from typing import Any, Callable, Sequence
 
 import click
 
-from viewrt.errors import ViewrtError
+from viewrt.errors import ViewrtError, cli_errors
 
 BACKENDS = ("ort", "trt", "torch")
 DEFAULT_TARGETS = 2
@@ -699,6 +699,4 @@ def infer(export_dir, scene_json, list_file, index_file, views, targets, backend
     Metrics are computed on the 8-bit images as written; LPIPS is not computed. The scene
     normalization frame comes from all input and target cameras.
     """
-    from viewrt.cli import _user_errors  # here, not at import: viewrt.cli imports this module
-
-    _user_errors(_infer)(export_dir, scene_json, list_file, index_file, views, targets, backend, device, out_dir)
+    cli_errors(_infer)(export_dir, scene_json, list_file, index_file, views, targets, backend, device, out_dir)
