@@ -13,6 +13,7 @@ half size.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
@@ -178,13 +179,17 @@ def export_model(model, out_dir: str | Path, preset: str, max_views: int = 16, p
     T, s = cfg.tokens_per_view, cfg.image_size
     view = torch.rand(1, 9, s, s)
     targets = torch.rand(1, 2, 6, s, s)
-    past = [torch.randn(1, 3 * T, cfg.n_heads, cfg.head_dim, dtype=next(emodel.parameters()).dtype) for _ in range(2 * cfg.n_layers)]
+    cap = max(2, max_views)  # views the past_tokens axis admits (at least 2: a dynamic axis needs a range)
+    example_views = min(3, cap)  # the example must lie in that range, and not be 1 (torch.export specializes 1)
+    past = [torch.randn(1, example_views * T, cfg.n_heads, cfg.head_dim, dtype=next(emodel.parameters()).dtype) for _ in range(2 * cfg.n_layers)]
     nt = torch.export.Dim(S.NUM_TARGETS, min=1, max=64)
-    pt = torch.export.Dim(S.PAST_TOKENS, min=1, max=max(2, max_views) * T)
+    pt = torch.export.Dim(S.PAST_TOKENS, min=1, max=cap * T)
     dec_dynamic = {"target_rays": {1: nt}, "past": tuple({1: pt} for _ in past)}
 
+    created = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=out_dir))
+    done = False
     steps = tqdm(total=5, desc=f"export {preset} {precision}", disable=not progress, unit="step")
     try:
         steps.set_postfix_str("encoder.onnx")
@@ -214,8 +219,12 @@ def export_model(model, out_dir: str | Path, preset: str, max_views: int = 16, p
         for name in [*files, MANIFEST]:  # validated: now replace what was there
             os.replace(tmp / name, out_dir / name)
         steps.update()
+        done = True
     finally:
         steps.close()
         shutil.rmtree(tmp, ignore_errors=True)
+        if created and not done:  # a failed export leaves no trace, not even the folder
+            with contextlib.suppress(OSError):
+                out_dir.rmdir()
     return manifest
 
