@@ -367,3 +367,17 @@ def test_tensorrt_backend_matches_onnxruntime(tiny_export, tmp_path):
         t.remove_view(ids[1])
         o.remove_view(ids[1])
         assert np.abs(t.render(sc.targets) - o.render(sc.targets)).max() <= 1e-3
+
+
+def test_targets_per_call_gives_the_same_images(tiny_export):
+    out_dir, model = tiny_export
+    sc = Scene(model, n_views=3, n_targets=5)
+    with vrt.open(out_dir, frame=sc.frame) as a, vrt.open(out_dir, frame=sc.frame, targets_per_call=2) as b:
+        for i in range(3):
+            a.add_view(sc.images[i], sc.cams[i])
+            b.add_view(sc.images[i], sc.cams[i])
+        x = a.render(sc.targets)
+        assert np.abs(x - b.render(sc.targets)).max() <= 1e-5
+        assert np.abs(x - sc.reference([0, 1, 2])).max() <= ATOL
+    with pytest.raises(ViewrtError, match="targets_per_call"):
+        vrt.open(out_dir, targets_per_call=0)
