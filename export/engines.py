@@ -7,7 +7,8 @@ import json
 from pathlib import Path
 
 from viewrt.errors import ViewrtError
-from viewrt.export.onnx_export import MANIFEST, sha256_file
+from viewrt.checksum import sha256_file
+from viewrt.export.onnx_export import MANIFEST
 from viewrt.export.trt_build import build_all, estimate_memory, trt_available
 
 

@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from viewrt.checksum import sha256_file
 from viewrt.errors import ViewrtError
 from viewrt.export import spec as S
 from viewrt.export.validate import check_structure, validate_numbers
@@ -62,14 +63,6 @@ class DecoderGraph(torch.nn.Module):
     def forward(self, target_rays, *past):
         pairs = [(past[2 * i], past[2 * i + 1]) for i in range(len(past) // 2)]
         return self.model.render(target_rays.to(self.dtype), pairs).float()
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def weights_digest(model: torch.nn.Module) -> str:

@@ -7,13 +7,13 @@ every file it names, so a graph or engine that does not belong to it is refused.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from viewrt.checksum import sha256_file
 from viewrt.errors import ViewrtError
 
 MANIFEST = "manifest.json"
@@ -37,14 +37,6 @@ class TensorInfo:
         if not ok:
             want = tuple(f"<={bounds[d]}" if isinstance(d, str) and d in bounds else d for d in self.shape)
             raise ViewrtError(f"input '{self.name}': got shape {tuple(array_shape)}, expected {want}")
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class Manifest:
@@ -120,7 +112,7 @@ class Manifest:
                 raise ViewrtError(f"{p}: not listed in the manifest")
             if not p.is_file():
                 raise ViewrtError(f"{p}: missing (the manifest lists it)")
-            if _sha256(p) != recorded[name]["sha256"]:
+            if sha256_file(p) != recorded[name]["sha256"]:
                 raise ViewrtError(f"{p}: checksum differs from the manifest; the file does not belong to this export (re-export or rebuild)")
 
     def summary(self) -> dict:

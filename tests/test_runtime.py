@@ -381,3 +381,19 @@ def test_targets_per_call_gives_the_same_images(tiny_export):
         assert np.abs(x - sc.reference([0, 1, 2])).max() <= ATOL
     with pytest.raises(ViewrtError, match="targets_per_call"):
         vrt.open(out_dir, targets_per_call=0)
+
+
+def test_attention_budget_bounds_targets_per_call(tiny_export):
+    """ONNX Runtime materializes attention: the budget splits targets across calls."""
+    out_dir, model = tiny_export
+    sc = Scene(model, n_views=4, n_targets=3)
+    m = vrt.load_manifest(out_dir)
+    per_target_view = 2 * m.tokens_per_view**2 * m.n_heads * 4  # bytes per target per cached view
+    budget_mib = 2.5 * per_target_view / 2**20  # room for 2 targets at 1 view, 1 target at 2+ views
+    with vrt.open(out_dir, frame=sc.frame, attention_budget_mib=budget_mib) as r:
+        assert r._targets_per_call(1) == 2 and r._targets_per_call(2) == 1 and r._targets_per_call(4) == 1
+        for i in range(4):
+            r.add_view(sc.images[i], sc.cams[i])
+        assert_parity(r, sc, [0, 1, 2, 3])
+    with vrt.open(out_dir) as r:
+        assert r._targets_per_call(4) == m.max_targets  # the default budget holds all 8 here

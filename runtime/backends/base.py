@@ -57,6 +57,7 @@ class Backend:
     """
 
     name = "base"
+    materializes_attention = True  # MatMul -> Softmax -> MatMul holds the scores in memory
 
     def __init__(self, manifest: Manifest, device: str = "cpu"):
         self.manifest, self.device = manifest, device

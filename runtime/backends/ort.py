@@ -47,6 +47,9 @@ class OrtBackend(Backend):
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.log_severity_level = 3
+        # Encoder and decoder each own a thread pool; spinning workers of the idle one steal
+        # cores from the busy one (measured on 2 cores: encode 53 -> 37 ms with spinning off).
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if self.threads:
             opts.intra_op_num_threads = self.threads
         providers = [(p, {"device_id": self.device_id}) if p != "CPUExecutionProvider" else p for p in wanted]

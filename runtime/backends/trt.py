@@ -33,6 +33,7 @@ class TrtBackend(Backend):
     """
 
     name = "trt"
+    materializes_attention = False  # TensorRT fuses the attention pattern
 
     def __init__(self, manifest: Manifest, device: str = "cuda:0"):
         kind, _, idx = device.partition(":")
