@@ -129,6 +129,7 @@ class BenchConfig:
         threads: CPU threads for PyTorch and ONNX Runtime (None: their defaults).
         device: "cpu" or "cuda" for the PyTorch backends.
         seed: scene seed.
+        attention_budget_mib: the runtime's attention memory budget (see viewrt.runtime.open).
     """
 
     export_dir: Path
@@ -142,6 +143,7 @@ class BenchConfig:
     threads: int | None = None
     device: str = "cpu"
     seed: int = 0
+    attention_budget_mib: float = 256.0
 
 
 # --------------------------------------------------------------------------- machine
@@ -474,7 +476,7 @@ class _Bench:
 
             kind, device = RUNTIME[backend]
             return vrt.open(self.cfg.export_dir, kind, max_views=max(self.cfg.views), device=device, frame=self.frame,
-                            threads=self.cfg.threads)
+                            threads=self.cfg.threads, attention_budget_mib=self.cfg.attention_budget_mib)
         from viewrt.models.torch_renderer import TorchRenderer
 
         cache, bf16 = TORCH[backend]
@@ -680,7 +682,7 @@ class _Bench:
             "export_dir": str(self.cfg.export_dir), "preset": m.data.get("preset"), "precision": m.data.get("precision"),
             "model": ecfg.to_dict(), "lvsm_baseline": {"preset": self.lvsm_name, **self.lvsm_cfg.to_dict()},
             "kv_bytes_per_view": m.kv_bytes_per_view, "views": self.cfg.views, "targets": self.cfg.targets,
-            "repeats": self.cfg.repeats, "warmup": self.cfg.warmup, "max_seconds_per_point": self.cfg.max_seconds_per_point,
+            "repeats": self.cfg.repeats, "warmup": self.cfg.warmup, "max_seconds_per_point": self.cfg.max_seconds_per_point, "attention_budget_mib": self.cfg.attention_budget_mib,
             "backends": self.selected, "skipped": self.skipped, "descriptions": {b: BACKENDS[b] for b in self.selected},
             "machine": self.machine, "matmul": self.matmul, "memory_peak": self.mem.peak_kind,
             "scene": str(self.scene_path), "rows": self.rows, "cache_growth": self.growth, "steps": self.steps,
@@ -824,7 +826,8 @@ def summary_markdown(res: dict) -> str:
         f"LVSM dec-only baseline: `{res['lvsm_baseline']['preset']}` (d {res['lvsm_baseline']['d_model']}, {res['lvsm_baseline']['n_layers']} layers).",
         f"- Step: add one view into N-1 cached views + render the targets (real distinct views of one synthetic scene); "
         f"{res['warmup']} warm-up + median of {res['repeats']} repetitions; {res['timing']}. Full-recompute baselines: one forward "
-        f"over all N views, inputs prepared outside the timed region, budget {res['max_seconds_per_point']:g} s per point.",
+        f"over all N views, inputs prepared outside the timed region, budget {res['max_seconds_per_point']:g} s per point. "
+        f"Runtime attention memory budget: {res['attention_budget_mib']:g} MiB (targets per decoder call follow from it).",
         f"- Backends: " + "; ".join(f"`{b}`: {res['descriptions'][b]}" for b in res["backends"]) + ".",
     ]
     if res["skipped"]:
@@ -1044,13 +1047,17 @@ def run_bench(cfg: BenchConfig, progress: bool = True) -> tuple[dict, str]:
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
               help="Device of the PyTorch backends (the runtime backends name their own).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the synthetic scene.")
+@click.option("--attention-budget-mib", type=float, default=256.0, show_default=True,
+              help="The runtime's attention memory budget on ONNX Runtime (targets per decoder call follow from it).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @cli_errors
-def bench(export_dir, out_dir, views, targets, backends, repeats, warmup, max_seconds_per_point, threads, device, seed, quiet):
+def bench(export_dir, out_dir, views, targets, backends, repeats, warmup, max_seconds_per_point, threads, device, seed,
+          attention_budget_mib, quiet):
     """Add-view latency of the runtime vs PyTorch eager and full-recompute baselines
     (LVSM decoder-only, Efficient-LVSM without cache), with memory, component breakdown
     and achieved GFLOP/s; writes results.csv/json, summary.md and plots to OUT."""
     cfg = BenchConfig(Path(export_dir), Path(out_dir), parse_int_list(views, "--views"), parse_int_list(targets, "--targets"),
-                      parse_backends(backends), repeats, warmup, max_seconds_per_point, threads, device, seed)
+                      parse_backends(backends), repeats, warmup, max_seconds_per_point, threads, device, seed,
+                      attention_budget_mib)
     _, text = run_bench(cfg, progress=not quiet)
     click.echo(text)
