@@ -68,7 +68,7 @@ class Stream:
 def device_name(device_id: int = 0) -> str:
     props = check(_cudart().cudaGetDeviceProperties(device_id))
     name = props.name
-    return (name.decode() if isinstance(name, bytes) else str(name)).rstrip("\x00")
+    return name.split(b"\0")[0].decode() if isinstance(name, bytes) else str(name)  # as viewrt build records it
 
 
 def set_device(device_id: int) -> None:
