@@ -1,7 +1,7 @@
 """Efficient-LVSM: a per-view encoder and a target decoder that cross-attends to every
 encoded input view, checkpoint-compatible with the released weights.
 
-The whole model is in this file. Shapes: B batch, V input views, Vt target views,
+The model is this file plus the blocks in layers.py. Shapes: B batch, V input views, Vt target views,
 T tokens per view, D model width, H heads, Dh head dim, L layers.
 
 - Encoder block i (per input view): ``x += attn(LN(x)); x += mlp(LN(x))``.
@@ -21,7 +21,9 @@ import torch
 from torch import nn
 
 from viewrt.errors import ViewrtError
-from viewrt.models.layers import MLP, LayerNorm, RMSNorm, SelfAttention, attention, image_head, split_heads, tokenizer, unpatchify
+from viewrt.models.layers import (
+    MLP, LayerNorm, RMSNorm, SelfAttention, SelfAttentionBlock, attention, image_head, split_heads, tokenizer, unpatchify,
+)
 
 
 @dataclass(frozen=True)
@@ -72,19 +74,6 @@ def get_preset(name: str) -> EfficientLVSMConfig:
     if name not in PRESETS:
         raise ViewrtError(f"unknown preset {name!r}; expected one of {', '.join(PRESETS)}")
     return PRESETS[name]
-
-
-class EncoderBlock(nn.Module):
-    def __init__(self, cfg: EfficientLVSMConfig):
-        super().__init__()
-        self.norm1 = LayerNorm(cfg.d_model)
-        self.attn = SelfAttention(cfg.d_model, cfg.head_dim)
-        self.norm2 = LayerNorm(cfg.d_model)
-        self.mlp = MLP(cfg.d_model, cfg.mlp_mult)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x))
-        return x + self.mlp(self.norm2(x))
 
 
 class CrossAttention(nn.Module):
@@ -141,7 +130,9 @@ class EfficientLVSM(nn.Module):
         p, d = cfg.patch_size, cfg.d_model
         self.rgbp_tokenizer = tokenizer(9, p, d)
         self.target_pose_tokenizer = tokenizer(6, p, d)
-        self.input_self_attn_blocks = nn.ModuleList(EncoderBlock(cfg) for _ in range(cfg.n_layers))
+        self.input_self_attn_blocks = nn.ModuleList(
+            SelfAttentionBlock(d, cfg.head_dim, cfg.mlp_mult, affine_norm=False) for _ in range(cfg.n_layers)
+        )
         self.self_cross_blocks = nn.ModuleList(DecoderBlock(cfg) for _ in range(cfg.n_layers))
         self.image_token_decoder = image_head(d, p, affine_norm=False)
         self.residual_dtype: torch.dtype | None = None  # fp32 in the mixed fp16 variant (layers.mixed_fp16)

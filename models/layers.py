@@ -127,6 +127,22 @@ class SelfAttention(nn.Module):
         return self.fc(out)
 
 
+class SelfAttentionBlock(nn.Module):
+    """Pre-norm transformer block ``x += attn(LN(x)); x += mlp(LN(x))`` (keys norm1, attn,
+    norm2, mlp; the norms have a weight only when ``affine_norm``)."""
+
+    def __init__(self, dim: int, head_dim: int, mlp_mult: int, affine_norm: bool):
+        super().__init__()
+        self.norm1 = LayerNorm(dim, affine=affine_norm)
+        self.attn = SelfAttention(dim, head_dim)
+        self.norm2 = LayerNorm(dim, affine=affine_norm)
+        self.mlp = MLP(dim, mlp_mult)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
 def patchify(x: torch.Tensor, patch: int) -> torch.Tensor:
     """[B, C, H, W] -> [B, (H/p)*(W/p), p*p*C]; channel fastest, then pw, then ph."""
     _, c, h, w = x.shape

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from viewrt.errors import ViewrtError
-from viewrt.models.layers import MLP, LayerNorm, SelfAttention, image_head, tokenizer, unpatchify
+from viewrt.models.layers import LayerNorm, SelfAttentionBlock, image_head, tokenizer, unpatchify
 
 
 @dataclass(frozen=True)
@@ -54,19 +54,6 @@ def get_lvsm_preset(name: str) -> LVSMConfig:
     return LVSM_PRESETS[name]
 
 
-class Block(nn.Module):
-    def __init__(self, cfg: LVSMConfig):
-        super().__init__()
-        self.norm1 = LayerNorm(cfg.d_model, affine=True)
-        self.attn = SelfAttention(cfg.d_model, cfg.head_dim)
-        self.norm2 = LayerNorm(cfg.d_model, affine=True)
-        self.mlp = MLP(cfg.d_model, cfg.mlp_mult)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x))
-        return x + self.mlp(self.norm2(x))
-
-
 class LVSMDecoderOnly(nn.Module):
     """LVSM decoder-only reference (keys as the upstream checkpoints)."""
 
@@ -77,7 +64,9 @@ class LVSMDecoderOnly(nn.Module):
         self.image_tokenizer = tokenizer(9, p, d)
         self.target_pose_tokenizer = tokenizer(6, p, d)
         self.transformer_input_layernorm = LayerNorm(d, affine=True)
-        self.transformer_blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
+        self.transformer_blocks = nn.ModuleList(
+            SelfAttentionBlock(d, cfg.head_dim, cfg.mlp_mult, affine_norm=True) for _ in range(cfg.n_layers)
+        )
         self.image_token_decoder = image_head(d, p, affine_norm=True)
 
     def forward(self, views: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -40,3 +40,15 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "trt" in item.keywords and not has_trt:
             item.add_marker(pytest.mark.skip(reason="TensorRT is not installed on this machine"))
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models run fastest on one thread; on a busy 2-core machine multi-threaded
+    small ops wait for descheduled workers and run ~100x slower."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

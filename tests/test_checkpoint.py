@@ -33,14 +33,7 @@ class NotWeights:
         self.lr = 1e-4
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny models run fastest on one thread (and a busy 2-core machine makes
-    multi-threaded small ops ~100x slower)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _fresh(make=EfficientLVSM, cfg=TINY):

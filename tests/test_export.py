@@ -25,7 +25,7 @@ from viewrt.errors import ViewrtError
 from viewrt.export import onnx_export, spec, validate
 from viewrt.export.onnx_export import export_model, weights_digest
 from viewrt.export.trt_ops import check_trt_compatible
-from viewrt.geometry import input_view, look_at, plucker
+from helpers import posed_views, target_rays
 from viewrt.models import EfficientLVSM, build_model, get_preset, init_weights, save_upstream_checkpoint
 
 FP32_ATOL = 1e-4  # fp32 graphs vs PyTorch, every output
@@ -33,38 +33,12 @@ FP16_ATOL = 1e-2  # fp16 graphs vs fp32 graphs: images; K/V relative to their pe
 FIXTURE_MAX_VIEWS = 8  # what conftest exports with
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny models run fastest on one thread (and a busy 2-core machine makes
-    multi-threaded small ops ~100x slower)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # ----------------------------------------------------------------------------- inputs
 
 
-def _cameras(rng: np.random.Generator, n: int, size: int):
-    cams = []
-    for _ in range(n):
-        eye = rng.normal(size=3)
-        eye *= rng.uniform(0.5, 1.5) / np.linalg.norm(eye)
-        up = (0.0, 0.0, 1.0) if abs(eye[2]) < 0.9 * np.linalg.norm(eye) else (0.0, 1.0, 0.0)
-        f = rng.uniform(0.8, 1.5) * size
-        cams.append((look_at(eye, rng.normal(scale=0.1, size=3), up), [f, f, size / 2 + rng.uniform(-2, 2), size / 2 + rng.uniform(-2, 2)]))
-    return cams
-
-
-def posed_views(rng, n: int, size: int) -> np.ndarray:
-    """[n, 9, S, S] float32: random images posed by random cameras."""
-    return np.stack([input_view(rng.uniform(0, 1, (3, size, size)), c, k) for c, k in _cameras(rng, n, size)])
-
-
-def target_rays(rng, n: int, size: int) -> np.ndarray:
-    """[1, n, 6, S, S] float32."""
-    return np.stack([plucker(c, k, size, size) for c, k in _cameras(rng, n, size)])[None]
 
 
 def _session(path: Path) -> ort.InferenceSession:
@@ -187,7 +161,7 @@ def test_tiny_graphs_match_torch_on_fresh_inputs(tiny_export):
             assert _err(g, w) <= FP32_ATOL
     for n_views in (1, 3, FIXTURE_MAX_VIEWS):
         for n_targets in (1, 2, 5):
-            targets = target_rays(rng, n_targets, s)
+            targets = target_rays(rng, n_targets, s)[None]
             expected = _torch_images(model, views[:n_views], targets)  # one batch forward
             assert expected.shape == (1, n_targets, 3, s, s) and expected.std() > 1e-3
             end_to_end = graphs.render(targets, ort_kv[:n_views])  # ORT encoder -> ORT decoder
@@ -195,7 +169,7 @@ def test_tiny_graphs_match_torch_on_fresh_inputs(tiny_export):
             from_torch_kv = graphs.render(targets, torch_kv[:n_views])  # decoder alone
             assert _err(from_torch_kv, expected) <= FP32_ATOL, (n_views, n_targets)
     # the cache has no order: the decoder graph renders a shuffled cache the same
-    targets = target_rays(rng, 2, s)
+    targets = target_rays(rng, 2, s)[None]
     order = rng.permutation(FIXTURE_MAX_VIEWS)
     shuffled = graphs.render(targets, [ort_kv[i] for i in order])
     assert _err(shuffled, graphs.render(targets, ort_kv)) <= FP32_ATOL
@@ -205,7 +179,7 @@ def test_tiny_graphs_match_torch_on_fresh_inputs(tiny_export):
 def test_small_graphs_match_torch_end_to_end(small_export):
     folder, model = small_export
     graphs, rng, s = Graphs(folder), np.random.default_rng(), model.cfg.image_size
-    views, targets = posed_views(rng, 3, s), target_rays(rng, 2, s)
+    views, targets = posed_views(rng, 3, s), target_rays(rng, 2, s)[None]
     expected = _torch_images(model, views, targets)
     assert expected.std() > 1e-3
     assert _err(graphs.render(targets, graphs.encode(views)), expected) <= FP32_ATOL
@@ -246,7 +220,7 @@ def test_fp16_graphs_match_fp32_graphs(tiny_export, tiny_export_fp16):
     assert kv_err > 0  # fp16 really ran
     img_err = 0.0
     for n_views in (1, 3, FIXTURE_MAX_VIEWS):
-        targets = target_rays(rng, 2, s)
+        targets = target_rays(rng, 2, s)[None]
         ref = g32.render(targets, kv32[:n_views])
         got = g16.render(targets, kv16[:n_views])  # fp16 encoder -> fp16 decoder
         assert got.dtype == np.float32 and ref.std() > 1e-3
@@ -387,7 +361,7 @@ def test_cli_checkpoint_export_reproduces_the_checkpoint_model(cli_export, forei
     for got, want in zip(kv, _torch_kv(loaded, views)):
         assert max(_err(g, w) for g, w in zip(got, want)) <= FP32_ATOL
     for n_views, n_targets in ((1, 1), (4, 3)):
-        targets = target_rays(rng, n_targets, s)
+        targets = target_rays(rng, n_targets, s)[None]
         expected = _torch_images(loaded, views[:n_views], targets)
         got = graphs.render(targets, kv[:n_views])
         assert expected.std() > 1e-3 and _err(got, expected) <= FP32_ATOL
@@ -490,7 +464,7 @@ def test_single_view_cache_exports_and_validates(tmp_path):
     assert m["max_views"] == 1 and all(0 < e <= FP32_ATOL for e in m["validation"]["max_abs_error"].values())
     assert {c["views"] for c in m["validation"]["decoder_cases"]} == {1}
     graphs, rng, s = Graphs(tmp_path / "one"), np.random.default_rng(), model.cfg.image_size
-    views, targets = posed_views(rng, 1, s), target_rays(rng, 3, s)
+    views, targets = posed_views(rng, 1, s), target_rays(rng, 3, s)[None]
     expected = _torch_images(model, views, targets)
     assert expected.std() > 1e-3 and _err(graphs.render(targets, graphs.encode(views)), expected) <= FP32_ATOL
 

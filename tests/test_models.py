@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from viewrt.errors import ViewrtError
-from viewrt.geometry import input_view, look_at, plucker
+import helpers
 from viewrt.models import PRESETS, LVSM_PRESETS, EfficientLVSM, LVSMDecoderOnly, TorchKVCache, build_model
 from viewrt.models import efficient_lvsm, layers, lvsm
 from viewrt.models.layers import LayerNorm, RMSNorm, attention, explicit_attention, patchify, unpatchify
@@ -27,27 +27,12 @@ ATOL = 1e-5  # fp32, incremental vs batch and explicit vs SDPA attention
 # ----------------------------------------------------------------------------- inputs
 
 
-def _cameras(rng: np.random.Generator, n: int, size: int):
-    """n random cameras around the origin looking at it: (c2w, fxfycxcy)."""
-    cams = []
-    for _ in range(n):
-        eye = rng.normal(size=3)
-        eye *= rng.uniform(0.5, 1.5) / np.linalg.norm(eye)
-        up = (0.0, 0.0, 1.0) if abs(eye[2]) < 0.9 * np.linalg.norm(eye) else (0.0, 1.0, 0.0)
-        f = rng.uniform(0.8, 1.5) * size
-        k = [f, f, size / 2 + rng.uniform(-2, 2), size / 2 + rng.uniform(-2, 2)]
-        cams.append((look_at(eye, rng.normal(scale=0.1, size=3), up), k))
-    return cams
-
-
 def posed_views(rng: np.random.Generator, n: int, size: int) -> torch.Tensor:
-    """[n, 9, S, S] input views: random images with the rays of random cameras."""
-    return torch.from_numpy(np.stack([input_view(rng.uniform(0, 1, (3, size, size)), c, k) for c, k in _cameras(rng, n, size)]))
+    return torch.from_numpy(helpers.posed_views(rng, n, size))  # [n, 9, S, S]
 
 
 def target_rays(rng: np.random.Generator, n: int, size: int) -> torch.Tensor:
-    """[n, 6, S, S] Plücker rays of random target cameras."""
-    return torch.from_numpy(np.stack([plucker(c, k, size, size) for c, k in _cameras(rng, n, size)]))
+    return torch.from_numpy(helpers.target_rays(rng, n, size))  # [n, 6, S, S]
 
 
 def _maxdiff(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -59,14 +44,7 @@ def _assert_not_flat(images: torch.Tensor) -> None:
     assert float(images.std()) > 1e-3, "rendered images are flat: the comparison would prove nothing"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny models run fastest on one thread; on a busy 2-core machine, multi-threaded
-    small ops wait for descheduled workers and run ~100x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture
