@@ -397,3 +397,23 @@ def test_attention_budget_bounds_targets_per_call(tiny_export):
         assert_parity(r, sc, [0, 1, 2, 3])
     with vrt.open(out_dir) as r:
         assert r._targets_per_call(4) == m.max_targets  # the default budget holds all 8 here
+
+
+def test_tensorrt_ep_options_from_the_manifest(tiny_export):
+    """The TensorRT execution provider gets one profile spanning the manifest's dynamic
+    axes and caches next to the export (the session itself needs a GPU)."""
+    from viewrt.runtime.backends.ort import OrtBackend
+
+    out_dir, _ = tiny_export
+    m = vrt.load_manifest(out_dir)
+    be = OrtBackend(m, "tensorrt:0")
+    dec = be._provider_options("TensorrtExecutionProvider", "decoder")
+    T, H, Dh, S = m.tokens_per_view, m.n_heads, m.head_dim, m.image_size
+    assert f"past_key.0:1x{T}x{H}x{Dh}" in dec["trt_profile_min_shapes"].split(",")
+    assert f"past_value.1:1x{m.max_views * T}x{H}x{Dh}" in dec["trt_profile_max_shapes"].split(",")
+    assert f"target_rays:1x{m.max_targets}x6x{S}x{S}" in dec["trt_profile_max_shapes"].split(",")
+    assert dec["trt_engine_cache_enable"] and str(out_dir) in dec["trt_engine_cache_path"]
+    enc = be._provider_options("TensorrtExecutionProvider", "encoder")
+    assert "trt_profile_min_shapes" not in enc  # static shapes
+    assert not be.materializes_attention and OrtBackend(m, "cpu").materializes_attention
+    assert be._provider_options("CUDAExecutionProvider", "decoder") == {"device_id": 0}

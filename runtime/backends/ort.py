@@ -34,6 +34,7 @@ class OrtBackend(Backend):
         if kind not in _PROVIDERS:
             raise ViewrtError(f"unknown ONNX Runtime device {device!r}; expected cpu, cuda[:N] or tensorrt[:N]")
         self.kind, self.device_id = kind, int(idx or 0)
+        self.materializes_attention = kind != "tensorrt"  # the TensorRT EP fuses attention
         super().__init__(manifest, "cpu" if kind == "cpu" else f"cuda:{self.device_id}")
         self.threads = threads
         self._stream = None
@@ -52,9 +53,9 @@ class OrtBackend(Backend):
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if self.threads:
             opts.intra_op_num_threads = self.threads
-        providers = [(p, {"device_id": self.device_id}) if p != "CPUExecutionProvider" else p for p in wanted]
         self.sessions = {}
         for g in ("encoder", "decoder"):
+            providers = [(p, self._provider_options(p, g)) if p != "CPUExecutionProvider" else p for p in wanted]
             try:
                 self.sessions[g] = ort.InferenceSession(str(self.manifest.path(g)), opts, providers=providers)
             except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types
@@ -64,6 +65,28 @@ class OrtBackend(Backend):
 
             cuda.set_device(self.device_id)
             self._stream = cuda.Stream()
+
+    def _provider_options(self, provider: str, graph: str) -> dict:
+        """Options of a GPU execution provider. For the TensorRT EP: one optimization
+        profile from the manifest's dynamic axes (past tokens 1 view .. max views, targets
+        1 .. max targets), fp16 for fp16 exports, and engine and timing caches next to the
+        export, so the EP builds its engines once instead of on every new shape."""
+        opts = {"device_id": self.device_id}
+        if provider != "TensorrtExecutionProvider":
+            return opts
+        m = self.manifest
+        dims = {"past_tokens": (m.tokens_per_view, m.max_views * m.tokens_per_view), "num_targets": (1, m.max_targets)}
+        lo, hi = [], []
+        for t in m.tensors(graph, "inputs"):
+            if any(isinstance(d, str) for d in t.shape):
+                lo.append(f"{t.name}:" + "x".join(str(dims[d][0] if isinstance(d, str) else d) for d in t.shape))
+                hi.append(f"{t.name}:" + "x".join(str(dims[d][1] if isinstance(d, str) else d) for d in t.shape))
+        cache = str(m.dir / "ort_trt_cache")
+        opts.update({"trt_fp16_enable": m.data.get("precision") == "fp16", "trt_engine_cache_enable": True,
+                     "trt_engine_cache_path": cache, "trt_timing_cache_enable": True, "trt_timing_cache_path": cache})
+        if lo:
+            opts.update({"trt_profile_min_shapes": ",".join(lo), "trt_profile_opt_shapes": ",".join(hi), "trt_profile_max_shapes": ",".join(hi)})
+        return opts
 
     def deactivate(self) -> None:
         self.sessions = {}
