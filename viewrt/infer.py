@@ -648,8 +648,12 @@ def _infer(export_dir, scene_json, list_file, index_file, views, targets, backen
         raise ViewrtError(f"--views {views} exceeds the cache capacity of the export {export_dir} ({manifest.max_views} views; "
                           "re-export with a larger --max-views)")
     index = load_eval_index(index_file) if index_file else None
+    checkpoint = manifest.data.get("checkpoint")
     extra = {"export_dir": str(export_dir), "preset": manifest.data.get("preset"), "precision": manifest.data.get("precision"),
-             "backend": backend, "index": str(index_file) if index_file else None}
+             "weights": checkpoint or "built-in, untrained", "backend": backend, "index": str(index_file) if index_file else None}
+    if not checkpoint:
+        click.echo(f"note: {export_dir} holds the built-in untrained weights: the renders test the pipeline and look like noise; "
+                   "export a real checkpoint (viewrt export --checkpoint ...) for meaningful images")
     if list_file:
         scenes = load_scene_list(list_file)
         summary = run_list(factory, scenes, out, size, views=views, targets=target_list, index=index,
