@@ -651,14 +651,15 @@ def _infer(export_dir, scene_json, list_file, index_file, views, targets, backen
     checkpoint = manifest.data.get("checkpoint")
     extra = {"export_dir": str(export_dir), "preset": manifest.data.get("preset"), "precision": manifest.data.get("precision"),
              "weights": checkpoint or "built-in, untrained", "backend": backend, "index": str(index_file) if index_file else None}
-    if not checkpoint:
-        click.echo(f"note: {export_dir} holds the built-in untrained weights: the renders test the pipeline and look like noise; "
-                   "export a real checkpoint (viewrt export --checkpoint ...) for meaningful images")
+    note = ("" if checkpoint else f"note: {export_dir} holds the built-in untrained weights: the renders test the pipeline "
+            "and look like noise; export a real checkpoint (viewrt export --checkpoint ...) for meaningful images")
     if list_file:
         scenes = load_scene_list(list_file)
         summary = run_list(factory, scenes, out, size, views=views, targets=target_list, index=index,
                            max_views=manifest.max_views, extra={**extra, "list": str(list_file)}, echo=_echo)
         click.echo(f"{summary['n_ok']} of {summary['n_scenes']} scene(s) ran ({summary['n_skipped']} skipped); wrote {out}/summary.json")
+        if note:
+            click.echo(note)
         if summary["n_failed"]:
             names = ", ".join(f["scene"] for f in summary["failed"])
             raise ViewrtError(f"{summary['n_failed']} of {summary['n_scenes']} scene(s) failed ({names}); see {out / 'summary.json'}")
@@ -673,6 +674,8 @@ def _infer(export_dir, scene_json, list_file, index_file, views, targets, backen
     f = s["final"]
     click.echo(_scene_line({"status": "ok", "scene": s["scene"], "views": f["views"], "psnr_mean": f["psnr_mean"],
                             "ssim_mean": f["ssim_mean"], "step_ms_mean": _mean(r["step_ms"] for r in s["steps"]), "out_dir": out}))
+    if note:
+        click.echo(note)
 
 
 @click.command("infer")
