@@ -77,6 +77,10 @@ class Renderer:
         self.cache = KVCache(backend, manifest, max_views)
         out = manifest.tensors("decoder", "outputs")[0]
         self._images = backend.alloc((1, manifest.max_targets, 3, self.size, self.size), out.dtype)
+        # device staging for the inputs, allocated once (the CPU binds host arrays directly)
+        on_host = backend.device == "cpu"
+        self._view_in = None if on_host else backend.alloc((1, 9, self.size, self.size), np.float32)
+        self._rays_in = None if on_host else backend.alloc((1, manifest.max_targets, 6, self.size, self.size), np.float32)
         self._ids = itertools.count()
         self._age = itertools.count()
         self._added = 0  # views added since reset (for pinning)
@@ -151,7 +155,7 @@ class Renderer:
                 raise ViewrtError(f"cache full and all {n} cached views are pinned; nothing to evict")
             victim = slot = min(unpinned, key=lambda i: self.cache.slots[i].age)
         t.lap("preprocess")
-        staged = self.backend.upload(view)
+        staged = self.backend.upload(view, self._view_in)
         t.lap("h2d")
         try:
             self.backend.run("encoder", {self.manifest.view_input: staged}, self.cache.slot_outputs(slot))
@@ -220,7 +224,7 @@ class Renderer:
         step = self._targets_per_call(n)
         for start in range(0, len(cams), step):
             chunk = rays[:, start : start + step]
-            staged = self.backend.upload(chunk)
+            staged = self.backend.upload(chunk, self._rays_in)
             t.lap("h2d")
             images = self._images.tokens(0, chunk.shape[1])  # [1, vt, 3, S, S] prefix
             self.backend.run("decoder", {self.manifest.target_input: staged, **past}, {self.manifest.image_output: images})
