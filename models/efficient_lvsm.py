@@ -15,46 +15,25 @@ T tokens per view, D model width, H heads, Dh head dim, L layers.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from viewrt.errors import ViewrtError
 from viewrt.models.layers import (
-    MLP, LayerNorm, RMSNorm, SelfAttention, SelfAttentionBlock, attention, image_head, split_heads, tokenizer, unpatchify,
+    MLP, LayerNorm, RMSNorm, SelfAttention, SelfAttentionBlock, ViewTransformerConfig, attention, image_head, split_heads,
+    tokenizer, unpatchify,
 )
 
 
 @dataclass(frozen=True)
-class EfficientLVSMConfig:
-    image_size: int = 256  # square input/target images, pixels
-    patch_size: int = 8  # tokenizer patch, pixels
-    d_model: int = 768  # token width D
-    n_layers: int = 12  # encoder blocks == decoder blocks (layer pairs)
-    head_dim: int = 64  # Dh; heads = D / Dh
-    mlp_mult: int = 4  # MLP hidden width = mlp_mult * D
-
-    @property
-    def n_heads(self) -> int:
-        return self.d_model // self.head_dim
-
-    @property
-    def tokens_per_view(self) -> int:
-        return (self.image_size // self.patch_size) ** 2
+class EfficientLVSMConfig(ViewTransformerConfig):
+    """Efficient-LVSM sizes (defaults: the released res256 model); n_layers = layer pairs."""
 
     def kv_bytes_per_view(self, itemsize: int) -> int:
         """Bytes of cached K and V for one view over all layers."""
         return self.n_layers * 2 * self.tokens_per_view * self.d_model * itemsize
-
-    def validate(self) -> None:
-        if self.d_model % self.head_dim:
-            raise ViewrtError(f"d_model {self.d_model} is not a multiple of head_dim {self.head_dim}")
-        if self.image_size % self.patch_size:
-            raise ViewrtError(f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 PRESETS: dict[str, EfficientLVSMConfig] = {

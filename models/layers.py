@@ -14,12 +14,44 @@ TensorRT 10.3's ONNX parser has no Attention op and fuses this pattern instead.
 from __future__ import annotations
 
 import math
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from viewrt.errors import ViewrtError
+
 EPS = 1e-5
+
+@dataclass(frozen=True)
+class ViewTransformerConfig:
+    """Sizes shared by both models; each model's config subclasses it with its defaults."""
+
+    image_size: int = 256  # square input/target images, pixels
+    patch_size: int = 8  # tokenizer patch, pixels
+    d_model: int = 768  # token width D
+    n_layers: int = 12  # blocks (Efficient-LVSM: encoder/decoder layer pairs)
+    head_dim: int = 64  # Dh; heads = D / Dh
+    mlp_mult: int = 4  # MLP hidden width = mlp_mult * D
+
+    @property
+    def n_heads(self) -> int:
+        return self.d_model // self.head_dim
+
+    @property
+    def tokens_per_view(self) -> int:
+        return (self.image_size // self.patch_size) ** 2
+
+    def validate(self) -> None:
+        if self.d_model % self.head_dim:
+            raise ViewrtError(f"d_model {self.d_model} is not a multiple of head_dim {self.head_dim}")
+        if self.image_size % self.patch_size:
+            raise ViewrtError(f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
 
 # Set by the exporter (``explicit_attention(True)``); the reference uses SDPA.
 _EXPLICIT_ATTENTION = False

@@ -8,34 +8,20 @@ attend to the target, so nothing can be cached: adding a view recomputes everyth
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from viewrt.errors import ViewrtError
-from viewrt.models.layers import LayerNorm, SelfAttentionBlock, image_head, tokenizer, unpatchify
+from viewrt.models.layers import LayerNorm, SelfAttentionBlock, ViewTransformerConfig, image_head, tokenizer, unpatchify
 
 
 @dataclass(frozen=True)
-class LVSMConfig:
-    image_size: int = 256  # square images, pixels
-    patch_size: int = 8  # tokenizer patch, pixels
-    d_model: int = 768  # token width D
+class LVSMConfig(ViewTransformerConfig):
+    """LVSM decoder-only sizes (defaults: the paper's model, 24 blocks)."""
+
     n_layers: int = 24  # self-attention blocks
-    head_dim: int = 64  # Dh; heads = D / Dh
-    mlp_mult: int = 4  # MLP hidden width = mlp_mult * D
-
-    @property
-    def n_heads(self) -> int:
-        return self.d_model // self.head_dim
-
-    @property
-    def tokens_per_view(self) -> int:
-        return (self.image_size // self.patch_size) ** 2
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 LVSM_PRESETS: dict[str, LVSMConfig] = {
@@ -59,6 +45,7 @@ class LVSMDecoderOnly(nn.Module):
 
     def __init__(self, cfg: LVSMConfig):
         super().__init__()
+        cfg.validate()
         self.cfg = cfg
         p, d = cfg.patch_size, cfg.d_model
         self.image_tokenizer = tokenizer(9, p, d)
