@@ -49,7 +49,8 @@ class OrtBackend(Backend):
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.log_severity_level = 3
         # Encoder and decoder each own a thread pool; spinning workers of the idle one steal
-        # cores from the busy one (measured on 2 cores: encode 53 -> 37 ms with spinning off).
+        # cores from the busy one. `make bench` on 2 cores, ort components, 8 targets: encode
+        # 53-55 ms with spinning (at e4bc0b1), 34-36 ms without (docs/bench/summary.md).
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if self.threads:
             opts.intra_op_num_threads = self.threads
