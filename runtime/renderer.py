@@ -116,10 +116,6 @@ class Renderer:
             raise ViewrtError(f"image: got dtype {arr.dtype}, expected float32 in [0, 1]")
         return arr
 
-    def _camera_intrinsics(self, cam: Camera, what: str) -> None:
-        if not np.isfinite(cam.fxfycxcy).all():
-            raise ViewrtError(f"{what}: intrinsics must be finite")
-
     # -- public API -----------------------------------------------------------------------------
     def add_view(self, image, camera, keyframe: bool = True) -> int:
         """Encode a posed view into the cache.

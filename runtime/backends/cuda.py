@@ -77,7 +77,3 @@ def set_device(device_id: int) -> None:
         raise ViewrtError(f"CUDA device {device_id} does not exist ({count} device(s))")
     check(_cudart().cudaSetDevice(device_id))
 
-
-def host_array(shape, dtype) -> np.ndarray:
-    """A host array for device->host copies (pageable; pinned memory is a later step)."""
-    return np.empty(shape, dtype)
