@@ -19,12 +19,11 @@ import numpy as np
 import onnx
 import torch
 
+from viewrt.contract import names as N
+from viewrt.contract.manifest import Manifest
 from viewrt.errors import ViewrtError
-from viewrt.export.spec import TARGET_RAYS, VIEW, GraphSpec
+from viewrt.export.spec import GraphSpec
 from viewrt.export.trt_ops import check_trt_compatible
-
-# Max abs error allowed against the fp32 PyTorch reference, per precision.
-TOLERANCES = {"fp32": 1e-4, "fp16": 1e-2}
 
 _ONNX_DTYPES = {onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.FLOAT16: "float16"}
 
@@ -132,13 +131,14 @@ def _compare(runners, feeds: list[dict], atol: float, what: str, scaled: bool = 
     return errors, tol
 
 
-def validate_numbers(model, out_dir: Path, manifest: dict, cases: list[tuple[int, int]], seed: int | None = None) -> dict:
+def validate_numbers(model, out_dir: Path, manifest: Manifest, spec, cases: list[tuple[int, int]], seed: int | None = None) -> dict:
     """Compare ONNX Runtime (CPU) on the exported graphs with the fp32 PyTorch model.
 
     Args:
-        model: the fp32 EfficientLVSM the graphs were exported from.
+        model: the fp32 model the graphs were exported from.
         out_dir: folder holding the graphs named in ``manifest``.
         manifest: the manifest being written (graph files, tensor names, precision).
+        spec: the family's export spec (reference functions).
         cases: (cached views, targets) pairs for the decoder.
         seed: random seed; a fresh one is drawn when None (and recorded).
     Returns:
@@ -151,43 +151,41 @@ def validate_numbers(model, out_dir: Path, manifest: dict, cases: list[tuple[int
 
     seed = secrets.randbits(32) if seed is None else seed
     rng = np.random.default_rng(seed)
-    atol = TOLERANCES[manifest["precision"]]
+    prec = manifest.precision_row
     cfg = model.cfg
-    kv_dtype = np.dtype(manifest["kv_dtype"])
-    enc, dec = manifest["graphs"]["encoder"], manifest["graphs"]["decoder"]
-    enc_out = [t["name"] for t in enc["outputs"]]
-    past = [t["name"] for t in dec["inputs"][1:]]
+    kv_dtype = manifest.np_kv_dtype
+    enc, dec = manifest.graphs["encoder"], manifest.graphs["decoder"]
+    enc_out = manifest.present_names
     session = lambda name: SessionFromOnnx(str(out_dir / name), providers=["CPUExecutionProvider"])  # noqa: E731
 
     # Encoder: one fresh view per case, K/V of every layer.
     views = _random_views(rng, max(v for v, _ in cases), cfg.image_size)
-    enc_fn = lambda view: [t for kv in model.encode_view(view) for t in kv]  # noqa: E731
-    enc_feeds = [{VIEW: views[i : i + 1]} for i in range(min(3, len(views)))]
-    enc_err, enc_tol = _compare([_torch_runner(enc_fn, enc_out, enc_feeds[0]), OnnxrtRunner(session(enc["file"]))], enc_feeds, atol, "encoder.onnx", scaled=manifest["precision"] == "fp16")
+    enc_fn = spec.torch_encoder(model)
+    enc_feeds = [{N.VIEW: views[i : i + 1]} for i in range(min(3, len(views)))]
+    enc_err, enc_tol = _compare([_torch_runner(enc_fn, enc_out, enc_feeds[0]), OnnxrtRunner(session(enc.file))], enc_feeds,
+                                prec.atol_kv, "encoder.onnx", scaled=prec.kv_atol_scaled)
 
     # Decoder: K/V of real encoded views (reference numbers), fresh targets per case.
     with torch.no_grad():
-        kv_all = model.encode_view(torch.from_numpy(views))  # L x ([V, T, H, Dh], ...)
+        kv_all = enc_fn(torch.from_numpy(views))  # [K0, V0, K1, ...] each [V, T, H, Dh]
     feeds = []
     for n_views, n_targets in cases:
-        feed = {TARGET_RAYS: _random_views(rng, n_targets, cfg.image_size)[None, :, 3:]}
-        for i, (k, v) in enumerate(kv_all):
-            feed[past[2 * i]] = k[:n_views].reshape(1, -1, *k.shape[2:]).numpy().astype(kv_dtype)
-            feed[past[2 * i + 1]] = v[:n_views].reshape(1, -1, *v.shape[2:]).numpy().astype(kv_dtype)
+        feed = {N.TARGET_RAYS: _random_views(rng, n_targets, cfg.image_size)[None, :, 3:]}
+        for name, t in zip(enc_out, kv_all):  # paired by name: present_key.i -> past_key.i
+            feed[N.paired_name(name)] = t[:n_views].reshape(1, -1, *t.shape[2:]).numpy().astype(kv_dtype)
         feeds.append(feed)
 
-    def dec_fn(target_rays, **kv):
-        pairs = [(kv[past[2 * i]].float(), kv[past[2 * i + 1]].float()) for i in range(cfg.n_layers)]
-        return [model.render(target_rays, pairs)]
-
-    dec_err, dec_tol = _compare([_torch_runner(dec_fn, ["images"], feeds[0]), OnnxrtRunner(session(dec["file"]))], feeds, atol, "decoder.onnx")
+    dec_fn = spec.torch_decoder(model, manifest.past_names)
+    dec_err, dec_tol = _compare([_torch_runner(dec_fn, [N.IMAGES], feeds[0]), OnnxrtRunner(session(dec.file))], feeds,
+                                prec.atol_images, "decoder.onnx")
     return {
         "reference": "PyTorch fp32 (CPU)",
         "backend": "onnxruntime CPUExecutionProvider",
-        "atol": atol,
+        "atol": prec.atol_images,
+        "atol_kv": prec.atol_kv,
         "seed": seed,
         "decoder_cases": [{"views": v, "targets": t} for v, t in cases],
-        "max_abs_error": {"encoder_kv": max(enc_err.values()), "images": dec_err["images"]},
-        "tolerance_rule": "max abs <= atol; fp16 K/V: <= atol x max(1, peak |reference|)",
+        "max_abs_error": {"encoder_kv": max(enc_err.values()), "images": dec_err[N.IMAGES]},
+        "tolerance_rule": "max abs <= atol; " + ("K/V: <= atol_kv x max(1, peak |reference|)" if prec.kv_atol_scaled else "K/V: <= atol_kv"),
         "tolerance": {**enc_tol, **dec_tol},
     }

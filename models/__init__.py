@@ -30,20 +30,20 @@ def init_weights(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     return model.eval()
 
 
-def build_model(preset: str, checkpoint: str | None = None, seed: int = 0):
-    """The model for a preset name: loaded strictly from ``checkpoint`` if given, else
-    built-in deterministic weights. Efficient-LVSM presets and ``lvsm-*`` presets.
+def build_model(preset: str, checkpoint: str | None = None, seed: int = 0, cached: bool | None = None):
+    """The model for a preset name of any family (see models/registry.py): loaded strictly
+    from ``checkpoint`` if given, else built-in deterministic weights.
 
+    Args:
+        preset: a preset of any family (``cached=True``: only exportable families).
+        checkpoint: upstream checkpoint path (.pt read weights-only, or .safetensors).
+        seed: seed of the built-in weights.
     Returns: (model in eval mode, LoadReport or None).
+    Raises: ViewrtError for an unknown preset or a checkpoint that does not match it.
     """
-    if preset in PRESETS:
-        cfg = PRESETS[preset]
-        make = EfficientLVSM
-    elif preset in LVSM_PRESETS:
-        cfg = LVSM_PRESETS[preset]
-        make = LVSMDecoderOnly
-    else:
-        raise ViewrtError(f"unknown preset {preset!r}; expected one of {', '.join([*PRESETS, *LVSM_PRESETS])}")
+    from viewrt.models.registry import find_preset
+
+    family, cfg = find_preset(preset, cached)
     if checkpoint is not None:
         return load_checkpoint(checkpoint, cfg)
-    return init_weights(make(cfg), seed), None
+    return init_weights(family.model_cls(cfg), seed), None

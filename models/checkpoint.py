@@ -12,6 +12,8 @@ when prefixes differ; we never do that.
 
 from __future__ import annotations
 
+import hashlib
+
 import pickle
 import re
 import warnings
@@ -49,6 +51,18 @@ class LoadReport:
         return "; ".join(parts)
 
 
+def _unsafe_globals(path: Path) -> list[str]:
+    """Globals a torch.save file would import that weights-only loading does not allow
+    (torch.serialization.get_unsafe_globals_in_checkpoint, torch >= 2.5); [] for a file
+    that is not a torch.save checkpoint at all."""
+    from torch import serialization
+
+    try:
+        return list(serialization.get_unsafe_globals_in_checkpoint(str(path)))
+    except Exception:  # noqa: BLE001 - not a checkpoint: the caller reports it as unreadable
+        return []
+
+
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Read a checkpoint file into a flat ``{name: tensor}`` dict (no key rewriting).
 
@@ -68,13 +82,14 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": one error line, not warnings
                 warnings.simplefilter("ignore")
                 obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        # torch raises UnpicklingError both for a pickle of arbitrary objects (which we
-        # refuse) and for bytes that are no pickle at all (a corrupt file): tell them apart.
-        refused = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
-        if refused:
-            raise ViewrtError(f"checkpoint {path}: refused, it is not a weights-only file (it pickles {refused.group(1)}, "
-                              "which torch.load(weights_only=True) does not allow)") from None
+    except pickle.UnpicklingError:
+        # torch raises the same UnpicklingError for a pickle of arbitrary objects (refused)
+        # and for bytes that are no checkpoint at all, worded differently across versions:
+        # ask torch which globals the file would load instead of reading the message.
+        unsafe = _unsafe_globals(path)
+        if unsafe:
+            raise ViewrtError(f"checkpoint {path}: not weights-only: refused for safety (it pickles {', '.join(unsafe[:3])}, "
+                              "which torch.load(weights_only=True) does not run); nothing in it was executed") from None
         raise ViewrtError(f"checkpoint {path}: cannot be read (not a torch.save file, or corrupt)") from None
     except Exception as e:  # corrupt zip, truncated file, bad safetensors header...
         raise ViewrtError(f"checkpoint {path}: cannot be read ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
@@ -120,27 +135,24 @@ def _shape(sd: dict, key: str, path) -> tuple[int, ...]:
     return tuple(sd[key].shape)
 
 
-def infer_config(sd: dict[str, torch.Tensor], image_size: int, path="checkpoint") -> tuple[str, EfficientLVSMConfig | LVSMConfig]:
+def infer_config(sd: dict[str, torch.Tensor], image_size: int, path="checkpoint"):
     """Infer model family and config from weight shapes (image size cannot be inferred).
 
-    Returns: ("efficient-lvsm" | "lvsm", config).
+    Returns: (family name, e.g. "efficient-lvsm" or "lvsm", config).
+    Raises: ViewrtError for an unknown model or weights of an impossible shape.
     """
-    if "rgbp_tokenizer.1.weight" in sd:
-        family, tok, blocks, qn = "efficient-lvsm", "rgbp_tokenizer.1.weight", "input_self_attn_blocks", "input_self_attn_blocks.0.attn.q_norm.weight"
-    elif "image_tokenizer.1.weight" in sd:
-        family, tok, blocks, qn = "lvsm", "image_tokenizer.1.weight", "transformer_blocks", "transformer_blocks.0.attn.q_norm.weight"
-    else:
-        raise ViewrtError(f"checkpoint {path}: neither 'rgbp_tokenizer.1.weight' (Efficient-LVSM) nor 'image_tokenizer.1.weight' (LVSM) found; not a known model")
-    d, cin = _shape(sd, tok, path)
-    patch = int(round((cin / 9) ** 0.5))
-    if 9 * patch * patch != cin:
-        raise ViewrtError(f"checkpoint {path}: {tok} has shape {(d, cin)}, expected [d, 9*p*p]")
-    (head_dim,) = _shape(sd, qn, path)
-    mlp_key = f"{blocks}.0.mlp.mlp.0.weight"
-    mlp_mult = _shape(sd, mlp_key, path)[0] // d
-    cls = EfficientLVSMConfig if family == "efficient-lvsm" else LVSMConfig
-    cfg = cls(image_size=image_size, patch_size=patch, d_model=d, n_layers=_n_blocks(sd, blocks), head_dim=head_dim, mlp_mult=mlp_mult)
-    return family, cfg
+    from viewrt.models.registry import family_of_state_dict
+
+    fam = family_of_state_dict(sd, path)
+    d, cin = _shape(sd, fam.tokenizer_key, path)
+    patch = int(round((cin / fam.in_channels) ** 0.5))
+    if fam.in_channels * patch * patch != cin:
+        raise ViewrtError(f"checkpoint {path}: {fam.tokenizer_key} has shape {(d, cin)}, expected [d, {fam.in_channels}*p*p]")
+    (head_dim,) = _shape(sd, fam.q_norm_key, path)
+    mlp_mult = _shape(sd, f"{fam.blocks_prefix}.0.mlp.mlp.0.weight", path)[0] // d
+    cfg = fam.config_cls(image_size=image_size, patch_size=patch, d_model=d, n_layers=_n_blocks(sd, fam.blocks_prefix),
+                         head_dim=head_dim, mlp_mult=mlp_mult)
+    return fam.name, cfg
 
 
 def _listed(keys: list[str]) -> str:
@@ -185,8 +197,10 @@ def load_checkpoint(path: str | Path, config: EfficientLVSMConfig | LVSMConfig |
     sd, ignored, stripped = clean_keys(raw)
     size = config.image_size if config is not None else (image_size or 256)
     family, inferred = infer_config(sd, size, path)
+    from viewrt.models.registry import FAMILIES, family_of_config
+
     if config is not None:
-        want = "efficient-lvsm" if isinstance(config, EfficientLVSMConfig) else "lvsm"
+        want = family_of_config(config).name
         if want != family:
             raise ViewrtError(f"checkpoint {path} holds a {family} model, expected {want}")
         if replace(config, image_size=size) != inferred:
@@ -194,7 +208,7 @@ def load_checkpoint(path: str | Path, config: EfficientLVSMConfig | LVSMConfig |
             raise ViewrtError(f"checkpoint {path} does not match the requested config ({'; '.join(diffs)})")
     if inferred.image_size % inferred.patch_size:
         raise ViewrtError(f"image size {inferred.image_size} is not a multiple of the checkpoint's patch {inferred.patch_size}")
-    model = EfficientLVSM(inferred) if family == "efficient-lvsm" else LVSMDecoderOnly(inferred)
+    model = FAMILIES[family].model_cls(inferred)
     load_into(model, sd, path)
     return model.eval(), LoadReport(str(path), family, inferred, ignored, stripped)
 
@@ -210,3 +224,12 @@ def save_upstream_checkpoint(model: torch.nn.Module, path: str | Path, compiled_
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"model": sd, "optimizer": {}, "step": 0}, path)
     return path
+
+
+def weights_digest(model: torch.nn.Module) -> str:
+    """sha256 over the state dict (sorted keys, fp32 bytes): the model's identity."""
+    h = hashlib.sha256()
+    for k, v in sorted(model.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().float().contiguous().numpy().tobytes())
+    return h.hexdigest()

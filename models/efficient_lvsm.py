@@ -61,6 +61,7 @@ class CrossAttention(nn.Module):
     def __init__(self, cfg: EfficientLVSMConfig):
         super().__init__()
         self.head_dim = cfg.head_dim
+        self.explicit_attention = False  # set by the exporter (see layers.explicit_attention)
         self.norm_q = LayerNorm(cfg.d_model)
         self.norm_kv = LayerNorm(cfg.d_model)
         self.to_q = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
@@ -77,7 +78,7 @@ class CrossAttention(nn.Module):
     def forward(self, t: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """t [B, Vt*T, D] (all targets as one query sequence), k/v [B, N, H, Dh] -> [B, Vt*T, D]."""
         q = self.q_norm(split_heads(self.to_q(self.norm_q(t)), self.head_dim))  # [B, Vt*T, H, Dh]
-        out = attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))  # [B, H, Vt*T, Dh]
+        out = attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), self.explicit_attention)  # [B, H, Vt*T, Dh]
         return self.fc(out.transpose(1, 2).flatten(2))
 
 

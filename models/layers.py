@@ -53,34 +53,41 @@ class ViewTransformerConfig:
         return asdict(self)
 
 
-# Set by the exporter (``explicit_attention(True)``); the reference uses SDPA.
-_EXPLICIT_ATTENTION = False
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, explicit: bool = False) -> torch.Tensor:
+    """Softmax attention over the last two axes: q [..., Tq, Dh], k/v [..., Tk, Dh].
 
-
-class explicit_attention:
-    """Context manager: use MatMul -> Softmax -> MatMul attention (for ONNX export)."""
-
-    def __init__(self, enabled: bool = True):
-        self.enabled = enabled
-
-    def __enter__(self):
-        global _EXPLICIT_ATTENTION
-        self._prev, _EXPLICIT_ATTENTION = _EXPLICIT_ATTENTION, self.enabled
-        return self
-
-    def __exit__(self, *exc):
-        global _EXPLICIT_ATTENTION
-        _EXPLICIT_ATTENTION = self._prev
-
-
-def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """Softmax attention over the last two axes: q [..., Tq, Dh], k/v [..., Tk, Dh]."""
-    if not _EXPLICIT_ATTENTION:
+    ``explicit``: MatMul -> Softmax (fp32) -> MatMul instead of SDPA (same numbers), the
+    form the ONNX graphs need; attention modules carry it as their ``explicit_attention``
+    attribute, which the exporter sets (:func:`explicit_attention`)."""
+    if not explicit:
         return F.scaled_dot_product_attention(q, k, v)
     q = q * (1.0 / math.sqrt(q.shape[-1]))
     scores = torch.matmul(q, k.transpose(-1, -2))  # [..., Tq, Tk]
     probs = torch.softmax(scores.float(), dim=-1).to(v.dtype)
     return torch.matmul(probs, v)  # [..., Tq, Dh]
+
+
+class explicit_attention:
+    """Context manager: every attention module of ``model`` runs MatMul -> Softmax ->
+    MatMul (for ONNX export) inside the block, and its previous mode after it.
+
+    The mode is a property of the modules (``explicit_attention`` attribute), never a
+    process-wide flag, so another model in the same process is unaffected.
+    """
+
+    def __init__(self, model: nn.Module, enabled: bool = True):
+        self.modules = [m for m in model.modules() if hasattr(m, "explicit_attention")]
+        self.enabled = enabled
+
+    def __enter__(self):
+        self._prev = [m.explicit_attention for m in self.modules]
+        for m in self.modules:
+            m.explicit_attention = self.enabled
+        return self
+
+    def __exit__(self, *exc):
+        for m, prev in zip(self.modules, self._prev):
+            m.explicit_attention = prev
 
 
 def layer_norm(x: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
@@ -145,6 +152,7 @@ class SelfAttention(nn.Module):
     def __init__(self, dim: int, head_dim: int):
         super().__init__()
         self.head_dim = head_dim
+        self.explicit_attention = False  # set by the exporter (see explicit_attention)
         self.to_qkv = nn.Linear(dim, 3 * dim, bias=False)
         self.fc = nn.Linear(dim, dim, bias=False)
         self.q_norm = RMSNorm(head_dim)
@@ -155,7 +163,7 @@ class SelfAttention(nn.Module):
         q = self.q_norm(split_heads(q, self.head_dim)).transpose(1, 2)  # [B, H, T, Dh]
         k = self.k_norm(split_heads(k, self.head_dim)).transpose(1, 2)  # [B, H, T, Dh]
         v = split_heads(v, self.head_dim).transpose(1, 2)  # [B, H, T, Dh]
-        out = attention(q, k, v).transpose(1, 2).flatten(2)  # [B, T, D]
+        out = attention(q, k, v, self.explicit_attention).transpose(1, 2).flatten(2)  # [B, T, D]
         return self.fc(out)
 
 

@@ -4,6 +4,8 @@ TensorRT 10.3 op check, the CLI, and an output folder that only changes on succe
 
 from __future__ import annotations
 
+import dataclasses
+
 import hashlib
 import json
 import re
@@ -22,7 +24,10 @@ from click.testing import CliRunner
 
 from viewrt.cli import main
 from viewrt.errors import ViewrtError
-from viewrt.export import onnx_export, spec, validate
+from viewrt.contract import names as spec
+from viewrt.contract.precision import PRECISIONS
+from viewrt.export import onnx_export, validate
+from viewrt.export.spec import EXPORT_SPECS
 from viewrt.export.onnx_export import export_model, weights_digest
 from viewrt.export.trt_ops import check_trt_compatible
 from helpers import posed_views, target_rays
@@ -111,7 +116,7 @@ def test_export_is_validated_and_recorded(request, fixture):
     assert m["precision"] == "fp32" and m["kv_dtype"] == "float32" and m["max_views"] == FIXTURE_MAX_VIEWS
     assert m["config"] == cfg.to_dict() and m["weights_sha256"] == weights_digest(model)
     assert m["tokens_per_view"] == cfg.tokens_per_view == (cfg.image_size // cfg.patch_size) ** 2
-    assert m["kv_bytes_per_view"] == {"fp32": cfg.n_layers * 2 * cfg.tokens_per_view * cfg.d_model * 4, "fp16": cfg.n_layers * 2 * cfg.tokens_per_view * cfg.d_model * 2}
+    assert {k: m["kv_bytes_per_view"][k] for k in ("fp32", "fp16")} == {"fp32": cfg.n_layers * 2 * cfg.tokens_per_view * cfg.d_model * 4, "fp16": cfg.n_layers * 2 * cfg.tokens_per_view * cfg.d_model * 2}
     # checksums of what is on disk
     assert set(m["files"]) == {"encoder.onnx", "decoder.onnx"}
     assert sorted(p.name for p in folder.iterdir()) == ["decoder.onnx", "encoder.onnx", "manifest.json"]
@@ -121,8 +126,8 @@ def test_export_is_validated_and_recorded(request, fixture):
     for g in m["graphs"].values():
         assert g["sha256"] == m["files"][g["file"]]["sha256"]
     # the manifest's graph records are the spec, names from kv_names
-    assert {k: m["graphs"]["encoder"][k] for k in ("inputs", "outputs")} == spec.encoder_spec(cfg, "float32").to_dict()
-    assert {k: m["graphs"]["decoder"][k] for k in ("inputs", "outputs")} == spec.decoder_spec(cfg, "float32").to_dict()
+    assert {k: m["graphs"]["encoder"][k] for k in ("inputs", "outputs")} == EXPORT_SPECS["efficient-lvsm"].encoder_spec(cfg, "float32").to_dict()
+    assert {k: m["graphs"]["decoder"][k] for k in ("inputs", "outputs")} == EXPORT_SPECS["efficient-lvsm"].decoder_spec(cfg, "float32").to_dict()
     assert [t["name"] for t in m["graphs"]["encoder"]["outputs"]] == spec.kv_names("present", cfg.n_layers)
     assert [t["name"] for t in m["graphs"]["decoder"]["inputs"]] == [spec.TARGET_RAYS, *spec.kv_names("past", cfg.n_layers)]
 
@@ -396,7 +401,7 @@ def test_failed_validation_leaves_the_folder_untouched(tiny_export, tmp_path, mo
     out = tmp_path / "existing"
     shutil.copytree(folder, out)
     before = _snapshot(out)
-    monkeypatch.setitem(validate.TOLERANCES, "fp32", 1e-12)
+    monkeypatch.setitem(PRECISIONS, "fp32", dataclasses.replace(PRECISIONS["fp32"], atol_kv=1e-12, atol_images=1e-12))
     with pytest.raises(ViewrtError, match=r"validation of encoder\.onnx failed: output 'present_(key|value)\.\d' max abs error"):
         export_model(model, out, "tiny", max_views=FIXTURE_MAX_VIEWS, progress=False)
     assert _snapshot(out) == before
@@ -442,7 +447,7 @@ def test_cli_failed_validation_is_one_line_and_changes_nothing(tiny_export, tmp_
     shutil.copytree(folder, out)
     before = _snapshot(out)
     monkeypatch.setattr(onnx_export, "_export", _fake_export(folder))  # the built-in tiny graphs
-    monkeypatch.setitem(validate.TOLERANCES, "fp32", 1e-12)
+    monkeypatch.setitem(PRECISIONS, "fp32", dataclasses.replace(PRECISIONS["fp32"], atol_kv=1e-12, atol_images=1e-12))
     r = _invoke(["export", "--preset", "tiny", "--out", out, "--max-views", "8"])
     _assert_one_error_line(r, "validation of encoder.onnx failed", "against PyTorch")
     assert _snapshot(out) == before and _temp_dirs(out) == []
@@ -461,8 +466,8 @@ def test_single_view_cache_exports_and_validates(tmp_path):
     dynamic range, and validation with a single encoder feed must work."""
     model = init_weights(EfficientLVSM(get_preset("tiny")), seed=secrets.randbits(31) + 1)
     m = export_model(model, tmp_path / "one", "tiny", max_views=1, progress=False)
-    assert m["max_views"] == 1 and all(0 < e <= FP32_ATOL for e in m["validation"]["max_abs_error"].values())
-    assert {c["views"] for c in m["validation"]["decoder_cases"]} == {1}
+    assert m.max_views == 1 and all(0 < e <= FP32_ATOL for e in m.validation["max_abs_error"].values())
+    assert {c["views"] for c in m.validation["decoder_cases"]} == {1}
     graphs, rng, s = Graphs(tmp_path / "one"), np.random.default_rng(), model.cfg.image_size
     views, targets = posed_views(rng, 1, s), target_rays(rng, 3, s)[None]
     expected = _torch_images(model, views, targets)
@@ -478,8 +483,8 @@ def test_res256_export_validates(tmp_path):
     t0 = time.perf_counter()
     m = export_model(model, tmp_path / "res256", "res256", max_views=2, progress=False)
     seconds = time.perf_counter() - t0
-    assert all(0 < e <= FP32_ATOL for e in m["validation"]["max_abs_error"].values())
-    assert m["tokens_per_view"] == 1024 and m["kv_bytes_per_view"]["fp16"] == 1024 * 768 * 2 * 12 * 2
+    assert all(0 < e <= FP32_ATOL for e in m.validation["max_abs_error"].values())
+    assert m.tokens_per_view == 1024 and m.to_dict()["kv_bytes_per_view"]["fp16"] == 1024 * 768 * 2 * 12 * 2
     for graph in ("encoder.onnx", "decoder.onnx"):
         check_trt_compatible(tmp_path / "res256" / graph, opset_range=(onnx_export.OPSET, onnx_export.OPSET))
     print(f"res256 export + validation: {seconds:.0f} s")

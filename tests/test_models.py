@@ -170,8 +170,7 @@ def test_targets_render_independently_and_batch_items_do_not_mix(tiny, rng):
 def test_explicit_attention_equals_sdpa(shape_q, shape_k):
     q, k, v = torch.randn(shape_q) * 2, torch.randn(shape_k) * 2, torch.randn(shape_k)
     sdpa = attention(q, k, v)
-    with explicit_attention():
-        explicit = attention(q, k, v)
+    explicit = attention(q, k, v, explicit=True)
     # float64 reference: softmax(q k^T / sqrt(Dh)) v
     ref = torch.softmax(q.double() @ k.double().transpose(-1, -2) / math.sqrt(q.shape[-1]), -1) @ v.double()
     assert float(ref.std()) > 1e-2
@@ -185,22 +184,25 @@ def test_explicit_attention_model_matches_sdpa_model(tiny, rng):
     views, targets = posed_views(rng, 3, size)[None], target_rays(rng, 2, size)[None]
     with torch.no_grad():
         sdpa = tiny(views, targets)
-        with explicit_attention():
+        with explicit_attention(tiny):
             explicit = tiny(views, targets)
     _assert_not_flat(sdpa)
     assert _maxdiff(explicit, sdpa) <= ATOL
 
 
-def test_explicit_attention_context_restores_the_previous_mode():
-    assert layers._EXPLICIT_ATTENTION is False
-    with explicit_attention():
-        assert layers._EXPLICIT_ATTENTION is True
-        with explicit_attention(False):
-            assert layers._EXPLICIT_ATTENTION is False
-        assert layers._EXPLICIT_ATTENTION is True
-    with pytest.raises(RuntimeError), explicit_attention():
+def test_explicit_attention_is_a_property_of_the_model_not_the_process(tiny):
+    other = EfficientLVSM(tiny.cfg)
+    mods = lambda m: [x for x in m.modules() if hasattr(x, "explicit_attention")]  # noqa: E731
+    assert mods(tiny) and not any(x.explicit_attention for x in mods(tiny))
+    with explicit_attention(tiny):
+        assert all(x.explicit_attention for x in mods(tiny))
+        assert not any(x.explicit_attention for x in mods(other))  # another model is unaffected
+        with explicit_attention(tiny, False):
+            assert not any(x.explicit_attention for x in mods(tiny))
+        assert all(x.explicit_attention for x in mods(tiny))
+    with pytest.raises(RuntimeError), explicit_attention(tiny):
         raise RuntimeError("boom")
-    assert layers._EXPLICIT_ATTENTION is False
+    assert not any(x.explicit_attention for x in mods(tiny))
 
 
 # --------------------------------------------------------------------------- layout
@@ -403,10 +405,10 @@ def test_gelu_is_exact_erf(tiny):
 # -------------------------------------------------------------------------- FLOPs
 
 
-def _measured_flops(fn) -> int:
+def _measured_flops(fn, model) -> int:
     """FLOPs of the matmuls ``fn`` runs (explicit attention, so they are all counted)."""
     counter = FlopCounterMode(display=False)
-    with explicit_attention(), torch.no_grad(), counter:
+    with explicit_attention(model), torch.no_grad(), counter:
         fn()
     return counter.get_total_flops()
 
@@ -415,16 +417,16 @@ def _measured_flops(fn) -> int:
 def test_count_flops_equals_the_matmuls_the_model_runs(tiny, n_views, n_targets):
     cfg, s = tiny.cfg, tiny.cfg.image_size
     flops = efficient_lvsm.count_flops(cfg, n_views, n_targets)
-    assert _measured_flops(lambda: tiny.encode_view(torch.rand(1, 9, s, s))) == flops["encode"]
+    assert _measured_flops(lambda: tiny.encode_view(torch.rand(1, 9, s, s)), tiny) == flops["encode"]
     kv = [(torch.randn(1, n_views * cfg.tokens_per_view, cfg.n_heads, cfg.head_dim),) * 2 for _ in range(cfg.n_layers)]
-    assert _measured_flops(lambda: tiny.render(torch.rand(1, n_targets, 6, s, s), kv)) == flops["decode"]
+    assert _measured_flops(lambda: tiny.render(torch.rand(1, n_targets, 6, s, s), kv), tiny) == flops["decode"]
 
 
 @pytest.mark.parametrize("n_views, n_targets", [(1, 1), (3, 2)])
 def test_lvsm_count_flops_equals_the_matmuls_the_model_runs(n_views, n_targets):
     model = build_model("lvsm-tiny")[0]
     s = model.cfg.image_size
-    measured = _measured_flops(lambda: model(torch.rand(1, n_views, 9, s, s), torch.rand(1, n_targets, 6, s, s)))
+    measured = _measured_flops(lambda: model(torch.rand(1, n_views, 9, s, s), torch.rand(1, n_targets, 6, s, s)), model)
     assert measured == lvsm.count_flops(model.cfg, n_views, n_targets)
 
 

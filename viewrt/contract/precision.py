@@ -1,0 +1,75 @@
+"""The precision table: one row per precision, read by export, calib, the backends and
+TensorRT builds. Adding a precision is one row here (plus calib/ for quantized ones)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from viewrt.errors import ViewrtError
+
+
+@dataclass(frozen=True)
+class Precision:
+    """How one precision is stored, validated and built.
+
+    Attributes:
+        name: the manifest's ``precision`` value.
+        kv_dtype: numpy dtype name of the K/V cache (encoder outputs, decoder past inputs).
+        itemsize: bytes per K/V element.
+        atol_kv: max abs error of K/V against PyTorch fp32 at export validation.
+        kv_atol_scaled: the K/V tolerance is ``atol_kv * max(1, max|K|)`` (fp16 storage
+            rounds relative to magnitude: a K of 8 rounds by up to 0.004).
+        atol_images: max abs error of rendered images against PyTorch fp32.
+        exported: made by ``viewrt export`` directly (False: made by ``viewrt calib``).
+        quantized: the graphs carry explicit QuantizeLinear/DequantizeLinear pairs.
+        trt_strongly_typed: build with NetworkDefinitionCreationFlag.STRONGLY_TYPED (the
+            graph's own types decide; TensorRT 11 builds nothing else).
+        trt_builder_flags: BuilderFlag names set on TensorRT 10 for a weakly typed build.
+        ort_trt_fp16: ONNX Runtime TensorRT EP ``trt_fp16_enable`` (False for typed graphs,
+            which must not be down-cast).
+        openvino_hint: OpenVINO INFERENCE_PRECISION_HINT that keeps the graph's numerics
+            (None: the plugin's default).
+        min_compute_capability: smallest CUDA compute capability that runs it on TensorRT.
+    """
+
+    name: str
+    kv_dtype: str
+    itemsize: int
+    atol_kv: float
+    kv_atol_scaled: bool
+    atol_images: float
+    exported: bool
+    quantized: bool
+    trt_strongly_typed: bool
+    trt_builder_flags: tuple[str, ...]
+    ort_trt_fp16: bool
+    openvino_hint: str | None
+    min_compute_capability: tuple[int, int] = (0, 0)
+
+    def kv_tolerance(self, peak_abs: float) -> float:
+        """The K/V tolerance for a tensor whose largest magnitude is ``peak_abs``."""
+        return self.atol_kv * max(1.0, float(peak_abs)) if self.kv_atol_scaled else self.atol_kv
+
+
+PRECISIONS: dict[str, Precision] = {
+    p.name: p
+    for p in (
+        # fp32 everywhere; TensorRT: no precision flags, TF32 cleared by the build.
+        Precision("fp32", "float32", 4, 1e-4, False, 1e-4, True, False, False, (), False, "f32"),
+        # fp16 matmuls and cache, fp32 residual stream/norms/softmax (explicit casts in the
+        # graph): built strongly typed so TensorRT keeps the fp32 islands.
+        Precision("fp16", "float16", 2, 1e-2, True, 1e-2, True, False, True, (), False, "f32"),
+        # Explicit Q/DQ graphs from calib/: fp32 cache and IO, int8 or fp8 matmuls.
+        Precision("int8", "float32", 4, 5e-2, True, 5e-2, False, True, True, (), False, None, (6, 1)),
+        Precision("fp8", "float32", 4, 1e-1, True, 1e-1, False, True, True, (), False, None, (8, 9)),
+    )
+}
+EXPORT_PRECISIONS = tuple(n for n, p in PRECISIONS.items() if p.exported)
+QUANTIZED_PRECISIONS = tuple(n for n, p in PRECISIONS.items() if p.quantized)
+
+
+def get_precision(name: str) -> Precision:
+    """The row of a precision name. Raises ViewrtError naming the known ones."""
+    if name not in PRECISIONS:
+        raise ViewrtError(f"unknown precision {name!r}; expected one of {', '.join(PRECISIONS)}")
+    return PRECISIONS[name]
