@@ -11,7 +11,7 @@ Imports numpy and a backend (onnxruntime, or tensorrt + cuda-python), never torc
 
 from viewrt.errors import ViewrtError
 from viewrt.geometry import Camera, NormalizationFrame
-from viewrt.runtime.manifest import Manifest, load_manifest
+from viewrt.contract.manifest import Manifest, load_manifest
 from viewrt.runtime.renderer import Renderer, open
 
 __all__ = ["Camera", "Manifest", "NormalizationFrame", "Renderer", "ViewrtError", "load_manifest", "open"]

@@ -1,47 +1,53 @@
-"""The KV cache: per-layer K and V buffers allocated once, and a slot table.
+"""The KV cache storage: per-layer K and V buffers allocated once, and the slot table.
 
-Each buffer is ``[1, max_views * T, heads, head_dim]`` on the backend's device, token axis
-right after the batch axis, so slot ``s`` is the contiguous token run ``[s*T, (s+1)*T)``
-and the valid views ``[0, n)`` are one contiguous prefix. The encoder's outputs are bound
-to a slot (written in place); the decoder's past inputs are bound to the prefix (read in
-place). Removing a view moves the last slot into the hole: exact, because cross-attention
-has no positional terms.
+Each buffer is ``[1, (capacity + 1) * T, heads, head_dim]`` on the backend's device,
+token axis right after the batch axis, so slot ``s`` is the contiguous token run
+``[s*T, (s+1)*T)`` and the views a render reads ``[0, n)`` are one contiguous prefix. The
+encoder's outputs are bound to the first free slot (written in place); the decoder's past
+inputs are bound to the prefix (read in place). Dropping a view moves the last slot into
+the hole: exact, because cross-attention has no positional terms. The extra physical slot
+lets a view be written before anything is committed or evicted.
+
+Which slot and which victim is the policy's decision (policy.py); this class owns every
+change to the slot table and the one copy each change needs.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import numpy as np
 
+from viewrt.contract import names as N
+from viewrt.contract.manifest import Manifest
+from viewrt.errors import ViewrtError
 from viewrt.runtime.backends.base import Backend, Buffer
-from viewrt.runtime.manifest import Manifest
-
-
-@dataclass
-class Slot:
-    view_id: int
-    pinned: bool
-    age: int  # insertion counter: smaller is older
+from viewrt.runtime.policy import AddPlan, Slot, SlotTable
 
 
 class KVCache:
-    """Buffers and slot table; the policies (window, pinning, keyframes) live in the renderer.
+    """Buffers and slot table.
 
     Args:
         backend: an active backend (owns the memory).
         manifest: gives layers, heads, head_dim, tokens per view, cache dtype, tensor names.
-        max_views: capacity in views.
+        physical: slots allocated (capacity + 1).
     """
 
-    def __init__(self, backend: Backend, manifest: Manifest, max_views: int):
-        self.backend, self.max_views, self.T = backend, max_views, manifest.tokens_per_view
-        self.present, self.past = manifest.present_names, manifest.past_names
-        shape = (1, max_views * self.T, manifest.n_heads, manifest.head_dim)  # [1, capacity, H, Dh]
-        self.buffers: list[Buffer] = [backend.alloc(shape, manifest.kv_dtype) for _ in self.present]
+    def __init__(self, backend: Backend, manifest: Manifest, physical: int):
+        self.backend, self.T = backend, manifest.tokens_per_view
+        self.present = manifest.present_names
+        self.past = {name: N.paired_name(name) for name in self.present}  # by layer and kind, never by position
+        shape = (1, physical * self.T, manifest.n_heads, manifest.head_dim)  # [1, slots*T, H, Dh]
+        self.buffers: list[Buffer] = [backend.alloc(shape, manifest.np_kv_dtype) for _ in self.present]
         self.bytes_per_view = manifest.kv_bytes_per_view
-        self.slots: list[Slot] = []
+        self.table = SlotTable(physical)
 
     def __len__(self) -> int:
-        return len(self.slots)
+        return len(self.table)
+
+    @property
+    def slots(self) -> list[Slot]:
+        """The slot table (read it; change it only through this class)."""
+        return list(self.table.slots)
 
     @property
     def reserved_bytes(self) -> int:
@@ -53,20 +59,35 @@ class KVCache:
 
     def prefix_inputs(self, n_views: int) -> dict[str, Buffer]:
         """Decoder past bindings: the first ``n_views`` slots of every buffer, in place."""
-        return {name: buf.tokens(0, n_views * self.T) for name, buf in zip(self.past, self.buffers)}
+        return {self.past[name]: buf.tokens(0, n_views * self.T) for name, buf in zip(self.present, self.buffers)}
 
-    def move(self, dst: int, src: int) -> None:
-        """Copy slot ``src`` onto slot ``dst`` in every buffer (one view's worth)."""
+    def check_finite(self, slot: int) -> None:
+        """Raise ViewrtError when what the encoder wrote into ``slot`` is not finite."""
+        for name, buf in self.slot_outputs(slot).items():
+            data = buf.host if buf.host is not None else self.backend.download(buf)
+            # one reduction pass; only a non-finite sum (NaN/inf, or fp32 overflow of the sum) needs the exact check
+            if not np.isfinite(np.add.reduce(data, axis=None, dtype=np.float32)) and not np.isfinite(data).all():
+                raise ViewrtError(f"the encoder wrote non-finite values to '{name}' (beyond the range of the export's "
+                                  f"{np.dtype(buf.dtype).name} cache): camera coordinates too large for it; normalize the "
+                                  "scene (pass its frame to open()) or use an fp32 export")
+
+    def _move(self, dst: int, src: int) -> None:
         for buf in self.buffers:
             self.backend.copy(buf.tokens(dst * self.T, (dst + 1) * self.T), buf.tokens(src * self.T, (src + 1) * self.T))
 
-    def find(self, view_id: int) -> int | None:
-        return next((i for i, s in enumerate(self.slots) if s.view_id == view_id), None)
+    def drop(self, view_id: int) -> None:
+        """Forget a view; the last slot moves into its place."""
+        move = self.table.remove(view_id)
+        if move is not None:
+            self._move(*move)
 
-    def remove_slot(self, slot: int) -> None:
-        """Drop a slot: the last one moves into its place (no copy if it is the last)."""
-        last = len(self.slots) - 1
-        if slot != last:
-            self.move(slot, last)
-            self.slots[slot] = self.slots[last]
-        self.slots.pop()
+    def commit(self, plan: AddPlan) -> None:
+        """Record the view written at ``plan.slot`` and drop what the plan evicts."""
+        if plan.slot != len(self.table):
+            raise RuntimeError("a plan must write the first free slot")
+        self.table.append(plan.entry)
+        for view_id in plan.drop:
+            self.drop(view_id)
+
+    def clear(self) -> None:
+        self.table.clear()

@@ -1,13 +1,8 @@
 """The view-by-view renderer: add a view, remove a view, render target views.
 
-It owns the KV cache (see cache.py) and the cache policies:
-
-- ``window=W``: at most ``pinned + W`` views are cached; adding a keyframe when that many
-  are cached evicts the oldest unpinned view (its slot is overwritten by the new view's
-  encoder output: no copy). The first ``pinned`` views added are never evicted.
-- ``keyframe=False``: the view is encoded into the scratch slot just past the valid prefix,
-  takes part in the next render, and is not committed.
-- No window and a full cache: a clear error, nothing changed.
+It owns the KV cache storage (cache.py) and asks the cache policy (policy.py) where each
+view goes: a sliding ``window`` with ``pinned`` views, and non-keyframe views that take
+part in the next render only. See policy.py for the rules.
 
 Cameras are OpenCV c2w + fxfycxcy in pixels (the dataset's convention). The scene
 normalization frame is fixed before the first view is encoded, since every cached K/V
@@ -16,23 +11,28 @@ or else computed from the first added view (scale 1: one camera has no extent). 
 says which.
 
 Errors a caller can make (image of the wrong size/dtype/range, NaN, a non-rigid camera, a
-non-positive focal, an unknown view id, a full cache) raise ViewrtError before anything
-changes.
+non-positive focal, an unknown view id, a full cache, a camera whose encoding overflows the
+cache dtype) raise ViewrtError and leave the cache exactly as it was. A renderer is safe to
+call from several threads: its calls are serialized by a lock.
 """
 
 from __future__ import annotations
 
-import itertools
+import threading
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
 
+from viewrt.contract import names as N
+from viewrt.contract.manifest import Manifest, load_manifest
+from viewrt.contract.memory import targets_within
 from viewrt.errors import ViewrtError
 from viewrt.geometry import Camera, NormalizationFrame, input_view, plucker
+from viewrt.runtime import backends as registry
 from viewrt.runtime.backends.base import Backend, Timer
-from viewrt.runtime.cache import KVCache, Slot
-from viewrt.runtime.manifest import Manifest, load_manifest
+from viewrt.runtime.cache import KVCache
+from viewrt.runtime.policy import CachePolicy
 
 
 def _as_camera(camera, what: str) -> Camera:
@@ -45,52 +45,72 @@ def _as_camera(camera, what: str) -> Camera:
     raise ViewrtError(f"{what}: expected a Camera, a (c2w, fxfycxcy) pair or a dict with c2w and fxfycxcy, got {type(camera).__name__}")
 
 
+def _locked(fn):
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(self, *args, **kwargs):
+        with self._lock:
+            return fn(self, *args, **kwargs)
+
+    return wrapper
+
+
 class Renderer:
     """View-by-view Efficient-LVSM inference over a preallocated KV cache.
 
-    Use :func:`open` to make one. Attributes: ``manifest``, ``backend``, ``max_views``,
-    ``window``, ``pinned``, ``frame`` (None until fixed), ``last_timings`` (ms per
-    component of the last call).
+    Use :func:`open` to make one. Attributes: ``manifest``, ``backend``, ``max_views``
+    (capacity: the smallest of the argument, the manifest's and the backend's), ``window``,
+    ``pinned``, ``frame`` (None until fixed), ``last_timings`` (ms per component of the
+    last call).
     """
 
     def __init__(self, manifest: Manifest, backend: Backend, max_views: int | None = None, window: int | None = None,
                  pinned: int = 0, frame: NormalizationFrame | Iterable | None = None, targets_per_call: int | None = None,
                  attention_budget_mib: float = 256.0):
-        max_views = manifest.max_views if max_views is None else int(max_views)
-        if not 1 <= max_views <= manifest.max_views:
-            raise ViewrtError(f"max_views must be in 1..{manifest.max_views} (the export's), got {max_views}")
-        if pinned < 0 or (window is not None and window < 1):
-            raise ViewrtError(f"pinned must be >= 0 and window >= 1, got pinned={pinned}, window={window}")
-        if window is not None and pinned + window > max_views:
-            raise ViewrtError(f"pinned + window = {pinned + window} exceeds max_views {max_views}")
-        limit = backend.bounds["num_targets"]
-        if targets_per_call is not None and not 1 <= targets_per_call <= limit:
-            raise ViewrtError(f"targets_per_call must be in 1..{limit}, got {targets_per_call}")
+        for name, v in (("max_views", max_views), ("window", window), ("targets_per_call", targets_per_call)):
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer))):
+                raise ViewrtError(f"{name} must be an integer or None, got {type(v).__name__} {v!r}")
+        if isinstance(pinned, bool) or not isinstance(pinned, (int, np.integer)):
+            raise ViewrtError(f"pinned must be an integer, got {type(pinned).__name__} {pinned!r}")
+        if isinstance(attention_budget_mib, bool) or not isinstance(attention_budget_mib, (int, float)) or not attention_budget_mib > 0:
+            raise ViewrtError(f"attention_budget_mib must be a positive number, got {attention_budget_mib!r}")
+        limit = min(manifest.max_views, backend.max_views)
+        why = "the export's" if backend.max_views >= manifest.max_views else f"the {backend.name} backend's"
+        max_views = limit if max_views is None else int(max_views)
+        if not 1 <= max_views <= limit:
+            raise ViewrtError(f"max_views must be in 1..{limit} ({why}), got {max_views}")
+        tlimit = backend.bounds[N.NUM_TARGETS]
+        if targets_per_call is not None and not 1 <= targets_per_call <= tlimit:
+            raise ViewrtError(f"targets_per_call must be in 1..{tlimit}, got {targets_per_call}")
+        self.policy = CachePolicy(max_views, None if window is None else int(window), int(pinned))
         self.targets_per_call = targets_per_call
         self.attention_budget = attention_budget_mib * 2**20
         self.manifest, self.backend = manifest, backend
-        self.max_views, self.window, self.pinned = max_views, window, pinned
+        self.max_views, self.window, self.pinned = max_views, window, int(pinned)
         self.size = manifest.image_size
         self._given_frame = self._frame_from(frame)
         self.frame = self._given_frame
+        self._lock = threading.RLock()
         backend.__enter__()
-        self.cache = KVCache(backend, manifest, max_views)
-        out = manifest.tensors("decoder", "outputs")[0]
-        self._images = backend.alloc((1, manifest.max_targets, 3, self.size, self.size), out.dtype)
-        # device staging for the inputs, allocated once (the CPU binds host arrays directly)
-        on_host = backend.device == "cpu"
-        self._view_in = None if on_host else backend.alloc((1, 9, self.size, self.size), np.float32)
-        self._rays_in = None if on_host else backend.alloc((1, manifest.max_targets, 6, self.size, self.size), np.float32)
-        self._ids = itertools.count()
-        self._age = itertools.count()
-        self._added = 0  # views added since reset (for pinning)
-        self._scratch: int | None = None  # view id of a pending non-keyframe view
+        try:
+            self.cache = KVCache(backend, manifest, self.policy.physical)
+            out = manifest.tensors("decoder", "outputs")[0]
+            self._images = backend.alloc((1, manifest.max_targets, 3, self.size, self.size), out.np_dtype)
+            # device staging for the inputs, allocated once (the CPU binds host arrays directly)
+            on_host = backend.device == "cpu"
+            self._view_in = None if on_host else backend.alloc((1, 9, self.size, self.size), np.float32)
+            self._rays_in = None if on_host else backend.alloc((1, manifest.max_targets, 6, self.size, self.size), np.float32)
+        except BaseException:
+            backend.__exit__(None, None, None)
+            raise
         self._rays: tuple | None = None  # (camera bytes, frame, rays) of the last render
         self.last_timings: dict[str, float] = {}
 
     # -- lifecycle --------------------------------------------------------------------------
     def close(self) -> None:
-        self.backend.__exit__(None, None, None)
+        with self._lock:
+            self.backend.__exit__(None, None, None)
 
     def __enter__(self):
         return self
@@ -102,6 +122,8 @@ class Renderer:
     def _frame_from(frame) -> NormalizationFrame | None:
         if frame is None or isinstance(frame, NormalizationFrame):
             return frame
+        if isinstance(frame, (str, bytes)) or not isinstance(frame, Iterable):
+            raise ViewrtError(f"frame: expected a NormalizationFrame, cameras or c2w matrices, got {type(frame).__name__}")
         c2ws = [c if np.ndim(c) == 2 else _as_camera(c, "frame camera").c2w for c in frame]  # Cameras or 4x4 c2w
         if not c2ws:
             raise ViewrtError("frame: expected at least one camera")
@@ -109,6 +131,8 @@ class Renderer:
 
     # -- checks (no state touched) --------------------------------------------------------------
     def _check_image(self, image) -> np.ndarray:
+        if not isinstance(image, np.ndarray) and not hasattr(image, "__array__"):
+            raise ViewrtError(f"image: expected a float array [3, {self.size}, {self.size}], got {type(image).__name__}")
         arr = np.asarray(image)
         if arr.shape != (3, self.size, self.size):
             raise ViewrtError(f"image: got shape {arr.shape}, expected (3, {self.size}, {self.size}) (resize with viewrt.geometry.resize_center_crop)")
@@ -117,83 +141,64 @@ class Renderer:
         return arr
 
     # -- public API -----------------------------------------------------------------------------
+    @_locked
     def add_view(self, image, camera, keyframe: bool = True) -> int:
         """Encode a posed view into the cache.
 
         Args:
             image: float ``[3, S, S]`` RGB in [0, 1] at the model's image size.
             camera: Camera, (c2w, fxfycxcy) or {"c2w", "fxfycxcy"} in the dataset's convention.
-            keyframe: False: use the view for the next render only, do not cache it.
+            keyframe: False: the view takes part in the next render (whatever adds or removes
+                come before it) and is then dropped; a second non-keyframe view added before
+                a render replaces the first.
         Returns:
-            the view id (for :meth:`remove_view`; a non-keyframe's id is not cached).
+            the view id (for :meth:`remove_view`; a non-keyframe's id is never cached).
         Raises:
-            ViewrtError: bad image or camera, or a full cache without a window (or no free
-                slot for a non-keyframe); the cache is unchanged.
+            ViewrtError: bad image or camera, a full cache without a window (or no room
+                for a non-keyframe view), or an encoding that is not finite (e.g. camera
+                coordinates beyond an fp16 cache's range); the cache is unchanged.
         """
+        if not isinstance(keyframe, (bool, np.bool_)):
+            raise ViewrtError(f"keyframe must be True or False, got {type(keyframe).__name__} {keyframe!r}")
         t = Timer(self.backend)
         image = self._check_image(image)
         cam = _as_camera(camera, "camera")
         frame = self.frame or NormalizationFrame.from_cameras(cam.c2w[None])
         view = input_view(image, frame.apply(cam.c2w), cam.fxfycxcy)[None]  # [1, 9, S, S]; checks range, NaN
-        n = len(self.cache)
-        victim = None
-        if not keyframe:
-            if n >= self.max_views:
-                raise ViewrtError(f"cache full ({n} of {self.max_views} views): no scratch slot for a non-keyframe view; remove a view or use a window smaller than max_views")
-            slot = n
-        elif n < (self.max_views if self.window is None else self.pinned + self.window):
-            slot = n
-        elif self.window is None:
-            raise ViewrtError(f"cache full ({n} of {self.max_views} views); remove a view, reset, or open with a window")
-        else:
-            unpinned = [i for i, s in enumerate(self.cache.slots) if not s.pinned]
-            if not unpinned:
-                raise ViewrtError(f"cache full and all {n} cached views are pinned; nothing to evict")
-            victim = slot = min(unpinned, key=lambda i: self.cache.slots[i].age)
+        plan = self.policy.plan_add(self.cache.table, bool(keyframe))  # raises when full; changes nothing
         t.lap("preprocess")
         staged = self.backend.upload(view, self._view_in)
         t.lap("h2d")
-        try:
-            self.backend.run("encoder", {self.manifest.view_input: staged}, self.cache.slot_outputs(slot))
-        except Exception:
-            if victim is not None:  # its slot may be half written: drop it, keep the table true
-                self.cache.remove_slot(victim)
-            raise
+        self.backend.run("encoder", {self.manifest.view_input: staged}, self.cache.slot_outputs(plan.slot))  # the free slot
         t.lap("encode", sync=True)
-        # commit
+        self.cache.check_finite(plan.slot)
+        # commit: nothing above changed the table
         self.frame = frame
-        view_id = next(self._ids)
-        if not keyframe:
-            self._scratch = view_id
-        else:
-            entry = Slot(view_id, pinned=self._added < self.pinned, age=next(self._age))
-            self._added += 1
-            if victim is not None:
-                self.cache.slots[victim] = entry
-            else:
-                self.cache.slots.append(entry)
-                self._scratch = None  # written at slot n: it replaced any pending non-keyframe view
-        t.lap("postprocess")
+        self.cache.commit(plan)  # evicts/replaces what the plan drops (one slot copy)
+        self.policy.committed(plan)
+        t.lap("cache")
         self.last_timings = t.result()
-        return view_id
+        return plan.entry.view_id
 
+    @_locked
     def remove_view(self, view_id: int) -> None:
         """Remove a cached view; the last slot moves into its place.
 
         Raises: ViewrtError for an id that is not cached (nothing changes).
         """
+        if isinstance(view_id, bool) or not isinstance(view_id, (int, np.integer)):
+            raise ViewrtError(f"view id must be an integer (as add_view returned), got {type(view_id).__name__} {view_id!r}")
         t = Timer(self.backend)
-        slot = self.cache.find(view_id)
-        if slot is None:
-            pending = " (it was a non-keyframe view, never cached)" if view_id == self._scratch else ""
-            raise ViewrtError(f"view {view_id} is not in the cache{pending}; cached: {[s.view_id for s in self.cache.slots]}")
-        n = len(self.cache)
-        self.cache.remove_slot(slot)
-        if self._scratch is not None:  # keep the pending view right after the valid prefix
-            self.cache.move(n - 1, n)
+        i = self.cache.table.index(int(view_id))
+        slots = self.cache.slots
+        if i is None or not slots[i].keyframe:
+            pending = " (it is a non-keyframe view, never cached)" if i is not None else ""
+            raise ViewrtError(f"view {view_id} is not in the cache{pending}; cached: {[s.view_id for s in slots if s.keyframe]}")
+        self.cache.drop(int(view_id))
         t.lap("cache", sync=True)
         self.last_timings = t.result()
 
+    @_locked
     def render(self, target_cameras: Sequence) -> np.ndarray:
         """Render target views from every cached view (plus a pending non-keyframe view).
 
@@ -207,10 +212,12 @@ class Renderer:
         t = Timer(self.backend)
         if isinstance(target_cameras, (Camera, dict)) or (isinstance(target_cameras, tuple) and len(target_cameras) == 2 and np.ndim(target_cameras[0]) == 2):
             target_cameras = [target_cameras]
+        if isinstance(target_cameras, (str, bytes, np.ndarray)) or not isinstance(target_cameras, Iterable):
+            raise ViewrtError(f"render: expected a list of cameras, got {type(target_cameras).__name__}")
         cams = [_as_camera(c, f"target camera {i}") for i, c in enumerate(target_cameras)]
         if not cams:
             raise ViewrtError("render: expected at least one target camera")
-        n = len(self.cache) + (self._scratch is not None)
+        n = len(self.cache)
         if n == 0:
             raise ViewrtError("render: no views in the cache; add a view first")
         rays = self._target_rays(cams)  # [1, Vt, 6, S, S]
@@ -227,7 +234,11 @@ class Renderer:
             t.lap("decode", sync=True)
             out[start : start + chunk.shape[1]] = self.backend.download(images)[0]
             t.lap("d2h")
-        self._scratch = None
+        if not np.isfinite(out).all():
+            raise ViewrtError("render: the decoder produced non-finite images (values beyond the export's precision); "
+                              "normalize the scene or use an fp32 export")
+        for view_id in self.policy.after_render(self.cache.table):  # the pending non-keyframe view is used up
+            self.cache.drop(view_id)
         t.lap("postprocess")
         self.last_timings = t.result()
         return out
@@ -235,35 +246,42 @@ class Renderer:
     def _targets_per_call(self, n_views: int) -> int:
         """Targets per decoder call: as asked, else all at once where the backend fuses
         attention, else as many as keep the materialized attention scores and
-        probabilities (fp32, 2 x targets x T x cached tokens x heads per layer) within the
+        probabilities (:func:`viewrt.contract.memory.attention_scratch_bytes`) within the
         attention budget, so memory stays bounded as the cache grows."""
-        limit = self.backend.bounds["num_targets"]
+        limit = self.backend.bounds[N.NUM_TARGETS]
         if self.targets_per_call is not None:
             return self.targets_per_call
         if not self.backend.materializes_attention:
             return limit
         m = self.manifest
-        per_target = 2 * m.tokens_per_view * n_views * m.tokens_per_view * m.n_heads * 4
-        return int(max(1, min(limit, self.attention_budget // per_target)))
+        return targets_within(self.attention_budget, m.tokens_per_view, n_views * m.tokens_per_view, m.n_heads, limit)
 
     def _target_rays(self, cams: list[Camera]) -> np.ndarray:
         """Plücker rays of the targets in the fixed frame; the last set is reused when the
         same cameras are rendered again (e.g. fixed targets while views stream in)."""
+        if self.frame is None:
+            raise ViewrtError("render: no normalization frame yet; add a view first")
         key = b"".join(c.c2w.tobytes() + c.fxfycxcy.tobytes() for c in cams)
         if self._rays is None or self._rays[0] != key or self._rays[1] is not self.frame:
             rays = np.stack([plucker(self.frame.apply(c.c2w), c.fxfycxcy, self.size, self.size) for c in cams])[None]
             self._rays = (key, self.frame, rays)
         return self._rays[2]
 
+    @_locked
     def reset(self) -> None:
         """Forget every view (buffers are kept); a frame computed from a view is dropped."""
-        self.cache.slots.clear()
-        self._scratch, self._added = None, 0
+        self.cache.clear()
+        self.policy.reset()
         self.frame = self._given_frame
 
+    @_locked
     def info(self) -> dict:
-        """Views, tokens, bytes used and reserved, per-slot view ids and the policy."""
-        n = len(self.cache)
+        """Views, tokens, bytes used and reserved, per-slot view ids, the policy and the
+        backend (name, device, precision in use)."""
+        slots = self.cache.slots
+        keys = [s for s in slots if s.keyframe]
+        pending = next((s.view_id for s in slots if not s.keyframe), None)
+        n = len(keys)
         return {
             "views": n,
             "tokens": n * self.cache.T,
@@ -271,53 +289,52 @@ class Renderer:
             "bytes_reserved": self.cache.reserved_bytes,
             "bytes_per_view": self.cache.bytes_per_view,
             "max_views": self.max_views,
-            "slots": [s.view_id for s in self.cache.slots],
-            "pinned_ids": [s.view_id for s in self.cache.slots if s.pinned],
-            "pending_non_keyframe": self._scratch,
+            "slots": [s.view_id for s in slots],
+            "cached_ids": [s.view_id for s in keys],
+            "pinned_ids": [s.view_id for s in keys if s.pinned],
+            "pending_non_keyframe": pending,
             "window": self.window,
             "pinned": self.pinned,
             "frame": None if self.frame is None else self.frame.to_dict(),
             "frame_source": "caller" if self._given_frame is not None else ("first added view" if self.frame is not None else "not fixed yet"),
-            "backend": self.backend.name,
-            "device": self.backend.device,
+            **self.backend.info(),
         }
 
 
 def open(export_dir: str | Path, backend: str = "ort", max_views: int | None = None, window: int | None = None,
          pinned: int = 0, device: str | None = None, frame=None, threads: int | None = None,
-         targets_per_call: int | None = None, attention_budget_mib: float = 256.0) -> Renderer:  # noqa: A001
+         targets_per_call: int | None = None, attention_budget_mib: float = 256.0, precision: str | None = None) -> Renderer:  # noqa: A001
     """Open an export folder for view-by-view rendering.
 
     Args:
         export_dir: folder with manifest.json and the graphs (and engines for "trt").
-        backend: "ort" (ONNX Runtime) or "trt" (native TensorRT).
-        max_views: cache capacity (default and maximum: the export's max_views).
+        backend: a backend or configuration name from :data:`viewrt.runtime.backends.CONFIGS`
+            / ``BACKENDS``: "ort" (ONNX Runtime), "ort-cuda", "ort-trt", "trt" (native
+            TensorRT), and where installed "openvino".
+        max_views: cache capacity (default and maximum: the export's max_views, or the
+            backend's where smaller, e.g. TensorRT engines built for fewer views).
         window: sliding window size (None: no eviction, a full cache is an error).
         pinned: the first ``pinned`` views are never evicted.
         device: "cpu" (default for ort), "cuda[:N]", "tensorrt[:N]" (ort's TensorRT EP);
             "cuda:N" for trt.
         frame: normalization frame: a NormalizationFrame, cameras (or c2w matrices) to
             compute it from, or None to take it from the first added view.
-        threads: ONNX Runtime intra-op threads.
+        threads: intra-op threads (ONNX Runtime, OpenVINO).
         targets_per_call: targets per decoder call (default: chosen by the budget below;
-            all at once on TensorRT, whose fused attention materializes nothing).
+            all at once where attention is fused and materializes nothing).
         attention_budget_mib: ONNX Runtime runs attention as MatMul -> Softmax -> MatMul and
             holds scores and probabilities of targets x T x cached tokens x heads floats;
             targets are split across calls to keep that under this budget (e.g. `small`
             at 32 cached views: 2 targets per call, +7% decode time, ~400 MiB less peak
             memory than 8 at once, measured on 2 CPU cores).
+        precision: inference precision where the backend chooses one (OpenVINO: None for
+            the plugin's default, "f32", "bf16", "f16").
     Returns: a Renderer (a context manager; close() releases the backend).
-    Raises: ViewrtError on a bad folder, manifest, checksum, backend or policy.
+    Raises: ViewrtError on a bad folder, a manifest that does not match its graphs, a
+        checksum, an unknown or unavailable backend, or a bad policy.
     """
+    if not isinstance(backend, str):
+        raise ViewrtError(f"backend must be a name, got {type(backend).__name__}")
     manifest = load_manifest(export_dir)
-    if backend == "ort":
-        from viewrt.runtime.backends.ort import OrtBackend
-
-        be = OrtBackend(manifest, device or "cpu", threads)
-    elif backend == "trt":
-        from viewrt.runtime.backends.trt import TrtBackend
-
-        be = TrtBackend(manifest, device or "cuda:0")
-    else:
-        raise ViewrtError(f"unknown backend {backend!r}; expected ort or trt")
+    be = registry.create(backend, manifest, device=device, threads=threads, precision=precision)
     return Renderer(manifest, be, max_views, window, pinned, frame, targets_per_call, attention_budget_mib)

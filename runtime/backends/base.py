@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from viewrt.errors import ViewrtError
-from viewrt.runtime.manifest import Manifest
+from viewrt.contract import names as N
+from viewrt.contract.manifest import Manifest, check_graph_io
 
 
 @dataclass
@@ -57,14 +58,31 @@ class Backend:
     """
 
     name = "base"
+    options: tuple[str, ...] = ("device",)  # keyword options open()/create() may pass
     materializes_attention = True  # MatMul -> Softmax -> MatMul holds the scores in memory
 
     def __init__(self, manifest: Manifest, device: str = "cpu"):
         self.manifest, self.device = manifest, device
-        self._inputs = {g: {t.name: t for t in manifest.tensors(g, "inputs")} for g in ("encoder", "decoder")}
-        self._outputs = {g: manifest.tensors(g, "outputs") for g in ("encoder", "decoder")}
-        self.bounds = {"past_tokens": manifest.max_views * manifest.tokens_per_view, "num_targets": manifest.max_targets}
+        self._inputs = {g: {t.name: t for t in manifest.tensors(g, "inputs")} for g in N.GRAPHS}
+        self._outputs = {g: manifest.tensors(g, "outputs") for g in N.GRAPHS}
+        ranges = manifest.dynamic_ranges()
+        self.bounds = {d: r[2] for d, r in ranges.items()}  # largest value of each dynamic dim
         self.active = False
+
+    @property
+    def max_views(self) -> int:
+        """Views the decoder accepts at once on this backend (its past-token bound)."""
+        return self.bounds[N.PAST_TOKENS] // self.manifest.tokens_per_view
+
+    def info(self) -> dict:
+        """What this backend runs with (name, device, precision in use, ...)."""
+        return {"backend": self.name, "device": self.device, "precision": self.manifest.precision}
+
+    def check_io(self, graph: str, inputs: list[tuple[str, str, tuple]], outputs: list[tuple[str, str, tuple]], source: str) -> None:
+        """Check a graph's declared inputs/outputs against the manifest (see
+        :func:`viewrt.contract.manifest.check_graph_io`). Raises ViewrtError."""
+        check_graph_io(self.manifest, graph, "inputs", inputs, source)
+        check_graph_io(self.manifest, graph, "outputs", outputs, source)
 
     # -- context manager ------------------------------------------------------------------
     def __enter__(self):

@@ -9,13 +9,23 @@ import numpy as np
 
 from viewrt.errors import ViewrtError
 from viewrt.runtime.backends.base import Backend, Buffer
-from viewrt.runtime.manifest import Manifest
+from viewrt.contract.manifest import Manifest
 
 _PROVIDERS = {
     "cpu": ["CPUExecutionProvider"],
     "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
     "tensorrt": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
 }
+
+
+_ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",
+              "tensor(int64)": "int64", "tensor(int32)": "int32", "tensor(int8)": "int8", "tensor(uint8)": "uint8",
+              "tensor(bool)": "bool"}
+
+
+def _declared(arg) -> tuple[str, str, tuple]:
+    """(name, numpy dtype name, shape) of an ONNX Runtime NodeArg as the graph declares it."""
+    return arg.name, _ORT_TYPES.get(arg.type, arg.type), tuple(arg.shape)
 
 
 class OrtBackend(Backend):
@@ -28,6 +38,7 @@ class OrtBackend(Backend):
     """
 
     name = "ort"
+    options = ("device", "threads")
 
     def __init__(self, manifest: Manifest, device: str = "cpu", threads: int | None = None):
         kind, _, idx = device.partition(":")
@@ -61,6 +72,8 @@ class OrtBackend(Backend):
                 self.sessions[g] = ort.InferenceSession(str(self.manifest.path(g)), opts, providers=providers)
             except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types
                 raise ViewrtError(f"{self.manifest.path(g)}: ONNX Runtime cannot load it ({str(e).splitlines()[0]})") from None
+            sess = self.sessions[g]
+            self.check_io(g, [_declared(t) for t in sess.get_inputs()], [_declared(t) for t in sess.get_outputs()], self.manifest.graphs[g].file)
         if self.kind != "cpu":
             from viewrt.runtime.backends import cuda
 
@@ -76,14 +89,14 @@ class OrtBackend(Backend):
         if provider != "TensorrtExecutionProvider":
             return opts
         m = self.manifest
-        dims = {"past_tokens": (m.tokens_per_view, m.max_views * m.tokens_per_view), "num_targets": (1, m.max_targets)}
+        dims = m.dynamic_ranges()  # {dim: (min, opt, max)}
         lo, hi = [], []
         for t in m.tensors(graph, "inputs"):
             if any(isinstance(d, str) for d in t.shape):
                 lo.append(f"{t.name}:" + "x".join(str(dims[d][0] if isinstance(d, str) else d) for d in t.shape))
-                hi.append(f"{t.name}:" + "x".join(str(dims[d][1] if isinstance(d, str) else d) for d in t.shape))
+                hi.append(f"{t.name}:" + "x".join(str(dims[d][2] if isinstance(d, str) else d) for d in t.shape))
         cache = str(m.dir / "ort_trt_cache")
-        opts.update({"trt_fp16_enable": m.data.get("precision") == "fp16", "trt_engine_cache_enable": True,
+        opts.update({"trt_fp16_enable": m.precision_row.ort_trt_fp16, "trt_engine_cache_enable": True,
                      "trt_engine_cache_path": cache, "trt_timing_cache_enable": True, "trt_timing_cache_path": cache})
         if lo:
             opts.update({"trt_profile_min_shapes": ",".join(lo), "trt_profile_opt_shapes": ",".join(hi), "trt_profile_max_shapes": ",".join(hi)})

@@ -10,7 +10,7 @@ import numpy as np
 from viewrt.errors import ViewrtError
 from viewrt.runtime.backends import cuda
 from viewrt.runtime.backends.base import Backend, Buffer
-from viewrt.runtime.manifest import Manifest
+from viewrt.contract.manifest import Manifest
 
 
 def _import_trt():
@@ -33,6 +33,7 @@ class TrtBackend(Backend):
     """
 
     name = "trt"
+    options = ("device",)
     materializes_attention = False  # TensorRT fuses the attention pattern
 
     def __init__(self, manifest: Manifest, device: str = "cuda:0"):
@@ -41,7 +42,7 @@ class TrtBackend(Backend):
             raise ViewrtError(f"the TensorRT backend runs on a CUDA device, got device {device!r}")
         self.device_id = int(idx or 0)
         super().__init__(manifest, f"cuda:{self.device_id}")
-        engines = manifest.data.get("engines") or {}
+        engines = manifest.engines or {}
         for g in ("encoder", "decoder"):
             prof = (engines.get(g) or {}).get("profiles", {})
             for name, p in prof.items():
@@ -53,7 +54,7 @@ class TrtBackend(Backend):
     def activate(self) -> None:
         trt = _import_trt()
         m = self.manifest
-        engines = m.data.get("engines") or {}
+        engines = m.engines or {}
         if not all(g in engines for g in ("encoder", "decoder")):
             raise ViewrtError(f"{m.dir}: no TensorRT engines recorded; run `viewrt build {m.dir}`")
         cuda.set_device(self.device_id)
