@@ -10,7 +10,11 @@ import math
 import pytest
 from click.testing import CliRunner
 
-from viewrt.bench import BACKENDS, RECOMPUTE, parse_backends, parse_int_list
+from viewrt.cli.bench import BACKEND_NAMES as BACKENDS
+from viewrt.models.baselines import BASELINES
+from viewrt.runtime.bench.harness import parse_backends, parse_int_list
+
+RECOMPUTE = [b for b, (kind, _) in BASELINES.items() if kind == "recompute"]
 from viewrt.cli import main
 from viewrt.errors import ViewrtError
 
@@ -108,9 +112,12 @@ def test_bad_view_lists(text):
 
 def test_parse_helpers():
     assert parse_int_list("4, 1,2,2", "--views") == [1, 2, 4]
-    assert parse_backends(None) is None
-    assert parse_backends("lvsm,ort,lvsm") == ["lvsm", "ort"]
+    assert parse_backends(None, BACKENDS) is None
+    assert parse_backends("lvsm,ort,lvsm", BACKENDS) == ["lvsm", "ort"]
     assert set(CPU_BACKENDS) <= set(BACKENDS)
+    from viewrt.cli.bench import BASELINE_NAMES
+
+    assert BASELINE_NAMES == tuple(BASELINES)  # one vocabulary: the CLI's names are the registry's
 
 
 def test_bad_repeats_and_missing_export(tiny_export, tmp_path):

@@ -18,7 +18,7 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from viewrt.cli import main
 from viewrt.data import load_scene, make_synthetic_list, make_synthetic_scene
 from viewrt.errors import ViewrtError
-from viewrt.infer import _jsonable, default_targets, run_scene, select_frames
+from viewrt.runtime.evaluate import _jsonable, default_targets, run_scene, select_frames
 
 VIEWS = 3
 TARGETS = 2

@@ -1,0 +1,173 @@
+"""PyTorch baselines for ``viewrt bench``: eager renderers with a preallocated or
+``torch.cat`` cache (fp32 or bf16 autocast), the full-recompute models (Efficient-LVSM
+without a cache, LVSM decoder-only of the same width and depth), analytic FLOP counts and
+the matmul-rate probe. The benchmark harness (viewrt.runtime.bench, torch-free) drives
+them through :class:`TorchBaselines`, which ``viewrt bench`` hands it.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from viewrt.models import init_weights, load_checkpoint
+from viewrt.models.registry import FAMILIES
+
+# name -> (kind, description): "eager" renderers keep a cache; "recompute" run one forward over all views
+BASELINES: dict[str, tuple[str, str]] = {
+    "torch-fp32": ("eager", "PyTorch eager fp32, preallocated cache"),
+    "torch-bf16": ("eager", "PyTorch eager bf16 autocast, preallocated cache"),
+    "torch-cat": ("eager", "PyTorch eager fp32, cache grown with torch.cat (upstream style)"),
+    "efflvsm-nocache": ("recompute", "Efficient-LVSM without a cache (full recompute), fp32"),
+    "lvsm": ("recompute", "LVSM decoder-only, same width and depth (full recompute), fp32"),
+}
+LABELS = {"efflvsm-nocache": "effLVSM no-cache", "lvsm": "LVSM dec-only"}
+_EAGER = {"torch-fp32": ("prealloc", False), "torch-bf16": ("prealloc", True), "torch-cat": ("cat", False)}
+
+
+def measure_matmul_rate(model_shape: tuple[int, int, int] | None = None, reps: int = 5) -> dict:
+    """This machine's fp32 matrix-multiply rate (GFLOP/s): median of ``reps`` runs for each
+    of torch and numpy on 1024^3, 2048^3 and the model's MLP shape; the rate is the best.
+    Also the bf16 rate of torch at 2048^3 (AMX / AVX512-BF16 where the CPU has them).
+
+    Returns: {"gflops": best fp32, "best": "lib MxKxN", "runs": {"lib MxKxN": gflops}, "bf16_gflops"}.
+    """
+    shapes = [(1024, 1024, 1024), (2048, 2048, 2048)]
+    if model_shape is not None:
+        shapes.append(tuple(int(s) for s in model_shape))
+    runs = {}
+    g = torch.Generator().manual_seed(0)
+
+    def rate(mm, x, y, flops):
+        mm(x, y)  # warm-up
+        ts = []
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            mm(x, y)
+            ts.append(time.perf_counter() - t0)
+        return round(flops / float(np.median(ts)) / 1e9, 2)
+
+    for m, k, n in shapes:
+        a, b = torch.randn(m, k, generator=g), torch.randn(k, n, generator=g)
+        runs[f"torch {m}x{k}x{n}"] = rate(torch.matmul, a, b, 2 * m * k * n)
+        runs[f"numpy {m}x{k}x{n}"] = rate(np.matmul, a.numpy(), b.numpy(), 2 * m * k * n)
+    best = max(runs, key=runs.get)
+    a, b = torch.randn(2048, 2048, generator=g).bfloat16(), torch.randn(2048, 2048, generator=g).bfloat16()
+    bf16 = rate(torch.matmul, a, b, 2 * 2048**3)
+    return {"gflops": runs[best], "best": best, "runs": runs, "bf16_gflops": bf16,
+            "note": "fp32 (bf16 for reference), median of %d runs each; numpy threads are its BLAS default" % reps}
+
+
+class TorchBaselines:
+    """The PyTorch side of a benchmark run over one Efficient-LVSM export.
+
+    Args:
+        manifest: the export's Manifest (config, checkpoint, weights digest).
+        device: "cpu" or "cuda".
+        threads: torch intra-op threads (None: torch's default).
+    Attributes: ``names`` (BASELINES), ``kinds``, ``descriptions``, ``labels``, ``notes``
+        (what the caller should know, e.g. built-in weights used), ``model_cfg``,
+        ``lvsm_cfg``, ``lvsm_name``.
+    """
+
+    names = BASELINES
+
+    def __init__(self, manifest, device: str = "cpu", threads: int | None = None):
+        from viewrt.errors import ViewrtError
+
+        if device == "cuda" and not torch.cuda.is_available():
+            raise ViewrtError("--device cuda: this PyTorch has no CUDA device")
+        self.manifest, self.device = manifest, torch.device(device)
+        self._threads_before = torch.get_num_threads()
+        if threads:
+            torch.set_num_threads(threads)
+        self.notes: list[str] = []
+        self.kinds = {n: k for n, (k, _) in BASELINES.items()}
+        self.descriptions = {n: d for n, (_, d) in BASELINES.items()}
+        self.labels = dict(LABELS)
+        fam = FAMILIES[manifest.family]
+        ecfg = fam.config_cls(**manifest.config)
+        ckpt = manifest.checkpoint
+        if ckpt and Path(ckpt).is_file():
+            model, _ = load_checkpoint(ckpt, ecfg)
+        else:
+            model = init_weights(fam.model_cls(ecfg))
+            if ckpt:
+                self.notes.append(f"the export's checkpoint {ckpt} is not here: PyTorch baselines use built-in weights "
+                                  "(latency does not depend on weight values)")
+        self.model = model.eval()
+        self.model_cfg = ecfg
+        lvsm = FAMILIES["lvsm"]
+        self.lvsm_cfg = lvsm.config_cls(image_size=ecfg.image_size, patch_size=ecfg.patch_size, d_model=ecfg.d_model,
+                                        n_layers=2 * ecfg.n_layers, head_dim=ecfg.head_dim, mlp_mult=ecfg.mlp_mult)
+        self.lvsm_name = next((k for k, v in lvsm.presets.items() if v == self.lvsm_cfg), "custom")
+
+    def close(self) -> None:
+        torch.set_num_threads(self._threads_before)
+
+    def machine(self) -> dict:
+        info = {"torch": torch.__version__, "torch_threads": torch.get_num_threads()}
+        if self.device.type == "cuda":
+            info["gpu"] = torch.cuda.get_device_name(0)
+        return info
+
+    def matmul_rate(self) -> dict:
+        c = self.model_cfg
+        return measure_matmul_rate((self.manifest.max_targets * c.tokens_per_view, c.d_model, c.mlp_mult * c.d_model))
+
+    def flops(self, backend: str, n: int, t: int) -> dict:
+        """Analytic FLOPs of one step (add a view into n-1, render t targets) of a backend."""
+        if backend == "lvsm":
+            total = FAMILIES["lvsm"].count_flops(self.lvsm_cfg, n, t)
+            return {"encode": 0.0, "decode": 0.0, "total": total}
+        f = FAMILIES[self.manifest.family].count_flops(self.model_cfg, n, t)
+        enc = f["encode"] * (n if backend == "efflvsm-nocache" else 1)
+        return {"encode": enc, "decode": f["decode"], "total": enc + f["decode"]}
+
+    def sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+
+    def open(self, backend: str, max_views: int, frame):
+        """An eager renderer with the runtime's interface (add_view, remove_view, render, ...)."""
+        from viewrt.models.torch_renderer import TorchRenderer
+
+        cache, bf16 = _EAGER[backend]
+        return TorchRenderer(self.model, max_views, frame=frame, cache=cache, autocast_bf16=bf16, device=str(self.device))
+
+    def recompute(self, backend: str, images, in_cams, tg_cams, frame):
+        """A timed forward ``fn(n, t) -> ms`` of a full-recompute baseline over the first n
+        input views and t targets (inputs prepared here, outside the timed region)."""
+        from viewrt.geometry import input_view, plucker
+
+        S = self.manifest.image_size
+        model = self.model if backend == "efflvsm-nocache" else init_weights(FAMILIES["lvsm"].model_cls(self.lvsm_cfg))
+        model = model.to(self.device)
+        views = torch.from_numpy(np.stack([input_view(im, frame.apply(c.c2w), c.fxfycxcy) for im, c in zip(images, in_cams)]))[None].to(self.device)
+        targets = torch.from_numpy(np.stack([plucker(frame.apply(c.c2w), c.fxfycxcy, S, S) for c in tg_cams]))[None].to(self.device)
+
+        def forward(n: int, t: int) -> float:
+            self.sync()
+            t0 = time.perf_counter()
+            with torch.inference_mode():
+                model(views[:, :n], targets[:, :t])
+            self.sync()
+            return (time.perf_counter() - t0) * 1e3
+
+        return forward
+
+    def device_peak_reset(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+
+    def device_peak(self):
+        return int(torch.cuda.max_memory_allocated()) if self.device.type == "cuda" else ""
+
+    def weights_match(self) -> bool | None:
+        from viewrt.models.checkpoint import weights_digest
+
+        want = self.manifest.weights_sha256
+        return None if not want else weights_digest(self.model) == want

@@ -1,0 +1,513 @@
+"""The benchmark harness (torch-free): add-view latency of the runtime and of any other
+object with the renderer interface (add_view, remove_view, render, info, last_timings),
+plus full-recompute baselines, with memory, a component breakdown and achieved FLOP rates.
+
+The step measured for every backend and every N is the one the upstream README times:
+add one input view to N-1 cached views, then render the targets. Unlike upstream, the
+views are real and distinct (one synthetic scene, :func:`viewrt.data.make_synthetic_scene`:
+inputs are its first views, targets its last ones), every point gets warm-up runs, and the
+result is a median with its spread. Timed repetitions at the same N remove the view just
+added and add it again, so each one is a genuine add into N-1 cached views.
+
+Backends: the runtime configurations of :data:`viewrt.runtime.backends.CONFIGS`, and the
+baselines a provider brings (``viewrt bench`` passes
+:class:`viewrt.models.baselines.TorchBaselines`: PyTorch eager with a preallocated or
+``torch.cat`` cache, Efficient-LVSM without a cache, LVSM decoder-only). A full-recompute
+point whose estimated time exceeds the per-point budget is measured with one target and
+scaled by the FLOP ratio, or, if even that is too long, extrapolated from FLOPs at the rate
+measured at a smaller N; the table marks both.
+
+Outputs in OUT: results.csv, results.json, summary.md, latency_vs_views.png,
+speedup.png, components.png (and the scene in OUT/_scene).
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from viewrt.errors import ViewrtError
+from viewrt.runtime.backends import CONFIGS
+from viewrt.runtime.bench.memory import Memory, loadavg, machine_info, rss_page_bytes
+from viewrt.runtime.bench.report import COMPONENTS, CSV_FIELDS, write_outputs
+
+RUNTIME = CONFIGS  # runtime configuration names (ort, ort-cuda, ort-trt, trt, ...)
+
+
+def all_backend_names(baselines=None) -> list[str]:
+    """The bench vocabulary: runtime configurations, then the provider's baselines."""
+    return [*RUNTIME, *(baselines.names if baselines is not None else ())]
+
+
+def numpy_matmul_rate(reps: int = 5) -> dict:
+    """fp32 matmul rate of numpy's BLAS at 1024^3 and 2048^3 (GFLOP/s), for runs without
+    a baselines provider."""
+    runs = {}
+    rng = np.random.default_rng(0)
+    for m in (1024, 2048):
+        a, b = rng.standard_normal((m, m), np.float32), rng.standard_normal((m, m), np.float32)
+        a @ b
+        ts = []
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            a @ b
+            ts.append(time.perf_counter() - t0)
+        runs[f"numpy {m}x{m}x{m}"] = round(2 * m**3 / float(np.median(ts)) / 1e9, 2)
+    best = max(runs, key=runs.get)
+    return {"gflops": runs[best], "best": best, "runs": runs, "bf16_gflops": None, "note": "numpy fp32 only"}
+
+
+def parse_int_list(text: str, what: str) -> list[int]:
+    """``"1,2,4"`` -> ``[1, 2, 4]`` (sorted, unique, all >= 1).
+
+    Raises: ViewrtError naming the option and the bad item.
+    """
+    out = set()
+    for item in str(text).split(","):
+        item = item.strip()
+        if not item:
+            continue
+        try:
+            v = int(item)
+        except ValueError:
+            raise ViewrtError(f"{what}: {item!r} is not an integer (expected a comma-separated list such as 1,2,4)") from None
+        if v < 1:
+            raise ViewrtError(f"{what}: values must be >= 1, got {v}")
+        out.add(v)
+    if not out:
+        raise ViewrtError(f"{what}: expected at least one value")
+    return sorted(out)
+
+
+def parse_backends(text: str | None, known: list[str]) -> list[str] | None:
+    """Comma-separated backend names (None: the default set). Raises on an unknown name."""
+    if text is None:
+        return None
+    names = [b.strip() for b in text.split(",") if b.strip()]
+    unknown = [b for b in names if b not in known]
+    if unknown:
+        raise ViewrtError(f"unknown backend{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; "
+                          f"expected some of {', '.join(known)}")
+    if not names:
+        raise ViewrtError("--backends: expected at least one backend")
+    return list(dict.fromkeys(names))
+
+
+@dataclass
+class BenchConfig:
+    """What to measure.
+
+    Attributes:
+        export_dir: an export folder (manifest.json, encoder.onnx, decoder.onnx).
+        out: output folder.
+        views: cached-view counts N to measure (each <= the export's max_views).
+        targets: target-view counts.
+        backends: backend names (None: every available one for ``device``).
+        repeats: timed repetitions per point; warmup: untimed ones before them.
+        max_seconds_per_point: budget of a full-recompute point (0: none).
+        threads: CPU threads for PyTorch and ONNX Runtime (None: their defaults).
+        device: "cpu" or "cuda" for the PyTorch backends.
+        seed: scene seed.
+        attention_budget_mib: the runtime's attention memory budget (see viewrt.runtime.open).
+    """
+
+    export_dir: Path
+    out: Path
+    views: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16, 32, 48, 64])
+    targets: list[int] = field(default_factory=lambda: [1, 8])
+    backends: list[str] | None = None
+    repeats: int = 5
+    warmup: int = 2
+    max_seconds_per_point: float = 20.0
+    threads: int | None = None
+    device: str = "cpu"
+    seed: int = 0
+    attention_budget_mib: float = 256.0
+
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+def _stats(times_ms: list[float]) -> dict:
+    a = np.asarray(times_ms, float)
+    return {"median_ms": float(np.median(a)), "min_ms": float(a.min()), "max_ms": float(a.max()),
+            "q1_ms": float(np.percentile(a, 25)), "q3_ms": float(np.percentile(a, 75))}
+
+
+def _median_components(comps: list[dict]) -> dict:
+    return {c: float(np.median([d.get(c, 0.0) for d in comps])) for c in COMPONENTS}
+
+
+def _step_components(add: dict, render: dict, step_ms: float) -> dict:
+    """One step's components from the renderer's last_timings of add_view and render."""
+    out = {c: 0.0 for c in COMPONENTS}
+    for part in (add, render):
+        for k, v in part.items():
+            if k != "total":
+                out[k if k in out else "other"] += float(v)
+    out["other"] += max(0.0, step_ms - sum(out.values()))
+    return out
+
+
+# --------------------------------------------------------------------------- the benchmark
+
+
+class Bench:
+    """One benchmark run.
+
+    Args:
+        cfg: what to measure.
+        baselines: a provider of non-runtime backends (see viewrt.models.baselines.
+            TorchBaselines: names, kinds, descriptions, labels, open, recompute, flops,
+            matmul_rate, sync, device_peak_reset, device_peak, machine, notes), made by
+            ``make_baselines(manifest)`` once the manifest is checked; None: runtime only.
+        progress: show a progress bar (on a terminal).
+    """
+
+    def __init__(self, cfg: BenchConfig, make_baselines=None, progress: bool = True):
+        self.cfg, self.progress = cfg, progress
+        self.make_baselines = make_baselines
+        self.base = None
+        self.rows: list[dict] = []
+        self.growth: dict[str, dict] = {}
+        self.notes: list[str] = []
+        self.steps: dict[str, list] = {}
+
+    # -- setup ----------------------------------------------------------------------------
+    def check(self) -> None:
+        """Everything a user can get wrong, before any heavy work."""
+        from viewrt.contract.manifest import load_manifest
+
+        cfg = self.cfg
+        if cfg.repeats < 1:
+            raise ViewrtError(f"--repeats must be at least 1, got {cfg.repeats}")
+        if cfg.warmup < 0:
+            raise ViewrtError(f"--warmup must be >= 0, got {cfg.warmup}")
+        if cfg.max_seconds_per_point < 0:
+            raise ViewrtError(f"--max-seconds-per-point must be >= 0 (0: no budget), got {cfg.max_seconds_per_point}")
+        if cfg.threads is not None and cfg.threads < 1:
+            raise ViewrtError(f"--threads must be >= 1, got {cfg.threads}")
+        if cfg.device not in ("cpu", "cuda"):
+            raise ViewrtError(f"--device must be cpu or cuda, got {cfg.device!r}")
+        self.manifest = m = load_manifest(cfg.export_dir)
+        if max(cfg.views) > m.max_views:
+            raise ViewrtError(f"--views up to {max(cfg.views)} needs an export with max_views >= {max(cfg.views)}; {cfg.export_dir} "
+                              f"has max_views {m.max_views} (re-export with `viewrt export --max-views {max(cfg.views)}`)")
+        if self.make_baselines is not None and (cfg.backends is None or set(cfg.backends) - set(RUNTIME)):
+            self.base = self.make_baselines(m)
+            self.notes += self.base.notes
+        self.selected, self.skipped = self._available(cfg.backends)
+        if not self.selected:
+            raise ViewrtError("no backend can run here: " + "; ".join(f"{b}: {why}" for b, why in self.skipped.items()))
+
+    def _available(self, names: list[str] | None) -> tuple[list[str], dict[str, str]]:
+        import importlib.util
+
+        import onnxruntime as ort
+
+        providers = ort.get_available_providers()
+        if names is None:
+            names = all_backend_names(self.base)
+        selected, skipped = [], {}
+        for b in names:
+            why = None
+            if b not in RUNTIME and self.base is None:
+                why = "no baselines provider in this run (viewrt bench brings the PyTorch ones)"
+            elif b == "ort-cuda" and "CUDAExecutionProvider" not in providers:
+                why = "onnxruntime has no CUDAExecutionProvider here"
+            elif b == "ort-trt" and "TensorrtExecutionProvider" not in providers:
+                why = "onnxruntime has no TensorrtExecutionProvider here"
+            elif b == "trt" and importlib.util.find_spec("tensorrt") is None:
+                why = "tensorrt is not installed"
+            elif b == "trt" and not self.manifest.engines:
+                why = f"no engines in {self.cfg.export_dir} (run `viewrt build`)"
+            if why is None:
+                selected.append(b)
+            else:
+                skipped[b] = why
+        return selected, skipped
+
+    def setup(self) -> None:
+        from viewrt.data import load_frame, load_scene, make_synthetic_scene
+        from viewrt.geometry import Camera, NormalizationFrame
+
+        cfg, m = self.cfg, self.manifest
+        self.mem = Memory()
+        self.machine = machine_info()
+        if self.base is not None:
+            self.machine.update(self.base.machine())
+        self.machine["load_average_before"] = loadavg()
+        self.machine["threads"] = cfg.threads or "default (ONNX Runtime: one per physical core; torch: its default)"
+        self.matmul = self.base.matmul_rate() if self.base is not None else numpy_matmul_rate()
+        self.rate = self.matmul["gflops"] * 1e9  # FLOP/s
+        n_in, n_tg = max(cfg.views), max(cfg.targets)
+        path = make_synthetic_scene(cfg.out / "_scene", "bench", n_views=n_in + n_tg, size=m.image_size, seed=cfg.seed)
+        frames = [load_frame(f, m.image_size) for f in load_scene(path).frames]
+        cams = [Camera(c2w, k) for _, k, c2w in frames]
+        self.images = [img for img, _, _ in frames[:n_in]]
+        self.in_cams, self.tg_cams = cams[:n_in], cams[n_in:]
+        self.frame = NormalizationFrame.from_cameras(np.stack([c.c2w for c in cams]))
+        self.scene_path = path
+
+    def _sync(self) -> None:
+        if self.base is not None:
+            self.base.sync()
+
+    def kind(self, backend: str) -> str:
+        return "runtime" if backend in RUNTIME else self.base.kinds[backend]
+
+    # -- FLOPs --------------------------------------------------------------------------------
+    def flops(self, backend: str, n: int, t: int) -> dict:
+        if self.base is None:
+            return {"encode": 0.0, "decode": 0.0, "total": 0.0}
+        return self.base.flops(backend, n, t)
+
+    # -- rows ---------------------------------------------------------------------------------
+    def _row(self, backend, n, t, status, reps, warmup, times=None, comps=None, note="", est_ms=None, **mem) -> dict:
+        fl = self.flops(backend, n, t)
+        row = {k: "" for k in CSV_FIELDS}
+        row.update(backend=backend, n_views=n, n_targets=t, status=status, reps=reps, warmup=warmup, note=note, flops=fl["total"])
+        row.update(mem)
+        if times:
+            row.update(_stats(times))
+        elif est_ms is not None:
+            row["median_ms"] = est_ms
+        if comps:
+            row.update({f"{c}_ms": v for c, v in comps.items() if c in COMPONENTS})
+            if self.kind(backend) != "recompute":
+                row["overhead_ms"] = comps["_overhead"]
+            if comps["decode"] > 0 and fl["decode"] > 0:
+                row["decode_gflops"] = fl["decode"] / comps["decode"] / 1e6
+                row["decode_ratio_to_matmul"] = row["decode_gflops"] * 1e9 / self.rate
+        if row["median_ms"] != "" and fl["total"] > 0:
+            row["gflops"] = fl["total"] / row["median_ms"] / 1e6
+            row["ratio_to_matmul"] = row["gflops"] * 1e9 / self.rate
+        self.rows.append(row)
+        return row
+
+    # -- incremental backends (runtime and PyTorch eager) -----------------------------------
+    def _open(self, backend: str):
+        if backend in RUNTIME:
+            import viewrt.runtime as vrt
+
+            return vrt.open(self.cfg.export_dir, backend, max_views=max(self.cfg.views), frame=self.frame,
+                            threads=self.cfg.threads, attention_budget_mib=self.cfg.attention_budget_mib)
+        return self.base.open(backend, max(self.cfg.views), self.frame)
+
+    def _device_peak_reset(self, backend: str) -> None:
+        if backend not in RUNTIME:
+            self.base.device_peak_reset()
+
+    def _device_peak(self, backend: str):
+        if backend not in RUNTIME:
+            return self.base.device_peak()
+        return ""  # device memory of the runtime's GPU backends is not probed here
+
+    def incremental(self, backend: str, bar) -> None:
+        cfg, mem = self.cfg, self.mem
+        gc.collect()
+        try:
+            r = self._open(backend)
+        except ViewrtError as e:
+            self.skipped[backend] = f"cannot open: {e}"
+            self.selected.remove(backend)
+            bar.update(len(cfg.views))
+            return
+        try:
+            ids, deltas = [], []
+            for n in range(1, max(cfg.views) + 1):
+                before = mem.rss()
+                ids.append(r.add_view(self.images[n - 1], self.in_cams[n - 1]))
+                self._sync()
+                deltas.append(mem.rss() - before)
+                if n not in cfg.views:
+                    continue
+                bar.set_postfix_str(f"{backend} N={n}")
+                for t in cfg.targets:
+                    tg = self.tg_cams[:t]
+                    self._device_peak_reset(backend)
+                    mem.reset_peak()
+                    times, comps, raw = [], [], []
+                    for i in range(cfg.warmup + cfg.repeats):
+                        r.remove_view(ids[-1])
+                        self._sync()
+                        t0 = time.perf_counter()
+                        ids[-1] = r.add_view(self.images[n - 1], self.in_cams[n - 1])
+                        add = dict(r.last_timings)
+                        r.render(tg)
+                        self._sync()
+                        step = (time.perf_counter() - t0) * 1e3
+                        ren = dict(r.last_timings)
+                        if i >= cfg.warmup:
+                            times.append(step)
+                            c = _step_components(add, ren, step)
+                            c["_overhead"] = step - c["encode"] - c["decode"]
+                            comps.append(c)
+                            raw.append({"step_ms": step, "add": add, "render": ren})
+                    med = _median_components(comps)
+                    med["_overhead"] = float(np.median([c["_overhead"] for c in comps]))
+                    info = r.info()
+                    row = self._row(backend, n, t, "measured", cfg.repeats, cfg.warmup, times, med,
+                                    cache_bytes_manifest=self.manifest.kv_bytes_per_view * n,
+                                    cache_bytes_used=info["bytes_used"], cache_bytes_reserved=info["bytes_reserved"],
+                                    rss_bytes=mem.rss(), peak_rss_bytes=mem.peak(), device_peak_bytes=self._device_peak(backend))
+                    self.steps[f"{backend} N={n} T={t}"] = raw
+                    if backend == "torch-cat":
+                        row["note"] = "cache copy (torch.cat) is inside encode"
+                bar.update()
+            later = deltas[1:] or deltas  # the first add also allocates the encoder's working memory
+            n_buf = 2 * self.manifest.n_layers  # one K and one V buffer per layer
+            page = rss_page_bytes(max(cfg.views) * self.manifest.kv_bytes_per_view // n_buf)
+            self.growth[backend] = {
+                # RSS counts whole pages: each buffer's resident extent is known to one page, so the mean over
+                # the adds is known to about n_buf * page / adds
+                "rss_resolution_bytes_per_view": n_buf * page / len(later),
+                "rss_page_bytes": page,
+                "rss_delta_per_add_bytes": [int(d) for d in deltas],
+                "mean_rss_delta_per_add_bytes": float(np.mean(later)),
+                "bytes_per_view": int(r.info()["bytes_per_view"]),
+                "manifest_bytes_per_view": int(self.manifest.kv_bytes_per_view),
+            }
+        finally:
+            if hasattr(r, "close"):
+                r.close()
+            del r
+            gc.collect()
+
+    # -- full-recompute baselines -------------------------------------------------------------
+    def recompute(self, backend: str, bar) -> None:
+        cfg, mem = self.cfg, self.mem
+        forward = self.base.recompute(backend, self.images, self.in_cams, self.tg_cams, self.frame)
+        budget = cfg.max_seconds_per_point or math.inf
+        last_rate = None  # FLOP/s measured at the previous point of this backend
+
+        if cfg.warmup:
+            forward(min(cfg.views), 1)  # one-time initialization, untimed
+        for n in cfg.views:
+            bar.set_postfix_str(f"{backend} N={n}")
+            for t in cfg.targets:
+                rate = last_rate or 0.5 * self.rate
+                full = self.flops(backend, n, t)["total"]
+                est = full / rate
+                t_run, status, note = t, "measured", ""
+                if est > budget:
+                    one = self.flops(backend, n, 1)["total"]
+                    if t > 1 and one / rate <= budget:
+                        t_run, status = 1, "scaled"
+                        note = f"measured with 1 target, scaled by the FLOP ratio {full / one:.2f} (estimated {est:.1f} s > budget {budget:g} s)"
+                    else:
+                        basis = f"{last_rate / 1e9:.1f} GFLOP/s measured at a smaller N" if last_rate else f"half the matmul rate ({0.5 * self.rate / 1e9:.0f} GFLOP/s)"
+                        note = f"not run (estimated {est:.1f} s > budget {budget:g} s); extrapolated from FLOPs at {basis}"
+                        self._row(backend, n, t, "extrapolated", 0, 0, note=note, est_ms=est * 1e3)
+                        continue
+                run_flops = self.flops(backend, n, t_run)["total"]
+                runs = max(1, int(budget // (run_flops / rate))) if budget < math.inf else cfg.warmup + cfg.repeats
+                reps = min(cfg.repeats, runs)
+                warm = min(cfg.warmup, runs - reps)
+                if reps < cfg.repeats:
+                    note = (note + "; " if note else "") + f"{reps} of {cfg.repeats} repetitions ({warm} warm-up) to fit the budget"
+                self._device_peak_reset(backend)
+                mem.reset_peak()
+                for _ in range(warm):
+                    forward(n, t_run)
+                times = [forward(n, t_run) for _ in range(reps)]
+                last_rate = run_flops / (float(np.median(times)) / 1e3)
+                if t_run != t:
+                    times = [x * full / run_flops for x in times]
+                comps = {c: 0.0 for c in COMPONENTS}
+                comps["forward"] = float(np.median(times))
+                self._row(backend, n, t, status, reps, warm, times, comps, note=note, rss_bytes=mem.rss(),
+                          peak_rss_bytes=mem.peak(), device_peak_bytes=self._device_peak(backend))
+            bar.update()
+        del forward
+        gc.collect()
+
+    # -- run -------------------------------------------------------------------------------------
+    def run(self) -> dict:
+        from tqdm import tqdm
+
+        cfg = self.cfg
+        t_start = time.perf_counter()
+        try:
+            self.setup()
+            with tqdm(total=len(self.selected) * len(cfg.views), desc="bench", unit="point",
+                      disable=not (self.progress and sys.stderr.isatty()), file=sys.stderr) as bar:
+                for b in list(self.selected):
+                    if self.kind(b) == "recompute":
+                        self.recompute(b, bar)
+                    else:
+                        self.incremental(b, bar)
+            # the machine's speed again: the rate is the better of the two, and a change says the run was disturbed
+            after = self.base.matmul_rate() if self.base is not None else numpy_matmul_rate()
+        finally:
+            if self.base is not None:
+                self.base.close()
+        self.matmul["before_gflops"], self.matmul["after_gflops"] = self.matmul["gflops"], after["gflops"]
+        if after["gflops"] > self.matmul["gflops"]:
+            self.matmul.update({k: after[k] for k in ("gflops", "best", "runs", "bf16_gflops")})
+            self.rate = after["gflops"] * 1e9
+            for r in self.rows:  # ratios against the final rate
+                for k in ("gflops", "decode_gflops"):
+                    if r[k] != "":
+                        r[k.replace("gflops", "ratio_to_matmul")] = r[k] * 1e9 / self.rate
+        self.wall_s = time.perf_counter() - t_start
+        self.machine["load_average_after"] = loadavg()
+        return self.results()
+
+    def results(self) -> dict:
+        m = self.manifest
+        descriptions = {b: RUNTIME[b].description for b in RUNTIME}
+        if self.base is not None:
+            descriptions.update(self.base.descriptions)
+        base = self.base
+        return {
+            "export_dir": str(self.cfg.export_dir), "preset": m.preset, "precision": m.precision,
+            "model": {**m.config, "n_layers": m.n_layers, "d_model": m.d_model, "image_size": m.image_size, "patch_size": m.patch_size},
+            "lvsm_baseline": {"preset": base.lvsm_name, **base.lvsm_cfg.to_dict()} if base is not None else None,
+            "kv_bytes_per_view": m.kv_bytes_per_view, "views": self.cfg.views, "targets": self.cfg.targets,
+            "repeats": self.cfg.repeats, "warmup": self.cfg.warmup, "max_seconds_per_point": self.cfg.max_seconds_per_point,
+            "attention_budget_mib": self.cfg.attention_budget_mib,
+            "backends": self.selected, "skipped": self.skipped, "descriptions": {b: descriptions[b] for b in self.selected},
+            "kinds": {b: self.kind(b) for b in self.selected}, "labels": dict(base.labels) if base is not None else {},
+            "machine": self.machine, "matmul": self.matmul, "memory_peak": self.mem.peak_kind,
+            "scene": str(self.scene_path), "rows": self.rows, "cache_growth": self.growth, "steps": self.steps,
+            "notes": self.notes, "wall_seconds": round(self.wall_s, 1),
+            "timing": "time.perf_counter around add_view + render" + (" with device synchronization" if self.cfg.device == "cuda" else ""),
+        }
+
+
+def run_bench(cfg: BenchConfig, make_baselines=None, progress: bool = True) -> tuple[dict, str]:
+    """Run the benchmark and write its outputs into ``cfg.out``.
+
+    Args:
+        cfg: what to measure.
+        make_baselines: ``fn(manifest) -> provider`` of non-runtime backends (see Bench).
+        progress: show a progress bar on a terminal.
+    Returns: (results dict as in results.json, summary.md text).
+    Raises: ViewrtError on bad options, an export that cannot hold max(views), or an
+        unknown backend (checked before any measurement).
+    """
+    from viewrt.folders import locked_folder
+
+    b = Bench(cfg, make_baselines, progress)
+    b.check()
+    created = not cfg.out.exists()
+    try:
+        with locked_folder(cfg.out, "--out"):
+            res = b.run()
+            return res, write_outputs(res, cfg.out)
+    except BaseException:
+        if created:  # a failed run leaves no empty folder behind
+            import shutil
+
+            shutil.rmtree(cfg.out, ignore_errors=True)
+        raise
+
+

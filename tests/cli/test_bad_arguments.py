@@ -1,0 +1,93 @@
+"""Every subcommand over a table of bad arguments: exit != 0, one line on stderr, no
+traceback, and nothing written. Each row is an instance of a kind of user error."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def _viewrt(*args, cwd=None):
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    return subprocess.run([sys.executable, "-m", "viewrt.cli", *map(str, args)], capture_output=True, text=True, env=env,
+                          cwd=cwd, timeout=300)
+
+
+def _table(export: Path, tmp: Path):
+    ro = tmp / "readonly"
+    ro.mkdir(exist_ok=True)
+    ro.chmod(0o500)
+    afile = tmp / "afile"
+    afile.write_text("x")
+    out = tmp / "out"
+    return {
+        "export": [
+            ["export", "--preset", "nope", "--out", out],
+            ["export", "--preset", "lvsm-tiny", "--out", out],  # a bench baseline, not exportable
+            ["export", "--preset", "tiny", "--out", out, "--seed", "-1"],
+            ["export", "--preset", "tiny", "--out", out, "--max-views", "0"],
+            ["export", "--preset", "tiny", "--out", out, "--max-views", "100000000"],
+            ["export", "--preset", "tiny", "--out", out, "--precision", "int4"],
+            ["export", "--preset", "tiny", "--out", afile / "sub"],
+            ["export", "--preset", "tiny", "--out", "/proc/x"],
+            ["export", "--preset", "tiny", "--out", ro / "sub"] if os.geteuid() != 0 else ["export", "--preset", "tiny", "--out", "/proc/y"],
+            ["export", "--preset", "tiny", "--out", out, "--checkpoint", tmp / "missing.pt"],
+            ["export", "--bogus"],
+        ],
+        "build": [
+            ["build", tmp / "nope"],
+            ["build", export, "--max-views", "999"],
+            ["build", export, "--precision", "int4"],
+        ],
+        "info": [["info", tmp / "nope"], ["info", afile]],
+        "scene": [
+            ["scene", "--out", out, "--seed", "-1"],
+            ["scene", "--out", out, "--views", "0"],
+            ["scene", "--out", out, "--size", "-3"],
+            ["scene", "--out", afile / "sub"],
+            ["scene", "--out", out, "--for", tmp / "nope"],
+        ],
+        "infer": [
+            ["infer", tmp / "nope", "--out", out],
+            ["infer", export, "--out", out, "--views", "0"],
+            ["infer", export, "--out", out, "--views", "99"],
+            ["infer", export, "--out", out, "--backend", "bogus"],
+            ["infer", export, "--out", out, "--backend", "torch", "--device", "cuda"],
+            ["infer", export, "--out", out, "--backend", "trt"],
+            ["infer", export, "--out", out, "--scene", tmp / "missing.json"],
+            ["infer", export, "--out", out, "--targets", "x,1"],
+            ["infer", export, "--out", afile / "sub"],
+        ],
+        "bench": [
+            ["bench", tmp / "nope", "--out", out],
+            ["bench", export, "--out", out, "--views", "0"],
+            ["bench", export, "--out", out, "--views", "1,99"],
+            ["bench", export, "--out", out, "--backends", "tensorflow"],
+            ["bench", export, "--out", out, "--repeats", "0"],
+        ],
+    }
+
+
+def test_every_subcommand_is_in_the_table(tiny_export, tmp_path):
+    from viewrt.cli import main
+
+    assert set(main.commands) <= set(_table(tiny_export[0], tmp_path))
+
+
+@pytest.mark.parametrize("command", ["export", "build", "info", "scene", "infer", "bench"])
+def test_bad_arguments_end_in_one_line(tiny_export, tmp_path, command):
+    export = tiny_export[0]
+    before = sorted(p.name for p in export.iterdir())
+    for args in _table(export, tmp_path)[command]:
+        res = _viewrt(*args)
+        lines = res.stderr.strip().splitlines()
+        where = f"viewrt {' '.join(map(str, args))}: rc {res.returncode}, stderr {res.stderr!r}"
+        assert res.returncode != 0, where
+        assert len(lines) == 1 and lines[0].startswith("error: "), where
+        assert "Traceback" not in res.stderr + res.stdout, where
+        assert not (tmp_path / "out").exists(), where  # nothing written
+    assert sorted(p.name for p in export.iterdir()) == before

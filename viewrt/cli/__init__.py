@@ -1,0 +1,58 @@
+"""The ``viewrt`` command line: one click group, one module per subcommand. This package
+is the one place that composes the layers (models, export, calib, runtime); each
+subcommand imports its heavy dependencies (torch, onnx, tensorrt) only when it runs.
+
+Errors a user can cause end in one line on stderr and exit status 1.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+
+class _OneLineGroup(click.Group):
+    """click's own usage errors (unknown option, bad value, missing argument) as one line on
+    stderr too, like every other user error: ``error: <what>  (see viewrt CMD --help)``."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.exceptions.Exit as e:
+            sys.exit(e.exit_code)
+        except click.UsageError as e:
+            cmd = e.ctx.command_path if e.ctx is not None else "viewrt"
+            click.echo(f"error: {e.format_message()} (see `{cmd} --help`)", err=True)
+            sys.exit(e.exit_code)
+        except click.ClickException as e:
+            click.echo(f"error: {e.format_message()}", err=True)
+            sys.exit(e.exit_code)
+        except click.Abort:
+            click.echo("error: aborted", err=True)
+            sys.exit(1)
+        if not standalone_mode:
+            return rv
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+@click.group(cls=_OneLineGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="viewrt")
+def main():
+    """viewrt: export KV-cached view-synthesis transformers (Efficient-LVSM) and run
+    them view by view on ONNX Runtime or TensorRT."""
+
+
+# One line per subcommand (each module defines one click command).
+from viewrt.cli.export import export  # noqa: E402
+from viewrt.cli.build import build  # noqa: E402
+from viewrt.cli.info import info  # noqa: E402
+from viewrt.cli.scene import scene  # noqa: E402
+from viewrt.cli.infer import infer  # noqa: E402
+from viewrt.cli.bench import bench  # noqa: E402
+
+for _command in (export, build, info, scene, infer, bench):
+    main.add_command(_command)
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,3 @@
+from viewrt.cli import main
+
+main()

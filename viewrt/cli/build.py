@@ -1,0 +1,33 @@
+"""``viewrt build``: TensorRT engines for an export folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from viewrt.cli._errors import cli_errors
+from viewrt.contract.precision import PRECISIONS
+
+
+@click.command("build")
+@click.argument("export_dir", type=click.Path(file_okay=False))
+@click.option("--precision", type=click.Choice(list(PRECISIONS)), default=None, help="Engine precision (default: the graphs').")
+@click.option("--max-views", type=int, default=None, help="Profile maximum in views (default: the manifest's).")
+@click.option("--max-targets", type=int, default=8, show_default=True)
+@click.option("--if-available", is_flag=True, help="Where TensorRT or a GPU is absent, say so and exit 0.")
+@cli_errors
+def build(export_dir, precision, max_views, max_targets, if_available):
+    """Build TensorRT engines (encoder.engine, decoder.engine) from an export folder."""
+    from viewrt.export.engines import build_engines, read_export
+    from viewrt.export.trt_build import trt_available
+
+    ok, reason = trt_available()  # checked once for the whole command
+    if not ok and if_available:
+        read_export(Path(export_dir))  # the graphs are there and match
+        click.echo(f"engines NOT built in {export_dir}: {reason}. The ONNX graphs and manifest are ready; "
+                   "run `viewrt build` on the target device (TensorRT engines are tied to GPU and TensorRT version).")
+        return
+    engines = build_engines(Path(export_dir), precision, max_views, max_targets, availability=(ok, reason))
+    click.echo(f"built {', '.join(e['file'] for e in engines.values())} in {export_dir} (TensorRT "
+               f"{engines['encoder']['tensorrt']}, {engines['encoder']['gpu']}); recorded in manifest.json")

@@ -1,0 +1,161 @@
+"""``viewrt infer``: the CLI over the view-by-view evaluation (viewrt.runtime.evaluate):
+renderers from the runtime registry, or PyTorch eager from the export's preset and weights."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from viewrt.cli._errors import cli_errors, require_report_extra
+from viewrt.errors import ViewrtError
+from viewrt.folders import locked_folder
+from viewrt.runtime.backends import CONFIGS
+from viewrt.runtime.evaluate import (
+    DEFAULT_TARGETS, SYNTHETIC_FRAMES, BackendUnavailable, mean, parse_targets, scene_line, run_list, run_scene,
+    select_frames,
+)
+
+
+
+def _renderer_factory(export_dir: Path, backend: str, device: str | None):
+    """(factory frame -> renderer, manifest) for a backend; the torch model is built once."""
+    from viewrt.contract.manifest import load_manifest
+
+    manifest = load_manifest(export_dir)
+    if backend in RUNTIME_BACKENDS:
+        import viewrt.runtime as vrt
+
+        def open_renderer(frame):
+            try:
+                return vrt.open(export_dir, backend, device=device, frame=frame)
+            except ViewrtError as e:
+                raise BackendUnavailable(f"--backend {backend}: {e}") from None
+
+        return open_renderer, manifest
+    if backend != "torch":
+        raise ViewrtError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
+    family = manifest.family
+    if family != "efficient-lvsm":
+        raise ViewrtError(f"{export_dir}: the torch backend renders Efficient-LVSM exports, this one is {family!r}")
+    from viewrt.models import build_model
+    from viewrt.models.checkpoint import weights_digest
+    from viewrt.models.torch_renderer import TorchRenderer
+
+    preset, checkpoint = manifest.preset, manifest.checkpoint
+    model, _ = build_model(preset, checkpoint)
+    digest, want = weights_digest(model), manifest.weights_sha256
+    if digest != want:
+        src = f"checkpoint {checkpoint}" if checkpoint else "the built-in weights"
+        raise ViewrtError(f"{export_dir}: preset {preset!r} with {src} gives weights {digest[:12]}, but the export was made from "
+                          f"weights {str(want)[:12]}; the torch backend cannot reproduce this export")
+    dev = device or "cpu"
+    import torch
+
+    try:
+        torch.device(dev)
+    except RuntimeError:
+        raise ViewrtError(f"--device {dev!r}: not a torch device (cpu, cuda, cuda:N)") from None
+    if dev.startswith("cuda") and not torch.cuda.is_available():
+        raise ViewrtError(f"--device {dev}: this PyTorch has no CUDA device (it is a CPU build, or no GPU is visible)")
+    return (lambda frame: TorchRenderer(model, manifest.max_views, frame, device=dev)), manifest
+
+
+def _echo(line: str) -> None:
+    from tqdm import tqdm
+
+    tqdm.write(line)  # does not break a progress bar on the terminal
+
+
+def _infer(export_dir, scene_json, list_file, index_file, views, targets, backend, device, out_dir):
+    from viewrt.data import load_eval_index, load_scene, load_scene_list, make_synthetic_scene
+
+    if scene_json and list_file:
+        raise ViewrtError("pass either --scene or --list, not both")
+    if views is not None and views < 1:
+        raise ViewrtError(f"--views must be at least 1, got {views}")
+    target_list = parse_targets(targets)
+    out = Path(out_dir)
+    require_report_extra("viewrt infer")  # before anything is written
+    factory, manifest = _renderer_factory(Path(export_dir), backend, device)
+    probe = factory(None)  # the backend and device work, before anything is written
+    if hasattr(probe, "close"):
+        probe.close()
+    size = manifest.image_size
+    if views is not None and views > manifest.max_views:
+        raise ViewrtError(f"--views {views} exceeds the cache capacity of the export {export_dir} ({manifest.max_views} views; "
+                          "re-export with a larger --max-views)")
+    index = load_eval_index(index_file) if index_file else None
+    scenes = load_scene_list(list_file) if list_file else None
+    if scene_json is not None:
+        load_scene(scene_json)  # a bad scene file: one error before anything is written
+    with locked_folder(out, "--out"):
+        _run(export_dir, scene_json, list_file, scenes, index, index_file, views, target_list, backend, factory, manifest, out)
+
+
+def _run(export_dir, scene_json, list_file, scenes, index, index_file, views, target_list, backend, factory, manifest, out):
+    from viewrt.data import load_scene, make_synthetic_scene
+
+    size = manifest.image_size
+    checkpoint = manifest.checkpoint
+    extra = {"export_dir": str(export_dir), "preset": manifest.preset, "precision": manifest.precision,
+             "weights": checkpoint or "built-in, untrained", "backend": backend, "index": str(index_file) if index_file else None}
+    note = ("" if checkpoint else f"note: {export_dir} holds the built-in untrained weights: the renders test the pipeline "
+            "and look like noise; export a real checkpoint (viewrt export --checkpoint ...) for meaningful images")
+    if list_file:
+        summary = run_list(factory, scenes, out, size, views=views, targets=target_list, index=index,
+                           max_views=manifest.max_views, extra={**extra, "list": str(list_file)}, echo=_echo)
+        click.echo(f"{summary['n_ok']} of {summary['n_scenes']} scene(s) ran ({summary['n_skipped']} skipped); wrote {out}/summary.json")
+        if note:
+            click.echo(note)
+        if summary["n_failed"]:
+            names = ", ".join(f["scene"] for f in summary["failed"])
+            raise ViewrtError(f"{summary['n_failed']} of {summary['n_scenes']} scene(s) failed ({names}); see {out / 'summary.json'}")
+        return
+    if scene_json is None:
+        n_frames = max(SYNTHETIC_FRAMES, (views or 0) + (len(target_list) if target_list else DEFAULT_TARGETS))
+        scene_json = make_synthetic_scene(out / "_scene", "synthetic", n_views=n_frames, size=size, seed=0)
+        extra["scene_source"] = f"synthetic scene generated into {scene_json.parent}"
+    scene = load_scene(scene_json)
+    sel = select_frames(scene, views, target_list, index, manifest.max_views)
+    s = run_scene(factory, scene, out, sel["inputs"], sel["targets"], size=size, extra={**extra, "selection": sel["selection"]})
+    f = s["final"]
+    click.echo(scene_line({"status": "ok", "scene": s["scene"], "views": f["views"], "psnr_mean": f["psnr_mean"],
+                            "ssim_mean": f["ssim_mean"], "step_ms_mean": mean(r["step_ms"] for r in s["steps"]), "out_dir": out}))
+    if note:
+        click.echo(note)
+
+
+RUNTIME_BACKENDS = tuple(CONFIGS)  # the runtime's configurations (viewrt.runtime.backends.CONFIGS)
+BACKENDS = (*RUNTIME_BACKENDS, "torch")
+
+
+@click.command("infer")
+@click.argument("export_dir", type=click.Path(file_okay=False))
+@click.option("--scene", "scene_json", type=click.Path(dir_okay=False), default=None,
+              help="Scene JSON (LVSM RealEstate10K format). Default: a synthetic scene generated into OUT/_scene.")
+@click.option("--list", "list_file", type=click.Path(dir_okay=False), default=None,
+              help="List file, one scene JSON per line: scenes run in turn into OUT/<scene_name>/.")
+@click.option("--index", "index_file", type=click.Path(dir_okay=False), default=None,
+              help="Evaluation index (pixelSplat): a listed scene uses its context views as inputs and its targets as targets.")
+@click.option("--views", type=int, default=None,
+              help="Input views to add, one at a time. Default: every frame that is not a target (at most the export's max_views).")
+@click.option("--targets", default=None,
+              help="Target frame indices, comma-separated (e.g. 2,5). Default: 2 frames at 1/3 and 2/3 of the sequence; "
+                   "the inputs are then the first frames that are not targets.")
+@click.option("--backend", type=click.Choice(BACKENDS), default="ort", show_default=True,
+              help="ort: ONNX Runtime; trt: TensorRT engines (viewrt build); torch: PyTorch eager from the export's preset and weights.")
+@click.option("--device", default=None, help="Device: cpu, cuda[:N] (ort, torch), tensorrt[:N] (ort). Default: cpu (ort, torch), cuda:0 (trt).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True, help="Output folder.")
+def infer(export_dir, scene_json, list_file, index_file, views, targets, backend, device, out_dir):
+    """Add views one at a time and render the targets after each: images, PSNR/SSIM,
+    latency by component, cache size and peak memory per step.
+
+    Writes OUT/view_NNN/images/target_K_{pred,gt}.png and OUT/view_NNN/metrics.json per
+    step, and OUT/summary.csv, summary.json, steps.png, contact_sheet.png. With --list,
+    one such folder per scene (OUT/<scene_name>/) and an overall OUT/summary.*; a scene
+    that fails is reported there and the others still run (exit status 1 at the end).
+    Metrics are computed on the 8-bit images as written; LPIPS is not computed. The scene
+    normalization frame comes from all input and target cameras.
+    """
+    cli_errors(_infer)(export_dir, scene_json, list_file, index_file, views, targets, backend, device, out_dir)

@@ -1,0 +1,21 @@
+"""``viewrt info``: what an export folder holds."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from viewrt.cli._errors import cli_errors
+
+
+@click.command("info")
+@click.argument("export_dir", type=click.Path(file_okay=False))
+@cli_errors
+def info(export_dir):
+    """Print what an export folder holds (model, tensors, cache size, engines)."""
+    from viewrt.contract.manifest import load_manifest
+
+    m = load_manifest(Path(export_dir))
+    click.echo(json.dumps(m.summary(), indent=1))
