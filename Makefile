@@ -1,9 +1,12 @@
 # viewrt: every target does its own set-up (a .venv with torch pinned to a CPU build).
-# Override: make test PY=python3.12 TORCH_SPEC="torch==2.13.0" VENV=.venv
+# Override: make test PY=python3.12 TORCH_SPEC="torch==2.13.0" TORCH_INDEX=... VENV=.venv
 
 PY ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
+# PyTorch's CPU wheel index: on Linux x86-64 the plain spec resolves to the CUDA build (several GB of
+# cuda/cudnn/nccl/triton wheels). Empty it (TORCH_INDEX=) to use pip's own configuration.
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.viewrt-installed
 
@@ -24,7 +27,14 @@ $(STAMP): pyproject.toml
 	@echo "[setup] creating $(VENV) and installing viewrt[dev] ($(TORCH_SPEC))"
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
+	@if [ -n "$(TORCH_INDEX)" ] && [ "$$(uname -sm)" = "Linux x86_64" ] && \
+	    $(BIN)/python -c "import urllib.request; urllib.request.urlopen('$(TORCH_INDEX)/torch/', timeout=10)" 2>/dev/null; then \
+		echo "[setup] $(TORCH_SPEC), CPU build, from $(TORCH_INDEX)"; \
+		$(BIN)/python -m pip install -q "$(TORCH_SPEC)" --index-url "$(TORCH_INDEX)"; \
+	else \
+		echo "[setup] $(TORCH_INDEX) not used (unreachable, or not Linux x86-64): $(TORCH_SPEC) from pip's configured index"; \
+		$(BIN)/python -m pip install -q "$(TORCH_SPEC)"; \
+	fi
 	$(BIN)/python -m pip install -q -e ".[dev]"
 	@touch $@
 

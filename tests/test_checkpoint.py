@@ -16,6 +16,7 @@ from viewrt.models import (
     LVSM_PRESETS, PRESETS, EfficientLVSM, EfficientLVSMConfig, LVSMDecoderOnly, build_model, init_weights,
     load_checkpoint, save_upstream_checkpoint,
 )  # fmt: skip
+from viewrt.models.checkpoint import read_state_dict
 
 TINY = PRESETS["tiny"]
 EXTRA_KEYS = (  # non-model tensors found in upstream training checkpoints
@@ -262,3 +263,28 @@ def test_unknown_model_is_refused(tmp_path):
 def test_unknown_preset_is_refused():
     with pytest.raises(ViewrtError, match=r"unknown preset 'huge'.*tiny.*lvsm-tiny"):
         build_model("huge")
+
+
+class _Shell:
+    """Pickles to a call of os.system (what a malicious checkpoint does)."""
+
+    def __init__(self, cmd: str):
+        self.cmd = cmd
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (self.cmd,))
+
+
+def test_malicious_pickle_is_refused_for_safety_and_nothing_runs(tmp_path):
+    marker = tmp_path / "ran"
+    path = tmp_path / "evil.pt"
+    torch.save({"model": {"w": torch.zeros(2)}, "payload": _Shell(f"touch {marker}")}, path)
+    with pytest.raises(ViewrtError, match=r"not weights-only: refused for safety \(it pickles posix\.system"):
+        read_state_dict(path)
+    assert not marker.exists()
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"\x80\x04 not a checkpoint")
+    with pytest.raises(ViewrtError, match="not a torch.save file, or corrupt"):
+        read_state_dict(corrupt)
