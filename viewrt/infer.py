@@ -42,8 +42,10 @@ from typing import Any, Callable, Sequence
 import click
 
 from viewrt.errors import ViewrtError, cli_errors
+from viewrt.failures import summarize_failures
 
 BACKENDS = ("ort", "trt", "torch")
+ECHO_FAILURES = 3  # failed scenes echoed one by one in a list run; the rest only in summary.json
 DEFAULT_TARGETS = 2
 SYNTHETIC_FRAMES = 8
 FRAME_SOURCE = "all input and target cameras of the scene (known up front; as upstream)"
@@ -53,7 +55,7 @@ __all__ = ["run_scene", "run_list", "select_frames", "infer"]
 
 
 class SceneSkipped(ViewrtError):
-    """The evaluation index lists the scene as null (upstream skips it)."""
+    """The evaluation index lists the scene as null, or not at all (upstream skips it)."""
 
 
 class BackendUnavailable(ViewrtError):
@@ -89,10 +91,13 @@ def select_frames(scene, views: int | None = None, targets: Sequence[int] | None
                   index: dict | None = None, max_views: int | None = None) -> dict:
     """Choose the input frames (added in order) and the target frames of a scene.
 
-    With an evaluation ``index`` that lists the scene: its context frames are the inputs
-    (the first ``views`` of them if given) and its targets the targets. Otherwise the
-    targets are ``targets`` or :func:`default_targets`, and the inputs are the first
-    ``views`` frames that are not targets (default: all of them, at most ``max_views``).
+    With an evaluation ``index``: a scene it lists gets its inputs from the entry's
+    context by upstream's rule (:func:`viewrt.data.select_index_frames`: ``views`` of
+    2 from ``[0, 3, 6, 9]`` is ``[0, 9]``; more views than the context lists are spread
+    between its first and last frame) and the entry's targets; a scene it lists as null
+    or does not list is skipped, as upstream. Without an index the targets are
+    ``targets`` or :func:`default_targets`, and the inputs are the first ``views`` frames
+    that are not targets (default: all of them, at most ``max_views``).
 
     Args:
         scene: a :class:`viewrt.data.Scene`.
@@ -103,7 +108,7 @@ def select_frames(scene, views: int | None = None, targets: Sequence[int] | None
     Returns:
         ``{"inputs": [...], "targets": [...], "selection": str}``.
     Raises:
-        SceneSkipped: the index lists the scene as null.
+        SceneSkipped: an index is given and lists the scene as null, or not at all.
         ViewrtError: more views than the scene (or the cache) has, an index out of range,
             or targets given together with an index entry; the message names the scene.
     """
@@ -111,16 +116,17 @@ def select_frames(scene, views: int | None = None, targets: Sequence[int] | None
     where = f"scene {scene.name!r} ({scene.path})"
     if views is not None and views < 1:
         raise ViewrtError(f"--views must be at least 1, got {views}")
-    if index is not None and scene.name in index:
-        entry = index[scene.name]
-        if entry is None:
-            raise SceneSkipped(f"{where}: the evaluation index lists it as null (skipped, as upstream)")
+    if index is not None:
+        from viewrt.data import select_index_frames
+
         if targets is not None:
             raise ViewrtError(f"{where}: --targets and the evaluation index both choose targets; pass one of them")
-        ctx, tgt = list(entry["context"]), list(entry["target"])
-        if views is not None and views > len(ctx):
-            raise ViewrtError(f"--views {views}: {where} has {len(ctx)} context views in the evaluation index")
-        inputs, chosen, selection = ctx[: views or len(ctx)], tgt, "evaluation index"
+        entry = index.get(scene.name)
+        if entry is None:
+            how = "lists it as null" if scene.name in index else "does not list it"
+            raise SceneSkipped(f"{where}: the evaluation index {how} (skipped, as upstream)")
+        inputs, chosen = select_index_frames(entry["context"], views), list(entry["target"])
+        selection = "evaluation index (upstream's rule)"
     else:
         chosen = list(targets) if targets is not None else default_targets(n)
         rest = [i for i in range(n) if i not in chosen]
@@ -128,7 +134,7 @@ def select_frames(scene, views: int | None = None, targets: Sequence[int] | None
             raise ViewrtError(f"--views {views}: {where} has {n} frames, {len(chosen)} of them targets {chosen}: at most {len(rest)} input views")
         count = views if views is not None else len(rest) if max_views is None else min(len(rest), max_views)
         inputs = rest[:count]
-        selection = "first frames that are not targets" + (" (index given, scene not in it)" if index is not None else "")
+        selection = "first frames that are not targets"
         if not inputs:
             raise ViewrtError(f"{where}: no frame left as an input view (targets {chosen} of {n} frames)")
     for label, idx in (("input", inputs), ("target", chosen)):
@@ -212,14 +218,14 @@ def _safe_name(name: str) -> str:
 # --------------------------------------------------------------------------- one scene
 
 
-def _load_images(scene, frames: Sequence[int], size: int) -> dict:
+def _load_images(scene, frames: Sequence[int], size: int, check_intrinsics: bool = True) -> dict:
     from viewrt.data import load_frame
     from viewrt.geometry import Camera
 
     out = {}
     for i in dict.fromkeys(frames):
         try:
-            image, fxfycxcy, c2w = load_frame(scene.frames[i], size)
+            image, fxfycxcy, c2w = load_frame(scene.frames[i], size, check_intrinsics=check_intrinsics)
         except ViewrtError as e:
             raise ViewrtError(f"scene {scene.name!r} ({scene.path}) frame {i}: {e}") from None
         out[i] = (image, Camera(c2w, fxfycxcy))
@@ -227,7 +233,8 @@ def _load_images(scene, frames: Sequence[int], size: int) -> dict:
 
 
 def run_scene(renderer, scene, out_dir: str | Path, inputs: Sequence[int], targets: Sequence[int], *,
-              size: int | None = None, warmup: bool = True, progress: bool = True, extra: dict | None = None) -> dict:
+              size: int | None = None, warmup: bool = True, progress: bool = True, extra: dict | None = None,
+              check_intrinsics: bool = True) -> dict:
     """Add a scene's input views one at a time; after each, render and score the targets.
 
     Writes ``view_NNN/images/target_{k}_{pred,gt}.png`` and ``view_NNN/metrics.json`` per
@@ -248,6 +255,8 @@ def run_scene(renderer, scene, out_dir: str | Path, inputs: Sequence[int], targe
             include first-call setup.
         progress: show a progress bar over the views (only on a terminal).
         extra: more fields for summary.json (e.g. the export and backend).
+        check_intrinsics: check every frame's intrinsics against its image
+            (:func:`viewrt.data.check_intrinsics_plausible`); False for an unusual lens.
     Returns:
         The scene summary (what summary.json holds): selection, frame source, per-step
         metrics, latencies and memory, and the final step.
@@ -278,7 +287,7 @@ def run_scene(renderer, scene, out_dir: str | Path, inputs: Sequence[int], targe
         size = int(renderer.size)
 
     t_load = time.perf_counter()
-    data = _load_images(scene, [*inputs, *targets], size)  # every image error before any work
+    data = _load_images(scene, [*inputs, *targets], size, check_intrinsics)  # every image error before any work
     load_ms = (time.perf_counter() - t_load) * 1e3
     target_cams = [data[t][1] for t in targets]
     gt_u8 = [image_to_uint8(data[t][0]) for t in targets]
@@ -495,7 +504,8 @@ def _contact_sheet(sheet: list, gt_u8: list, targets: Sequence[int], inputs: Seq
 
 def run_list(renderer, scenes: Sequence[str | Path], out_dir: str | Path, size: int, *, views: int | None = None,
              targets: Sequence[int] | None = None, index: dict | None = None, max_views: int | None = None,
-             extra: dict | None = None, progress: bool = True, echo: Callable[[str], None] | None = None) -> dict:
+             extra: dict | None = None, progress: bool = True, echo: Callable[[str], None] | None = None,
+             roots=None, check_intrinsics: bool = True) -> dict:
     """Run scenes in turn into ``out_dir/<scene_name>/``; a failing scene is recorded and
     the others still run. Writes ``out_dir/summary.{json,csv}`` and ``out_dir/steps.png``
     (means over the scenes that ran, per number of views).
@@ -508,7 +518,11 @@ def run_list(renderer, scenes: Sequence[str | Path], out_dir: str | Path, size: 
         views, targets, index, max_views: frame choice, see :func:`select_frames`.
         extra: more fields for every summary.
         progress: progress bars (only on a terminal).
-        echo: called with one line per scene.
+        echo: called with one line per scene (of the failed scenes, the first
+            :data:`ECHO_FAILURES` only; every message is in summary.json).
+        roots: a :class:`viewrt.data.DataRoots` for scene and image paths written on
+            another machine (default: the fallback only).
+        check_intrinsics: see :func:`run_scene`.
     Returns:
         The overall summary, with ``n_failed`` and ``failed`` ([{"scene", "error"}]).
     Raises:
@@ -524,7 +538,7 @@ def run_list(renderer, scenes: Sequence[str | Path], out_dir: str | Path, size: 
     for path in bar:
         rec = {"scene": str(path), "scene_json": str(path)}  # the name once the file is read
         try:
-            scene = load_scene(path)
+            scene = load_scene(path, roots)
             rec["scene"] = scene.name
             name = _safe_name(scene.name)
             base, k = name, 2
@@ -533,7 +547,7 @@ def run_list(renderer, scenes: Sequence[str | Path], out_dir: str | Path, size: 
             used.add(name)
             sel = select_frames(scene, views, targets, index, max_views)
             s = run_scene(renderer, scene, out_dir / name, sel["inputs"], sel["targets"], size=size, progress=progress,
-                          extra={**(extra or {}), "selection": sel["selection"]})
+                          extra={**(extra or {}), "selection": sel["selection"]}, check_intrinsics=check_intrinsics)
         except BackendUnavailable:
             raise
         except SceneSkipped as e:
@@ -546,8 +560,10 @@ def run_list(renderer, scenes: Sequence[str | Path], out_dir: str | Path, size: 
                        step_ms_mean=_mean(r["step_ms"] for r in s["steps"]), peak_rss_bytes=f["peak_rss_bytes"])
             all_steps.append(s["steps"])
         records.append(rec)
-        if echo is not None:
-            echo(_scene_line(rec))
+        n_bad = sum(r["status"] == "failed" for r in records)
+        if echo is not None and (rec["status"] != "failed" or n_bad <= ECHO_FAILURES):
+            more = rec["status"] == "failed" and n_bad == ECHO_FAILURES
+            echo(_scene_line(rec) + (" [further failed scenes: only in summary.json]" if more else ""))
     ok = [r for r in records if r["status"] == "ok"]
     failed = [{"scene": r["scene"], "scene_json": r["scene_json"], "error": r["error"]} for r in records if r["status"] == "failed"]
     summary = {
@@ -633,14 +649,16 @@ def _echo(line: str) -> None:
     tqdm.write(line)  # does not break a progress bar on the terminal
 
 
-def _infer(export_dir, scene_json, list_file, index_file, views, targets, backend, device, out_dir):
-    from viewrt.data import load_eval_index, load_scene, load_scene_list, make_synthetic_scene
+def _infer(export_dir, scene_json, list_file, index_file, views, targets, backend, device, out_dir,
+           data_roots=(), check_intrinsics=True):
+    from viewrt.data import DataRoots, load_eval_index, load_scene, load_scene_list, make_synthetic_scene
 
     if scene_json and list_file:
         raise ViewrtError("pass either --scene or --list, not both")
     if views is not None and views < 1:
         raise ViewrtError(f"--views must be at least 1, got {views}")
     target_list = _parse_targets(targets)
+    roots = DataRoots.parse(data_roots)
     out = Path(out_dir)
     factory, manifest = _renderer_factory(Path(export_dir), backend, device)
     size = manifest.image_size
@@ -656,21 +674,22 @@ def _infer(export_dir, scene_json, list_file, index_file, views, targets, backen
     if list_file:
         scenes = load_scene_list(list_file)
         summary = run_list(factory, scenes, out, size, views=views, targets=target_list, index=index,
-                           max_views=manifest.max_views, extra={**extra, "list": str(list_file)}, echo=_echo)
+                           max_views=manifest.max_views, extra={**extra, "list": str(list_file)}, echo=_echo,
+                           roots=roots.for_list(list_file), check_intrinsics=check_intrinsics)
         click.echo(f"{summary['n_ok']} of {summary['n_scenes']} scene(s) ran ({summary['n_skipped']} skipped); wrote {out}/summary.json")
         if note:
             click.echo(note)
         if summary["n_failed"]:
-            names = ", ".join(f["scene"] for f in summary["failed"])
-            raise ViewrtError(f"{summary['n_failed']} of {summary['n_scenes']} scene(s) failed ({names}); see {out / 'summary.json'}")
+            raise ViewrtError(summarize_failures(summary["failed"], summary["n_scenes"], str(out / "summary.json")))
         return
     if scene_json is None:
         n_frames = max(SYNTHETIC_FRAMES, (views or 0) + (len(target_list) if target_list else DEFAULT_TARGETS))
         scene_json = make_synthetic_scene(out / "_scene", "synthetic", n_views=n_frames, size=size, seed=0)
         extra["scene_source"] = f"synthetic scene generated into {scene_json.parent}"
-    scene = load_scene(scene_json)
+    scene = load_scene(scene_json, roots)
     sel = select_frames(scene, views, target_list, index, manifest.max_views)
-    s = run_scene(factory, scene, out, sel["inputs"], sel["targets"], size=size, extra={**extra, "selection": sel["selection"]})
+    s = run_scene(factory, scene, out, sel["inputs"], sel["targets"], size=size, extra={**extra, "selection": sel["selection"]},
+                  check_intrinsics=check_intrinsics)
     f = s["final"]
     click.echo(_scene_line({"status": "ok", "scene": s["scene"], "views": f["views"], "psnr_mean": f["psnr_mean"],
                             "ssim_mean": f["ssim_mean"], "step_ms_mean": _mean(r["step_ms"] for r in s["steps"]), "out_dir": out}))
@@ -685,7 +704,8 @@ def _infer(export_dir, scene_json, list_file, index_file, views, targets, backen
 @click.option("--list", "list_file", type=click.Path(dir_okay=False), default=None,
               help="List file, one scene JSON per line: scenes run in turn into OUT/<scene_name>/.")
 @click.option("--index", "index_file", type=click.Path(dir_okay=False), default=None,
-              help="Evaluation index (pixelSplat): a listed scene uses its context views as inputs and its targets as targets.")
+              help="Evaluation index (pixelSplat): inputs from a scene's context views (upstream's rule), targets its targets; "
+                   "scenes it lists as null or not at all are skipped. See docs/data.md.")
 @click.option("--views", type=int, default=None,
               help="Input views to add, one at a time. Default: every frame that is not a target (at most the export's max_views).")
 @click.option("--targets", default=None,
@@ -695,7 +715,13 @@ def _infer(export_dir, scene_json, list_file, index_file, views, targets, backen
               help="ort: ONNX Runtime; trt: TensorRT engines (viewrt build); torch: PyTorch eager from the export's preset and weights.")
 @click.option("--device", default=None, help="Device: cpu, cuda[:N] (ort, torch), tensorrt[:N] (ort). Default: cpu (ort, torch), cuda:0 (trt).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True, help="Output folder.")
-def infer(export_dir, scene_json, list_file, index_file, views, targets, backend, device, out_dir):
+@click.option("--data-root", "data_roots", multiple=True, metavar="OLD=NEW",
+              help="Data moved from another machine: read paths starting with OLD (list lines, image_path) under NEW. "
+                   "Repeatable. Without it, missing absolute paths are looked for under the list's or scene's own root.")
+@click.option("--no-intrinsics-check", is_flag=True,
+              help="Accept intrinsics that do not look like a pinhole camera for the image (unusual lenses).")
+def infer(export_dir, scene_json, list_file, index_file, views, targets, backend, device, out_dir, data_roots,
+          no_intrinsics_check):
     """Add views one at a time and render the targets after each: images, PSNR/SSIM,
     latency by component, cache size and peak memory per step.
 
@@ -706,4 +732,5 @@ def infer(export_dir, scene_json, list_file, index_file, views, targets, backend
     Metrics are computed on the 8-bit images as written; LPIPS is not computed. The scene
     normalization frame comes from all input and target cameras.
     """
-    cli_errors(_infer)(export_dir, scene_json, list_file, index_file, views, targets, backend, device, out_dir)
+    cli_errors(_infer)(export_dir, scene_json, list_file, index_file, views, targets, backend, device, out_dir,
+                       data_roots, not no_intrinsics_check)
