@@ -461,7 +461,7 @@ def check_intrinsics_plausible(fxfycxcy: Any, width: int, height: int, name: str
     )
 
 
-_ALPHA_MODES = {"RGBA": "RGB", "RGBa": "RGB", "LA": "L", "La": "L", "PA": "RGB"}
+_ALPHA_MODES = {"RGBa": "RGBA", "La": "LA"}  # premultiplied: un-premultiply first (PIL converts these only)
 
 
 def image_to_float_rgb(im: Image.Image, name: str = "image") -> np.ndarray:

@@ -9,7 +9,7 @@ scikit-image).
 * SSIM: scikit-image ``structural_similarity`` with an 11-tap Gaussian window
   (``win_size=11, gaussian_weights=True``, sigma 1.5), ``data_range=1``, averaged over
   the three channels (``channel_axis=0``), on float64 copies of the inputs: the settings
-  of the upstream evaluation (``shared/reference/efficient-lvsm.md``, "Metrics upstream").
+  of the upstream (LVSM / Efficient-LVSM) evaluation.
 * LPIPS (VGG) is not computed: its network weights are not available offline, and a
   stand-in would not be comparable to published numbers. :data:`LPIPS_NOTE` says so.
 
