@@ -4,7 +4,6 @@ index's frames chosen by upstream's rule."""
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 from types import SimpleNamespace
@@ -274,3 +273,24 @@ def test_select_frames_follows_upstream():
         select_frames(_stub(12, "absent"), index=index)
     with pytest.raises(ViewrtError, match="exceed the cache capacity of 4"):
         select_frames(scene, views=6, index=index, max_views=4)
+
+
+def test_16bit_rgb_png_scaled(tmp_path):
+    """A 48-bit RGB PNG (written by hand: Pillow cannot write one) reads at the right scale;
+    Pillow keeps its top 8 bits."""
+    import struct
+    import zlib
+
+    h, w = 4, 4
+    a = np.zeros((h, w, 3), ">u2")
+    a[..., 0], a[..., 1], a[..., 2] = 65535, 32768, 256
+
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+
+    raw = b"".join(b"\x00" + a[y].tobytes() for y in range(h))
+    png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0))
+           + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+    (tmp_path / "rgb16.png").write_bytes(png)
+    img, _, _ = load_frame(_frame(tmp_path / "rgb16.png", [4, 4, 2, 2]), 4)
+    np.testing.assert_allclose(img[:, 0, 0], [1.0, 128 / 255, 1 / 255], atol=EXACT)  # 65535, 32768, 256 >> 8

@@ -707,7 +707,8 @@ def _infer(export_dir, scene_json, list_file, index_file, views, targets, backen
               help="Evaluation index (pixelSplat): inputs from a scene's context views (upstream's rule), targets its targets; "
                    "scenes it lists as null or not at all are skipped. See docs/data.md.")
 @click.option("--views", type=int, default=None,
-              help="Input views to add, one at a time. Default: every frame that is not a target (at most the export's max_views).")
+              help="Input views to add, one at a time. Default: every frame that is not a target (at most the export's max_views); "
+                   "with --index, the scene's context views.")
 @click.option("--targets", default=None,
               help="Target frame indices, comma-separated (e.g. 2,5). Default: 2 frames at 1/3 and 2/3 of the sequence; "
                    "the inputs are then the first frames that are not targets.")
