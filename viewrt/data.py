@@ -86,7 +86,7 @@ class Frame:
     image_path: Path
     fxfycxcy: np.ndarray
     w2c: np.ndarray
-    tried: tuple[Path, ...] = field(default=(), repr=False)
+    tried: tuple[Path, ...] = field(default=(), repr=False, compare=False)
 
     @property
     def c2w(self) -> np.ndarray:
