@@ -563,7 +563,7 @@ def run_list(renderer, scenes: Sequence[str | Path], out_dir: str | Path, size: 
         n_bad = sum(r["status"] == "failed" for r in records)
         if echo is not None and (rec["status"] != "failed" or n_bad <= ECHO_FAILURES):
             more = rec["status"] == "failed" and n_bad == ECHO_FAILURES
-            echo(_scene_line(rec) + (" [further failed scenes: only in summary.json]" if more else ""))
+            echo(_scene_line(rec) + (" [any later failures: only in summary.json]" if more else ""))
     ok = [r for r in records if r["status"] == "ok"]
     failed = [{"scene": r["scene"], "scene_json": r["scene_json"], "error": r["error"]} for r in records if r["status"] == "failed"]
     summary = {
