@@ -43,6 +43,7 @@ from typing import Any, Callable, Sequence
 
 from viewrt.errors import ViewrtError
 
+ECHO_FAILURES = 3  # failed scenes echoed one by one in a list run; the rest only in summary.json
 DEFAULT_TARGETS = 2
 SYNTHETIC_FRAMES = 8
 FRAME_SOURCE = "all input and target cameras of the scene (known up front; as upstream)"
@@ -52,7 +53,7 @@ __all__ = ["run_scene", "run_list", "select_frames", "SceneSkipped", "BackendUna
 
 
 class SceneSkipped(ViewrtError):
-    """The evaluation index lists the scene as null (upstream skips it)."""
+    """The evaluation index lists the scene as null, or not at all (upstream skips it)."""
 
 
 class BackendUnavailable(ViewrtError):
@@ -88,10 +89,13 @@ def select_frames(scene, views: int | None = None, targets: Sequence[int] | None
                   index: dict | None = None, max_views: int | None = None) -> dict:
     """Choose the input frames (added in order) and the target frames of a scene.
 
-    With an evaluation ``index`` that lists the scene: its context frames are the inputs
-    (the first ``views`` of them if given) and its targets the targets. Otherwise the
-    targets are ``targets`` or :func:`default_targets`, and the inputs are the first
-    ``views`` frames that are not targets (default: all of them, at most ``max_views``).
+    With an evaluation ``index``: a scene it lists gets its inputs from the entry's
+    context by upstream's rule (:func:`viewrt.data.select_index_frames`: ``views`` of
+    2 from ``[0, 3, 6, 9]`` is ``[0, 9]``; more views than the context lists are spread
+    between its first and last frame) and the entry's targets; a scene it lists as null
+    or does not list is skipped, as upstream. Without an index the targets are
+    ``targets`` or :func:`default_targets`, and the inputs are the first ``views`` frames
+    that are not targets (default: all of them, at most ``max_views``).
 
     Args:
         scene: a :class:`viewrt.data.Scene`.
@@ -102,7 +106,7 @@ def select_frames(scene, views: int | None = None, targets: Sequence[int] | None
     Returns:
         ``{"inputs": [...], "targets": [...], "selection": str}``.
     Raises:
-        SceneSkipped: the index lists the scene as null.
+        SceneSkipped: an index is given and lists the scene as null, or not at all.
         ViewrtError: more views than the scene (or the cache) has, an index out of range,
             or targets given together with an index entry; the message names the scene.
     """
@@ -110,16 +114,17 @@ def select_frames(scene, views: int | None = None, targets: Sequence[int] | None
     where = f"scene {scene.name!r} ({scene.path})"
     if views is not None and views < 1:
         raise ViewrtError(f"--views must be at least 1, got {views}")
-    if index is not None and scene.name in index:
-        entry = index[scene.name]
-        if entry is None:
-            raise SceneSkipped(f"{where}: the evaluation index lists it as null (skipped, as upstream)")
+    if index is not None:
+        from viewrt.data import select_index_frames
+
         if targets is not None:
             raise ViewrtError(f"{where}: --targets and the evaluation index both choose targets; pass one of them")
-        ctx, tgt = list(entry["context"]), list(entry["target"])
-        if views is not None and views > len(ctx):
-            raise ViewrtError(f"--views {views}: {where} has {len(ctx)} context views in the evaluation index")
-        inputs, chosen, selection = ctx[: views or len(ctx)], tgt, "evaluation index"
+        entry = index.get(scene.name)
+        if entry is None:
+            how = "lists it as null" if scene.name in index else "does not list it"
+            raise SceneSkipped(f"{where}: the evaluation index {how} (skipped, as upstream)")
+        inputs, chosen = select_index_frames(entry["context"], views), list(entry["target"])
+        selection = "evaluation index (upstream's rule)"
     else:
         chosen = list(targets) if targets is not None else default_targets(n)
         rest = [i for i in range(n) if i not in chosen]
@@ -127,7 +132,7 @@ def select_frames(scene, views: int | None = None, targets: Sequence[int] | None
             raise ViewrtError(f"--views {views}: {where} has {n} frames, {len(chosen)} of them targets {chosen}: at most {len(rest)} input views")
         count = views if views is not None else len(rest) if max_views is None else min(len(rest), max_views)
         inputs = rest[:count]
-        selection = "first frames that are not targets" + (" (index given, scene not in it)" if index is not None else "")
+        selection = "first frames that are not targets"
         if not inputs:
             raise ViewrtError(f"{where}: no frame left as an input view (targets {chosen} of {n} frames)")
     for label, idx in (("input", inputs), ("target", chosen)):
@@ -211,14 +216,14 @@ def _safe_name(name: str) -> str:
 # --------------------------------------------------------------------------- one scene
 
 
-def _load_images(scene, frames: Sequence[int], size: int) -> dict:
+def _load_images(scene, frames: Sequence[int], size: int, check_intrinsics: bool = True) -> dict:
     from viewrt.data import load_frame
     from viewrt.geometry import Camera
 
     out = {}
     for i in dict.fromkeys(frames):
         try:
-            image, fxfycxcy, c2w = load_frame(scene.frames[i], size)
+            image, fxfycxcy, c2w = load_frame(scene.frames[i], size, check_intrinsics=check_intrinsics)
         except ViewrtError as e:
             raise ViewrtError(f"scene {scene.name!r} ({scene.path}) frame {i}: {e}") from None
         out[i] = (image, Camera(c2w, fxfycxcy))
@@ -226,7 +231,8 @@ def _load_images(scene, frames: Sequence[int], size: int) -> dict:
 
 
 def run_scene(renderer, scene, out_dir: str | Path, inputs: Sequence[int], targets: Sequence[int], *,
-              size: int | None = None, warmup: bool = True, progress: bool = True, extra: dict | None = None) -> dict:
+              size: int | None = None, warmup: bool = True, progress: bool = True, extra: dict | None = None,
+              check_intrinsics: bool = True) -> dict:
     """Add a scene's input views one at a time; after each, render and score the targets.
 
     Writes ``view_NNN/images/target_{k}_{pred,gt}.png`` and ``view_NNN/metrics.json`` per
@@ -247,6 +253,8 @@ def run_scene(renderer, scene, out_dir: str | Path, inputs: Sequence[int], targe
             include first-call setup.
         progress: show a progress bar over the views (only on a terminal).
         extra: more fields for summary.json (e.g. the export and backend).
+        check_intrinsics: check every frame's intrinsics against its image
+            (:func:`viewrt.data.check_intrinsics_plausible`); False for an unusual lens.
     Returns:
         The scene summary (what summary.json holds): selection, frame source, per-step
         metrics, latencies and memory, and the final step.
@@ -277,7 +285,7 @@ def run_scene(renderer, scene, out_dir: str | Path, inputs: Sequence[int], targe
         size = int(renderer.size)
 
     t_load = time.perf_counter()
-    data = _load_images(scene, [*inputs, *targets], size)  # every image error before any work
+    data = _load_images(scene, [*inputs, *targets], size, check_intrinsics)  # every image error before any work
     load_ms = (time.perf_counter() - t_load) * 1e3
     target_cams = [data[t][1] for t in targets]
     gt_u8 = [image_to_uint8(data[t][0]) for t in targets]
@@ -496,7 +504,8 @@ def _contact_sheet(sheet: list, gt_u8: list, targets: Sequence[int], inputs: Seq
 
 def run_list(renderer, scenes: Sequence[str | Path], out_dir: str | Path, size: int, *, views: int | None = None,
              targets: Sequence[int] | None = None, index: dict | None = None, max_views: int | None = None,
-             extra: dict | None = None, progress: bool = True, echo: Callable[[str], None] | None = None) -> dict:
+             extra: dict | None = None, progress: bool = True, echo: Callable[[str], None] | None = None,
+             roots=None, check_intrinsics: bool = True) -> dict:
     """Run scenes in turn into ``out_dir/<scene_name>/``; a failing scene is recorded and
     the others still run. Writes ``out_dir/summary.{json,csv}`` and ``out_dir/steps.png``
     (means over the scenes that ran, per number of views).
@@ -509,7 +518,11 @@ def run_list(renderer, scenes: Sequence[str | Path], out_dir: str | Path, size: 
         views, targets, index, max_views: frame choice, see :func:`select_frames`.
         extra: more fields for every summary.
         progress: progress bars (only on a terminal).
-        echo: called with one line per scene.
+        echo: called with one line per scene (of the failed scenes, the first
+            :data:`ECHO_FAILURES` only; every message is in summary.json).
+        roots: a :class:`viewrt.data.DataRoots` for scene and image paths written on
+            another machine (default: the fallback only).
+        check_intrinsics: see :func:`run_scene`.
     Returns:
         The overall summary, with ``n_failed`` and ``failed`` ([{"scene", "error"}]).
     Raises:
@@ -525,7 +538,7 @@ def run_list(renderer, scenes: Sequence[str | Path], out_dir: str | Path, size: 
     for path in bar:
         rec = {"scene": str(path), "scene_json": str(path)}  # the name once the file is read
         try:
-            scene = load_scene(path)
+            scene = load_scene(path, roots)
             rec["scene"] = scene.name
             name = _safe_name(scene.name)
             base, k = name, 2
@@ -534,7 +547,7 @@ def run_list(renderer, scenes: Sequence[str | Path], out_dir: str | Path, size: 
             used.add(name)
             sel = select_frames(scene, views, targets, index, max_views)
             s = run_scene(renderer, scene, out_dir / name, sel["inputs"], sel["targets"], size=size, progress=progress,
-                          extra={**(extra or {}), "selection": sel["selection"]})
+                          extra={**(extra or {}), "selection": sel["selection"]}, check_intrinsics=check_intrinsics)
         except BackendUnavailable:
             raise
         except SceneSkipped as e:
@@ -547,8 +560,10 @@ def run_list(renderer, scenes: Sequence[str | Path], out_dir: str | Path, size: 
                        step_ms_mean=mean(r["step_ms"] for r in s["steps"]), peak_rss_bytes=f["peak_rss_bytes"])
             all_steps.append(s["steps"])
         records.append(rec)
-        if echo is not None:
-            echo(scene_line(rec))
+        n_bad = sum(r["status"] == "failed" for r in records)
+        if echo is not None and (rec["status"] != "failed" or n_bad <= ECHO_FAILURES):
+            more = rec["status"] == "failed" and n_bad == ECHO_FAILURES
+            echo(scene_line(rec) + (" [any later failures: only in summary.json]" if more else ""))
     ok = [r for r in records if r["status"] == "ok"]
     failed = [{"scene": r["scene"], "scene_json": r["scene_json"], "error": r["error"]} for r in records if r["status"] == "failed"]
     summary = {

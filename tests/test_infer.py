@@ -129,7 +129,8 @@ def test_list_runs_other_scenes_and_reports_failures(tiny_export, tmp_path):
     out = tmp_path / "out"
     r = _invoke(tiny_export[0], "--list", lst, "--views", 2, "--out", out)
     assert r.exit_code == 1
-    assert "error: 2 of 4 scene(s) failed" in r.output
+    assert ("error: 2 of 4 scenes failed: 1 cannot read image (first: synthetic_001, .../00002.png), "
+            "1 scene file not found (first: .../scene.json); all in ") in r.output
     summary = json.loads((out / "summary.json").read_text())
     assert (summary["n_scenes"], summary["n_ok"], summary["n_failed"]) == (4, 2, 2)
     failed = {f["scene"]: f["error"] for f in summary["failed"]}
@@ -146,16 +147,17 @@ def test_list_runs_other_scenes_and_reports_failures(tiny_export, tmp_path):
 
 
 def test_index_selection_and_null_scene(tiny_export, tmp_path):
-    lst = make_synthetic_list(tmp_path / "data", 2, n_views=5, size=32)
+    lst = make_synthetic_list(tmp_path / "data", 3, n_views=5, size=32)  # synthetic_002: not in the index
     index = tmp_path / "index.json"
     index.write_text(json.dumps({"synthetic_000": {"context": [4, 0], "target": [2]}, "synthetic_001": None}))
     out = tmp_path / "out"
     r = _invoke(tiny_export[0], "--list", lst, "--index", index, "--out", out)
     assert r.exit_code == 0, r.output
     summary = json.loads((out / "summary.json").read_text())
-    assert (summary["n_ok"], summary["n_skipped"], summary["n_failed"]) == (1, 1, 0)
+    assert (summary["n_ok"], summary["n_skipped"], summary["n_failed"]) == (1, 2, 0)  # absent: skipped, as upstream
+    assert not (out / "synthetic_002").exists()
     s0 = json.loads((out / "synthetic_000" / "summary.json").read_text())
-    assert s0["input_frames"] == [4, 0] and s0["target_frames"] == [2] and s0["selection"] == "evaluation index"
+    assert s0["input_frames"] == [4, 0] and s0["target_frames"] == [2] and s0["selection"].startswith("evaluation index")
 
 
 @pytest.mark.parametrize(

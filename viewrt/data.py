@@ -1,16 +1,24 @@
 """Scene data: LVSM-processed RealEstate10K readers and a synthetic scene generator.
 
-Format (``shared/reference/efficient-lvsm.md``, "Data format"):
+Format (described in full in ``docs/data.md``):
 
 * list file: one scene JSON path per line (blank lines and ``#`` comments skipped,
   relative paths against the list's folder);
 * scene JSON: ``{"scene_name": str, "frames": [{"image_path": str,
   "fxfycxcy": [fx, fy, cx, cy], "w2c": 4x4}]}``; relative image paths are against the
   JSON's folder; intrinsics are in pixels of the stored image;
-* evaluation index (pixelSplat): ``{scene_name: {"context": [a, b], "target": [...]} | null}``.
+* evaluation index (pixelSplat): ``{scene_name: {"context": [a, b], "target": [...]} | null}``,
+  read by :func:`load_eval_index`; :func:`select_index_frames` is upstream's rule for
+  choosing the input views from it.
+
+Datasets processed on another machine carry absolute paths that no longer exist here;
+:class:`DataRoots` says where to look for them instead (prefix maps and a fallback under
+the files' own roots).
 
 Readers validate everything up front and raise :class:`~viewrt.errors.ViewrtError`
-naming the file, frame index and key; images are only opened by :func:`load_frame`.
+naming the file, frame index and key; images are only opened by :func:`load_frame`,
+which also checks the intrinsics against the image (:func:`check_intrinsics_plausible`).
+This module is a leaf: it imports only numpy, PIL and viewrt's errors and geometry.
 
 The synthetic generator (:func:`make_synthetic_scene`) ray-casts a small textured scene
 with exactly known cameras (:func:`synthetic_cameras`), for tests and smoke runs without
@@ -20,9 +28,10 @@ any dataset.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+import math
+from dataclasses import dataclass, field, replace
+from pathlib import Path, PurePath
+from typing import Any, Sequence
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -41,13 +50,18 @@ from viewrt.geometry import (
 __all__ = [
     "Frame",
     "Scene",
+    "DataRoots",
     "load_scene",
     "load_scene_list",
     "load_eval_index",
+    "select_index_frames",
     "load_frame",
+    "image_to_float_rgb",
+    "check_intrinsics_plausible",
     "synthetic_cameras",
     "make_synthetic_scene",
     "make_synthetic_list",
+    "make_processed_dataset",
     "make_eval_index",
 ]
 
@@ -61,14 +75,18 @@ class Frame:
 
     Attributes:
         image_path: absolute or cwd-relative path of the image file (already resolved
-            against the scene JSON's folder).
+            against the scene JSON's folder and by :class:`DataRoots`: the first place
+            that exists, else the path as written).
         fxfycxcy: float64 [4] intrinsics in pixels of the stored image.
         w2c: float64 [4, 4] rigid world-to-camera pose.
+        tried: where the image was looked for, when none of those places exists (for the
+            error of :func:`load_frame`); empty when ``image_path`` was found.
     """
 
     image_path: Path
     fxfycxcy: np.ndarray
     w2c: np.ndarray
+    tried: tuple[Path, ...] = field(default=(), repr=False, compare=False)
 
     @property
     def c2w(self) -> np.ndarray:
@@ -91,6 +109,106 @@ class Scene:
     path: Path
 
 
+# --------------------------------------------------------------------------- where files are
+
+SCENE_TAIL = 2  # <root>/metadata/<scene>.json: the fallback looks for "metadata/<scene>.json"
+IMAGE_TAIL = 3  # <root>/images/<scene>/<file>: the fallback looks for "images/<scene>/<file>"
+
+
+@dataclass(frozen=True)
+class DataRoots:
+    """Where to look for dataset files whose recorded paths do not exist on this machine.
+
+    Upstream preprocessing writes absolute paths (list lines to ``<root>/metadata/<scene>.json``,
+    ``image_path`` to ``<root>/images/<scene>/<NNNNN>.png``), which are wrong once the
+    data is moved. A path as written (list line or ``image_path``) is looked for, in order:
+
+    1. under each prefix map ``old -> new`` whose ``old`` is a leading part of the path
+       (whole components; longest ``old`` first): ``new`` + the rest;
+    2. the path itself (a relative path joined to the list's or scene JSON's folder);
+    3. if ``fallback``: its trailing part (``metadata/<scene>.json``: last 2 components
+       for a scene file; ``images/<scene>/<file>``: last 3 for an image) under the file's
+       own roots: for a scene file, the list file's folder and that folder's parent
+       (:meth:`for_list`); for an image, the scene JSON's folder and its parent (where the
+       JSON sits in ``<root>/metadata/``), then the list's.
+
+    The first that is a file wins; when none is, the error gives the path as written and
+    every place tried.
+
+    Attributes:
+        maps: ``(old, new)`` prefix pairs, e.g. from ``viewrt infer --data-root OLD=NEW``.
+        search: folders for the fallback besides a file's own roots (set by :meth:`for_list`).
+        fallback: look for the trailing part under the roots (on by default).
+    """
+
+    maps: tuple[tuple[str, str], ...] = ()
+    search: tuple[Path, ...] = ()
+    fallback: bool = True
+
+    @classmethod
+    def parse(cls, specs: Sequence[str] = (), fallback: bool = True) -> "DataRoots":
+        """Build from ``OLD=NEW`` strings (split at the first ``=``).
+
+        Raises:
+            ViewrtError: a spec without ``=``, an empty side, or a NEW that is not a folder.
+        """
+        maps = []
+        for spec in specs:
+            old, sep, new = str(spec).partition("=")
+            if not sep or not old.strip() or not new.strip():
+                raise ViewrtError(f"--data-root {spec!r}: expected OLD=NEW, e.g. /cluster/re10k=/data/re10k")
+            if not Path(new).is_dir():
+                raise ViewrtError(f"--data-root {spec!r}: {new} is not a folder")
+            maps.append((old.strip(), new.strip()))
+        return cls(maps=tuple(maps), fallback=fallback)
+
+    def for_list(self, list_path: str | Path) -> "DataRoots":
+        """A copy whose fallback also looks under a list file's folder and its parent."""
+        folder = Path(list_path).parent
+        extra = tuple(p for p in (folder, folder.parent) if p not in self.search)
+        return replace(self, search=self.search + extra)
+
+    def candidates(self, written: str | Path, base: Path | None, kind: str, own: Sequence[Path] = ()) -> list[Path]:
+        """Places to look for a path as written in a file, in order (no file is touched).
+
+        Args:
+            written: the path as written (a list line or an ``image_path``).
+            base: folder a relative path is joined to (None: the current folder).
+            kind: ``"scene"`` or ``"image"`` (how long the trailing part is).
+            own: the file's own roots for the fallback, before :attr:`search`.
+        Returns:
+            Distinct paths, the first that exists is the one to use.
+        """
+        raw = Path(written)
+        out: list[Path] = []
+        parts = raw.parts
+        for old, new in sorted(self.maps, key=lambda m: -len(PurePath(m[0]).parts)):
+            old_parts = PurePath(old).parts
+            if old_parts and parts[: len(old_parts)] == old_parts:
+                out.append(Path(new).joinpath(*parts[len(old_parts):]))
+        out.append(raw if raw.is_absolute() or base is None else base / raw)
+        tail = SCENE_TAIL if kind == "scene" else IMAGE_TAIL
+        if self.fallback and len(parts) > tail:
+            rest = Path(*parts[-tail:])
+            out += [root / rest for root in (*own, *self.search)]
+        return list(dict.fromkeys(out))
+
+    def resolve(self, written: str | Path, base: Path | None, kind: str, own: Sequence[Path] = ()) -> tuple[Path, tuple[Path, ...]]:
+        """``(path, tried)``: the first candidate that is a file and ``()``; or, when none
+        is, the path as written (joined to ``base``) and every candidate tried."""
+        cands = self.candidates(written, base, kind, own)
+        for c in cands:
+            if c.is_file():
+                return c, ()
+        raw = Path(written)
+        return (raw if raw.is_absolute() or base is None else base / raw), tuple(cands)
+
+
+def _not_found(what: str, path: Path, tried: Sequence[Path]) -> str:
+    others = [str(t) for t in tried if t != path]
+    return f"{what} not found: {path}" + (f" (also tried: {'; '.join(others)})" if others else "")
+
+
 # --------------------------------------------------------------------------- readers
 
 
@@ -111,22 +229,30 @@ def _read_json(path: Path, what: str) -> Any:
         ) from None
 
 
-def load_scene(json_path: str | Path) -> Scene:
-    """Read and validate a scene JSON (images are not opened).
+def load_scene(json_path: str | Path, roots: DataRoots | None = None) -> Scene:
+    """Read and validate a scene JSON (images are not opened, only looked for).
 
     Args:
-        json_path: path of the scene JSON.
+        json_path: path of the scene JSON (e.g. a line of a list file).
+        roots: where to look for the JSON and its images when their recorded paths do
+            not exist (see :class:`DataRoots`); default ``DataRoots()``: no prefix maps,
+            the fallback under the JSON's own roots.
 
     Returns:
-        The :class:`Scene`; relative ``image_path`` entries are joined to the JSON's
-        folder, absolute ones kept.
+        The :class:`Scene` (``path``: where the JSON was found); relative ``image_path``
+        entries are joined to the JSON's folder, and every image path is resolved by
+        ``roots`` (a missing image is an error of :func:`load_frame`, not here).
 
     Raises:
-        ViewrtError: missing/unreadable file, invalid JSON, missing or mistyped key, no
-            frames, or a frame (named by index) whose ``fxfycxcy`` is not 4 finite numbers
-            with fx, fy > 0 or whose ``w2c`` is not a finite rigid 4x4.
+        ViewrtError: the file is not found (the message gives the path as written and the
+            places tried), unreadable, invalid JSON, a missing or mistyped key, no frames,
+            or a frame (named by index) whose ``fxfycxcy`` is not 4 finite numbers with
+            fx, fy > 0 or whose ``w2c`` is not a finite rigid 4x4.
     """
-    path = Path(json_path)
+    roots = roots if roots is not None else DataRoots()
+    path, tried = roots.resolve(json_path, None, "scene")
+    if tried:
+        raise ViewrtError(_not_found("scene file", path, tried))
     data = _read_json(path, "scene file")
     if not isinstance(data, dict):
         raise ViewrtError(f"{path}: expected a JSON object at the top, got {type(data).__name__}")
@@ -144,6 +270,7 @@ def load_scene(json_path: str | Path) -> Scene:
     if not raw_frames:
         raise ViewrtError(f"{path}: 'frames' is empty, expected at least one frame")
     frames = []
+    own = (path.parent, path.parent.parent)  # <root>/metadata/<scene>.json -> <root>
     for i, raw in enumerate(raw_frames):
         where = f"{path} frame {i}"
         if not isinstance(raw, dict):
@@ -159,10 +286,8 @@ def load_scene(json_path: str | Path) -> Scene:
         c2w = w2c_to_c2w(raw["w2c"], name=f"{where} 'w2c'")
         _, fxfycxcy = check_camera(c2w, raw["fxfycxcy"], name=where)
         w2c = np.array(raw["w2c"], dtype=np.float64)
-        img = Path(image_path)
-        if not img.is_absolute():
-            img = path.parent / img
-        frames.append(Frame(image_path=img, fxfycxcy=fxfycxcy, w2c=w2c))
+        img, img_tried = roots.resolve(image_path, path.parent, "image", own)
+        frames.append(Frame(image_path=img, fxfycxcy=fxfycxcy, w2c=w2c, tried=img_tried))
     return Scene(name=name, frames=frames, path=path)
 
 
@@ -171,7 +296,9 @@ def load_scene_list(list_path: str | Path) -> list[Path]:
 
     Blank lines and lines starting with ``#`` are skipped; surrounding whitespace is
     stripped; relative paths are joined to the list file's folder. Scene files are not
-    checked here (callers load each one and report per-scene failures).
+    checked here (callers load each one and report per-scene failures): pass
+    ``DataRoots(...).for_list(list_path)`` to :func:`load_scene` so that absolute paths
+    written on another machine are also looked for under the list's own root.
 
     Args:
         list_path: path of the list file.
@@ -249,27 +376,175 @@ def load_eval_index(path: str | Path) -> dict[str, dict[str, list[int]] | None]:
     return out
 
 
-def load_frame(frame: Frame, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def select_index_frames(context: Sequence[int], views: int | None = None) -> list[int]:
+    """The input views of an evaluation-index entry, chosen as upstream's evaluation
+    loader (LVSM / Efficient-LVSM) does, so that numbers compare with published ones.
+
+    With ``C`` the entry's context list (in file order) and ``n = views`` (default
+    ``len(C)``):
+
+    * ``n > len(C)``: ``C`` is first replaced by ``n`` frames spread evenly from ``C[0]``
+      to ``C[-1]`` (``numpy.rint`` of ``linspace``: halves round to even; the ends are
+      exactly ``C[0]`` and ``C[-1]``). Where the span has fewer than ``n`` frames some
+      frames repeat, as upstream;
+    * then the inputs are ``C[:1]`` for ``n == 1``, else the first ``n - 1`` of ``C``
+      followed by its last: context ``[0, 3, 6, 9]`` with 2 views gives ``[0, 9]``, with
+      3 views ``[0, 3, 9]``; context ``[0, 9]`` with 4 views gives ``[0, 3, 6, 9]``.
+
+    Upstream's loader spreads between the two frames of a two-frame context (a longer one
+    fails there); this spreads between the first and the last, the same for two frames.
+    The targets are the entry's ``target`` list as it is.
+
+    Args:
+        context: non-empty list of frame indices.
+        views: number of input views (>= 1), or None for all of ``context``.
+    Returns:
+        ``views`` frame indices, in the order they are added.
+    Raises:
+        ViewrtError: an empty context or ``views < 1``.
+    """
+    ctx = [int(c) for c in context]
+    if not ctx:
+        raise ViewrtError("evaluation index entry: empty context")
+    n = len(ctx) if views is None else views
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ViewrtError(f"views: expected a positive integer, got {views!r}")
+    n = int(n)
+    if n > len(ctx):
+        first, last = ctx[0], ctx[-1]
+        ctx = [int(v) for v in np.rint(np.linspace(first, last, n))]
+        ctx[0], ctx[-1] = first, last
+    return ctx[:1] if n == 1 else ctx[: n - 1] + ctx[-1:]
+
+
+MAX_FOV_DEG = 160.0  # widest plausible field of view of a pinhole camera, per axis
+MIN_FOV_DEG = 1.0  # narrowest (a long telephoto)
+CENTER_BAND = 0.25  # principal point within this fraction of the size from the centre
+
+
+def check_intrinsics_plausible(fxfycxcy: Any, width: int, height: int, name: str = "camera") -> None:
+    """Check that intrinsics describe a pinhole camera for an image of this size.
+
+    Plausible means: the field of view along each axis, ``2 * atan(W / (2 fx))`` and
+    ``2 * atan(H / (2 fy))``, is between :data:`MIN_FOV_DEG` and :data:`MAX_FOV_DEG`; and
+    the principal point lies in the middle half of the image (``|cx - W/2| <= W/4``, same
+    for ``cy``; for images up to 2:1 the centre square crop then contains it). Intrinsics
+    written normalized (fractions of the image size), or in pixels of another resolution,
+    fail this.
+
+    Args:
+        fxfycxcy: ``[fx, fy, cx, cy]`` in pixels (4 finite numbers, fx, fy > 0, as
+            :func:`load_scene` guarantees).
+        width, height: the image size in pixels.
+        name: what to call the camera in the message (e.g. ``"scene 'x' frame 3"``).
+    Raises:
+        ViewrtError: naming ``name``, the values, the image size and what is implausible.
+    """
+    fx, fy, cx, cy = (float(v) for v in np.asarray(fxfycxcy, dtype=np.float64).reshape(4))
+    fov_x = math.degrees(2.0 * math.atan(width / (2.0 * fx)))
+    fov_y = math.degrees(2.0 * math.atan(height / (2.0 * fy)))
+    problems = []
+    for axis, fov, f in (("horizontal", fov_x, fx), ("vertical", fov_y, fy)):
+        if not MIN_FOV_DEG <= fov <= MAX_FOV_DEG:
+            problems.append(f"{axis} field of view {fov:.1f} deg from f {f:g} px (plausible {MIN_FOV_DEG:g}-{MAX_FOV_DEG:g})")
+    if abs(cx - width / 2.0) > CENTER_BAND * width or abs(cy - height / 2.0) > CENTER_BAND * height:
+        problems.append(f"principal point ({cx:g}, {cy:g}) px outside the middle half of the image")
+    if not problems:
+        return
+    hint = ""
+    if max(fx, fy, cx, cy) <= 2.0:
+        hint = "; they look normalized: multiply fx, cx by the width and fy, cy by the height"
+    raise ViewrtError(
+        f"{name}: implausible intrinsics: fxfycxcy [{fx:g}, {fy:g}, {cx:g}, {cy:g}] for a {width}x{height} image: "
+        f"{', '.join(problems)}; expected pixels of the stored image{hint} "
+        "(for an unusual lens: check_intrinsics=False, viewrt infer --no-intrinsics-check)"
+    )
+
+
+_ALPHA_MODES = {"RGBa": "RGBA", "La": "LA"}  # premultiplied: un-premultiply first (PIL converts these only)
+
+
+def image_to_float_rgb(im: Image.Image, name: str = "image") -> np.ndarray:
+    """Pixel values of any PIL image as float32 RGB in [0, 1].
+
+    Scaling by mode: ``1`` (bilevel) 0/1; 8-bit modes (``L``, ``P``, ``RGB``, ``RGBX``,
+    ``CMYK``, ``YCbCr``, ``LAB``, ``HSV``, and with alpha ``RGBA``, ``RGBa``, ``LA``,
+    ``La``, ``PA``) through PIL's conversion to RGB, divided by 255; 16-bit greyscale
+    (``I;16``, ``I;16L``, ``I;16B``, ``I;16N``) divided by 65535; ``I`` (32-bit integers,
+    as some Pillow versions open 16-bit PNGs) divided by 65535 when every value is in
+    0..65535, refused otherwise; ``F`` (32-bit float) as it is when every value is in
+    [0, 1], refused otherwise. Greyscale is repeated into three channels.
+
+    Alpha is dropped: the colour channels are used as stored (premultiplied ``RGBa`` and
+    ``La`` are un-premultiplied first), not composited over a background, so transparent
+    pixels keep whatever colour they hold. Composite beforehand if a background matters.
+
+    Args:
+        im: an opened PIL image.
+        name: what to call it in errors (its path).
+    Returns:
+        float32 ``[H, W, 3]`` in [0, 1].
+    Raises:
+        ViewrtError: a mode that cannot be converted, or ``I``/``F`` values out of range.
+    """
+    mode = im.mode
+    if mode == "1":
+        grey = np.asarray(im, dtype=np.float32)
+    elif mode.startswith("I;16"):
+        grey = np.asarray(im).astype(np.float32) / np.float32(65535.0)
+    elif mode == "I":
+        arr = np.asarray(im)
+        if arr.size and (arr.min() < 0 or arr.max() > 65535):
+            raise ViewrtError(f"{name}: 32-bit integer image (mode I) with values {arr.min()}..{arr.max()}: "
+                              "expected 0..65535 (16-bit); convert it to 8- or 16-bit")
+        grey = arr.astype(np.float32) / np.float32(65535.0)
+    elif mode == "F":
+        arr = np.asarray(im, dtype=np.float32)
+        if not np.all(np.isfinite(arr)) or (arr.size and (arr.min() < 0.0 or arr.max() > 1.0)):
+            raise ViewrtError(f"{name}: float image (mode F) with values outside [0, 1] or not finite: "
+                              "expected linear values in [0, 1]")
+        grey = arr
+    else:
+        try:
+            base = im.convert(_ALPHA_MODES[mode]) if mode in _ALPHA_MODES else im
+            rgb = np.asarray(base.convert("RGB"), dtype=np.uint8)
+        except (ValueError, OSError) as exc:
+            raise ViewrtError(f"{name}: image mode {mode!r} cannot be read as RGB ({exc})") from None
+        return rgb.astype(np.float32) / np.float32(255.0)
+    return np.repeat(grey[..., None], 3, axis=2)
+
+
+def load_frame(
+    frame: Frame, size: int, *, check_intrinsics: bool = True
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Read a frame's image and bring it to the model size.
 
     Args:
         frame: a :class:`Frame` from :func:`load_scene`.
         size: output side in pixels (short side resized to ``size``, centre square crop;
             see :func:`viewrt.geometry.resize_center_crop`).
+        check_intrinsics: check the frame's intrinsics against the stored image first
+            (:func:`check_intrinsics_plausible`); False for an unusual lens.
 
     Returns:
         ``(image float32 [3, size, size] in [0, 1], fxfycxcy float64 [4] for that image,
-        c2w float64 [4, 4])``. The pose is the dataset's, not normalized.
+        c2w float64 [4, 4])``. The pose is the dataset's, not normalized. Pixel values are
+        scaled by image mode as :func:`image_to_float_rgb` says (16-bit too; alpha dropped).
 
     Raises:
-        ViewrtError: naming the path if the image is missing or unreadable.
+        ViewrtError: naming the path if the image is missing (with the places tried) or
+            unreadable, of an unusable mode, or with implausible intrinsics.
     """
     path = Path(frame.image_path)
     if not path.is_file():
-        raise ViewrtError(f"image not found: {path}")
+        raise ViewrtError(_not_found("image", path, frame.tried))
     try:
         with Image.open(path) as im:
-            rgb = np.asarray(im.convert("RGB"), dtype=np.uint8)
+            im.load()
+            width, height = im.size
+            if check_intrinsics:
+                check_intrinsics_plausible(frame.fxfycxcy, width, height, name=str(path))
+            rgb = image_to_float_rgb(im, name=str(path))
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise ViewrtError(f"cannot read image {path}: {exc}") from None
     image, fxfycxcy = resize_center_crop(rgb, frame.fxfycxcy, size)
@@ -624,6 +899,63 @@ def make_synthetic_list(
     return list_path
 
 
+def make_processed_dataset(
+    root: str | Path,
+    n_scenes: int,
+    n_views: int = 8,
+    size: int = 64,
+    seed: int = 0,
+    prefix: str = "synthetic",
+) -> Path:
+    """Write synthetic scenes in the layout upstream's preprocessing writes, absolute paths
+    included (for tests of data moved between machines, see :class:`DataRoots`).
+
+    Layout: ``root/metadata/<scene>.json``, ``root/images/<scene>/<NNNNN>.png`` and
+    ``root/full_list.txt``; every list line and every ``image_path`` is the absolute path
+    of the file (``root`` made absolute). Scene ``k`` is named ``f"{prefix}_{k:03d}"`` and
+    has the views, cameras and images of ``make_synthetic_scene(..., seed=seed + k)``.
+
+    Args:
+        root: the dataset root (created if needed).
+        n_scenes: number of scenes (>= 1).
+        n_views: views per scene.
+        size: image side in pixels.
+        seed: seed of scene 0.
+        prefix: scene name prefix.
+
+    Returns:
+        Path of ``root/full_list.txt``.
+
+    Raises:
+        ViewrtError: as :func:`make_synthetic_list`.
+    """
+    if isinstance(n_scenes, bool) or not isinstance(n_scenes, int) or n_scenes < 1:
+        raise ViewrtError(f"n_scenes: expected a positive integer, got {n_scenes!r}")
+    base = Path(root).absolute()
+    lines = []
+    try:
+        for k in range(n_scenes):
+            name = _check_name(f"{prefix}_{k:03d}")
+            c2ws, fxfycxcy = synthetic_cameras(n_views, size, seed + k)
+            layout = _synthetic_layout(seed + k)
+            (base / "images" / name).mkdir(parents=True, exist_ok=True)
+            (base / "metadata").mkdir(parents=True, exist_ok=True)
+            frames = []
+            for i, c2w in enumerate(c2ws):
+                img_path = base / "images" / name / f"{i:05d}.png"
+                Image.fromarray(image_to_uint8(_render(layout, c2w, fxfycxcy, size))).save(img_path)
+                frames.append({"image_path": str(img_path), "fxfycxcy": fxfycxcy.tolist(),
+                               "w2c": rigid_inverse(c2w).tolist()})
+            json_path = base / "metadata" / f"{name}.json"
+            json_path.write_text(json.dumps({"scene_name": name, "frames": frames}, indent=1))
+            lines.append(str(json_path))
+        list_path = base / "full_list.txt"
+        list_path.write_text("\n".join(lines) + "\n")
+    except OSError as exc:
+        raise ViewrtError(f"cannot write dataset to {base}: {exc}") from None
+    return list_path
+
+
 def make_eval_index(
     list_path: str | Path,
     out_path: str | Path | None = None,
@@ -653,8 +985,9 @@ def make_eval_index(
             raise ViewrtError(f"{label}: expected a positive integer, got {v!r}")
     lp = Path(list_path)
     index: dict[str, Any] = {}
+    roots = DataRoots().for_list(lp)
     for scene_path in load_scene_list(lp):
-        scene = load_scene(scene_path)
+        scene = load_scene(scene_path, roots)
         n = len(scene.frames)
         if n < n_context + n_target:
             index[scene.name] = None

@@ -1,6 +1,6 @@
 """Camera geometry for view synthesis (numpy only).
 
-Conventions (see ``shared/reference/efficient-lvsm.md``, "Cameras and rays"):
+Conventions (those of LVSM / Efficient-LVSM; the dataset side is in ``docs/data.md``):
 
 * Cameras are OpenCV style: x right, y down, z forward. Poses are camera-to-world 4x4
   matrices (``c2w``); datasets store world-to-camera (``w2c``), see :func:`w2c_to_c2w`.

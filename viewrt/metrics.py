@@ -5,11 +5,11 @@ scikit-image).
   image, computed in float64 (the same number as scikit-image's
   ``peak_signal_noise_ratio(gt, pred, data_range=1)``). Identical images have an infinite
   PSNR: :func:`psnr` returns ``inf`` (as scikit-image does, without its warning); callers
-  that write JSON turn it into ``null`` (see ``viewrt.infer``).
+  that write JSON turn it into ``null`` (see ``viewrt.runtime.evaluate``).
 * SSIM: scikit-image ``structural_similarity`` with an 11-tap Gaussian window
   (``win_size=11, gaussian_weights=True``, sigma 1.5), ``data_range=1``, averaged over
   the three channels (``channel_axis=0``), on float64 copies of the inputs: the settings
-  of the upstream evaluation (``shared/reference/efficient-lvsm.md``, "Metrics upstream").
+  of the upstream (LVSM / Efficient-LVSM) evaluation.
 * LPIPS (VGG) is not computed: its network weights are not available offline, and a
   stand-in would not be comparable to published numbers. :data:`LPIPS_NOTE` says so.
 

@@ -67,14 +67,16 @@ def _echo(line: str) -> None:
     tqdm.write(line)  # does not break a progress bar on the terminal
 
 
-def _infer(export_dir, scene_json, list_file, index_file, views, targets, backend, device, out_dir):
-    from viewrt.data import load_eval_index, load_scene, load_scene_list, make_synthetic_scene
+def _infer(export_dir, scene_json, list_file, index_file, views, targets, backend, device, out_dir,
+           data_roots=(), check_intrinsics=True):
+    from viewrt.data import DataRoots, load_eval_index, load_scene, load_scene_list
 
     if scene_json and list_file:
         raise ViewrtError("pass either --scene or --list, not both")
     if views is not None and views < 1:
         raise ViewrtError(f"--views must be at least 1, got {views}")
     target_list = parse_targets(targets)
+    roots = DataRoots.parse(data_roots)
     out = Path(out_dir)
     require_report_extra("viewrt infer")  # before anything is written
     factory, manifest = _renderer_factory(Path(export_dir), backend, device)
@@ -87,14 +89,16 @@ def _infer(export_dir, scene_json, list_file, index_file, views, targets, backen
                           "re-export with a larger --max-views)")
     index = load_eval_index(index_file) if index_file else None
     scenes = load_scene_list(list_file) if list_file else None
-    if scene_json is not None:
-        load_scene(scene_json)  # a bad scene file: one error before anything is written
+    scene = load_scene(scene_json, roots) if scene_json is not None else None  # a bad scene file: one error, nothing written
     with locked_folder(out, "--out"):
-        _run(export_dir, scene_json, list_file, scenes, index, index_file, views, target_list, backend, factory, manifest, out)
+        _run(export_dir, scene, list_file, scenes, index, index_file, views, target_list, backend, factory, manifest, out,
+             roots, check_intrinsics)
 
 
-def _run(export_dir, scene_json, list_file, scenes, index, index_file, views, target_list, backend, factory, manifest, out):
+def _run(export_dir, scene, list_file, scenes, index, index_file, views, target_list, backend, factory, manifest, out,
+         roots, check_intrinsics):
     from viewrt.data import load_scene, make_synthetic_scene
+    from viewrt.failures import summarize_failures
 
     size = manifest.image_size
     checkpoint = manifest.checkpoint
@@ -104,21 +108,22 @@ def _run(export_dir, scene_json, list_file, scenes, index, index_file, views, ta
             "and look like noise; export a real checkpoint (viewrt export --checkpoint ...) for meaningful images")
     if list_file:
         summary = run_list(factory, scenes, out, size, views=views, targets=target_list, index=index,
-                           max_views=manifest.max_views, extra={**extra, "list": str(list_file)}, echo=_echo)
+                           max_views=manifest.max_views, extra={**extra, "list": str(list_file)}, echo=_echo,
+                           roots=roots.for_list(list_file), check_intrinsics=check_intrinsics)
         click.echo(f"{summary['n_ok']} of {summary['n_scenes']} scene(s) ran ({summary['n_skipped']} skipped); wrote {out}/summary.json")
         if note:
             click.echo(note)
         if summary["n_failed"]:
-            names = ", ".join(f["scene"] for f in summary["failed"])
-            raise ViewrtError(f"{summary['n_failed']} of {summary['n_scenes']} scene(s) failed ({names}); see {out / 'summary.json'}")
+            raise ViewrtError(summarize_failures(summary["failed"], summary["n_scenes"], str(out / "summary.json")))
         return
-    if scene_json is None:
+    if scene is None:
         n_frames = max(SYNTHETIC_FRAMES, (views or 0) + (len(target_list) if target_list else DEFAULT_TARGETS))
         scene_json = make_synthetic_scene(out / "_scene", "synthetic", n_views=n_frames, size=size, seed=0)
         extra["scene_source"] = f"synthetic scene generated into {scene_json.parent}"
-    scene = load_scene(scene_json)
+        scene = load_scene(scene_json, roots)
     sel = select_frames(scene, views, target_list, index, manifest.max_views)
-    s = run_scene(factory, scene, out, sel["inputs"], sel["targets"], size=size, extra={**extra, "selection": sel["selection"]})
+    s = run_scene(factory, scene, out, sel["inputs"], sel["targets"], size=size, extra={**extra, "selection": sel["selection"]},
+                  check_intrinsics=check_intrinsics)
     f = s["final"]
     click.echo(scene_line({"status": "ok", "scene": s["scene"], "views": f["views"], "psnr_mean": f["psnr_mean"],
                             "ssim_mean": f["ssim_mean"], "step_ms_mean": mean(r["step_ms"] for r in s["steps"]), "out_dir": out}))
@@ -137,9 +142,11 @@ BACKENDS = (*RUNTIME_BACKENDS, "torch")
 @click.option("--list", "list_file", type=click.Path(dir_okay=False), default=None,
               help="List file, one scene JSON per line: scenes run in turn into OUT/<scene_name>/.")
 @click.option("--index", "index_file", type=click.Path(dir_okay=False), default=None,
-              help="Evaluation index (pixelSplat): a listed scene uses its context views as inputs and its targets as targets.")
+              help="Evaluation index (pixelSplat): inputs from a scene's context views (upstream's rule), targets its targets; "
+                   "scenes it lists as null or not at all are skipped. See docs/data.md.")
 @click.option("--views", type=int, default=None,
-              help="Input views to add, one at a time. Default: every frame that is not a target (at most the export's max_views).")
+              help="Input views to add, one at a time. Default: every frame that is not a target (at most the export's max_views); "
+                   "with --index, the scene's context views.")
 @click.option("--targets", default=None,
               help="Target frame indices, comma-separated (e.g. 2,5). Default: 2 frames at 1/3 and 2/3 of the sequence; "
                    "the inputs are then the first frames that are not targets.")
@@ -147,7 +154,13 @@ BACKENDS = (*RUNTIME_BACKENDS, "torch")
               help="ort: ONNX Runtime; trt: TensorRT engines (viewrt build); torch: PyTorch eager from the export's preset and weights.")
 @click.option("--device", default=None, help="Device: cpu, cuda[:N] (ort, torch), tensorrt[:N] (ort). Default: cpu (ort, torch), cuda:0 (trt).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True, help="Output folder.")
-def infer(export_dir, scene_json, list_file, index_file, views, targets, backend, device, out_dir):
+@click.option("--data-root", "data_roots", multiple=True, metavar="OLD=NEW",
+              help="Data moved from another machine: read paths starting with OLD (list lines, image_path) under NEW. "
+                   "Repeatable. Without it, missing absolute paths are looked for under the list's or scene's own root.")
+@click.option("--no-intrinsics-check", is_flag=True,
+              help="Accept intrinsics that do not look like a pinhole camera for the image (unusual lenses).")
+def infer(export_dir, scene_json, list_file, index_file, views, targets, backend, device, out_dir, data_roots,
+          no_intrinsics_check):
     """Add views one at a time and render the targets after each: images, PSNR/SSIM,
     latency by component, cache size and peak memory per step.
 
@@ -158,4 +171,5 @@ def infer(export_dir, scene_json, list_file, index_file, views, targets, backend
     Metrics are computed on the 8-bit images as written; LPIPS is not computed. The scene
     normalization frame comes from all input and target cameras.
     """
-    cli_errors(_infer)(export_dir, scene_json, list_file, index_file, views, targets, backend, device, out_dir)
+    cli_errors(_infer)(export_dir, scene_json, list_file, index_file, views, targets, backend, device, out_dir,
+                       data_roots, not no_intrinsics_check)
