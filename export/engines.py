@@ -28,7 +28,8 @@ def read_export(export_dir: Path) -> dict:
     return manifest
 
 
-def build_engines(export_dir: Path, precision: str | None = None, max_views: int | None = None, max_targets: int = 8) -> dict:
+def build_engines(export_dir: Path, precision: str | None = None, max_views: int | None = None, max_targets: int = 8,
+                  tf32: bool = False) -> dict:
     """Build encoder.engine and decoder.engine and record them in the manifest.
 
     Args:
@@ -36,6 +37,7 @@ def build_engines(export_dir: Path, precision: str | None = None, max_views: int
         precision: "fp32" or "fp16" (default: the graphs' precision).
         max_views: largest cache the decoder profile admits (default: the manifest's).
         max_targets: most targets per decoder call.
+        tf32: allow TF32 for fp32 tensors (cleared by default; recorded per engine).
     Returns: the engines record written to the manifest.
     Raises: ViewrtError when TensorRT or a GPU is absent (saying which), or the build fails.
     """
@@ -48,10 +50,10 @@ def build_engines(export_dir: Path, precision: str | None = None, max_views: int
     est = estimate_memory(manifest, max_views, max_targets)
     print(f"[build] engines for {max_views} views x {max_targets} targets will need about {est['total_mib']} MiB "
           f"of device memory (KV cache {est['cache_mib']} MiB)")
-    ok, reason = trt_available()
+    ok, reason = trt_available()  # probed once per process (viewrt.devices)
     if not ok:
         raise ViewrtError(f"TensorRT engines not built: {reason}")
-    engines = build_all(export_dir, manifest, precision, max_views, max_targets)
+    engines = build_all(export_dir, manifest, precision, max_views, max_targets, tf32)
     manifest["engines"] = engines
     (export_dir / MANIFEST).write_text(json.dumps(manifest, indent=1))
     return engines

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from viewrt.errors import ViewrtError
 from viewrt.runtime.backends.base import Backend, Buffer
 from viewrt.runtime.manifest import Manifest
 
@@ -34,6 +35,15 @@ class KVCache:
 
     def __init__(self, backend: Backend, manifest: Manifest, max_views: int):
         self.backend, self.max_views, self.T = backend, max_views, manifest.tokens_per_view
+        # Slot s starts s * slot_bytes into each buffer; backends that bind by address may
+        # need every slot aligned (TensorRT: 256 bytes). Refuse before allocating anything.
+        slot_bytes = self.T * manifest.n_heads * manifest.head_dim * manifest.kv_dtype.itemsize
+        align = int(getattr(backend, "address_alignment", 1))
+        if slot_bytes % align:
+            raise ViewrtError(f"one view's K/V ({self.T} tokens x {manifest.n_heads} heads x {manifest.head_dim} x "
+                              f"{manifest.kv_dtype.itemsize} bytes = {slot_bytes} bytes) is not a multiple of the "
+                              f"{align}-byte address alignment the {backend.name} backend needs, so cache slots "
+                              "cannot be bound in place; use a config whose per-view K/V size is a multiple of it")
         self.present, self.past = manifest.present_names, manifest.past_names
         shape = (1, max_views * self.T, manifest.n_heads, manifest.head_dim)  # [1, capacity, H, Dh]
         self.buffers: list[Buffer] = [backend.alloc(shape, manifest.kv_dtype) for _ in self.present]
