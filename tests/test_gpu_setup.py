@@ -144,3 +144,17 @@ def test_viewrt_build_without_tensorrt_says_why(tiny_export, tmp_path):
     res = CliRunner().invoke(main, ["build", str(tiny_export[0]), "--if-available"])
     assert res.exit_code == 0 and f"engines NOT built in {tiny_export[0]}: {status.reason}" in res.output
     assert not list(Path(tiny_export[0]).glob("*.engine"))
+
+
+def test_gpu_check_says_why_and_exits_3_without_tensorrt(tmp_path):
+    import subprocess
+    import sys
+
+    devices.reset()
+    if devices.tensorrt_status().ok:
+        pytest.skip("TensorRT and a GPU are usable here: `make gpu-check` would run for minutes")
+    res = subprocess.run([sys.executable, str(ROOT / ".ci" / "gpu_check.py"), "--out", str(tmp_path / "gc")],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 3
+    assert res.stderr.startswith("gpu-check NOT run: ") and res.stderr.count("\n") == 1
+    assert not (tmp_path / "gc").exists()
