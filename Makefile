@@ -19,7 +19,7 @@ ENGINE_DIR ?= out/engines/$(PRESET)-$(PRECISION)
 TRT ?=
 BENCH_ARGS ?=
 
-.PHONY: setup demo test test-all engines bench clean
+.PHONY: setup demo test test-all engines bench gpu-check clean
 
 setup: $(STAMP)
 
@@ -61,6 +61,12 @@ engines: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/viewrt export --preset small --out out/bench/model --max-views 64
 	$(BIN)/viewrt bench out/bench/model --out out/bench/results $(BENCH_ARGS)
+
+# Everything that needs TensorRT and a GPU (engines, parity on trt/ort-trt/ort-cuda, bench at
+# N=4,16,64) into one folder. Without TensorRT or a GPU: says why and exits 3.
+GPU_CHECK_OUT ?= out/gpu-check
+gpu-check: $(STAMP)
+	$(BIN)/python .ci/gpu_check.py --out $(GPU_CHECK_OUT)
 
 clean:
 	rm -rf out .pytest_cache .hypothesis

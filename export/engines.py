@@ -20,7 +20,7 @@ def read_export(export_dir: Path) -> Manifest:
 
 
 def build_engines(export_dir: Path, precision: str | None = None, max_views: int | None = None, max_targets: int = 8,
-                  availability: tuple[bool, str] | None = None) -> dict:
+                  tf32: bool = False) -> dict:
     """Build encoder.engine and decoder.engine and record them in the manifest.
 
     Args:
@@ -28,8 +28,7 @@ def build_engines(export_dir: Path, precision: str | None = None, max_views: int
         precision: a precision of the table (default: the graphs' precision).
         max_views: largest cache the decoder profile admits (default: the manifest's).
         max_targets: most targets per decoder call.
-        availability: the (ok, reason) of :func:`trt_available` when the caller checked it
-            already (once per command).
+        tf32: allow TF32 for fp32 tensors (cleared by default; recorded per engine).
     Returns: the engines record written to the manifest.
     Raises: ViewrtError when TensorRT or a GPU is absent (saying which), or the build fails.
     """
@@ -42,10 +41,10 @@ def build_engines(export_dir: Path, precision: str | None = None, max_views: int
     est = estimate_memory(record, max_views, max_targets)
     log.warning("[build] engines for %d views x %d targets will need about %s MiB of device memory (KV cache %s MiB)",
                 max_views, max_targets, est["total_mib"], est["cache_mib"])
-    ok, reason = availability if availability is not None else trt_available()
+    ok, reason = trt_available()  # probed once per process (viewrt.devices)
     if not ok:
         raise ViewrtError(f"TensorRT engines not built: {reason}")
-    engines = build_all(export_dir, record, precision, max_views, max_targets)
+    engines = build_all(export_dir, record, precision, max_views, max_targets, tf32)
     manifest.engines = engines
     manifest.write(export_dir)
     return engines

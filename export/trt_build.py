@@ -1,20 +1,29 @@
 """Build TensorRT engines from the exported ONNX graphs, on the target (TensorRT 10.x or 11.x).
 
 Engines are tied to the GPU architecture and the TensorRT version, so they are built on the
-device that runs them, and each build records both. ``tensorrt`` is imported only inside the
-functions that need it: this module imports, and its arithmetic runs, where TensorRT is absent.
+device that runs them, and each build records both. ``tensorrt`` is imported only through
+:mod:`viewrt.devices` (the one TensorRT import and GPU probe): this module imports, and its
+arithmetic runs, where TensorRT is absent.
 
-Precision differs by major version:
+Typing and precision (the same engine numerics on 10.x and 11.x):
 
-- TensorRT 10.x (JetPack 6): networks are weakly typed; ``fp16`` sets ``BuilderFlag.FP16`` and
-  TensorRT picks fp16 kernels where it helps (LayerNormalization still computes in fp32).
-- TensorRT 11.x: every network is strongly typed and the precision flags are gone; the ONNX
-  graph itself must carry fp16 (export with ``--precision fp16``). No flag is set.
+- A graph that carries fp16 types itself (an ``--precision fp16`` export: fp16 weights and
+  I/O with fp32 islands for norms, softmax and the residual stream) is built strongly typed,
+  with no precision flag: ``NetworkDefinitionCreationFlag.STRONGLY_TYPED`` on 10.x (it exists
+  in 10.3), always on 11.x (where the flag is deprecated and ignored). Weak typing plus
+  ``BuilderFlag.FP16`` would let TensorRT compute the fp32 islands in fp16.
+- An fp32 graph built as ``fp32`` is strongly typed as well: fp32 everywhere.
+- ``BuilderFlag.FP16`` is used only to down-cast an fp32 graph on 10.x (weakly typed);
+  11.x has no such flag, so there fp16 must be in the graph.
+- ``BuilderFlag.TF32`` (on by default in TensorRT) is cleared unless ``tf32=True``, so fp32
+  engines run fp32 matmuls on Ampere and later (Orin included).
+
+Each build records the effective precision, the typing mode, the builder flags and
+``device_memory_size_v2`` (the activation memory of a context at the profile's maximum).
 """
 
 from __future__ import annotations
 
-import ctypes
 import hashlib
 import os
 import time
@@ -22,6 +31,7 @@ from pathlib import Path
 
 import onnx
 
+from viewrt import devices
 from viewrt.errors import ViewrtError
 from viewrt.export.trt_ops import check_trt_compatible
 
@@ -31,11 +41,6 @@ Profile = tuple[Shape, Shape, Shape]  # (min, opt, max)
 _KV_BYTES = {"float32": 4, "float16": 2}
 _PRECISIONS = ("fp32", "fp16")
 _GRAPHS = ("encoder", "decoder")
-_TRT_DTYPES = {
-    "FLOAT": "float32", "HALF": "float16", "BF16": "bfloat16", "INT8": "int8",
-    "INT32": "int32", "INT64": "int64", "BOOL": "bool", "UINT8": "uint8",
-    "FP8": "float8e4m3", "INT4": "int4",
-}  # fmt: skip
 
 
 def _say(msg: str) -> None:
@@ -45,76 +50,16 @@ def _say(msg: str) -> None:
 # ---------------------------------------------------------------------------- availability
 
 
-def _import_trt():
-    try:
-        import tensorrt as trt
-    except ImportError as e:
-        raise ViewrtError(
-            f"TensorRT is not installed ({e}); build engines on the target device "
-            "(JetPack 6 ships TensorRT 10.3)"
-        ) from e
-    return trt
-
-
-def _gpu_info() -> tuple[int, str, str]:
-    """(number of CUDA devices, name of device 0, its compute capability "major.minor")."""
-    try:
-        from cuda.bindings import runtime as cudart  # cuda-python >= 12.6
-    except ImportError:
-        try:
-            from cuda import cudart  # older cuda-python
-        except ImportError:
-            cudart = None
-    if cudart is not None:
-        err, count = cudart.cudaGetDeviceCount()
-        if err != cudart.cudaError_t.cudaSuccess or count == 0:
-            return 0, "", ""
-        err, prop = cudart.cudaGetDeviceProperties(0)
-        if err != cudart.cudaError_t.cudaSuccess:
-            return count, "unknown", "unknown"
-        name = prop.name.split(b"\0")[0].decode() if isinstance(prop.name, bytes) else prop.name
-        return count, str(name), f"{prop.major}.{prop.minor}"
-    return _gpu_info_driver()
-
-
-def _gpu_info_driver() -> tuple[int, str, str]:
-    """Same as _gpu_info through the CUDA driver library, for hosts without cuda-python."""
-    try:
-        cuda = ctypes.CDLL("libcuda.so.1")
-    except OSError:
-        return 0, "", ""
-    count, dev, major, minor = ctypes.c_int(), ctypes.c_int(), ctypes.c_int(), ctypes.c_int()
-    if cuda.cuInit(0) != 0 or cuda.cuDeviceGetCount(ctypes.byref(count)) != 0 or not count.value:
-        return 0, "", ""
-    name = ctypes.create_string_buffer(256)
-    cuda.cuDeviceGet(ctypes.byref(dev), 0)
-    cuda.cuDeviceGetName(name, 256, dev)
-    cuda.cuDeviceGetAttribute(ctypes.byref(major), 75, dev)  # COMPUTE_CAPABILITY_MAJOR
-    cuda.cuDeviceGetAttribute(ctypes.byref(minor), 76, dev)  # COMPUTE_CAPABILITY_MINOR
-    return count.value, name.value.decode(), f"{major.value}.{minor.value}"
-
-
 def trt_available() -> tuple[bool, str]:
-    """Tell whether engines can be built here.
+    """Tell whether engines can be built here (probed once per process, see viewrt.devices).
 
     Returns:
-        ``(True, "TensorRT <version> on <gpu>")``, or ``(False, reason)`` when ``tensorrt`` does
-        not import, no CUDA GPU is visible, or TensorRT cannot create a builder.
+        ``(True, "TensorRT <version> on <gpu> ...")``, or ``(False, reason)`` when ``tensorrt``
+        does not import, no CUDA GPU is usable (the CUDA error is named), or TensorRT cannot
+        create a builder.
     """
-    try:
-        trt = _import_trt()
-    except ViewrtError as e:
-        return False, str(e)
-    count, name, _ = _gpu_info()
-    if count == 0:
-        return False, "no CUDA GPU is visible (no device, no driver, or CUDA_VISIBLE_DEVICES)"
-    try:
-        builder = trt.Builder(trt.Logger(trt.Logger.ERROR))
-    except Exception as e:  # pybind11 raises when the factory returns nullptr
-        return False, f"TensorRT cannot create a builder: {e}"
-    if not builder:
-        return False, "TensorRT cannot create a builder (CUDA initialisation failed)"
-    return True, f"TensorRT {trt.__version__} on {name}"
+    status = devices.tensorrt_status()
+    return status.ok, status.reason
 
 
 def trt_version() -> str:
@@ -123,7 +68,7 @@ def trt_version() -> str:
     Raises:
         ViewrtError: TensorRT is not installed.
     """
-    return _import_trt().__version__
+    return str(devices.import_tensorrt().__version__)
 
 
 def trt_major() -> int:
@@ -138,7 +83,7 @@ def trt_major() -> int:
 # ---------------------------------------------------------------------------- build
 
 
-def _graph_has_fp16(onnx_path: Path) -> bool:
+def graph_has_fp16(onnx_path: str | Path) -> bool:
     """True when the graph carries fp16 itself: fp16 weights, I/O, or casts to fp16."""
     f16 = onnx.TensorProto.FLOAT16
     model = onnx.load(str(onnx_path), load_external_data=False)
@@ -218,6 +163,50 @@ def _write_atomic(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
+def typing_plan(major: int, precision: str, graph_has_fp16: bool) -> dict:
+    """Decide how a graph is built: typing mode, builder precision flag, effective precision.
+
+    Args:
+        major: TensorRT major version (10 or 11).
+        precision: ``"fp32"`` or ``"fp16"`` (what is asked for).
+        graph_has_fp16: the graph carries fp16 types itself (see :func:`graph_has_fp16`).
+
+    Returns:
+        ``{"typing": "strong"|"weak", "fp16_flag": bool, "precision": effective precision}``.
+
+    Raises:
+        ViewrtError: fp32 asked of an fp16-typed graph, or fp16 of an fp32 graph on 11.x.
+    """
+    if precision not in _PRECISIONS:
+        raise ViewrtError(f"precision: expected one of {_PRECISIONS}, got '{precision}'")
+    if graph_has_fp16:
+        if precision == "fp32":
+            raise ViewrtError("the graph carries fp16 types; an fp32 engine needs an fp32 export (--precision fp32)")
+        return {"typing": "strong", "fp16_flag": False, "precision": "fp16"}
+    if precision == "fp32":
+        return {"typing": "strong", "fp16_flag": False, "precision": "fp32"}
+    if major >= 11:
+        raise ViewrtError(
+            f"an fp32 graph cannot become fp16 on TensorRT {major}.x, which builds strongly typed networks "
+            "only and has no FP16 builder flag: export with --precision fp16"
+        )
+    return {"typing": "weak", "fp16_flag": True, "precision": "fp16 (builder down-cast of an fp32 graph)"}
+
+
+def _engine_io(trt, engine) -> list[dict]:
+    tensors = []
+    for i in range(engine.num_io_tensors):
+        name = engine.get_tensor_name(i)
+        dtype = engine.get_tensor_dtype(name)
+        tensors.append({
+            "name": name,
+            "mode": "input" if engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT else "output",
+            "dtype": devices.TRT_DTYPES.get(dtype.name, dtype.name.lower()),
+            "shape": [int(d) for d in engine.get_tensor_shape(name)],
+        })  # fmt: skip
+    return tensors
+
+
 def build_engine(
     onnx_path: str | Path,
     engine_path: str | Path,
@@ -225,6 +214,7 @@ def build_engine(
     precision: str = "fp32",
     timing_cache: Path | None = None,
     workspace_bytes: int | None = None,
+    tf32: bool = False,
 ) -> dict:
     """Build one serialized TensorRT engine from an ONNX file.
 
@@ -233,72 +223,79 @@ def build_engine(
         engine_path: Where to write the engine (parent folders are created).
         profiles: ``{input_name: (min, opt, max)}`` for one optimization profile. Every input
             with a dynamic dimension must be listed; static inputs may be left out.
-        precision: ``"fp32"`` or ``"fp16"``. On TensorRT 10 ``fp16`` sets the FP16 builder
-            flag; on TensorRT 11 the graph itself must already be fp16.
+        precision: ``"fp32"`` or ``"fp16"``; how each is built is :func:`typing_plan`'s
+            (module docstring).
         timing_cache: A timing-cache file to read (if it exists) and update after the build,
             so later builds on the same GPU skip tactic timing. None: no cache file.
         workspace_bytes: Limit of the builder's workspace pool; None: TensorRT's default.
+        tf32: Allow TF32 matmuls for fp32 tensors (cleared by default: true fp32).
 
     Returns:
-        ``{"file", "sha256", "size_bytes", "precision", "profiles", "tensorrt", "gpu",
-        "compute_capability", "build_seconds"}`` where ``file`` is the engine's file name and
-        ``profiles`` is ``{input: {"min": [...], "opt": [...], "max": [...]}}``.
+        ``{"file", "sha256", "size_bytes", "precision" (effective), "requested_precision",
+        "typing": "strong"|"weak", "builder_flags": {"fp16", "tf32"},
+        "device_memory_bytes" (device_memory_size_v2), "io": [...] (as :func:`engine_io`),
+        "profiles", "tensorrt", "gpu", "compute_capability", "build_seconds"}`` where ``file``
+        is the engine's file name and ``profiles`` is ``{input: {"min", "opt", "max"}}``.
 
     Raises:
         ViewrtError: TensorRT or a GPU is missing, the file does not exist or does not parse,
-            a profile does not fit the network, fp16 is asked of an fp32 graph on TensorRT 11,
-            or the build fails. No engine file is written then.
+            a profile does not fit the network, the precision does not fit the graph (see
+            :func:`typing_plan`), or the build fails. No engine file is written then.
     """
     onnx_path, engine_path = Path(onnx_path), Path(engine_path)
     if precision not in _PRECISIONS:
         raise ViewrtError(f"precision: expected one of {_PRECISIONS}, got '{precision}'")
     if not onnx_path.is_file():
         raise ViewrtError(f"ONNX file '{onnx_path}': not found")
-    ok, why = trt_available()
-    if not ok:
-        raise ViewrtError(f"cannot build '{engine_path.name}': {why}")
-    trt = _import_trt()
-    major = trt_major()
-    if major >= 11 and precision == "fp16" and not _graph_has_fp16(onnx_path):
-        raise ViewrtError(
-            f"'{onnx_path.name}' is an fp32 graph; TensorRT {trt.__version__} builds strongly "
-            "typed networks only, so fp16 must be in the graph: export with --precision fp16"
-        )
-    _, gpu, cc = _gpu_info()
+    status = devices.tensorrt_status()
+    if not status.ok:
+        raise ViewrtError(f"cannot build '{engine_path.name}': {status.reason}")
+    trt = devices.import_tensorrt()
+    plan = typing_plan(status.major, precision, graph_has_fp16(onnx_path))
+    gpu, cc = status.gpu.name, status.gpu.compute_capability
 
-    _say(f"parsing {onnx_path} (TensorRT {trt.__version__}, {gpu}, sm {cc})")
+    _say(f"parsing {onnx_path} (TensorRT {status.version}, {gpu}, sm {cc})")
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    # flags 0: explicit batch is the only mode on 10.x; on 11.x every network is strongly typed.
-    network = builder.create_network(0)
+    if builder is None:
+        raise ViewrtError("TensorRT could not create a builder")
+    # 10.x: strong typing is asked for by flag; 11.x: always strongly typed (the flag is ignored).
+    strong = plan["typing"] == "strong" and status.major < 11
+    network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if strong else 0)
+    if network is None:  # never by truthiness: len(network) is its layer count, 0 when fresh
+        raise ViewrtError("TensorRT could not create a network definition")
     parser = trt.OnnxParser(network, logger)
-    if not builder or not network or not parser:
-        raise ViewrtError("TensorRT could not create a builder, network or ONNX parser")
+    if parser is None:
+        raise ViewrtError("TensorRT could not create an ONNX parser")
     if not parser.parse_from_file(str(onnx_path)):
         raise ViewrtError(f"TensorRT cannot parse '{onnx_path.name}': {_parser_errors(parser)}")
 
     config = builder.create_builder_config()
-    if not config:
+    if config is None:
         raise ViewrtError("TensorRT could not create a builder config")
     if workspace_bytes is not None:
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_bytes))
-    if precision == "fp16" and major < 11:
-        config.set_flag(trt.BuilderFlag.FP16)
+    if not tf32:
+        config.clear_flag(trt.BuilderFlag.TF32)  # on by default; cleared for true fp32
+    if plan["fp16_flag"]:
+        config.set_flag(trt.BuilderFlag.FP16)  # only on 10.x, only to down-cast an fp32 graph
 
     profile = builder.create_optimization_profile()
+    if profile is None:
+        raise ViewrtError("TensorRT could not create an optimization profile")
     used = _set_profile(network, profile, profiles)
     if config.add_optimization_profile(profile) < 0:
         raise ViewrtError(f"TensorRT rejected the optimization profile {used}")
 
     blob = timing_cache.read_bytes() if timing_cache and timing_cache.is_file() else b""
     cache = config.create_timing_cache(blob)
-    if not cache or not config.set_timing_cache(cache, ignore_mismatch=False):
+    if cache is None or not config.set_timing_cache(cache, ignore_mismatch=False):
         _say(f"timing cache {timing_cache} does not match this GPU/TensorRT; starting empty")
         cache = config.create_timing_cache(b"")
-        if not cache or not config.set_timing_cache(cache, ignore_mismatch=False):
+        if cache is None or not config.set_timing_cache(cache, ignore_mismatch=False):
             raise ViewrtError("TensorRT could not create an empty timing cache")
 
-    _say(f"building {engine_path.name} ({precision}); this takes minutes")
+    _say(f"building {engine_path.name} ({plan['precision']}, {plan['typing']}ly typed, TF32 {'on' if tf32 else 'off'}); this takes minutes")
     start = time.perf_counter()
     serialized = builder.build_serialized_network(network, config)
     seconds = time.perf_counter() - start
@@ -306,19 +303,34 @@ def build_engine(
         raise ViewrtError(f"TensorRT failed to build '{engine_path.name}'; see its log above")
     data = bytes(memoryview(serialized))
 
+    # Read the plan back: its IO as TensorRT resolved it, and its activation memory.
+    runtime = trt.Runtime(logger)
+    engine = runtime.deserialize_cuda_engine(data) if runtime is not None else None
+    if engine is None:
+        raise ViewrtError(f"TensorRT cannot deserialize the engine it just built ('{engine_path.name}')")
+    device_memory = int(engine.device_memory_size_v2)
+    io = _engine_io(trt, engine)
+
     engine_path.parent.mkdir(parents=True, exist_ok=True)
     _write_atomic(engine_path, data)
     if timing_cache is not None:
-        _write_atomic(Path(timing_cache), bytes(memoryview(config.get_timing_cache().serialize())))
-    _say(f"wrote {engine_path} ({len(data) / 2**20:.1f} MiB) in {seconds:.0f} s")
+        tc = config.get_timing_cache()
+        if tc is not None:
+            _write_atomic(Path(timing_cache), bytes(memoryview(tc.serialize())))
+    _say(f"wrote {engine_path} ({len(data) / 2**20:.1f} MiB, {device_memory / 2**20:.1f} MiB of activations) in {seconds:.0f} s")
 
     return {
         "file": engine_path.name,
         "sha256": hashlib.sha256(data).hexdigest(),
         "size_bytes": len(data),
-        "precision": precision,
+        "precision": plan["precision"],
+        "requested_precision": precision,
+        "typing": plan["typing"],
+        "builder_flags": {"fp16": plan["fp16_flag"], "tf32": bool(tf32)},
+        "device_memory_bytes": device_memory,
+        "io": io,
         "profiles": used,
-        "tensorrt": trt.__version__,
+        "tensorrt": status.version,
         "gpu": gpu,
         "compute_capability": cc,
         "build_seconds": round(seconds, 1),
@@ -339,28 +351,18 @@ def engine_io(engine_path: str | Path) -> list[dict]:
         ViewrtError: TensorRT is missing, the file does not exist, or it does not deserialize
             (built by another TensorRT version or for another GPU).
     """
-    trt = _import_trt()
+    trt = devices.import_tensorrt()
     path = Path(engine_path)
     if not path.is_file():
         raise ViewrtError(f"engine file '{path}': not found")
     runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
-    engine = runtime.deserialize_cuda_engine(path.read_bytes()) if runtime else None
+    engine = runtime.deserialize_cuda_engine(path.read_bytes()) if runtime is not None else None
     if engine is None:
         raise ViewrtError(
             f"engine '{path}' does not deserialize with TensorRT {trt.__version__} on this GPU; "
             "rebuild it here"
         )
-    tensors = []
-    for i in range(engine.num_io_tensors):
-        name = engine.get_tensor_name(i)
-        dtype = engine.get_tensor_dtype(name)
-        tensors.append({
-            "name": name,
-            "mode": "input" if engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT else "output",
-            "dtype": _TRT_DTYPES.get(dtype.name, dtype.name.lower()),
-            "shape": [int(d) for d in engine.get_tensor_shape(name)],
-        })  # fmt: skip
-    return tensors
+    return _engine_io(trt, engine)
 
 
 # ---------------------------------------------------------------------------- manifest helpers
@@ -447,7 +449,8 @@ def profiles_for(
         max_views: Most views the cache will hold (at most the manifest's ``max_views``).
         max_targets: Most target views per decoder call.
         opt_views: Views to tune for; default ``max(1, max_views // 2)``.
-        opt_targets: Targets to tune for; default 1.
+        opt_targets: Targets to tune for; default ``max_targets`` (the runtime decodes up to
+            that many at once).
 
     Returns:
         ``{"encoder": {input: (min, opt, max)}, "decoder": {...}}`` with shapes as int tuples.
@@ -458,7 +461,7 @@ def profiles_for(
     """
     _check_views(manifest, max_views, max_targets)
     opt_views = max(1, max_views // 2) if opt_views is None else opt_views
-    opt_targets = 1 if opt_targets is None else opt_targets
+    opt_targets = max_targets if opt_targets is None else opt_targets
     if not 1 <= opt_views <= max_views:
         raise ViewrtError(f"opt_views: expected 1..{max_views}, got {opt_views}")
     if not 1 <= opt_targets <= max_targets:
@@ -494,6 +497,7 @@ def build_all(
     precision: str,
     max_views: int,
     max_targets: int = 8,
+    tf32: bool = False,
 ) -> dict:
     """Build ``encoder.engine`` and ``decoder.engine`` next to the exported ONNX graphs.
 
@@ -506,6 +510,7 @@ def build_all(
         precision: ``"fp32"`` or ``"fp16"`` (see :func:`build_engine`).
         max_views: Most views the cache will hold.
         max_targets: Most target views per decoder call.
+        tf32: Allow TF32 for fp32 tensors (see :func:`build_engine`).
 
     Returns:
         ``{"encoder": info, "decoder": info}`` with ``info`` as returned by :func:`build_engine`.
@@ -534,6 +539,7 @@ def build_all(
             profiles[graph],
             precision,
             timing_cache=cache,
+            tf32=tf32,
         )
         for graph in _GRAPHS
     }

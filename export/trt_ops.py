@@ -57,6 +57,18 @@ TRT_10_3_ONNX_OPS: frozenset[str] = frozenset({
     "Transpose", "Trilu", "Unsqueeze", "Upsample", "Where", "Xor",
 })  # fmt: skip
 
+# Per-op restrictions of the same table (its "Restrictions" column): inputs that TensorRT's
+# parser needs as build-time constants (an initializer, or a Constant node's output). ReduceX:
+# "`axes` must be an initializer"; Slice: "`axes` must be an initializer" (10.1 GA table; the
+# 10.3 changelog relaxes it, kept here so graphs stay parseable by 10.x before 10.3 too);
+# Squeeze / Unsqueeze: "`axes` must be resolvable to a constant". {op: ((input index, name),)}.
+CONSTANT_INPUTS: dict[str, tuple[tuple[int, str], ...]] = {
+    **{op: ((1, "axes"),) for op in (
+        "ReduceL1", "ReduceL2", "ReduceLogSum", "ReduceLogSumExp", "ReduceMax", "ReduceMean",
+        "ReduceMin", "ReduceProd", "ReduceSum", "ReduceSumSquare", "Squeeze", "Unsqueeze")},
+    "Slice": ((3, "axes"),),
+}  # fmt: skip
+
 _DEFAULT_DOMAINS = ("", "ai.onnx")
 
 
@@ -129,6 +141,39 @@ def unsupported_ops(
     return bad
 
 
+def non_constant_inputs(model: onnx.ModelProto | str | Path) -> list[tuple[str, str, str, str]]:
+    """List the node inputs that TensorRT needs as constants but the graph computes.
+
+    Args:
+        model: A loaded model or the path of an ``.onnx`` file (external weights are not read).
+
+    Returns:
+        ``(op_type, node_name, input_role, tensor_name)`` for each input listed in
+        :data:`CONSTANT_INPUTS` that is neither an initializer nor a Constant node's output
+        (in the graph or an enclosing graph). Empty when every such input is constant.
+
+    Raises:
+        ViewrtError: The file does not exist or is not an ONNX model.
+    """
+    proto = _load(model)
+    bad = []
+
+    def visit(graph: onnx.GraphProto, outer: frozenset[str]) -> None:
+        constants = set(outer) | {i.name for i in graph.initializer}
+        constants |= {o for n in graph.node if n.op_type == "Constant" and n.domain in _DEFAULT_DOMAINS for o in n.output}
+        for node in graph.node:
+            if node.domain in _DEFAULT_DOMAINS:
+                for index, role in CONSTANT_INPUTS.get(node.op_type, ()):
+                    if index < len(node.input) and node.input[index] and node.input[index] not in constants:
+                        bad.append((node.op_type, _label(node), role, node.input[index]))
+            for attr in node.attribute:
+                for sub in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)):
+                    visit(sub, frozenset(constants))
+
+    visit(proto.graph, frozenset())
+    return bad
+
+
 def _default_opset(proto: onnx.ModelProto) -> int | None:
     for opset in proto.opset_import:
         if opset.domain in _DEFAULT_DOMAINS:
@@ -150,8 +195,9 @@ def check_trt_compatible(
         supported: Operator types of the default ONNX domain that the parser supports.
 
     Raises:
-        ViewrtError: The default-domain opset is missing or outside ``opset_range``, or some
-            nodes use unsupported ops. The message names each offending op with its node
+        ViewrtError: The default-domain opset is missing or outside ``opset_range``, some
+            nodes use unsupported ops, or an input that must be constant (:data:`CONSTANT_INPUTS`,
+            e.g. ReduceMean's ``axes``) is computed. The message names each offending op with its node
             count and the first node, e.g. ``Attention x2 (first: 'attn_0')``.
     """
     proto = _load(model)
@@ -172,6 +218,12 @@ def check_trt_compatible(
             first.setdefault(op, name)
         listed = ", ".join(f"{op} x{n} (first: '{first[op]}')" for op, n in counts.most_common())
         problems.append(f"{len(bad)} node(s) use ops TensorRT 10.3 cannot parse: {listed}")
+
+    computed = non_constant_inputs(proto)
+    if computed:
+        listed = ", ".join(f"{op} '{name}' input {role} (from '{src}')" for op, name, role, src in computed[:5])
+        more = f" and {len(computed) - 5} more" if len(computed) > 5 else ""
+        problems.append(f"{len(computed)} node input(s) TensorRT needs as constants are computed: {listed}{more}")
 
     if problems:
         name = proto.graph.name or "model"

@@ -34,6 +34,16 @@ class KVCache:
 
     def __init__(self, backend: Backend, manifest: Manifest, physical: int):
         self.backend, self.T = backend, manifest.tokens_per_view
+        # Slot s starts s * slot_bytes into each buffer; backends that bind by address may
+        # need every slot aligned (TensorRT: 256 bytes). Refuse before allocating anything.
+        itemsize = manifest.np_kv_dtype.itemsize
+        slot_bytes = self.T * manifest.n_heads * manifest.head_dim * itemsize
+        align = int(getattr(backend, "address_alignment", 1))
+        if slot_bytes % align:
+            raise ViewrtError(f"one view's K/V ({self.T} tokens x {manifest.n_heads} heads x {manifest.head_dim} x "
+                              f"{itemsize} bytes = {slot_bytes} bytes) is not a multiple of the "
+                              f"{align}-byte address alignment the {backend.name} backend needs, so cache slots "
+                              "cannot be bound in place; use a config whose per-view K/V size is a multiple of it")
         self.present = manifest.present_names
         self.past = {name: N.paired_name(name) for name in self.present}  # by layer and kind, never by position
         shape = (1, physical * self.T, manifest.n_heads, manifest.head_dim)  # [1, slots*T, H, Dh]

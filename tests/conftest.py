@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import sys
 
 import pytest
 
@@ -34,12 +35,35 @@ def small_export(tmp_path_factory):
     return _export(tmp_path_factory, "small")
 
 
+def _real_tensorrt() -> str | None:
+    """None where the real ``tensorrt`` imports, else why not (the fake in tests/fake_tensorrt is
+    only ever put in sys.modules inside a test, never at collection)."""
+    loaded = sys.modules.get("tensorrt")
+    if loaded is not None:
+        return "only the fake TensorRT (tests/fake_tensorrt) is loaded" if getattr(loaded, "IS_FAKE", False) else None
+    if importlib.util.find_spec("tensorrt") is None:
+        return "TensorRT is not installed on this machine"
+    return None
+
+
 def pytest_collection_modifyitems(config, items):
-    """Skip trt/gpu tests with a reason where TensorRT or a GPU is absent."""
-    has_trt = importlib.util.find_spec("tensorrt") is not None
+    """The one skip policy for hardware markers: ``trt`` skips where TensorRT does not import,
+    ``gpu`` skips where no CUDA GPU is usable; each with the reason (markers only, never names:
+    a test is never skipped for its file or folder name)."""
+    wants_trt = any(item.get_closest_marker("trt") for item in items)
+    wants_gpu = any(item.get_closest_marker("gpu") for item in items)
+    no_trt = _real_tensorrt() if wants_trt else None
+    no_gpu = None
+    if wants_gpu:
+        from viewrt.devices import probe_gpu
+
+        gpu = probe_gpu()
+        no_gpu = None if gpu.count else f"no CUDA GPU: {gpu.reason}"
     for item in items:
-        if "trt" in item.keywords and not has_trt:
-            item.add_marker(pytest.mark.skip(reason="TensorRT is not installed on this machine"))
+        if item.get_closest_marker("trt") and no_trt:
+            item.add_marker(pytest.mark.skip(reason=no_trt))
+        elif item.get_closest_marker("gpu") and no_gpu:
+            item.add_marker(pytest.mark.skip(reason=no_gpu))
 
 
 @pytest.fixture(scope="module")

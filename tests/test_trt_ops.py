@@ -6,7 +6,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from viewrt.errors import ViewrtError
-from viewrt.export.trt_ops import TRT_10_3_ONNX_OPS, check_trt_compatible, unsupported_ops
+from viewrt.export.trt_ops import TRT_10_3_ONNX_OPS, check_trt_compatible, non_constant_inputs, unsupported_ops
 
 D = 8  # hidden size of the toy graphs
 
@@ -140,3 +140,36 @@ def test_op_list_has_core_ops_and_lacks_newer_ones():
     later = {"Attention", "RMSNormalization", "TensorScatter", "RotaryEmbedding",
              "BlackmanWindow", "STFT", "DynamicQuantizeLinear"}  # fmt: skip
     assert not later & TRT_10_3_ONNX_OPS
+
+
+def test_axes_that_must_be_constant_are_checked():
+    """ReduceMean/Squeeze/Unsqueeze/Slice `axes`: an initializer or a Constant node, never computed."""
+    axes = numpy_helper.from_array(np.array([-1], np.int64), "axes")
+    ok = _model([helper.make_node("ReduceMean", ["x", "axes"], ["m"], "mean", keepdims=1),
+                  helper.make_node("Add", ["x", "m"], ["y"], "add")], opset=18, initializers=[axes])
+    check_trt_compatible(ok)
+    const = _model([helper.make_node("Constant", [], ["ax"], "ax", value=numpy_helper.from_array(np.array([-1], np.int64))),
+                    helper.make_node("ReduceMean", ["x", "ax"], ["m"], "mean", keepdims=1),
+                    helper.make_node("Add", ["x", "m"], ["y"], "add")], opset=18)
+    assert non_constant_inputs(const) == []
+
+    computed = _model([
+        helper.make_node("Shape", ["x"], ["s"], "shape"),
+        helper.make_node("Size", ["s"], ["n"], "rank"),
+        helper.make_node("Sub", ["n", "one"], ["last"], "last_axis"),
+        helper.make_node("Unsqueeze", ["last", "zero"], ["ax"], "to_1d"),
+        helper.make_node("ReduceMean", ["x", "ax"], ["m"], "mean", keepdims=1),
+        helper.make_node("Add", ["x", "m"], ["y"], "add"),
+    ], opset=18, initializers=[numpy_helper.from_array(np.array(1, np.int64), "one"),
+                               numpy_helper.from_array(np.array([0], np.int64), "zero")])
+    assert unsupported_ops(computed) == []
+    assert non_constant_inputs(computed) == [("ReduceMean", "mean", "axes", "ax")]
+    with pytest.raises(ViewrtError, match=r"needs as constants are computed: ReduceMean 'mean' input axes \(from 'ax'\)"):
+        check_trt_compatible(computed)
+
+
+def test_exported_graphs_pass_the_constant_input_check(tiny_export):
+    out_dir, _ = tiny_export
+    for name in ("encoder.onnx", "decoder.onnx"):
+        assert non_constant_inputs(out_dir / name) == []
+        check_trt_compatible(out_dir / name)

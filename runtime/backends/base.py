@@ -2,8 +2,9 @@
 
 A backend is a context manager (activate / deactivate) that runs the two graphs of an
 export. The base class validates every host input against the manifest (name, dtype,
-shape, dynamic bounds, finiteness) and resolves output shapes; subclasses implement only
-memory (alloc, copy, upload, download) and ``_run`` (bind buffers by address and execute).
+shape, dynamic bounds, finiteness) and resolves output shapes; memory comes from the shared
+implementations in memory.py; subclasses implement only ``_run`` (bind buffers by address and
+execute) and their own set-up.
 Buffers are token-major ``[1, T, H, Dh]`` regions, so a run of tokens is one pointer
 plus a length: that is what makes writing a cache slot and reading the valid prefix
 zero-copy.
@@ -53,8 +54,8 @@ class Buffer:
 class Backend:
     """Base runner over an export's encoder and decoder.
 
-    Subclasses implement ``activate``, ``deactivate``, ``alloc``, ``copy``, ``upload``,
-    ``download``, ``synchronize`` and ``_run``.
+    Subclasses implement ``activate`` (which sets ``self.memory``), ``deactivate`` and
+    ``_run``; memory is shared (runtime/backends/memory.py).
     """
 
     name = "base"
@@ -102,25 +103,31 @@ class Backend:
     def deactivate(self) -> None:
         raise NotImplementedError
 
-    # -- memory ---------------------------------------------------------------------------
+    # -- memory: shared implementations (memory.HostMemory, memory.CudaMemory) ---------------
+    # A subclass sets ``self.memory`` in activate(); these route to it.
+    memory = None
+    address_alignment = 1  # bytes every bound address must be a multiple of (TensorRT: 256)
+
     def alloc(self, shape: tuple, dtype) -> Buffer:
         """Zero-filled buffer on this backend's device, allocated once."""
-        raise NotImplementedError
+        return self.memory.alloc(shape, dtype)
 
     def copy(self, dst: Buffer, src: Buffer) -> None:
         """Device-to-device copy of equal-sized buffers."""
-        raise NotImplementedError
+        self.memory.copy(dst, src)
 
     def upload(self, array: np.ndarray, staging: Buffer | None = None) -> Buffer:
         """Make a host array readable by the graphs (host memory: no copy)."""
-        raise NotImplementedError
+        return self.memory.upload(array, staging)
 
     def download(self, buf: Buffer) -> np.ndarray:
         """A host copy of a buffer's contents."""
-        raise NotImplementedError
+        return self.memory.download(buf)
 
     def synchronize(self) -> None:
         """Wait for queued device work (no-op on the CPU)."""
+        if self.memory is not None:
+            self.memory.synchronize()
 
     def _run(self, graph: str, inputs: dict[str, Buffer], outputs: dict[str, Buffer]) -> None:
         raise NotImplementedError

@@ -5,11 +5,11 @@ the encoder writes into a cache slot and the decoder reads the cache prefix in p
 
 from __future__ import annotations
 
-import numpy as np
 
 from viewrt.errors import ViewrtError
 from viewrt.runtime.backends.base import Backend, Buffer
 from viewrt.contract.manifest import Manifest
+from viewrt.runtime.backends.memory import HostMemory
 
 _PROVIDERS = {
     "cpu": ["CPUExecutionProvider"],
@@ -48,7 +48,6 @@ class OrtBackend(Backend):
         self.materializes_attention = kind != "tensorrt"  # the TensorRT EP fuses attention
         super().__init__(manifest, "cpu" if kind == "cpu" else f"cuda:{self.device_id}")
         self.threads = threads
-        self._stream = None
 
     def activate(self) -> None:
         import onnxruntime as ort
@@ -74,17 +73,21 @@ class OrtBackend(Backend):
                 raise ViewrtError(f"{self.manifest.path(g)}: ONNX Runtime cannot load it ({str(e).splitlines()[0]})") from None
             sess = self.sessions[g]
             self.check_io(g, [_declared(t) for t in sess.get_inputs()], [_declared(t) for t in sess.get_outputs()], self.manifest.graphs[g].file)
-        if self.kind != "cpu":
-            from viewrt.runtime.backends import cuda
+        if self.kind == "cpu":
+            self.memory = HostMemory()
+        else:
+            from viewrt.runtime.backends.memory import CudaMemory
 
-            cuda.set_device(self.device_id)
-            self._stream = cuda.Stream()
+            self.memory = CudaMemory(self.device_id)
 
     def _provider_options(self, provider: str, graph: str) -> dict:
         """Options of a GPU execution provider. For the TensorRT EP: one optimization
         profile from the manifest's dynamic axes (past tokens 1 view .. max views, targets
-        1 .. max targets), fp16 for fp16 exports, and engine and timing caches next to the
-        export, so the EP builds its engines once instead of on every new shape."""
+        1 .. max targets, tuned for the maximum), no precision flag (``trt_fp16_enable``
+        builds weakly typed; the export's precision is in the graph, so the EP builds it
+        strongly typed), an engine cache keyed by the graph's sha256 (a subfolder per
+        checksum: re-exported weights never meet a stale engine) and a timing cache, both
+        next to the export."""
         opts = {"device_id": self.device_id}
         if provider != "TensorrtExecutionProvider":
             return opts
@@ -95,59 +98,25 @@ class OrtBackend(Backend):
             if any(isinstance(d, str) for d in t.shape):
                 lo.append(f"{t.name}:" + "x".join(str(dims[d][0] if isinstance(d, str) else d) for d in t.shape))
                 hi.append(f"{t.name}:" + "x".join(str(dims[d][2] if isinstance(d, str) else d) for d in t.shape))
-        cache = str(m.dir / "ort_trt_cache")
-        opts.update({"trt_fp16_enable": m.precision_row.ort_trt_fp16, "trt_engine_cache_enable": True,
-                     "trt_engine_cache_path": cache, "trt_timing_cache_enable": True, "trt_timing_cache_path": cache})
+        root = m.dir / "ort_trt_cache"
+        sha = m.graphs[graph].sha256
+        if not sha:
+            raise ViewrtError(f"{m.dir}: the manifest records no sha256 for the {graph} graph; re-export")
+        # typed graphs are never down-cast (precision table); engines are keyed by the graph's content
+        opts.update({"trt_fp16_enable": m.precision_row.ort_trt_fp16, "trt_int8_enable": False, "trt_engine_cache_enable": True,
+                     "trt_engine_cache_path": str(root / sha), "trt_timing_cache_enable": True,
+                     "trt_timing_cache_path": str(root)})
         if lo:
             opts.update({"trt_profile_min_shapes": ",".join(lo), "trt_profile_opt_shapes": ",".join(hi), "trt_profile_max_shapes": ",".join(hi)})
         return opts
 
     def deactivate(self) -> None:
+        if self.memory is not None:
+            self.memory.synchronize()  # queued copies finish before the sessions go
         self.sessions = {}
-        if self._stream is not None:
-            self._stream.close()
-            self._stream = None
-
-    # -- memory: numpy on the CPU, cudaMalloc on a GPU ------------------------------------
-    def alloc(self, shape: tuple, dtype) -> Buffer:
-        dtype = np.dtype(dtype)
-        if self.kind == "cpu":
-            arr = np.zeros(shape, dtype)
-            return Buffer(arr.ctypes.data, tuple(shape), dtype, "cpu", host=arr)
-        from viewrt.runtime.backends.cuda import DeviceMemory
-
-        mem = DeviceMemory(int(np.prod(shape)) * dtype.itemsize)
-        return Buffer(mem.ptr, tuple(shape), dtype, self.device, owner=mem)
-
-    def copy(self, dst: Buffer, src: Buffer) -> None:
-        if dst.nbytes != src.nbytes:
-            raise ValueError("copy between buffers of different sizes")
-        if self.kind == "cpu":
-            np.copyto(dst.host, src.host)
-        else:
-            self._stream.copy(dst.ptr, src.ptr, src.nbytes, "d2d")
-
-    def upload(self, array: np.ndarray, staging: Buffer | None = None) -> Buffer:
-        array = np.ascontiguousarray(array)
-        if self.kind == "cpu":
-            return Buffer(array.ctypes.data, array.shape, array.dtype, "cpu", host=array)
-        buf = staging if staging is not None and staging.nbytes >= array.nbytes else self.alloc(array.shape, array.dtype)
-        buf = Buffer(buf.ptr, array.shape, array.dtype, self.device, owner=buf)
-        self._stream.copy(buf.ptr, array.ctypes.data, array.nbytes, "h2d")
-        self._stream.synchronize()
-        return buf
-
-    def download(self, buf: Buffer) -> np.ndarray:
-        if self.kind == "cpu":
-            return buf.host.copy()
-        out = np.empty(buf.shape, buf.dtype)
-        self._stream.copy(out.ctypes.data, buf.ptr, buf.nbytes, "d2h")
-        self._stream.synchronize()
-        return out
-
-    def synchronize(self) -> None:
-        if self._stream is not None:
-            self._stream.synchronize()
+        if self.memory is not None:
+            self.memory.close()
+            self.memory = None
 
     def _run(self, graph: str, inputs: dict[str, Buffer], outputs: dict[str, Buffer]) -> None:
         session = self.sessions[graph]
@@ -157,6 +126,5 @@ class OrtBackend(Backend):
             binding.bind_input(name, dev, self.device_id, b.dtype, list(b.shape), b.ptr)
         for name, b in outputs.items():
             binding.bind_output(name, dev, self.device_id, b.dtype, list(b.shape), b.ptr)
-        if self._stream is not None:
-            self._stream.synchronize()  # copies queued on our stream precede the run
+        self.memory.synchronize()  # copies queued on our stream precede the run
         session.run_with_iobinding(binding)

@@ -1,24 +1,18 @@
 """Native TensorRT backend (10.x and 11.x runtime API): engines from ``viewrt build``,
-device buffers from cuda-python, ``set_input_shape`` / ``set_tensor_address`` /
-``execute_async_v3`` on one stream. The cache lives in device memory.
+device buffers from the shared CUDA memory (memory.CudaMemory), ``set_input_shape`` /
+``set_tensor_address`` / ``execute_async_v3`` on its stream. The cache lives in device memory.
+TensorRT is imported through viewrt.devices (the one TensorRT import and GPU probe).
 """
 
 from __future__ import annotations
 
-import numpy as np
 
+from viewrt import devices
 from viewrt.errors import ViewrtError
-from viewrt.runtime.backends import cuda
 from viewrt.runtime.backends.base import Backend, Buffer
 from viewrt.contract.manifest import Manifest
 
-
-def _import_trt():
-    try:
-        import tensorrt as trt
-    except ImportError:
-        raise ViewrtError("TensorRT is not installed (pip install tensorrt from NVIDIA's index, or JetPack's python3-libnvinfer)") from None
-    return trt
+GRAPHS = ("encoder", "decoder")
 
 
 class TrtBackend(Backend):
@@ -28,13 +22,14 @@ class TrtBackend(Backend):
         manifest: the export's manifest, with the engines recorded by ``viewrt build``.
         device: "cuda[:N]".
     Raises (on activate): ViewrtError when TensorRT or the engines are missing, when the
-        engines were built for another GPU or TensorRT version, or an engine's tensors do
-        not match the manifest.
+        engines were built for another GPU or TensorRT version, or an engine's tensors
+        (names, modes, dtypes, static dims) do not match the manifest.
     """
 
     name = "trt"
     options = ("device",)
     materializes_attention = False  # TensorRT fuses the attention pattern
+    address_alignment = 256  # setTensorAddress: "The pointer must have at least 256-byte alignment"
 
     def __init__(self, manifest: Manifest, device: str = "cuda:0"):
         kind, _, idx = device.partition(":")
@@ -43,80 +38,103 @@ class TrtBackend(Backend):
         self.device_id = int(idx or 0)
         super().__init__(manifest, f"cuda:{self.device_id}")
         engines = manifest.engines or {}
-        for g in ("encoder", "decoder"):
+        for g in GRAPHS:
             prof = (engines.get(g) or {}).get("profiles", {})
             for name, p in prof.items():
                 if name in manifest.past_names[:1]:
                     self.bounds["past_tokens"] = min(self.bounds["past_tokens"], int(p["max"][1]))
                 if name == manifest.target_input:
                     self.bounds["num_targets"] = min(self.bounds["num_targets"], int(p["max"][1]))
+        self.materializes_attention = self._decoder_materializes_attention(engines.get("decoder") or {})
+        self.engines, self.contexts = {}, {}
+
+    def _decoder_materializes_attention(self, built: dict) -> bool:
+        """Whether the decoder engine holds attention scores in memory, judged from the
+        activation memory recorded at build (``device_memory_size_v2`` at the profile's max):
+        at least the scores of all targets x all cached tokens (fp32) means attention did not
+        fuse (e.g. Casts around the softmax), so the renderer splits targets by its attention
+        budget as it does for ONNX Runtime. Unrecorded: assume fused (TensorRT's MHA fusion)."""
+        mem = built.get("device_memory_bytes")
+        if mem is None:
+            return False
+        m = self.manifest
+        scores = self.bounds["num_targets"] * m.tokens_per_view * self.bounds["past_tokens"] * m.n_heads * 4
+        return int(mem) >= scores
 
     def activate(self) -> None:
-        trt = _import_trt()
+        trt = devices.import_tensorrt()
         m = self.manifest
         engines = m.engines or {}
-        if not all(g in engines for g in ("encoder", "decoder")):
+        if not all(g in engines for g in GRAPHS):
             raise ViewrtError(f"{m.dir}: no TensorRT engines recorded; run `viewrt build {m.dir}`")
+        from viewrt.runtime.backends import cuda
+        from viewrt.runtime.backends.memory import CudaMemory
+
         cuda.set_device(self.device_id)
         gpu = cuda.device_name(self.device_id)
-        for g in ("encoder", "decoder"):
+        for g in GRAPHS:
             built = engines[g]
             if built.get("tensorrt") != trt.__version__:
                 raise ViewrtError(f"{m.path(g, 'engine')}: built with TensorRT {built.get('tensorrt')}, this is {trt.__version__}; rebuild with `viewrt build`")
             if built.get("gpu") != gpu:
                 raise ViewrtError(f"{m.path(g, 'engine')}: built for {built.get('gpu')}, this GPU is {gpu}; rebuild on this device")
-        m.verify([engines[g]["file"] for g in ("encoder", "decoder")])
+        m.verify_files([engines[g]["file"] for g in GRAPHS])
+        self._load_engines(trt)
+        self.memory = CudaMemory(self.device_id)
+
+    def _load_engines(self, trt) -> None:
+        """Deserialize both engines, check them against the manifest, make contexts."""
+        m = self.manifest
         self._logger = trt.Logger(trt.Logger.WARNING)
         self._runtime = trt.Runtime(self._logger)
         if self._runtime is None:
             raise ViewrtError("TensorRT: could not create a runtime")
-        self.engines, self.contexts = {}, {}
-        for g in ("encoder", "decoder"):
+        for g in GRAPHS:
             engine = self._runtime.deserialize_cuda_engine(m.path(g, "engine").read_bytes())
             if engine is None:
                 raise ViewrtError(f"{m.path(g, 'engine')}: TensorRT could not deserialize it")
-            names = {engine.get_tensor_name(i) for i in range(engine.num_io_tensors)}
-            want = {t.name for t in m.tensors(g, "inputs") + m.tensors(g, "outputs")}
-            if names != want:
-                raise ViewrtError(f"{m.path(g, 'engine')}: tensors {sorted(names)} do not match the manifest's {sorted(want)}")
+            self.check_engine(trt, g, engine)
             context = engine.create_execution_context()
             if context is None:
                 raise ViewrtError(f"{m.path(g, 'engine')}: could not create an execution context (out of device memory?)")
             self.engines[g], self.contexts[g] = engine, context
-        self._stream = cuda.Stream()
+
+    def check_engine(self, trt, graph: str, engine) -> None:
+        """Check an engine's IO tensors against the manifest: names, input/output mode, dtype
+        and every static dimension (dynamic ones must be dynamic in the engine).
+
+        Raises: ViewrtError naming the tensor, what the manifest says and what the engine has.
+        """
+        m = self.manifest
+        where = m.path(graph, "engine")
+        want = {t.name: ("input", t) for t in m.tensors(graph, "inputs")}
+        want.update({t.name: ("output", t) for t in m.tensors(graph, "outputs")})
+        names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+        if set(names) != set(want):
+            raise ViewrtError(f"{where}: tensors {sorted(names)} do not match the manifest's {sorted(want)}")
+        for name in names:
+            mode, info = want[name]
+            got_mode = "input" if engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT else "output"
+            if got_mode != mode:
+                raise ViewrtError(f"{where}: tensor '{name}' is an {got_mode} of the engine, the manifest has an {mode}")
+            dt = engine.get_tensor_dtype(name)
+            got_dtype = devices.TRT_DTYPES.get(dt.name, dt.name.lower())
+            if got_dtype != str(info.dtype):
+                raise ViewrtError(f"{where}: tensor '{name}' has dtype {got_dtype} in the engine, the manifest says {info.dtype}")
+            shape = tuple(int(d) for d in engine.get_tensor_shape(name))
+            ok = len(shape) == len(info.shape) and all(
+                (d == -1) if isinstance(w, str) else d == w for d, w in zip(shape, info.shape))
+            if not ok:
+                want_shape = tuple(-1 if isinstance(w, str) else w for w in info.shape)
+                raise ViewrtError(f"{where}: tensor '{name}' has shape {shape} in the engine, the manifest says {want_shape} (-1: dynamic)")
 
     def deactivate(self) -> None:
+        if self.memory is not None:
+            self.memory.synchronize()  # no queued work may still use a context being released
         self.contexts, self.engines = {}, {}
-        if getattr(self, "_stream", None) is not None:
-            self._stream.close()
-            self._stream = None
-
-    def alloc(self, shape: tuple, dtype) -> Buffer:
-        dtype = np.dtype(dtype)
-        mem = cuda.DeviceMemory(int(np.prod(shape)) * dtype.itemsize)
-        return Buffer(mem.ptr, tuple(shape), dtype, self.device, owner=mem)
-
-    def copy(self, dst: Buffer, src: Buffer) -> None:
-        if dst.nbytes != src.nbytes:
-            raise ValueError("copy between buffers of different sizes")
-        self._stream.copy(dst.ptr, src.ptr, src.nbytes, "d2d")
-
-    def upload(self, array: np.ndarray, staging: Buffer | None = None) -> Buffer:
-        array = np.ascontiguousarray(array)
-        buf = staging if staging is not None and staging.nbytes >= array.nbytes else self.alloc(array.shape, array.dtype)
-        buf = Buffer(buf.ptr, array.shape, array.dtype, self.device, owner=buf)
-        self._stream.copy(buf.ptr, array.ctypes.data, array.nbytes, "h2d")
-        self._stream.synchronize()  # the host array may be freed by the caller
-        return buf
-
-    def download(self, buf: Buffer) -> np.ndarray:
-        out = np.empty(buf.shape, buf.dtype)
-        self._stream.copy(out.ctypes.data, buf.ptr, buf.nbytes, "d2h")
-        self._stream.synchronize()
-        return out
-
-    def synchronize(self) -> None:
-        self._stream.synchronize()
+        if self.memory is not None:
+            self.memory.close()
+            self.memory = None
 
     def _run(self, graph: str, inputs: dict[str, Buffer], outputs: dict[str, Buffer]) -> None:
         ctx = self.contexts[graph]
@@ -124,9 +142,13 @@ class TrtBackend(Backend):
             if not ctx.set_input_shape(name, tuple(b.shape)):
                 raise ViewrtError(f"{graph} engine: input '{name}' shape {tuple(b.shape)} is outside its optimization profile")
             if not ctx.set_tensor_address(name, b.ptr):
-                raise ViewrtError(f"{graph} engine: cannot bind input '{name}'")
+                raise ViewrtError(f"{graph} engine: cannot bind input '{name}' at address {b.ptr:#x} (TensorRT needs 256-byte alignment)")
         for name, b in outputs.items():
+            resolved = tuple(int(d) for d in ctx.get_tensor_shape(name))
+            if resolved != tuple(b.shape):
+                raise ViewrtError(f"{graph} engine: output '{name}' resolves to shape {resolved} for these inputs, "
+                                  f"the bound buffer holds {tuple(b.shape)}")
             if not ctx.set_tensor_address(name, b.ptr):
-                raise ViewrtError(f"{graph} engine: cannot bind output '{name}'")
-        if not ctx.execute_async_v3(self._stream.handle):
+                raise ViewrtError(f"{graph} engine: cannot bind output '{name}' at address {b.ptr:#x} (TensorRT needs 256-byte alignment)")
+        if not ctx.execute_async_v3(self.memory.stream.handle):
             raise ViewrtError(f"{graph} engine: execution failed")

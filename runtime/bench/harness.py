@@ -208,9 +208,9 @@ class Bench:
             raise ViewrtError("no backend can run here: " + "; ".join(f"{b}: {why}" for b, why in self.skipped.items()))
 
     def _available(self, names: list[str] | None) -> tuple[list[str], dict[str, str]]:
-        import importlib.util
-
         import onnxruntime as ort
+
+        from viewrt import devices
 
         providers = ort.get_available_providers()
         if names is None:
@@ -224,8 +224,8 @@ class Bench:
                 why = "onnxruntime has no CUDAExecutionProvider here"
             elif b == "ort-trt" and "TensorrtExecutionProvider" not in providers:
                 why = "onnxruntime has no TensorrtExecutionProvider here"
-            elif b == "trt" and importlib.util.find_spec("tensorrt") is None:
-                why = "tensorrt is not installed"
+            elif b == "trt" and not devices.tensorrt_status().ok:
+                why = devices.tensorrt_status().reason
             elif b == "trt" and not self.manifest.engines:
                 why = f"no engines in {self.cfg.export_dir} (run `viewrt build`)"
             if why is None:

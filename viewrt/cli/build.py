@@ -16,18 +16,20 @@ from viewrt.contract.precision import PRECISIONS
 @click.option("--max-views", type=int, default=None, help="Profile maximum in views (default: the manifest's).")
 @click.option("--max-targets", type=int, default=8, show_default=True)
 @click.option("--if-available", is_flag=True, help="Where TensorRT or a GPU is absent, say so and exit 0.")
+@click.option("--tf32", is_flag=True, help="Allow TF32 matmuls for fp32 tensors (default: cleared, true fp32).")
 @cli_errors
-def build(export_dir, precision, max_views, max_targets, if_available):
+def build(export_dir, precision, max_views, max_targets, if_available, tf32):
     """Build TensorRT engines (encoder.engine, decoder.engine) from an export folder."""
     from viewrt.export.engines import build_engines, read_export
     from viewrt.export.trt_build import trt_available
 
-    ok, reason = trt_available()  # checked once for the whole command
+    ok, reason = trt_available()  # probed once for the whole command (viewrt.devices)
     if not ok and if_available:
         read_export(Path(export_dir))  # the graphs are there and match
         click.echo(f"engines NOT built in {export_dir}: {reason}. The ONNX graphs and manifest are ready; "
                    "run `viewrt build` on the target device (TensorRT engines are tied to GPU and TensorRT version).")
         return
-    engines = build_engines(Path(export_dir), precision, max_views, max_targets, availability=(ok, reason))
-    click.echo(f"built {', '.join(e['file'] for e in engines.values())} in {export_dir} (TensorRT "
-               f"{engines['encoder']['tensorrt']}, {engines['encoder']['gpu']}); recorded in manifest.json")
+    engines = build_engines(Path(export_dir), precision, max_views, max_targets, tf32)
+    e = engines["encoder"]
+    click.echo(f"built {', '.join(x['file'] for x in engines.values())} in {export_dir} (TensorRT {e['tensorrt']}, "
+               f"{e['gpu']}, {e['precision']}, {e['typing']}ly typed, TF32 {'on' if tf32 else 'off'}); recorded in manifest.json")
