@@ -39,7 +39,7 @@ def build_engines(export_dir: Path, precision: str | None = None, max_views: int
     manifest.dynamic_ranges(max_views, max_targets)  # raises outside the export's range
     record = manifest.to_dict()
     est = estimate_memory(record, max_views, max_targets)
-    log.warning("[build] engines for %d views x %d targets will need about %s MiB of device memory (KV cache %s MiB)",
+    log.info("[build] engines for %d views x %d targets will need about %s MiB of device memory (KV cache %s MiB)",
                 max_views, max_targets, est["total_mib"], est["cache_mib"])
     ok, reason = trt_available()  # probed once per process (viewrt.devices)
     if not ok:

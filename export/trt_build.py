@@ -24,6 +24,8 @@ Each build records the effective precision, the typing mode, the builder flags a
 
 from __future__ import annotations
 
+import logging
+
 import hashlib
 import os
 import time
@@ -43,8 +45,11 @@ _PRECISIONS = ("fp32", "fp16")
 _GRAPHS = ("encoder", "decoder")
 
 
+_log = logging.getLogger("viewrt.build")
+
+
 def _say(msg: str) -> None:
-    print(f"[trt] {msg}", flush=True)
+    _log.info("[trt] %s", msg)
 
 
 # ---------------------------------------------------------------------------- availability

@@ -383,8 +383,8 @@ def test_cli_user_errors_are_one_line(tmp_path):
         (["--preset", "tiny", "--checkpoint", tmp_path / "missing.pt"], ("missing.pt", "no such file")),
         (["--preset", "tiny", "--checkpoint", corrupt], ("corrupt.pt", "cannot be read")),
         (["--preset", "huge"], ("unknown preset 'huge'",)),
-        (["--preset", "tiny", "--max-views", "0"], ("--max-views must be at least 1, got 0",)),
-        (["--preset", "tiny", "--max-views", "-3"], ("got -3",)),
+        (["--preset", "tiny", "--max-views", "0"], ("'--max-views': 0 is not in the range x>=1",)),
+        (["--preset", "tiny", "--max-views", "-3"], ("-3 is not in the range",)),
     ]
     for args, fragments in cases:
         r = _invoke(["export", *args, "--out", out])

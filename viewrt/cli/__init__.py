@@ -40,7 +40,25 @@ class _OneLineGroup(click.Group):
 @click.version_option(package_name="viewrt")
 def main():
     """viewrt: export KV-cached view-synthesis transformers (Efficient-LVSM) and run
-    them view by view on ONNX Runtime or TensorRT."""
+    them view by view on ONNX Runtime, OpenVINO or TensorRT."""
+    _log_to_stderr()
+
+
+def _log_to_stderr() -> None:
+    """Messages of the layers (logging.getLogger("viewrt.*")) go to stderr as plain lines."""
+    import logging
+
+    class _Stderr(logging.Handler):
+        _viewrt_cli = True
+
+        def emit(self, record):  # the stderr of the moment (click's test runner swaps it)
+            click.echo(self.format(record), err=True)
+
+    log = logging.getLogger("viewrt")
+    if not any(getattr(h, "_viewrt_cli", False) for h in log.handlers):
+        log.addHandler(_Stderr())
+        log.setLevel(logging.INFO)
+        log.propagate = False
 
 
 # One line per subcommand (each module defines one click command).
