@@ -280,17 +280,18 @@ class Renderer:
             "frame_source": "caller" if self._given_frame is not None else ("first added view" if self.frame is not None else "not fixed yet"),
             "backend": self.backend.name,
             "device": self.backend.device,
+            "precision": self.backend.info()["precision"],
         }
 
 
 def open(export_dir: str | Path, backend: str = "ort", max_views: int | None = None, window: int | None = None,
          pinned: int = 0, device: str | None = None, frame=None, threads: int | None = None,
-         targets_per_call: int | None = None, attention_budget_mib: float = 256.0) -> Renderer:  # noqa: A001
+         targets_per_call: int | None = None, attention_budget_mib: float = 256.0, precision: str | None = None) -> Renderer:  # noqa: A001
     """Open an export folder for view-by-view rendering.
 
     Args:
         export_dir: folder with manifest.json and the graphs (and engines for "trt").
-        backend: "ort" (ONNX Runtime) or "trt" (native TensorRT).
+        backend: "ort" (ONNX Runtime), "openvino" (OpenVINO CPU) or "trt" (native TensorRT).
         max_views: cache capacity (default and maximum: the export's max_views).
         window: sliding window size (None: no eviction, a full cache is an error).
         pinned: the first ``pinned`` views are never evicted.
@@ -298,7 +299,7 @@ def open(export_dir: str | Path, backend: str = "ort", max_views: int | None = N
             "cuda:N" for trt.
         frame: normalization frame: a NormalizationFrame, cameras (or c2w matrices) to
             compute it from, or None to take it from the first added view.
-        threads: ONNX Runtime intra-op threads.
+        threads: ONNX Runtime intra-op threads (OpenVINO: inference threads).
         targets_per_call: targets per decoder call (default: chosen by the budget below;
             all at once on TensorRT, whose fused attention materializes nothing).
         attention_budget_mib: ONNX Runtime runs attention as MatMul -> Softmax -> MatMul and
@@ -306,10 +307,15 @@ def open(export_dir: str | Path, backend: str = "ort", max_views: int | None = N
             targets are split across calls to keep that under this budget (e.g. `small`
             at 32 cached views: 2 targets per call, +7% decode time, ~400 MiB less peak
             memory than 8 at once, measured on 2 CPU cores).
+        precision: "openvino" only: None (OpenVINO's default for the CPU: bf16 with AMX or
+            AVX512-BF16, else f32), "f32", "bf16" or "f16"; ``info()["precision"]`` says
+            which is in use.
     Returns: a Renderer (a context manager; close() releases the backend).
     Raises: ViewrtError on a bad folder, manifest, checksum, backend or policy.
     """
     manifest = load_manifest(export_dir)
+    if precision is not None and backend != "openvino":
+        raise ViewrtError(f"precision= applies to the openvino backend; {backend!r} computes in the export's precision")
     if backend == "ort":
         from viewrt.runtime.backends.ort import OrtBackend
 
@@ -318,6 +324,10 @@ def open(export_dir: str | Path, backend: str = "ort", max_views: int | None = N
         from viewrt.runtime.backends.trt import TrtBackend
 
         be = TrtBackend(manifest, device or "cuda:0")
+    elif backend == "openvino":
+        from viewrt.runtime.backends.openvino import OpenVinoBackend
+
+        be = OpenVinoBackend(manifest, device or "cpu", precision, threads)
     else:
-        raise ViewrtError(f"unknown backend {backend!r}; expected ort or trt")
+        raise ViewrtError(f"unknown backend {backend!r}; expected ort, openvino or trt")
     return Renderer(manifest, be, max_views, window, pinned, frame, targets_per_call, attention_budget_mib)

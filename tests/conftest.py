@@ -34,6 +34,20 @@ def small_export(tmp_path_factory):
     return _export(tmp_path_factory, "small")
 
 
+# Runtime backends every runtime test runs on (options for viewrt.runtime.open); OpenVINO in
+# f32, the precision held to PyTorch within 1e-4.
+RUNTIME_BACKENDS = {"ort": {"backend": "ort"}, "openvino": {"backend": "openvino", "precision": "f32"}}
+
+
+@pytest.fixture(params=list(RUNTIME_BACKENDS))
+def backend(request):
+    """``viewrt.runtime.open`` options of each CPU runtime backend: ONNX Runtime, and OpenVINO
+    (f32) where it is installed (skipped with a reason elsewhere)."""
+    if request.param == "openvino" and importlib.util.find_spec("openvino") is None:
+        pytest.skip("OpenVINO is not installed (pip install 'viewrt[openvino]')")
+    return dict(RUNTIME_BACKENDS[request.param])
+
+
 def pytest_collection_modifyitems(config, items):
     """Skip trt/gpu tests with a reason where TensorRT or a GPU is absent."""
     has_trt = importlib.util.find_spec("tensorrt") is not None

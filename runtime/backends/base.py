@@ -104,6 +104,11 @@ class Backend:
     def synchronize(self) -> None:
         """Wait for queued device work (no-op on the CPU)."""
 
+    def info(self) -> dict:
+        """Backend name, device and the precision the graphs compute in ("fp32", "bf16",
+        "fp16"; the export's, unless the backend computes in another)."""
+        return {"backend": self.name, "device": self.device, "precision": self.manifest.data.get("precision")}
+
     def _run(self, graph: str, inputs: dict[str, Buffer], outputs: dict[str, Buffer]) -> None:
         raise NotImplementedError
 
