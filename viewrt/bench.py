@@ -42,12 +42,15 @@ from pathlib import Path
 import click
 import numpy as np
 
+from viewrt import bench_cpu
 from viewrt.errors import ViewrtError, cli_errors
 
 BACKENDS: dict[str, str] = {
     "ort": "viewrt runtime, ONNX Runtime CPU",
     "ort-cuda": "viewrt runtime, ONNX Runtime CUDA EP",
     "ort-trt": "viewrt runtime, ONNX Runtime TensorRT EP",
+    "openvino": "viewrt runtime, OpenVINO CPU, its default precision for this CPU",
+    "openvino-f32": "viewrt runtime, OpenVINO CPU, f32",
     "trt": "viewrt runtime, native TensorRT engines",
     "torch-fp32": "PyTorch eager fp32, preallocated cache",
     "torch-bf16": "PyTorch eager bf16 autocast, preallocated cache",
@@ -56,7 +59,8 @@ BACKENDS: dict[str, str] = {
     "lvsm": "LVSM decoder-only, same width and depth (full recompute), fp32",
 }
 # runtime backend name -> (viewrt.runtime.open backend, device)
-RUNTIME = {"ort": ("ort", "cpu"), "ort-cuda": ("ort", "cuda:0"), "ort-trt": ("ort", "tensorrt:0"), "trt": ("trt", "cuda:0")}
+RUNTIME = {"ort": ("ort", "cpu"), "ort-cuda": ("ort", "cuda:0"), "ort-trt": ("ort", "tensorrt:0"), "trt": ("trt", "cuda:0"),
+           "openvino": ("openvino", "cpu"), "openvino-f32": ("openvino", "cpu")}
 TORCH = {"torch-fp32": ("prealloc", False), "torch-bf16": ("prealloc", True), "torch-cat": ("cat", False)}
 RECOMPUTE = ("efflvsm-nocache", "lvsm")
 LABELS = {"efflvsm-nocache": "effLVSM no-cache", "lvsm": "LVSM dec-only"}
@@ -364,6 +368,8 @@ class _Bench:
                 why = "tensorrt is not installed"
             elif b == "trt" and not self.manifest.data.get("engines"):
                 why = f"no engines in {self.cfg.export_dir} (run `viewrt build`)"
+            elif b.startswith("openvino") and importlib.util.find_spec("openvino") is None:
+                why = "openvino is not installed (pip install 'viewrt[openvino]')"
             if why is None:
                 selected.append(b)
             else:
@@ -393,6 +399,7 @@ class _Bench:
         ecfg = self.model.cfg
         self.matmul = measure_matmul_rate((m.max_targets * ecfg.tokens_per_view, ecfg.d_model, ecfg.mlp_mult * ecfg.d_model))
         self.rate = self.matmul["gflops"] * 1e9  # FLOP/s
+        self.isa, self.precisions, self.renders = bench_cpu.cpu_isa(), dict(bench_cpu.TORCH_PRECISION), {}
         n_in, n_tg = max(cfg.views), max(cfg.targets)
         path = make_synthetic_scene(cfg.out / "_scene", "bench", n_views=n_in + n_tg, size=m.image_size, seed=cfg.seed)
         frames = [load_frame(f, m.image_size) for f in load_scene(path).frames]
@@ -475,8 +482,10 @@ class _Bench:
             import viewrt.runtime as vrt
 
             kind, device = RUNTIME[backend]
-            return vrt.open(self.cfg.export_dir, kind, max_views=max(self.cfg.views), device=device, frame=self.frame,
-                            threads=self.cfg.threads, attention_budget_mib=self.cfg.attention_budget_mib)
+            r = vrt.open(self.cfg.export_dir, kind, max_views=max(self.cfg.views), device=device, frame=self.frame,
+                         threads=self.cfg.threads, attention_budget_mib=self.cfg.attention_budget_mib, **bench_cpu.OPEN_KWARGS.get(backend, {}))
+            self.precisions[backend] = r.info()["precision"]
+            return r
         from viewrt.models.torch_renderer import TorchRenderer
 
         cache, bf16 = TORCH[backend]
@@ -535,7 +544,7 @@ class _Bench:
                         t0 = time.perf_counter()
                         ids[-1] = r.add_view(self.images[n - 1], self.in_cams[n - 1])
                         add = dict(r.last_timings)
-                        r.render(tg)
+                        images = r.render(tg)
                         self._sync()
                         step = (time.perf_counter() - t0) * 1e3
                         ren = dict(r.last_timings)
@@ -545,6 +554,7 @@ class _Bench:
                             c["_overhead"] = step - c["encode"] - c["decode"]
                             comps.append(c)
                             raw.append({"step_ms": step, "add": add, "render": ren})
+                    self.renders[(backend, n, t)] = np.asarray(images, np.float32)
                     med = _median_components(comps)
                     med["_overhead"] = float(np.median([c["_overhead"] for c in comps]))
                     info = r.info()
@@ -660,7 +670,10 @@ class _Bench:
                         self.incremental(b, bar)
             # the machine's speed again: the rate is the better of the two, and a change says the run was disturbed
             ecfg = self.model.cfg
-            after = measure_matmul_rate((self.manifest.max_targets * ecfg.tokens_per_view, ecfg.d_model, ecfg.mlp_mult * ecfg.d_model))
+            mlp = (self.manifest.max_targets * ecfg.tokens_per_view, ecfg.d_model, ecfg.mlp_mult * ecfg.d_model)
+            after = measure_matmul_rate(mlp)
+            # the peak of each other precision a backend computes in (bf16: torch, same threads)
+            low = bench_cpu.peak_rates(after, {b: self.precisions.get(b) for b in self.selected}, self.isa, mlp)
         finally:
             torch.set_num_threads(threads_before)
         self.matmul["before_gflops"], self.matmul["after_gflops"] = self.matmul["gflops"], after["gflops"]
@@ -671,6 +684,7 @@ class _Bench:
                 for k in ("gflops", "decode_gflops"):
                     if r[k] != "":
                         r[k.replace("gflops", "ratio_to_matmul")] = r[k] * 1e9 / self.rate
+        self.peak_rates = {**low, "fp32": {**low["fp32"], **{k: self.matmul[k] for k in ("gflops", "best", "runs")}}}
         self.wall_s = time.perf_counter() - t_start
         self.machine["load_average_after"] = _loadavg()
         return self.results()
@@ -687,6 +701,9 @@ class _Bench:
             "machine": self.machine, "matmul": self.matmul, "memory_peak": self.mem.peak_kind,
             "scene": str(self.scene_path), "rows": self.rows, "cache_growth": self.growth, "steps": self.steps,
             "notes": self.notes, "wall_seconds": round(self.wall_s, 1),
+            "cpu_precision": {"isa": self.isa, "precisions": {b: self.precisions.get(b) for b in self.selected},
+                              "peak_rates": self.peak_rates,
+                              "accuracy": bench_cpu.accuracy(self.renders, self.precisions, self.selected)},
             "timing": "time.perf_counter around add_view + render" + (" with torch.cuda.synchronize" if self.torch_device.type == "cuda" else ""),
         }
 
@@ -830,6 +847,7 @@ def summary_markdown(res: dict) -> str:
         f"Runtime attention memory budget: {res['attention_budget_mib']:g} MiB (targets per decoder call follow from it).",
         f"- Backends: " + "; ".join(f"`{b}`: {res['descriptions'][b]}" for b in res["backends"]) + ".",
     ]
+    lines += bench_cpu.header_lines(res)
     if res["skipped"]:
         lines.append("- Skipped: " + "; ".join(f"`{b}` ({why})" for b, why in res["skipped"].items()) + ".")
     lines.append(f"- Wall time of this run: {res['wall_seconds']:.0f} s.")
@@ -907,7 +925,8 @@ def summary_markdown(res: dict) -> str:
         lines.append(f"- `{b}`: resident memory change per add_view while filling the cache: mean {g['mean_rss_delta_per_add_bytes'] / 2**20:.3f} MiB "
                      f"(cache bytes per view: {g['bytes_per_view'] / 2**20:.3f} MiB; manifest: {g['manifest_bytes_per_view'] / 2**20:.3f} MiB).")
     lines.append("")
-    lines += ["## Targets (evaluated on this run, not asserted)", "", *_check_lines(res), ""]
+    lines += bench_cpu.sections(res)
+    lines += ["## Targets (evaluated on this run, not asserted)", "", *_check_lines(res), *bench_cpu.check_lines(res), ""]
     notes = list(res["notes"])
     notes += [f"{r['backend']} N={r['n_views']} T={r['n_targets']}: {r['note']}" for r in res["rows"] if r["note"] and r["backend"] in RECOMPUTE]
     if notes:

@@ -43,7 +43,7 @@ import click
 
 from viewrt.errors import ViewrtError, cli_errors
 
-BACKENDS = ("ort", "trt", "torch")
+BACKENDS = ("ort", "openvino", "trt", "torch")
 DEFAULT_TARGETS = 2
 SYNTHETIC_FRAMES = 8
 FRAME_SOURCE = "all input and target cameras of the scene (known up front; as upstream)"
@@ -356,7 +356,7 @@ def run_scene(renderer, scene, out_dir: str | Path, inputs: Sequence[int], targe
     summary = {
         "scene": scene.name, "scene_json": str(scene.path), "out_dir": str(out_dir), "status": "ok",
         **(extra or {}),
-        "renderer": info.get("backend"), "device": info.get("device"), "image_size": size,
+        "renderer": info.get("backend"), "device": info.get("device"), "precision_in_use": info.get("precision"), "image_size": size,
         "input_frames": inputs, "target_frames": targets,
         "frame_source": info.get("frame_source", frame_source) if is_instance else frame_source,
         "frame": info.get("frame"),
@@ -592,17 +592,19 @@ def _scene_line(rec: dict) -> str:
 # --------------------------------------------------------------------------- CLI
 
 
-def _renderer_factory(export_dir: Path, backend: str, device: str | None):
+def _renderer_factory(export_dir: Path, backend: str, device: str | None, precision: str | None = None):
     """(factory frame -> renderer, manifest) for a backend; the torch model is built once."""
     from viewrt.runtime.manifest import load_manifest
 
     manifest = load_manifest(export_dir)
-    if backend in ("ort", "trt"):
+    if precision is not None and backend != "openvino":
+        raise ViewrtError(f"--precision applies to --backend openvino; {backend} computes in the export's precision")
+    if backend in ("ort", "trt", "openvino"):
         import viewrt.runtime as vrt
 
         def open_renderer(frame):
             try:
-                return vrt.open(export_dir, backend, device=device, frame=frame)
+                return vrt.open(export_dir, backend, device=device, frame=frame, **({"precision": precision} if precision else {}))
             except ViewrtError as e:
                 raise BackendUnavailable(f"--backend {backend}: {e}") from None
 
@@ -627,13 +629,33 @@ def _renderer_factory(export_dir: Path, backend: str, device: str | None):
     return (lambda frame: TorchRenderer(model, manifest.max_views, frame, device=dev)), manifest
 
 
+def _report_against_fp32(factory, factory_fp32, scene, sel: dict, size: int, out: Path) -> None:
+    """Reduced precision (OpenVINO bf16/f16): the same views on f32, max abs image error and
+    PSNR against it per step, into summary.json ("precision_vs_fp32") and one line."""
+    import numpy as np
+
+    from viewrt.geometry import NormalizationFrame
+    from viewrt.precision_check import against_fp32
+
+    data = _load_images(scene, [*sel["inputs"], *sel["targets"]], size)
+    frame = NormalizationFrame.from_cameras(np.stack([data[i][1].c2w for i in [*sel["inputs"], *sel["targets"]]]))
+    cmp = against_fp32(lambda: factory(frame), lambda: factory_fp32(frame), [data[i] for i in sel["inputs"]],
+                       [data[t][1] for t in sel["targets"]])
+    path = out / "summary.json"
+    summary = json.loads(path.read_text())
+    summary["precision_vs_fp32"] = cmp
+    _write_json(path, summary)
+    click.echo(f"{cmp['precision']} vs {cmp['reference_precision']} (same backend, float images): max abs {cmp['max_abs']:.2e}, "
+               f"PSNR {cmp['psnr_db_min']:.1f} dB (worst step); per step in {path}")
+
+
 def _echo(line: str) -> None:
     from tqdm import tqdm
 
     tqdm.write(line)  # does not break a progress bar on the terminal
 
 
-def _infer(export_dir, scene_json, list_file, index_file, views, targets, backend, device, out_dir):
+def _infer(export_dir, scene_json, list_file, index_file, views, targets, backend, device, out_dir, precision=None):
     from viewrt.data import load_eval_index, load_scene, load_scene_list, make_synthetic_scene
 
     if scene_json and list_file:
@@ -642,7 +664,7 @@ def _infer(export_dir, scene_json, list_file, index_file, views, targets, backen
         raise ViewrtError(f"--views must be at least 1, got {views}")
     target_list = _parse_targets(targets)
     out = Path(out_dir)
-    factory, manifest = _renderer_factory(Path(export_dir), backend, device)
+    factory, manifest = _renderer_factory(Path(export_dir), backend, device, precision)
     size = manifest.image_size
     if views is not None and views > manifest.max_views:
         raise ViewrtError(f"--views {views} exceeds the cache capacity of the export {export_dir} ({manifest.max_views} views; "
@@ -674,6 +696,8 @@ def _infer(export_dir, scene_json, list_file, index_file, views, targets, backen
     f = s["final"]
     click.echo(_scene_line({"status": "ok", "scene": s["scene"], "views": f["views"], "psnr_mean": f["psnr_mean"],
                             "ssim_mean": f["ssim_mean"], "step_ms_mean": _mean(r["step_ms"] for r in s["steps"]), "out_dir": out}))
+    if backend == "openvino" and s.get("precision_in_use") != "fp32":
+        _report_against_fp32(factory, _renderer_factory(Path(export_dir), backend, device, "f32")[0], scene, sel, size, out)
     if note:
         click.echo(note)
 
@@ -692,10 +716,13 @@ def _infer(export_dir, scene_json, list_file, index_file, views, targets, backen
               help="Target frame indices, comma-separated (e.g. 2,5). Default: 2 frames at 1/3 and 2/3 of the sequence; "
                    "the inputs are then the first frames that are not targets.")
 @click.option("--backend", type=click.Choice(BACKENDS), default="ort", show_default=True,
-              help="ort: ONNX Runtime; trt: TensorRT engines (viewrt build); torch: PyTorch eager from the export's preset and weights.")
+              help="ort: ONNX Runtime; openvino: OpenVINO CPU; trt: TensorRT engines (viewrt build); torch: PyTorch eager from the export's preset and weights.")
+@click.option("--precision", type=click.Choice(["f32", "bf16", "f16"]), default=None,
+              help="openvino only: inference precision (default: OpenVINO's for this CPU, bf16 with AMX or AVX512-BF16). "
+                   "Below f32, the max abs image error and PSNR against f32 are reported too.")
 @click.option("--device", default=None, help="Device: cpu, cuda[:N] (ort, torch), tensorrt[:N] (ort). Default: cpu (ort, torch), cuda:0 (trt).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True, help="Output folder.")
-def infer(export_dir, scene_json, list_file, index_file, views, targets, backend, device, out_dir):
+def infer(export_dir, scene_json, list_file, index_file, views, targets, backend, precision, device, out_dir):
     """Add views one at a time and render the targets after each: images, PSNR/SSIM,
     latency by component, cache size and peak memory per step.
 
@@ -706,4 +733,4 @@ def infer(export_dir, scene_json, list_file, index_file, views, targets, backend
     Metrics are computed on the 8-bit images as written; LPIPS is not computed. The scene
     normalization frame comes from all input and target cameras.
     """
-    cli_errors(_infer)(export_dir, scene_json, list_file, index_file, views, targets, backend, device, out_dir)
+    cli_errors(_infer)(export_dir, scene_json, list_file, index_file, views, targets, backend, device, out_dir, precision)
