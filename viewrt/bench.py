@@ -11,6 +11,10 @@ added and add it again, so each one is a genuine add into N-1 cached views.
 Backends (``BACKENDS``):
 
 - ``ort`` (and ``ort-cuda``, ``ort-trt``, ``trt`` where present): the viewrt runtime;
+- ``openvino`` / ``openvino-f32``: the runtime on OpenVINO's CPU plugin, in its default
+  precision for the CPU (bf16 with AMX or AVX512-BF16) and in f32; the report names the
+  CPU's ISA, each backend's precision, the matmul peak of each precision used, and the
+  image error of bf16 backends against fp32 (:mod:`viewrt.bench_cpu`);
 - ``torch-fp32`` / ``torch-bf16``: PyTorch eager with a preallocated cache (bf16 autocast
   for the second); ``torch-cat``: PyTorch eager growing the cache with ``torch.cat`` as
   upstream does, in fp32 (upstream also autocasts to bf16; fp32 keeps it comparable with
