@@ -90,6 +90,9 @@ class OpenVinoBackend(Backend):
             except Exception as e:  # noqa: BLE001 - OpenVINO raises RuntimeError subclasses of its own
                 raise ViewrtError(f"{path}: OpenVINO cannot read it ({str(e).splitlines()[0]})") from None
             model.reshape(self._bounded_shapes(g, model, ov))
+            outs = {n for p in model.outputs for n in p.get_names()}
+            if not {t.name for t in self._outputs[g]} <= outs:
+                raise ViewrtError(f"{path}: outputs {sorted(outs)} do not match the manifest's {sorted(t.name for t in self._outputs[g])}")
             try:
                 compiled = core.compile_model(model, "CPU", config)
             except Exception as e:  # noqa: BLE001
@@ -97,7 +100,7 @@ class OpenVinoBackend(Backend):
             precisions.add(compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name())
             self.compiled[g], self.requests[g] = compiled, compiled.create_infer_request()
         self.precision = "/".join(sorted(precisions))
-        self.version = ov.get_version()
+        self.version, self._ov = ov.get_version(), ov
 
     def _bounded_shapes(self, graph: str, model, ov) -> dict:
         """Each input's shape from the manifest, dynamic axes as ov.Dimension(1, bound)."""
@@ -140,8 +143,7 @@ class OpenVinoBackend(Backend):
         """The shared-memory ov.Tensor over a buffer: made once and reused for memory this
         backend allocated (a cache slot, a cache prefix); a fresh wrapper (no copy) for a
         caller's array."""
-        import openvino as ov
-
+        ov = self._ov
         root = buf
         while isinstance(root.owner, Buffer):
             root = root.owner
@@ -155,11 +157,9 @@ class OpenVinoBackend(Backend):
 
     def _run(self, graph: str, inputs: dict[str, Buffer], outputs: dict[str, Buffer]) -> None:
         req = self.requests[graph]
-        for name, b in inputs.items():
-            req.set_tensor(name, self.tensor(b))
-        for name, b in outputs.items():
-            req.set_tensor(name, self.tensor(b))
         try:
+            for name, b in [*inputs.items(), *outputs.items()]:
+                req.set_tensor(name, self.tensor(b))
             req.infer()
         except Exception as e:  # noqa: BLE001
             raise ViewrtError(f"{graph}: OpenVINO inference failed ({str(e).splitlines()[0]})") from None
