@@ -25,6 +25,8 @@ BASELINES: dict[str, tuple[str, str]] = {
     "lvsm": ("recompute", "LVSM decoder-only, same width and depth (full recompute), fp32"),
 }
 LABELS = {"efflvsm-nocache": "effLVSM no-cache", "lvsm": "LVSM dec-only"}
+# the precision each baseline computes in (the runtime's backends report theirs in info())
+PRECISION = {"torch-fp32": "fp32", "torch-bf16": "bf16", "torch-cat": "fp32", "efflvsm-nocache": "fp32", "lvsm": "fp32"}
 _EAGER = {"torch-fp32": ("prealloc", False), "torch-bf16": ("prealloc", True), "torch-cat": ("cat", False)}
 
 
@@ -61,6 +63,29 @@ def measure_matmul_rate(model_shape: tuple[int, int, int] | None = None, reps: i
             "note": "fp32 (bf16 for reference), median of %d runs each; numpy threads are its BLAS default" % reps}
 
 
+def measure_precision_rate(dtype: str, model_shape: tuple | None = None, reps: int = 5) -> dict:
+    """Torch matmul rate (GFLOP/s) in ``dtype`` ("bf16" or "fp16"): the best median of
+    ``reps`` runs over 1024^3, 2048^3 and the model's MLP shape."""
+    import torch
+
+    dt = {"bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
+    shapes = [(1024, 1024, 1024), (2048, 2048, 2048)] + ([tuple(int(s) for s in model_shape)] if model_shape else [])
+    g = torch.Generator().manual_seed(0)
+    runs = {}
+    for m, k, n in shapes:
+        a, b = torch.randn(m, k, generator=g).to(dt), torch.randn(k, n, generator=g).to(dt)
+        a @ b
+        ts = []
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            a @ b
+            ts.append(time.perf_counter() - t0)
+        runs[f"torch {m}x{k}x{n}"] = round(2 * m * k * n / float(np.median(ts)) / 1e9, 2)
+    best = max(runs, key=runs.get)
+    return {"gflops": runs[best], "best": best, "runs": runs}
+
+
+
 class TorchBaselines:
     """The PyTorch side of a benchmark run over one Efficient-LVSM export.
 
@@ -88,6 +113,7 @@ class TorchBaselines:
         self.kinds = {n: k for n, (k, _) in BASELINES.items()}
         self.descriptions = {n: d for n, (_, d) in BASELINES.items()}
         self.labels = dict(LABELS)
+        self.precisions = dict(PRECISION)
         fam = FAMILIES[manifest.family]
         ecfg = fam.config_cls(**manifest.config)
         ckpt = manifest.checkpoint
@@ -117,6 +143,10 @@ class TorchBaselines:
     def matmul_rate(self) -> dict:
         c = self.model_cfg
         return measure_matmul_rate((self.manifest.max_targets * c.tokens_per_view, c.d_model, c.mlp_mult * c.d_model))
+
+    def precision_rate(self, precision: str, model_shape: tuple | None = None) -> dict:
+        """Matmul rate of torch in a reduced precision ("bf16", "fp16"), same threads."""
+        return measure_precision_rate(precision, model_shape)
 
     def flops(self, backend: str, n: int, t: int) -> dict:
         """Analytic FLOPs of one step (add a view into n-1, render t targets) of a backend."""

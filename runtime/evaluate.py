@@ -363,7 +363,7 @@ def run_scene(renderer, scene, out_dir: str | Path, inputs: Sequence[int], targe
     summary = {
         "scene": scene.name, "scene_json": str(scene.path), "out_dir": str(out_dir), "status": "ok",
         **(extra or {}),
-        "renderer": info.get("backend"), "device": info.get("device"), "image_size": size,
+        "renderer": info.get("backend"), "device": info.get("device"), "precision_in_use": info.get("precision"), "image_size": size,
         "input_frames": inputs, "target_frames": targets,
         "frame_source": info.get("frame_source", frame_source) if is_instance else frame_source,
         "frame": info.get("frame"),

@@ -319,7 +319,7 @@ def open(export_dir: str | Path, backend: str = "ort", max_views: int | None = N
             "cuda:N" for trt.
         frame: normalization frame: a NormalizationFrame, cameras (or c2w matrices) to
             compute it from, or None to take it from the first added view.
-        threads: intra-op threads (ONNX Runtime, OpenVINO).
+        threads: ONNX Runtime intra-op threads (OpenVINO: inference threads).
         targets_per_call: targets per decoder call (default: chosen by the budget below;
             all at once where attention is fused and materializes nothing).
         attention_budget_mib: ONNX Runtime runs attention as MatMul -> Softmax -> MatMul and
@@ -327,8 +327,9 @@ def open(export_dir: str | Path, backend: str = "ort", max_views: int | None = N
             targets are split across calls to keep that under this budget (e.g. `small`
             at 32 cached views: 2 targets per call, +7% decode time, ~400 MiB less peak
             memory than 8 at once, measured on 2 CPU cores).
-        precision: inference precision where the backend chooses one (OpenVINO: None for
-            the plugin's default, "f32", "bf16", "f16").
+        precision: "openvino" only: None (OpenVINO's default for the CPU: bf16 with AMX or
+            AVX512-BF16, else f32), "f32", "bf16" or "f16"; ``info()["precision"]`` says
+            which is in use.
     Returns: a Renderer (a context manager; close() releases the backend).
     Raises: ViewrtError on a bad folder, a manifest that does not match its graphs, a
         checksum, an unknown or unavailable backend, or a bad policy.

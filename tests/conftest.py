@@ -46,6 +46,21 @@ def _real_tensorrt() -> str | None:
     return None
 
 
+# Runtime backends every runtime test runs on (options for viewrt.runtime.open); OpenVINO in
+# f32, the precision held to PyTorch within 1e-4.
+# (configuration names of viewrt.runtime.backends.CONFIGS, the one backend vocabulary)
+RUNTIME_BACKENDS = {"ort": {"backend": "ort"}, "openvino": {"backend": "openvino-f32"}}
+
+
+@pytest.fixture(params=list(RUNTIME_BACKENDS))
+def backend(request):
+    """``viewrt.runtime.open`` options of each CPU runtime backend: ONNX Runtime, and OpenVINO
+    (f32) where it is installed (skipped with a reason elsewhere)."""
+    if request.param == "openvino" and importlib.util.find_spec("openvino") is None:
+        pytest.skip("OpenVINO is not installed (pip install 'viewrt[openvino]')")
+    return dict(RUNTIME_BACKENDS[request.param])
+
+
 def pytest_collection_modifyitems(config, items):
     """The one skip policy for hardware markers: ``trt`` skips where TensorRT does not import,
     ``gpu`` skips where no CUDA GPU is usable; each with the reason (markers only, never names:

@@ -4,6 +4,7 @@ and the errors a user can cause. Timings are not asserted (only that they exist)
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 import math
 
@@ -18,7 +19,8 @@ RECOMPUTE = [b for b, (kind, _) in BASELINES.items() if kind == "recompute"]
 from viewrt.cli import main
 from viewrt.errors import ViewrtError
 
-CPU_BACKENDS = ["ort", "torch-fp32", "torch-bf16", "torch-cat", "efflvsm-nocache", "lvsm"]
+HAS_OV = importlib.util.find_spec("openvino") is not None
+CPU_BACKENDS = ["ort", *(["openvino", "openvino-f32"] if HAS_OV else []), "torch-fp32", "torch-bf16", "torch-cat", "efflvsm-nocache", "lvsm"]
 VIEWS, TARGETS = [1, 2, 3], [1, 2]
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -71,7 +73,7 @@ def test_bench_summary_json_and_plots(bench_run):
     data = json.loads((out / "results.json").read_text())
     assert data["matmul"]["gflops"] > 0 and data["machine"]["cpu"]
     assert len(data["rows"]) == len(CPU_BACKENDS) * len(VIEWS) * len(TARGETS)
-    assert set(data["cache_growth"]) == {"ort", "torch-fp32", "torch-bf16", "torch-cat"}
+    assert set(data["cache_growth"]) == {b for b in CPU_BACKENDS if b not in RECOMPUTE}
     comps = data["steps"]["ort N=3 T=2"][0]
     assert {"encode", "preprocess"} <= set(comps["add"]) and {"decode", "d2h"} <= set(comps["render"])
     for name in ("latency_vs_views.png", "speedup.png", "components.png"):
@@ -125,3 +127,26 @@ def test_bad_repeats_and_missing_export(tiny_export, tmp_path):
     assert res.exit_code != 0 and "--repeats" in res.output
     res = _bench(tmp_path / "nope", tmp_path / "o", "--views", "1")
     assert res.exit_code != 0 and "no such folder" in res.output
+
+
+def test_bench_reports_isa_precisions_and_reduced_precision_error(bench_run):
+    """The header names the CPU's ISA and each backend's precision; each precision used
+    has a measured matmul peak; bf16 backends are scored against fp32 images."""
+    _, out = bench_run
+    text = (out / "summary.md").read_text()
+    data = json.loads((out / "results.json").read_text())
+    cpu = data["cpu_precision"]
+    assert "CPU ISA: AMX" in text and "AVX512-BF16" in text and "VNNI" in text
+    assert cpu["precisions"]["torch-bf16"] == "bf16" and cpu["precisions"]["ort"] == "fp32"
+    assert "`torch-bf16` bf16" in text and "`ort` fp32" in text
+    assert cpu["peak_rates"]["fp32"]["gflops"] > 0 and cpu["peak_rates"]["bf16"]["gflops"] > 0
+    assert "## Achieved rate against the peak of each backend's own precision" in text
+    acc = {(a["backend"], a["n_views"], a["n_targets"]): a for a in cpu["accuracy"]}
+    assert set(acc) >= {("torch-bf16", n, t) for n in VIEWS for t in TARGETS}
+    for a in acc.values():
+        assert 0 < a["max_abs"] < 0.1 and a["psnr_db"] > 20, a  # bf16 of untrained weights vs fp32: close, not equal
+    if HAS_OV:
+        assert cpu["precisions"]["openvino-f32"] == "fp32" and cpu["precisions"]["openvino"] in ("fp32", "bf16", "fp16")
+        header = next(line for line in text.splitlines() if line.startswith("| N | ort |"))
+        assert "openvino" in header and "openvino-f32" in header
+        assert "`openvino-f32` peak resident memory grows" in text and "`openvino` step minus the encoder and decoder runs" in text

@@ -231,3 +231,26 @@ def load_scene_stub(n: int):
 
 def test_json_has_no_infinity():
     assert _jsonable({"psnr": math.inf, "x": [np.float32(1.5), np.int64(2), math.nan]}) == {"psnr": None, "x": [1.5, 2, None]}
+
+
+def test_openvino_backend_and_bf16_against_f32(tiny_export, scene32, runs, tmp_path):
+    """--backend openvino in f32 scores like ORT; in bf16 it also reports its image error
+    against f32 per step; --precision with another backend is a clear error."""
+    pytest.importorskip("openvino", reason="OpenVINO is not installed (pip install 'viewrt[openvino]')")
+    r = _invoke(tiny_export[0], "--scene", scene32, "--views", VIEWS, "--backend", "openvino", "--precision", "f32", "--out", tmp_path / "f32")
+    assert r.exit_code == 0, r.output
+    for a, b in zip(_metrics(runs["ort"]), _metrics(tmp_path / "f32")):
+        for ta, tb in zip(a["targets"], b["targets"]):
+            assert abs(ta["psnr"] - tb["psnr"]) <= PARITY_TOL
+    s = json.loads((tmp_path / "f32" / "summary.json").read_text())
+    assert s["renderer"] == "openvino" and s["precision_in_use"] == "fp32" and "precision_vs_fp32" not in s
+    r = _invoke(tiny_export[0], "--scene", scene32, "--views", VIEWS, "--backend", "openvino", "--precision", "bf16", "--out", tmp_path / "bf16")
+    assert r.exit_code == 0, r.output
+    s = json.loads((tmp_path / "bf16" / "summary.json").read_text())
+    cmp = s["precision_vs_fp32"]
+    assert s["precision_in_use"] == cmp["precision"] == "bf16" and cmp["reference_precision"] == "fp32"
+    assert [st["views"] for st in cmp["steps"]] == [1, 2, 3]
+    assert 0 < cmp["max_abs"] <= 1e-2 and cmp["psnr_db_min"] > 30  # DESIGN.md: bf16 within 1e-2 of fp32
+    assert "bf16 vs fp32" in r.output and "PSNR" in r.output
+    r = _invoke(tiny_export[0], "--scene", scene32, "--precision", "bf16", "--out", tmp_path / "o")
+    assert r.exit_code == 1 and "--precision applies to --backend openvino" in r.output

@@ -52,10 +52,10 @@ def assert_parity(renderer, scene, view_indices, frame=None):
 
 
 @pytest.mark.parametrize("export", ["tiny_export", "small_export"])
-def test_scripted_sequence_parity(export, request):
+def test_scripted_sequence_parity(export, request, backend):
     out_dir, model = request.getfixturevalue(export)
     sc = Scene(model, n_views=8)
-    with vrt.open(out_dir, frame=sc.frame) as r:
+    with vrt.open(out_dir, frame=sc.frame, **backend) as r:
         ids, live = [], []
         for i in range(5):  # add x 5, parity after each
             ids.append(r.add_view(sc.images[i], sc.cams[i]))
@@ -77,10 +77,10 @@ def test_scripted_sequence_parity(export, request):
         assert_parity(r, sc, [6])
 
 
-def test_window_with_pinned_views(tiny_export):
+def test_window_with_pinned_views(tiny_export, backend):
     out_dir, model = tiny_export
     sc = Scene(model, n_views=8)
-    with vrt.open(out_dir, max_views=6, window=3, pinned=2, frame=sc.frame) as r:
+    with vrt.open(out_dir, max_views=6, window=3, pinned=2, frame=sc.frame, **backend) as r:
         ids = [r.add_view(sc.images[i], sc.cams[i]) for i in range(5)]
         assert_parity(r, sc, [0, 1, 2, 3, 4])
         ids.append(r.add_view(sc.images[5], sc.cams[5]))  # evicts view 2 (oldest unpinned)
@@ -98,10 +98,10 @@ def test_window_with_pinned_views(tiny_export):
         assert_parity(r, sc, [0, 1, 6])
 
 
-def test_frame_from_first_view(tiny_export):
+def test_frame_from_first_view(tiny_export, backend):
     out_dir, model = tiny_export
     sc = Scene(model, n_views=3)
-    with vrt.open(out_dir) as r:
+    with vrt.open(out_dir, **backend) as r:
         assert r.info()["frame_source"] == "not fixed yet"
         r.add_view(sc.images[0], sc.cams[0])
         r.add_view(sc.images[1], sc.cams[1])
@@ -116,7 +116,7 @@ def test_frame_from_first_view(tiny_export):
     window=st.sampled_from([None, 2, 3]),
     pinned=st.integers(0, 2),
 )
-def test_random_operation_sequences(tiny_export, ops, window, pinned):
+def test_random_operation_sequences(tiny_export, backend, ops, window, pinned):
     """Random add / non-keyframe add / remove / render / reset sequences against a
     plain-Python model of the policy and the PyTorch reference."""
     out_dir, model = tiny_export
@@ -124,7 +124,7 @@ def test_random_operation_sequences(tiny_export, ops, window, pinned):
     sc = Scene(model, n_views=len(ops) + 1)
     cached: list[tuple[int, int, bool]] = []  # (view id, scene index, pinned) in insertion order
     added, pending = 0, None  # pending: scene index of the non-keyframe view the next render uses
-    with vrt.open(out_dir, max_views=max_views, window=window, pinned=pinned, frame=sc.frame) as r:
+    with vrt.open(out_dir, max_views=max_views, window=window, pinned=pinned, frame=sc.frame, **backend) as r:
         for step, (op, pick) in enumerate(ops):
             if op in ("add", "nonkey"):
                 keyframe = op == "add"
@@ -171,10 +171,10 @@ def _snapshot(r):
     return [r.backend.download(b) for b in r.cache.buffers]
 
 
-def test_zero_copy_add_and_render(tiny_export, monkeypatch):
+def test_zero_copy_add_and_render(tiny_export, backend, monkeypatch):
     out_dir, model = tiny_export
     sc = Scene(model, n_views=4)
-    with vrt.open(out_dir, max_views=4, frame=sc.frame) as r:
+    with vrt.open(out_dir, max_views=4, frame=sc.frame, **backend) as r:
         buffers = list(r.cache.buffers)
         ptrs = [b.ptr for b in buffers]
         host_ptrs = [b.host.ctypes.data for b in buffers]
@@ -205,10 +205,10 @@ def test_zero_copy_add_and_render(tiny_export, monkeypatch):
         assert r.info()["bytes_reserved"] == m.n_layers * 2 * (4 + 1) * m.tokens_per_view * m.n_heads * m.head_dim * 4
 
 
-def test_remove_moves_one_view(tiny_export):
+def test_remove_moves_one_view(tiny_export, backend):
     out_dir, model = tiny_export
     sc = Scene(model, n_views=4)
-    with vrt.open(out_dir, max_views=4, frame=sc.frame) as r:
+    with vrt.open(out_dir, max_views=4, frame=sc.frame, **backend) as r:
         ids = [r.add_view(sc.images[i], sc.cams[i]) for i in range(4)]
         before = _snapshot(r)
         calls = []
@@ -223,11 +223,11 @@ def test_remove_moves_one_view(tiny_export):
         assert_parity(r, sc, [0, 2, 3])
 
 
-def test_fp16_export_runtime_close_to_fp32(tiny_export, tiny_export_fp16):
+def test_fp16_export_runtime_close_to_fp32(tiny_export, tiny_export_fp16, backend):
     out32, model = tiny_export
     out16, _ = tiny_export_fp16
     sc = Scene(model, n_views=4)
-    with vrt.open(out32, frame=sc.frame) as a, vrt.open(out16, frame=sc.frame) as b:
+    with vrt.open(out32, frame=sc.frame, **backend) as a, vrt.open(out16, frame=sc.frame, **backend) as b:
         for i in range(4):
             a.add_view(sc.images[i], sc.cams[i])
             b.add_view(sc.images[i], sc.cams[i])
@@ -255,11 +255,11 @@ def _bad_inputs(sc, size):
     ]
 
 
-def test_bad_inputs_change_nothing(tiny_export):
+def test_bad_inputs_change_nothing(tiny_export, backend):
     out_dir, model = tiny_export
     sc = Scene(model, n_views=3)
     size = model.cfg.image_size
-    with vrt.open(out_dir, max_views=2, frame=sc.frame) as r:
+    with vrt.open(out_dir, max_views=2, frame=sc.frame, **backend) as r:
         r.add_view(sc.images[1], sc.cams[1])
         for what, image, cam, word in _bad_inputs(sc, size):
             before, bufs = r.info(), _snapshot(r)
@@ -276,7 +276,7 @@ def test_bad_inputs_change_nothing(tiny_export):
         assert r.info() == before and all(np.array_equal(a, b) for a, b in zip(bufs, _snapshot(r)))
 
 
-def test_open_errors(tiny_export, tmp_path):
+def test_open_errors(tiny_export, tmp_path, backend):
     out_dir, _ = tiny_export
     with pytest.raises(ViewrtError, match="no such folder"):
         vrt.open(tmp_path / "nope")
@@ -288,11 +288,11 @@ def test_open_errors(tiny_export, tmp_path):
         vrt.open(out_dir, max_views=100)
     with pytest.raises(ViewrtError, match="exceeds the cache capacity"):
         vrt.open(out_dir, max_views=4, window=4, pinned=1)
-    with vrt.open(out_dir) as r, pytest.raises(ViewrtError, match="no views"):
+    with vrt.open(out_dir, **backend) as r, pytest.raises(ViewrtError, match="no views"):
         r.render([vrt.Camera(np.eye(4), [30.0, 30.0, 16.0, 16.0])])
 
 
-def test_manifest_checksum_mismatch(tiny_export, tmp_path):
+def test_manifest_checksum_mismatch(tiny_export, tmp_path, backend):
     import shutil
 
     src, _ = tiny_export
@@ -302,10 +302,10 @@ def test_manifest_checksum_mismatch(tiny_export, tmp_path):
     data[-1] ^= 0xFF
     (dst / "decoder.onnx").write_bytes(bytes(data))
     with pytest.raises(ViewrtError, match="checksum"):
-        vrt.open(dst)
+        vrt.open(dst, **backend)
 
 
-def test_runtime_does_not_import_torch(tiny_export):
+def test_runtime_does_not_import_torch(tiny_export, backend):
     out_dir, _ = tiny_export
     code = textwrap.dedent(
         f"""
@@ -313,7 +313,7 @@ def test_runtime_does_not_import_torch(tiny_export):
         import viewrt.runtime as vrt
         from viewrt.data import synthetic_cameras
         c2ws, k = synthetic_cameras(3, 32, 0)
-        with vrt.open({str(out_dir)!r}) as r:
+        with vrt.open({str(out_dir)!r}, **{backend!r}) as r:
             r.add_view(np.random.rand(3, 32, 32).astype(np.float32), vrt.Camera(c2ws[0], k))
             img = r.render([vrt.Camera(c2ws[2], k)])
         assert img.shape == (1, 3, 32, 32) and np.isfinite(img).all()
@@ -326,14 +326,14 @@ def test_runtime_does_not_import_torch(tiny_export):
     assert "IMPORTED []" in out.stdout
 
 
-def test_resident_memory_stable_over_1000_operations(tiny_export):
+def test_resident_memory_stable_over_1000_operations(tiny_export, backend):
     """1,000 add/remove/render operations: RSS grows < 5% after the first 50."""
     psutil = pytest.importorskip("psutil")
     out_dir, model = tiny_export
     sc = Scene(model, n_views=8, n_targets=2)
     proc = psutil.Process()
     rng = np.random.default_rng()
-    with vrt.open(out_dir, max_views=6, window=4, pinned=1, frame=sc.frame) as r:
+    with vrt.open(out_dir, max_views=6, window=4, pinned=1, frame=sc.frame, **backend) as r:
         ids = []
         for step in range(1000):
             op = rng.integers(3)
@@ -374,10 +374,10 @@ def test_tensorrt_backend_matches_onnxruntime(tiny_export, tmp_path):
         assert np.abs(t.render(sc.targets) - o.render(sc.targets)).max() <= 1e-3
 
 
-def test_targets_per_call_gives_the_same_images(tiny_export):
+def test_targets_per_call_gives_the_same_images(tiny_export, backend):
     out_dir, model = tiny_export
     sc = Scene(model, n_views=3, n_targets=5)
-    with vrt.open(out_dir, frame=sc.frame) as a, vrt.open(out_dir, frame=sc.frame, targets_per_call=2) as b:
+    with vrt.open(out_dir, frame=sc.frame, **backend) as a, vrt.open(out_dir, frame=sc.frame, targets_per_call=2, **backend) as b:
         for i in range(3):
             a.add_view(sc.images[i], sc.cams[i])
             b.add_view(sc.images[i], sc.cams[i])

@@ -35,6 +35,8 @@ class Config:
 BACKENDS: dict[str, BackendEntry] = {
     "ort": BackendEntry("viewrt.runtime.backends.ort", "OrtBackend", "onnxruntime", "ONNX Runtime (CPU; CUDA/TensorRT EPs by device)"),
     "trt": BackendEntry("viewrt.runtime.backends.trt", "TrtBackend", "tensorrt, cuda-python", "native TensorRT engines (viewrt build)"),
+    "openvino": BackendEntry("viewrt.runtime.backends.openvino", "OpenVinoBackend", "openvino (pip install '.[openvino]')",
+                             "OpenVINO CPU plugin (fused attention; bf16 where the CPU has it)"),
 }
 
 CONFIGS: dict[str, Config] = {
@@ -42,6 +44,8 @@ CONFIGS: dict[str, Config] = {
     "ort-cuda": Config("ort", {"device": "cuda:0"}, "viewrt runtime, ONNX Runtime CUDA EP"),
     "ort-trt": Config("ort", {"device": "tensorrt:0"}, "viewrt runtime, ONNX Runtime TensorRT EP"),
     "trt": Config("trt", {"device": "cuda:0"}, "viewrt runtime, native TensorRT engines"),
+    "openvino": Config("openvino", {}, "viewrt runtime, OpenVINO CPU, its default precision for this CPU"),
+    "openvino-f32": Config("openvino", {"precision": "f32"}, "viewrt runtime, OpenVINO CPU, f32"),
 }
 
 

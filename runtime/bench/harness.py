@@ -34,6 +34,7 @@ import numpy as np
 
 from viewrt.errors import ViewrtError
 from viewrt.runtime.backends import CONFIGS
+from viewrt.runtime.bench import cpu
 from viewrt.runtime.bench.memory import Memory, loadavg, machine_info, rss_page_bytes
 from viewrt.runtime.bench.report import COMPONENTS, CSV_FIELDS, write_outputs
 
@@ -208,6 +209,8 @@ class Bench:
             raise ViewrtError("no backend can run here: " + "; ".join(f"{b}: {why}" for b, why in self.skipped.items()))
 
     def _available(self, names: list[str] | None) -> tuple[list[str], dict[str, str]]:
+        import importlib.util
+
         import onnxruntime as ort
 
         from viewrt import devices
@@ -228,6 +231,8 @@ class Bench:
                 why = devices.tensorrt_status().reason
             elif b == "trt" and not self.manifest.engines:
                 why = f"no engines in {self.cfg.export_dir} (run `viewrt build`)"
+            elif b in RUNTIME and RUNTIME[b].backend == "openvino" and importlib.util.find_spec("openvino") is None:
+                why = "openvino is not installed (pip install '.[openvino]')"
             if why is None:
                 selected.append(b)
             else:
@@ -247,6 +252,8 @@ class Bench:
         self.machine["threads"] = cfg.threads or "default (ONNX Runtime: one per physical core; torch: its default)"
         self.matmul = self.base.matmul_rate() if self.base is not None else numpy_matmul_rate()
         self.rate = self.matmul["gflops"] * 1e9  # FLOP/s
+        self.isa, self.renders = cpu.cpu_isa(), {}
+        self.precisions = dict(self.base.precisions) if self.base is not None else {}
         n_in, n_tg = max(cfg.views), max(cfg.targets)
         path = make_synthetic_scene(cfg.out / "_scene", "bench", n_views=n_in + n_tg, size=m.image_size, seed=cfg.seed)
         frames = [load_frame(f, m.image_size) for f in load_scene(path).frames]
@@ -297,8 +304,10 @@ class Bench:
         if backend in RUNTIME:
             import viewrt.runtime as vrt
 
-            return vrt.open(self.cfg.export_dir, backend, max_views=max(self.cfg.views), frame=self.frame,
-                            threads=self.cfg.threads, attention_budget_mib=self.cfg.attention_budget_mib)
+            r = vrt.open(self.cfg.export_dir, backend, max_views=max(self.cfg.views), frame=self.frame,
+                         threads=self.cfg.threads, attention_budget_mib=self.cfg.attention_budget_mib)
+            self.precisions[backend] = r.info()["precision"]
+            return r
         return self.base.open(backend, max(self.cfg.views), self.frame)
 
     def _device_peak_reset(self, backend: str) -> None:
@@ -341,7 +350,7 @@ class Bench:
                         t0 = time.perf_counter()
                         ids[-1] = r.add_view(self.images[n - 1], self.in_cams[n - 1])
                         add = dict(r.last_timings)
-                        r.render(tg)
+                        images = r.render(tg)
                         self._sync()
                         step = (time.perf_counter() - t0) * 1e3
                         ren = dict(r.last_timings)
@@ -351,6 +360,7 @@ class Bench:
                             c["_overhead"] = step - c["encode"] - c["decode"]
                             comps.append(c)
                             raw.append({"step_ms": step, "add": add, "render": ren})
+                    self.renders[(backend, n, t)] = np.asarray(images, np.float32)  # for the reduced-precision error
                     med = _median_components(comps)
                     med["_overhead"] = float(np.median([c["_overhead"] for c in comps]))
                     info = r.info()
@@ -446,6 +456,11 @@ class Bench:
                         self.incremental(b, bar)
             # the machine's speed again: the rate is the better of the two, and a change says the run was disturbed
             after = self.base.matmul_rate() if self.base is not None else numpy_matmul_rate()
+            m = self.manifest
+            mlp = (m.max_targets * m.tokens_per_view, m.d_model, int(m.config.get("mlp_mult", 4)) * m.d_model)
+            # the peak of each other precision a backend computes in (bf16: PyTorch's probe, same threads)
+            low = cpu.peak_rates(after, {b: self.precisions.get(b) for b in self.selected}, self.isa, mlp,
+                                 measure=self.base.precision_rate if self.base is not None else None)
         finally:
             if self.base is not None:
                 self.base.close()
@@ -457,6 +472,7 @@ class Bench:
                 for k in ("gflops", "decode_gflops"):
                     if r[k] != "":
                         r[k.replace("gflops", "ratio_to_matmul")] = r[k] * 1e9 / self.rate
+        self.peak_rates = {**low, "fp32": {**low["fp32"], **{k: self.matmul[k] for k in ("gflops", "best", "runs")}}}
         self.wall_s = time.perf_counter() - t_start
         self.machine["load_average_after"] = loadavg()
         return self.results()
@@ -479,6 +495,9 @@ class Bench:
             "machine": self.machine, "matmul": self.matmul, "memory_peak": self.mem.peak_kind,
             "scene": str(self.scene_path), "rows": self.rows, "cache_growth": self.growth, "steps": self.steps,
             "notes": self.notes, "wall_seconds": round(self.wall_s, 1),
+            "cpu_precision": {"isa": self.isa, "precisions": {b: self.precisions.get(b) for b in self.selected},
+                              "peak_rates": self.peak_rates,
+                              "accuracy": cpu.accuracy(self.renders, self.precisions, self.selected)},
             "timing": "time.perf_counter around add_view + render" + (" with device synchronization" if self.cfg.device == "cuda" else ""),
         }
 

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from viewrt.runtime.bench import cpu
+
 COMPONENTS = ("preprocess", "h2d", "encode", "cache", "decode", "d2h", "postprocess", "forward", "other")
 
 CSV_FIELDS = [
@@ -188,6 +190,7 @@ def summary_markdown(res: dict) -> str:
         f"Runtime attention memory budget: {res['attention_budget_mib']:g} MiB (targets per decoder call follow from it).",
         f"- Backends: " + "; ".join(f"`{b}`: {res['descriptions'][b]}" for b in res["backends"]) + ".",
     ]
+    lines += cpu.header_lines(res)
     if res["skipped"]:
         lines.append("- Skipped: " + "; ".join(f"`{b}` ({why})" for b, why in res["skipped"].items()) + ".")
     lines.append(f"- Wall time of this run: {res['wall_seconds']:.0f} s.")
@@ -265,7 +268,8 @@ def summary_markdown(res: dict) -> str:
         lines.append(f"- `{b}`: resident memory change per add_view while filling the cache: mean {g['mean_rss_delta_per_add_bytes'] / 2**20:.3f} MiB "
                      f"(cache bytes per view: {g['bytes_per_view'] / 2**20:.3f} MiB; manifest: {g['manifest_bytes_per_view'] / 2**20:.3f} MiB).")
     lines.append("")
-    lines += ["## Targets (evaluated on this run, not asserted)", "", *_check_lines(res), ""]
+    lines += cpu.sections(res)
+    lines += ["## Targets (evaluated on this run, not asserted)", "", *_check_lines(res), *cpu.check_lines(res), ""]
     notes = list(res["notes"])
     notes += [f"{r['backend']} N={r['n_views']} T={r['n_targets']}: {r['note']}" for r in res["rows"] if r["note"] and res["kinds"].get(r["backend"]) == "recompute"]
     if notes:

@@ -18,17 +18,19 @@ from viewrt.runtime.evaluate import (
 
 
 
-def _renderer_factory(export_dir: Path, backend: str, device: str | None):
+def _renderer_factory(export_dir: Path, backend: str, device: str | None, precision: str | None = None):
     """(factory frame -> renderer, manifest) for a backend; the torch model is built once."""
     from viewrt.contract.manifest import load_manifest
 
     manifest = load_manifest(export_dir)
+    if precision is not None and backend != "openvino":
+        raise ViewrtError(f"--precision applies to --backend openvino; {backend} computes in the export's precision")
     if backend in RUNTIME_BACKENDS:
         import viewrt.runtime as vrt
 
         def open_renderer(frame):
             try:
-                return vrt.open(export_dir, backend, device=device, frame=frame)
+                return vrt.open(export_dir, backend, device=device, frame=frame, precision=precision)
             except ViewrtError as e:
                 raise BackendUnavailable(f"--backend {backend}: {e}") from None
 
@@ -61,6 +63,29 @@ def _renderer_factory(export_dir: Path, backend: str, device: str | None):
     return (lambda frame: TorchRenderer(model, manifest.max_views, frame, device=dev)), manifest
 
 
+def _report_against_fp32(factory, factory_fp32, scene, sel: dict, size: int, out: Path) -> None:
+    """Reduced precision (OpenVINO bf16/f16): the same views on f32, max abs image error and
+    PSNR against it per step, into summary.json ("precision_vs_fp32") and one line."""
+    import json
+
+    import numpy as np
+
+    from viewrt.geometry import NormalizationFrame
+    from viewrt.runtime.evaluate import _load_images, _write_json
+    from viewrt.runtime.precision_check import against_fp32
+
+    data = _load_images(scene, [*sel["inputs"], *sel["targets"]], size)
+    frame = NormalizationFrame.from_cameras(np.stack([data[i][1].c2w for i in [*sel["inputs"], *sel["targets"]]]))
+    cmp = against_fp32(lambda: factory(frame), lambda: factory_fp32(frame), [data[i] for i in sel["inputs"]],
+                       [data[t][1] for t in sel["targets"]])
+    path = out / "summary.json"
+    summary = json.loads(path.read_text())
+    summary["precision_vs_fp32"] = cmp
+    _write_json(path, summary)
+    click.echo(f"{cmp['precision']} vs {cmp['reference_precision']} (same backend, float images): max abs {cmp['max_abs']:.2e}, "
+               f"PSNR {cmp['psnr_db_min']:.1f} dB (worst step); per step in {path}")
+
+
 def _echo(line: str) -> None:
     from tqdm import tqdm
 
@@ -68,7 +93,7 @@ def _echo(line: str) -> None:
 
 
 def _infer(export_dir, scene_json, list_file, index_file, views, targets, backend, device, out_dir,
-           data_roots=(), check_intrinsics=True):
+           data_roots=(), check_intrinsics=True, precision=None):
     from viewrt.data import DataRoots, load_eval_index, load_scene, load_scene_list
 
     if scene_json and list_file:
@@ -79,7 +104,7 @@ def _infer(export_dir, scene_json, list_file, index_file, views, targets, backen
     roots = DataRoots.parse(data_roots)
     out = Path(out_dir)
     require_report_extra("viewrt infer")  # before anything is written
-    factory, manifest = _renderer_factory(Path(export_dir), backend, device)
+    factory, manifest = _renderer_factory(Path(export_dir), backend, device, precision)
     probe = factory(None)  # the backend and device work, before anything is written
     if hasattr(probe, "close"):
         probe.close()
@@ -92,11 +117,11 @@ def _infer(export_dir, scene_json, list_file, index_file, views, targets, backen
     scene = load_scene(scene_json, roots) if scene_json is not None else None  # a bad scene file: one error, nothing written
     with locked_folder(out, "--out"):
         _run(export_dir, scene, list_file, scenes, index, index_file, views, target_list, backend, factory, manifest, out,
-             roots, check_intrinsics)
+             roots, check_intrinsics, device)
 
 
 def _run(export_dir, scene, list_file, scenes, index, index_file, views, target_list, backend, factory, manifest, out,
-         roots, check_intrinsics):
+         roots, check_intrinsics, device):
     from viewrt.data import load_scene, make_synthetic_scene
     from viewrt.failures import summarize_failures
 
@@ -127,6 +152,8 @@ def _run(export_dir, scene, list_file, scenes, index, index_file, views, target_
     f = s["final"]
     click.echo(scene_line({"status": "ok", "scene": s["scene"], "views": f["views"], "psnr_mean": f["psnr_mean"],
                             "ssim_mean": f["ssim_mean"], "step_ms_mean": mean(r["step_ms"] for r in s["steps"]), "out_dir": out}))
+    if backend == "openvino" and s.get("precision_in_use") != "fp32":
+        _report_against_fp32(factory, _renderer_factory(Path(export_dir), backend, device, "f32")[0], scene, sel, size, out)
     if note:
         click.echo(note)
 
@@ -151,7 +178,11 @@ BACKENDS = (*RUNTIME_BACKENDS, "torch")
               help="Target frame indices, comma-separated (e.g. 2,5). Default: 2 frames at 1/3 and 2/3 of the sequence; "
                    "the inputs are then the first frames that are not targets.")
 @click.option("--backend", type=click.Choice(BACKENDS), default="ort", show_default=True,
-              help="ort: ONNX Runtime; trt: TensorRT engines (viewrt build); torch: PyTorch eager from the export's preset and weights.")
+              help="ort: ONNX Runtime; openvino: OpenVINO CPU; trt: TensorRT engines (viewrt build); torch: PyTorch eager from "
+                   "the export's preset and weights (and the other runtime configurations: ort-cuda, ort-trt, openvino-f32).")
+@click.option("--precision", type=click.Choice(["f32", "bf16", "f16"]), default=None,
+              help="openvino only: inference precision (default: OpenVINO's for this CPU, bf16 with AMX or AVX512-BF16). "
+                   "Below f32, the max abs image error and PSNR against f32 are reported too.")
 @click.option("--device", default=None, help="Device: cpu, cuda[:N] (ort, torch), tensorrt[:N] (ort). Default: cpu (ort, torch), cuda:0 (trt).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True, help="Output folder.")
 @click.option("--data-root", "data_roots", multiple=True, metavar="OLD=NEW",
@@ -159,7 +190,7 @@ BACKENDS = (*RUNTIME_BACKENDS, "torch")
                    "Repeatable. Without it, missing absolute paths are looked for under the list's or scene's own root.")
 @click.option("--no-intrinsics-check", is_flag=True,
               help="Accept intrinsics that do not look like a pinhole camera for the image (unusual lenses).")
-def infer(export_dir, scene_json, list_file, index_file, views, targets, backend, device, out_dir, data_roots,
+def infer(export_dir, scene_json, list_file, index_file, views, targets, backend, precision, device, out_dir, data_roots,
           no_intrinsics_check):
     """Add views one at a time and render the targets after each: images, PSNR/SSIM,
     latency by component, cache size and peak memory per step.
@@ -172,4 +203,4 @@ def infer(export_dir, scene_json, list_file, index_file, views, targets, backend
     normalization frame comes from all input and target cameras.
     """
     cli_errors(_infer)(export_dir, scene_json, list_file, index_file, views, targets, backend, device, out_dir,
-                       data_roots, not no_intrinsics_check)
+                       data_roots, not no_intrinsics_check, precision)
