@@ -105,6 +105,7 @@ def scene(out_dir, views, size, scenes, seed):
 # -- registered commands (one line each) --
 from viewrt.bench import bench as _bench; main.add_command(_bench)  # noqa: E402,E702
 from viewrt.infer import infer as _infer; main.add_command(_infer)  # noqa: E402, E702
+from viewrt.calib import cli as _calib; [main.add_command(c) for c in (_calib.calib, _calib.calib_report, _calib.estimate)]  # noqa: E402, E702
 
 if __name__ == "__main__":
     main()
