@@ -3,7 +3,7 @@
 Each point runs in a fresh Python process: import the runtime, take the estimate (CPU row of
 the export's precision, which includes that process's resident memory at that moment), then
 open the export on ONNX Runtime (CPU), add N views, render the targets, and read the peak
-resident set size (``ru_maxrss``).
+resident set size (``VmHWM`` of /proc/self/status).
 
     python -m viewrt.calib.memcheck EXPORT [EXPORT ...] --views 4,16,64 --targets 8
 
@@ -22,8 +22,6 @@ TOLERANCE = 0.15
 
 
 def _child(export_dir: str, views: int, targets: int) -> dict:
-    import resource
-
     import numpy as np
 
     import viewrt.runtime as vrt
@@ -39,7 +37,9 @@ def _child(export_dir: str, views: int, targets: int) -> dict:
         for i in range(views):
             r.add_view(rng.random((3, m.image_size, m.image_size), dtype=np.float32), vrt.Camera(c2ws[i], fx))
         r.render([vrt.Camera(c, fx) for c in c2ws[views:]])
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    # VmHWM, not ru_maxrss: Linux keeps ru_maxrss across exec, so a child of a big process
+    # (pytest with torch loaded) would report its parent's peak
+    peak = next(int(x.split()[1]) * 1024 for x in open("/proc/self/status") if x.startswith("VmHWM:"))
     return {"export": export_dir, "precision": m.data["precision"], "views": views, "targets": targets,
             "estimate_mib": round(cpu["total"] / 2**20, 1), "peak_rss_mib": round(peak / 2**20, 1),
             "error": round(cpu["total"] / peak - 1, 4), "terms_mib": {k: round(cpu[k] / 2**20, 1) for k in ("weights", "kv_cache", "activations", "process")}}

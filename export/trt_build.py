@@ -29,7 +29,7 @@ Shape = tuple[int, ...]
 Profile = tuple[Shape, Shape, Shape]  # (min, opt, max)
 
 _KV_BYTES = {"float32": 4, "float16": 2}
-_PRECISIONS = ("fp32", "fp16")
+_PRECISIONS = ("fp32", "fp16", "int8", "fp8")  # int8/fp8: Q/DQ graphs from viewrt calib
 _GRAPHS = ("encoder", "decoder")
 _TRT_DTYPES = {
     "FLOAT": "float32", "HALF": "float16", "BF16": "bfloat16", "INT8": "int8",
@@ -270,7 +270,9 @@ def build_engine(
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
     # flags 0: explicit batch is the only mode on 10.x; on 11.x every network is strongly typed.
-    network = builder.create_network(0)
+    from viewrt.calib.trt_hook import network_flags  # Q/DQ graphs: checks, then a strongly typed network
+
+    network = builder.create_network(network_flags(trt, onnx_path, precision, cc))
     parser = trt.OnnxParser(network, logger)
     if not builder or not network or not parser:
         raise ViewrtError("TensorRT could not create a builder, network or ONNX parser")
@@ -524,7 +526,7 @@ def build_all(
     profiles = profiles_for(manifest, max_views, max_targets)
     graphs = _need(manifest, "graphs")
     for graph in _GRAPHS:
-        check_trt_compatible(out_dir / graphs[graph]["file"])
+        check_trt_compatible(out_dir / graphs[graph]["file"], opset_range=(17, 19 if precision == "fp8" else 18))
 
     cache = out_dir / "timing.cache"
     return {

@@ -146,3 +146,11 @@ def estimate_line(export_dir, max_views: int | None = None, targets: int = 8, de
     return (f"[estimate] {r['precision']} on {dev.upper()}, {est['max_views']} views x {targets} targets: about "
             f"{r['total'] / MIB:.0f} MiB (weights {r['weights'] / MIB:.0f}, KV cache {r['kv_cache'] / MIB:.0f}, "
             f"activations {r['activations'] / MIB:.0f}" + (f", process {r['process'] / MIB:.0f})" if dev == "cpu" else ")"))
+
+
+def echo_estimate(export_dir, max_views: int | None = None, targets: int = 8, device: str = "cpu") -> None:
+    """Print :func:`estimate_line` to stdout (nothing when the folder cannot be read): the
+    one-line hook at the start of infer, bench and build."""
+    line = estimate_line(export_dir, max_views, targets, device)
+    if line:
+        print(line, flush=True)

@@ -1022,6 +1022,7 @@ def run_bench(cfg: BenchConfig, progress: bool = True) -> tuple[dict, str]:
     """
     b = _Bench(cfg, progress)
     b.check()
+    from viewrt.runtime.estimate import echo_estimate; echo_estimate(cfg.export_dir, max(cfg.views), max(cfg.targets), cfg.device)  # noqa: E702
     try:
         cfg.out.mkdir(parents=True, exist_ok=True)
     except OSError as e:

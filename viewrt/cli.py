@@ -63,6 +63,7 @@ def build(export_dir, precision, max_views, max_targets, if_available):
     from viewrt.export.engines import build_engines, read_export
     from viewrt.export.trt_build import trt_available
 
+    from viewrt.runtime.estimate import echo_estimate; echo_estimate(export_dir, max_views, max_targets, "gpu")  # noqa: E702
     ok, reason = trt_available()
     if not ok and if_available:
         read_export(Path(export_dir))  # the graphs are there and match

@@ -653,6 +653,7 @@ def _infer(export_dir, scene_json, list_file, index_file, views, targets, backen
              "weights": checkpoint or "built-in, untrained", "backend": backend, "index": str(index_file) if index_file else None}
     note = ("" if checkpoint else f"note: {export_dir} holds the built-in untrained weights: the renders test the pipeline "
             "and look like noise; export a real checkpoint (viewrt export --checkpoint ...) for meaningful images")
+    from viewrt.runtime.estimate import echo_estimate; echo_estimate(export_dir, views, device=device or "cpu")  # noqa: E702
     if list_file:
         scenes = load_scene_list(list_file)
         summary = run_list(factory, scenes, out, size, views=views, targets=target_list, index=index,
