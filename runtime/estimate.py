@@ -7,7 +7,9 @@ Terms (bytes; T tokens per view, D model width, H heads, L layers, N views, t ta
 - weights: the exported graphs' file sizes (their initializers), rescaled from the export's
   precision to each precision (fp32 4, fp16 2, int8/fp8 1 byte per weight). ONNX Runtime on
   the CPU holds the graph's weights and, while it builds a session, the parsed model too:
-  counted as 2x on the CPU; TensorRT engines hold one copy.
+  counted as 2x on the CPU; for Q/DQ graphs it holds the quantized weights plus fp32 copies
+  of the ones it dequantizes ahead of time: counted as quantized + fp32. TensorRT engines
+  hold one copy.
 - KV cache: ``L * 2 * N * T * D * bytes(kv)``; the K/V at the graph boundary are fp32
   for fp32, int8 and fp8 exports (Q/DQ sit inside the graphs) and fp16 for fp16.
 - activations of one decoder call (the largest step): where attention is materialized
@@ -109,7 +111,11 @@ def estimate(manifest, max_views: int | None = None, precision: str | None = Non
                 t = _targets_per_call(T, n, H, targets, attention_budget_mib)
                 act = 2 * t * T * n * T * H * 4 + 2 * t * T * 4 * D * 4
                 act *= 2 if repeated or targets >= 2 * t else 1
-                row = {"weights": 2 * w, "kv_cache": kv, "activations": act, "process": process + 2 * SESSION_BYTES}
+                # fp32/fp16: the graph's weights and the parsed model while the session is built;
+                # Q/DQ on ONNX Runtime's CPU: the int8/fp8 weights plus fp32 copies of those
+                # it dequantizes ahead of time
+                cpu_w = 2 * w if WEIGHT_BYTES[p] > 1 else w + weights_fp32
+                row = {"weights": cpu_w, "kv_cache": kv, "activations": act, "process": process + 2 * SESSION_BYTES}
             else:
                 act = 2 * targets * T * 4 * D * 4
                 row = {"weights": w, "kv_cache": kv, "activations": act, "process": 0}
