@@ -275,7 +275,9 @@ def quantize_export(export_dir: str | Path, out_dir: str | Path, precision: str,
     created = not out_dir.exists()
     done = False
     try:
-        paths, source_desc = scene_paths(scenes, synthetic, src.image_size, work / "scenes", seed)
+        # synthetic scenes long enough for the decoder samples to reach large caches
+        paths, source_desc = scene_paths(scenes, synthetic, src.image_size, work / "scenes", seed,
+                                         n_views=max(12, min(src.max_views, 28) + targets))
         nodes = {g: matmul_nodes(src.path(g)) for g in GRAPHS}
         known = {n["module"] for g in GRAPHS for n in nodes[g]} | {n["node"] for g in GRAPHS for n in nodes[g]}
         unknown = [p for p in exclude if not any(k == p or k.startswith(p + ".") for k in known)]

@@ -153,11 +153,18 @@ def _sensitive(layers: list[dict]) -> list[int]:
     return sorted(set(picked) | {int(np.argmax(growth))})
 
 
+def _calib_text(c: dict | None) -> str:
+    if not c:
+        return "unknown"
+    return (f"{c.get('source')}; {c.get('encoder_samples')} encoder samples, {c.get('decoder_samples')} decoder samples "
+            f"(caches of {c.get('decoder_views')} views, {c.get('targets_per_sample')} targets each)")
+
+
 def report_markdown(r: dict) -> str:
     """The report as a markdown page."""
     lines = [f"# Accuracy of the {r['precision']} export", "",
              f"- export: `{r['export']}`; reference (fp32): `{r['reference']}`",
-             f"- calibration: {r['method']}, {r['calibration']}",
+             f"- calibration: {r['method']}; {_calib_text(r['calibration'])}",
              f"- held-out scenes: {r['held_out']}, {r['targets_per_scene']} targets each; {r['backend']}",
              f"- excluded (fp32) matmuls: {r['excluded']}"]
     if r["untrained_weights"]:
