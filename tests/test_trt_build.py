@@ -133,7 +133,7 @@ def test_profiles_for_rejects_bad_input():
 
 def test_build_engine_checks_arguments_before_tensorrt(tmp_path):
     with pytest.raises(ViewrtError, match="precision"):
-        build_engine(tmp_path / "a.onnx", tmp_path / "a.engine", {}, precision="int8")
+        build_engine(tmp_path / "a.onnx", tmp_path / "a.engine", {}, precision="int4")
     with pytest.raises(ViewrtError, match="not found"):
         build_engine(tmp_path / "absent.onnx", tmp_path / "a.engine", {})
 
