@@ -110,25 +110,30 @@ def quantize_graph(src: Path, dst: Path, feeds: list[dict], precision: str, meth
     from viewrt.calib.data import FeedReader
 
     qtype = getattr(QuantType, PRECISIONS[precision])
-    logging.getLogger().setLevel(logging.ERROR)  # the quantizer's "consider pre-processing" notes
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # the quantizer's "consider pre-processing" notes
     kwargs = {"calibration_providers": ["CPUExecutionProvider"]} if _has_calibration_providers() else {}
-    with open(os.devnull, "w") as null, contextlib.redirect_stdout(null):  # its calibration progress prints
-        quantize_static(
-            str(src), str(dst), FeedReader(feeds), quant_format=QuantFormat.QDQ,
-            op_types_to_quantize=["MatMul", "Gemm"], per_channel=True, reduce_range=False,
-            activation_type=qtype, weight_type=qtype, nodes_to_exclude=exclude_nodes,
-            calibrate_method=getattr(CalibrationMethod, METHODS[method]),
-            extra_options={
-                "ActivationSymmetric": True, "WeightSymmetric": True,
-                "OpTypesToExcludeOutputQuantization": ["MatMul", "Gemm"],
-                "CalibTensorRangeSymmetric": True,
-                # one sample per collect call, merged into the running ranges/histograms:
-                # bounded memory, and the decoder's past-token axis differs between samples
-                # (the histogram methods cannot stack outputs of different shapes)
-                "CalibStridedMinMax": 1,
-            },
-            **kwargs,
-        )
+    try:
+        with open(os.devnull, "w") as null, contextlib.redirect_stdout(null):  # its calibration progress prints
+            quantize_static(
+                str(src), str(dst), FeedReader(feeds), quant_format=QuantFormat.QDQ,
+                op_types_to_quantize=["MatMul", "Gemm"], per_channel=True, reduce_range=False,
+                activation_type=qtype, weight_type=qtype, nodes_to_exclude=exclude_nodes,
+                calibrate_method=getattr(CalibrationMethod, METHODS[method]),
+                extra_options={
+                    "ActivationSymmetric": True, "WeightSymmetric": True,
+                    "OpTypesToExcludeOutputQuantization": ["MatMul", "Gemm"],
+                    "CalibTensorRangeSymmetric": True,
+                    # one sample per collect call, merged into the running ranges/histograms:
+                    # bounded memory, and the decoder's past-token axis differs between samples
+                    # (the histogram methods cannot stack outputs of different shapes)
+                    "CalibStridedMinMax": 1,
+                },
+                **kwargs,
+            )
+    finally:
+        root.setLevel(level)
 
 
 def _has_calibration_providers() -> bool:
