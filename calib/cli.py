@@ -32,7 +32,7 @@ def _views(text: str) -> list[int]:
 @click.option("--precision", required=True, help="int8 or fp8 (float8 E4M3FN).")
 @click.option("--scenes", type=click.Path(dir_okay=False), default=None, help="Scene list file of calibration scenes.")
 @click.option("--synthetic", type=int, default=None, help="Calibrate on N generated synthetic scenes instead.")
-@click.option("--method", default=None, help="minmax, entropy, percentile or distribution (default: minmax for int8, distribution for fp8).")
+@click.option("--method", default=None, help="minmax (default), entropy, percentile (int8) or distribution.")
 @click.option("--exclude", default="", help="Comma list of modules (prefixes) or nodes kept in fp32, e.g. self_cross_blocks.0,image_token_decoder.")
 @click.option("--attention/--no-attention", default=True, show_default=True, help="Quantize the attention matmuls too.")
 @click.option("--max-samples", type=int, default=256, show_default=True, help="Calibration samples per graph, at most.")

@@ -10,8 +10,11 @@ plain ONNX Q/DQ that TensorRT, OpenVINO and ONNX Runtime all read, and it has fl
 ModelOpt's ONNX extra pins onnxruntime-gpu, which cannot be installed next to the plain
 onnxruntime wheel; NNCF's ONNX path writes asymmetric int8 by default and has no FP8.
 
-FP8: ONNX Runtime calibrates float8 only with its "distribution" method, and float8 Q/DQ
-needs opset 19, so FP8 graphs are opset 19 (int8 graphs keep the export's opset 18).
+FP8: ONNX Runtime calibrates float8 only with its "distribution" method, which sets each
+scale from the tensor's standard deviation (a Gaussian fit that clips outliers). The default
+fp8 method here is "minmax": amax / 448 from ONNX Runtime's MinMax calibrator, handed to
+``quantize_static`` as ``TensorQuantOverrides``. Float8 Q/DQ need opset 19, so FP8 graphs
+are opset 19 (int8 graphs keep the export's opset 18).
 
 The output folder is a complete export: encoder.onnx, decoder.onnx and a manifest copied
 from the fp32 one, with precision, files, checksums and validation replaced and a
@@ -35,7 +38,7 @@ from viewrt.errors import ViewrtError
 
 PRECISIONS = {"int8": "QInt8", "fp8": "QFLOAT8E4M3FN"}
 METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile", "distribution": "Distribution"}
-DEFAULT_METHOD = {"int8": "minmax", "fp8": "distribution"}
+DEFAULT_METHOD = {"int8": "minmax", "fp8": "minmax"}
 # Images vs the fp32 export on held-out validation inputs (random weights or trained):
 # PSNR in dB must be at least this. Loose on purpose: the accuracy report holds the real numbers.
 MIN_PSNR_VS_FP32 = {"int8": 25.0, "fp8": 20.0}
@@ -114,13 +117,22 @@ def quantize_graph(src: Path, dst: Path, feeds: list[dict], precision: str, meth
     level = root.level
     root.setLevel(logging.ERROR)  # the quantizer's "consider pre-processing" notes
     kwargs = {"calibration_providers": ["CPUExecutionProvider"]} if _has_calibration_providers() else {}
+    calibrate = getattr(CalibrationMethod, METHODS[method])
+    overrides = {}
+    if precision == "fp8" and method == "minmax":
+        # ONNX Runtime sets float8 scales from the standard deviation (a Gaussian fit that
+        # clips outliers) and calibrates float8 only with "distribution"; here the scales are
+        # amax / 448 from its MinMax calibrator, given to quantize_static as overrides (its
+        # own distribution pass then sees one sample and is not used).
+        overrides = _fp8_minmax_overrides(src, feeds, dst.parent)
+        feeds, calibrate = feeds[:1], CalibrationMethod.Distribution
     try:
         with open(os.devnull, "w") as null, contextlib.redirect_stdout(null):  # its calibration progress prints
             quantize_static(
                 str(src), str(dst), FeedReader(feeds), quant_format=QuantFormat.QDQ,
                 op_types_to_quantize=["MatMul", "Gemm"], per_channel=True, reduce_range=False,
                 activation_type=qtype, weight_type=qtype, nodes_to_exclude=exclude_nodes,
-                calibrate_method=getattr(CalibrationMethod, METHODS[method]),
+                calibrate_method=calibrate,
                 extra_options={
                     "ActivationSymmetric": True, "WeightSymmetric": True,
                     "OpTypesToExcludeOutputQuantization": ["MatMul", "Gemm"],
@@ -129,11 +141,36 @@ def quantize_graph(src: Path, dst: Path, feeds: list[dict], precision: str, meth
                     # bounded memory, and the decoder's past-token axis differs between samples
                     # (the histogram methods cannot stack outputs of different shapes)
                     "CalibStridedMinMax": 1,
+                    **({"TensorQuantOverrides": overrides} if overrides else {}),
                 },
                 **kwargs,
             )
     finally:
         root.setLevel(level)
+
+
+FP8_E4M3_MAX = 448.0
+
+
+def _fp8_minmax_overrides(src: Path, feeds: list[dict], workdir: Path) -> dict:
+    """{tensor: [{"scale": amax / 448, "zero_point": 0 (float8)}]} for every MatMul/Gemm
+    input, amax from ONNX Runtime's MinMax calibrator over the feeds."""
+    import ml_dtypes
+    from onnxruntime.quantization import CalibrationMethod
+    from onnxruntime.quantization.calibrate import create_calibrator
+
+    from viewrt.calib.data import FeedReader
+
+    cal = create_calibrator(src, ["MatMul", "Gemm"], augmented_model_path=str(workdir / f"{src.stem}.minmax.onnx"),
+                            calibrate_method=CalibrationMethod.MinMax, extra_options={"symmetric": True})
+    for f in feeds:  # one at a time: the past-token axis differs between samples
+        cal.collect_data(FeedReader([f]))
+    out = {}
+    for name, td in cal.compute_data().items():
+        lo, hi = td.range_value
+        amax = max(float(np.abs(lo).max()), float(np.abs(hi).max()), 1e-12)
+        out[name] = [{"scale": np.array(amax / FP8_E4M3_MAX, np.float32), "zero_point": np.array(0, ml_dtypes.float8_e4m3fn)}]
+    return out
 
 
 def _has_calibration_providers() -> bool:
@@ -243,8 +280,8 @@ def quantize_export(export_dir: str | Path, out_dir: str | Path, precision: str,
         precision: "int8" or "fp8" (float8e4m3fn).
         scenes: a scene list file (viewrt.data format), or
         synthetic: the number of synthetic scenes to generate instead.
-        method: "minmax", "entropy", "percentile" (int8) or "distribution" (int8, fp8);
-            default minmax for int8, distribution for fp8.
+        method: "minmax" (default), "entropy", "percentile" (int8) or "distribution";
+            fp8 takes minmax (scales amax / 448) or distribution (ONNX Runtime's own).
         exclude: module paths, prefixes or node names whose matmuls stay fp32 (e.g.
             ``self_cross_blocks.0``, ``image_token_decoder``, ``node_linear_3``).
         attention: quantize the attention matmuls (Q·K^T and P·V) too.
@@ -266,8 +303,8 @@ def quantize_export(export_dir: str | Path, out_dir: str | Path, precision: str,
     method = method or DEFAULT_METHOD[precision]
     if method not in METHODS:
         raise ViewrtError(f"unknown calibration method {method!r}; expected one of {', '.join(METHODS)}")
-    if precision == "fp8" and method != "distribution":
-        raise ViewrtError(f"fp8: ONNX Runtime calibrates float8 only with --method distribution, got {method!r}")
+    if precision == "fp8" and method not in ("minmax", "distribution"):
+        raise ViewrtError(f"fp8: calibration --method minmax or distribution, got {method!r}")
     export_dir, out_dir = Path(export_dir), Path(out_dir)
     src = _check_source(export_dir)
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):

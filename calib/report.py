@@ -197,6 +197,7 @@ def _plot(r: dict, path: Path) -> None:
     a.plot(v, [x["psnr_q_vs_gt"] for x in r["by_views"]], "s-", label=f"{r['precision']} vs GT")
     a.plot(v, [x["psnr_fp32_vs_gt"] for x in r["by_views"]], "^--", label="fp32 vs GT")
     a.set_xscale("log", base=2)
+    a.set_xticks(v, [str(n) for n in v])
     a.set_xlabel("input views")
     a.set_ylabel("PSNR (dB)")
     a.legend()

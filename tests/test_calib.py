@@ -69,7 +69,7 @@ def test_qdq_export_passes_trt_rules_and_matches_fp32_on_ort(tiny_export, quanti
     assert m.data["precision"] == precision
     q = m.data["quantization"]
     assert q["symmetric"] and q["calibration"]["encoder_samples"] > 0 and q["calibration"]["decoder_samples"] > 0
-    assert q["method"] == {"int8": "minmax", "fp8": "distribution"}[precision]
+    assert q["method"] == "minmax"
     want = {"int8": {"int8"}, "fp8": {"float8e4m3fn"}}[precision]
     for g in ("encoder", "decoder"):
         path = m.path(g)
@@ -277,7 +277,7 @@ def empty_list(tmp_path_factory):
 
 
 @pytest.mark.parametrize("case", ["missing_export", "fp16_export", "empty_scene_list", "unknown_precision", "unknown_method",
-                                  "no_scene_source", "fp8_minmax"])
+                                  "no_scene_source", "fp8_entropy"])
 def test_calib_user_errors_one_line_nothing_written(case, tiny_export, tiny_export_fp16, empty_list, tmp_path):
     out = tmp_path / "out"
     export, extra = str(tiny_export[0]), ["--precision", "int8", "--synthetic", "1"]
@@ -293,8 +293,8 @@ def test_calib_user_errors_one_line_nothing_written(case, tiny_export, tiny_expo
         extra += ["--method", "magic"]
     elif case == "no_scene_source":
         extra = ["--precision", "int8"]
-    elif case == "fp8_minmax":
-        extra = ["--precision", "fp8", "--method", "minmax", "--synthetic", "1"]
+    elif case == "fp8_entropy":
+        extra = ["--precision", "fp8", "--method", "entropy", "--synthetic", "1"]
     r = CliRunner().invoke(main, ["calib", export, "--out", str(out), *extra])
     assert r.exit_code != 0
     lines = r.stderr.strip().splitlines()
