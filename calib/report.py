@@ -214,3 +214,26 @@ def _plot(r: dict, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def summary_table(report_dirs: list[str | Path]) -> str:
+    """One markdown row per report (label: its folder name): PSNR (dB) of the quantized
+    renders vs fp32 by number of views N, SSIM at 4 views, and the largest per-layer K/V
+    relative error."""
+    reports = [(Path(d).name, json.loads((Path(d) / "report.json").read_text())) for d in report_dirs]
+    views = sorted({b["views"] for _, r in reports for b in r["by_views"]})
+    lines = ["| export | method | " + " | ".join(f"N={n}" for n in views) + " | SSIM, N=4 | max K/V rel. error |",
+             "|---|---|" + "---:|" * (len(views) + 2)]
+    for name, r in reports:
+        b = {x["views"]: x for x in r["by_views"]}
+        kv = max(max(x["key_rel_error"], x["value_rel_error"]) for x in r["kv_error_by_layer"])
+        psnr = " | ".join(f"{b[n]['psnr_q_vs_fp32']:.1f}" if n in b else "-" for n in views)
+        ssim4 = f"{b[4]['ssim_q_vs_fp32']:.4f}" if 4 in b else "-"
+        lines.append(f"| {name} | {r['method']} | {psnr} | {ssim4} | {kv:.3f} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":  # python -m viewrt.calib.report REPORT_DIR ...: the summary table
+    import sys
+
+    print(summary_table(sys.argv[1:]))

@@ -19,8 +19,10 @@ Terms (bytes; T tokens per view, D model width, H heads, L layers, N views, t ta
   in and out (fp32). Counted twice on the CPU when a render makes two decoder calls of the
   same size (targets >= 2t'), or ``repeated`` (the same cache size rendered again, as in a
   benchmark): ONNX Runtime then plans one block for all of the call's activations (its
-  memory pattern) while its arena still holds the first call's chunks. TensorRT fuses
-  attention: only the token tensors count there.
+  memory pattern) while its arena still holds the first call's chunks. For Q/DQ graphs that
+  second block measured about half the first (fp32 intermediates around the fused int8
+  matmuls are not kept): counted 1.5x. TensorRT fuses attention: only the token tensors
+  count there.
 - sessions (CPU): ONNX Runtime's fixed cost per session (thread pool, arena, kernels),
   ``SESSION_BYTES`` each for the encoder and the decoder; measured with
   ``python -m viewrt.calib.memcheck`` on the tiny preset, whose weights and cache are small.
@@ -110,7 +112,8 @@ def estimate(manifest, max_views: int | None = None, precision: str | None = Non
             if device == "cpu":
                 t = _targets_per_call(T, n, H, targets, attention_budget_mib)
                 act = 2 * t * T * n * T * H * 4 + 2 * t * T * 4 * D * 4
-                act *= 2 if repeated or targets >= 2 * t else 1
+                if repeated or targets >= 2 * t:  # ONNX Runtime's memory pattern block (see above)
+                    act = act * 3 // 2 if WEIGHT_BYTES[p] == 1 else 2 * act
                 # fp32/fp16: the graph's weights and the parsed model while the session is built;
                 # Q/DQ on ONNX Runtime's CPU: the int8/fp8 weights plus fp32 copies of those
                 # it dequantizes ahead of time
