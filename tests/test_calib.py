@@ -310,3 +310,11 @@ def test_calib_cli_writes_an_export(tiny_export, tmp_path):
     assert "passes the TensorRT Q/DQ check" in r.output and (tmp_path / "rep" / "report.md").is_file()
     r = CliRunner().invoke(main, ["calib", str(tiny_export[0]), "--out", str(tmp_path / "q"), "--precision", "int8", "--synthetic", "1"])
     assert r.exit_code == 1 and "not an empty folder" in r.stderr  # an existing export is not overwritten
+
+
+def test_estimate_printed_before_infer_and_build(tiny_export, tmp_path):
+    r = CliRunner().invoke(main, ["infer", str(tiny_export[0]), "--out", str(tmp_path / "run"), "--views", "2"])
+    assert r.exit_code == 0, r.output
+    assert r.stdout.splitlines()[0].startswith("[estimate] fp32 on CPU, 2 views")
+    r = CliRunner().invoke(main, ["build", str(tiny_export[0]), "--if-available"])
+    assert r.stdout.splitlines()[0].startswith("[estimate] fp32 on GPU")
