@@ -34,14 +34,15 @@ from pathlib import Path
 import onnx
 
 from viewrt import devices
+from viewrt.contract.memory import attention_scratch_bytes, kv_bytes_per_view
+from viewrt.contract.precision import PRECISIONS, get_precision
 from viewrt.errors import ViewrtError
 from viewrt.export.trt_ops import check_trt_compatible
 
 Shape = tuple[int, ...]
 Profile = tuple[Shape, Shape, Shape]  # (min, opt, max)
 
-_KV_BYTES = {"float32": 4, "float16": 2}
-_PRECISIONS = ("fp32", "fp16")
+_PRECISIONS = tuple(PRECISIONS)  # the contract's precision table (int8/fp8: Q/DQ graphs from viewrt calib)
 _GRAPHS = ("encoder", "decoder")
 
 
@@ -184,6 +185,9 @@ def typing_plan(major: int, precision: str, graph_has_fp16: bool) -> dict:
     """
     if precision not in _PRECISIONS:
         raise ViewrtError(f"precision: expected one of {_PRECISIONS}, got '{precision}'")
+    row = get_precision(precision)
+    if row.quantized:  # explicit Q/DQ: the graph's own types decide, on 10.x and 11.x alike
+        return {"typing": "strong", "fp16_flag": False, "precision": precision}
     if graph_has_fp16:
         if precision == "fp32":
             raise ViewrtError("the graph carries fp16 types; an fp32 engine needs an fp32 export (--precision fp32)")
@@ -264,6 +268,10 @@ def build_engine(
     builder = trt.Builder(logger)
     if builder is None:
         raise ViewrtError("TensorRT could not create a builder")
+    # Q/DQ graphs (viewrt calib): the rule check, FP8 only on sm >= 8.9; they build strongly typed
+    from viewrt.export.trt_qdq import qdq_plan
+
+    qdq_plan(onnx_path, precision, cc)
     # 10.x: strong typing is asked for by flag; 11.x: always strongly typed (the flag is ignored).
     strong = plan["typing"] == "strong" and status.major < 11
     network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if strong else 0)
@@ -392,10 +400,11 @@ def _check_views(manifest: dict, max_views: int, max_targets: int) -> None:
 def estimate_memory(manifest: dict, max_views: int, max_targets: int) -> dict:
     """Estimate the GPU memory of a full KV cache and of the decoder's largest activation.
 
-    Pure arithmetic on the manifest: ``cache_bytes = n_layers * 2 (K and V) * max_views *
-    tokens_per_view * d_model * bytes(kv_dtype)``; the attention scores of one decoder layer
-    are ``max_targets * tokens_per_view`` queries by ``max_views * tokens_per_view`` keys by
-    ``n_heads``, in fp32 (4 bytes), which is the largest activation when the cache is full.
+    Pure arithmetic on the manifest through :mod:`viewrt.contract.memory`: the KV cache at
+    ``max_views``, and the materialized attention of one decoder layer (fp32 scores and
+    probabilities of ``max_targets * tokens_per_view`` queries by ``max_views *
+    tokens_per_view`` keys by ``n_heads``), the largest activation when the cache is full
+    and attention does not fuse.
 
     Args:
         manifest: The export manifest (``tokens_per_view``, ``n_layers``, ``n_heads``,
@@ -412,16 +421,16 @@ def estimate_memory(manifest: dict, max_views: int, max_targets: int) -> dict:
     """
     _check_views(manifest, max_views, max_targets)
     kv_dtype = _need(manifest, "kv_dtype")
-    if kv_dtype not in _KV_BYTES:
-        raise ViewrtError(
-            f"manifest: kv_dtype expected one of {sorted(_KV_BYTES)}, got '{kv_dtype}'"
-        )
+    itemsize = {row.kv_dtype: row.itemsize for row in PRECISIONS.values()}
+    if kv_dtype not in itemsize:
+        raise ViewrtError(f"manifest: kv_dtype expected one of {sorted(itemsize)}, got '{kv_dtype}'")
     tokens = int(_need(manifest, "tokens_per_view"))
     layers, heads = int(_need(manifest, "n_layers")), int(_need(manifest, "n_heads"))
-    d_model = int(_need(manifest, "d_model"))
+    head_dim = int(_need(manifest, "d_model")) // heads
 
-    cache = layers * 2 * max_views * tokens * d_model * _KV_BYTES[kv_dtype]
-    scores = (max_targets * tokens) * (max_views * tokens) * heads * 4
+    # the contract's one memory arithmetic (what the runtime's target splitting uses too)
+    cache = kv_bytes_per_view(layers, tokens, heads, head_dim, itemsize[kv_dtype]) * max_views
+    scores = attention_scratch_bytes(max_targets, tokens, max_views * tokens, heads)
     mib = 2**20
     return {
         "max_views": max_views,
@@ -534,7 +543,7 @@ def build_all(
     profiles = profiles_for(manifest, max_views, max_targets)
     graphs = _need(manifest, "graphs")
     for graph in _GRAPHS:
-        check_trt_compatible(out_dir / graphs[graph]["file"])
+        check_trt_compatible(out_dir / graphs[graph]["file"], opset_range=(17, 19 if precision == "fp8" else 18))
 
     cache = out_dir / "timing.cache"
     return {

@@ -173,7 +173,7 @@ def test_index_selection_and_null_scene(tiny_export, tmp_path):
 def test_user_errors(tiny_export, scene32, tmp_path, args, match):
     r = _invoke(tiny_export[0], "--scene", scene32, *args, "--out", tmp_path)
     assert r.exit_code == 1
-    lines = r.output.strip().splitlines()
+    lines = r.stderr.strip().splitlines()  # stdout may hold the memory estimate
     assert len(lines) == 1 and lines[0].startswith("error: ") and match in lines[0], r.output
 
 

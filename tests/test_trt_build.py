@@ -55,9 +55,10 @@ def test_estimate_memory_fp16_cache():
     est = estimate_memory(_manifest(), max_views=4, max_targets=3)
     # layers * (K, V) * views * tokens * d_model * 2 bytes
     assert est["cache_bytes"] == 2 * 2 * 4 * T * D * 2 == 1024
-    # (targets * tokens) x (views * tokens) x heads x fp32
-    assert est["attention_scores_bytes"] == (3 * T) * (4 * T) * HEADS * 4 == 1536
-    assert est["total_bytes"] == 2560
+    # scores and probabilities: 2 x (targets * tokens) x (views * tokens) x heads x fp32 (the
+    # contract's attention_scratch_bytes, the runtime's target-splitting rule too)
+    assert est["attention_scores_bytes"] == 2 * (3 * T) * (4 * T) * HEADS * 4 == 3072
+    assert est["total_bytes"] == 1024 + 3072
     assert est["kv_dtype"] == "float16"
     assert est["total_mib"] == pytest.approx(2560 / 2**20, abs=0.01)
 
@@ -76,7 +77,7 @@ def test_estimate_memory_realistic_numbers():
     est = estimate_memory(m, max_views=16, max_targets=8)
     assert est["cache_bytes"] == 12 * 2 * 16 * 256 * 768 * 2
     assert est["cache_mib"] == 144.0
-    assert est["attention_scores_mib"] == (8 * 256) * (16 * 256) * 12 * 4 / 2**20 == 384.0
+    assert est["attention_scores_mib"] == 2 * (8 * 256) * (16 * 256) * 12 * 4 / 2**20 == 768.0
 
 
 @pytest.mark.parametrize(
@@ -134,7 +135,7 @@ def test_profiles_for_rejects_bad_input():
 
 def test_build_engine_checks_arguments_before_tensorrt(tmp_path):
     with pytest.raises(ViewrtError, match="precision"):
-        build_engine(tmp_path / "a.onnx", tmp_path / "a.engine", {}, precision="int8")
+        build_engine(tmp_path / "a.onnx", tmp_path / "a.engine", {}, precision="int4")
     with pytest.raises(ViewrtError, match="not found"):
         build_engine(tmp_path / "absent.onnx", tmp_path / "a.engine", {})
 

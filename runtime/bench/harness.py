@@ -515,8 +515,11 @@ def run_bench(cfg: BenchConfig, make_baselines=None, progress: bool = True) -> t
     """
     from viewrt.folders import locked_folder
 
+    from viewrt.runtime.estimate import echo_estimate
+
     b = Bench(cfg, make_baselines, progress)
     b.check()
+    echo_estimate(cfg.export_dir, max(cfg.views), max(cfg.targets), cfg.device)  # the memory estimate first
     created = not cfg.out.exists()
     try:
         with locked_folder(cfg.out, "--out"):

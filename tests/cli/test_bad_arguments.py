@@ -24,6 +24,8 @@ def _table(export: Path, tmp: Path):
     afile = tmp / "afile"
     afile.write_text("x")
     out = tmp / "out"
+    empty = tmp / "empty.txt"
+    empty.write_text("")
     return {
         "export": [
             ["export", "--preset", "nope", "--out", out],
@@ -62,6 +64,21 @@ def _table(export: Path, tmp: Path):
             ["infer", export, "--out", out, "--targets", "x,1"],
             ["infer", export, "--out", afile / "sub"],
         ],
+        "calib": [
+            ["calib", tmp / "nope", "--out", out, "--precision", "int8", "--synthetic", "2"],
+            ["calib", export, "--out", out, "--precision", "int4", "--synthetic", "2"],
+            ["calib", export, "--out", out, "--precision", "int8", "--scenes", empty],
+            ["calib", export, "--out", out, "--precision", "int8", "--synthetic", "0"],
+        ],
+        "calib-report": [
+            ["calib-report", tmp / "nope", "--out", out],
+            ["calib-report", export, "--out", out],  # not a quantized export
+        ],
+        "estimate": [
+            ["estimate", tmp / "nope"],
+            ["estimate", export, "--max-views", "0"],
+            ["estimate", export, "--precision", "int4"],
+        ],
         "bench": [
             ["bench", tmp / "nope", "--out", out],
             ["bench", export, "--out", out, "--views", "0"],
@@ -78,7 +95,7 @@ def test_every_subcommand_is_in_the_table(tiny_export, tmp_path):
     assert set(main.commands) <= set(_table(tiny_export[0], tmp_path))
 
 
-@pytest.mark.parametrize("command", ["export", "build", "info", "scene", "infer", "bench"])
+@pytest.mark.parametrize("command", ["export", "build", "info", "scene", "infer", "bench", "calib", "calib-report", "estimate"])
 def test_bad_arguments_end_in_one_line(tiny_export, tmp_path, command):
     export = tiny_export[0]
     before = sorted(p.name for p in export.iterdir())

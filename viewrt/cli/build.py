@@ -23,6 +23,9 @@ def build(export_dir, precision, max_views, max_targets, if_available, tf32):
     from viewrt.export.engines import build_engines, read_export
     from viewrt.export.trt_build import trt_available
 
+    from viewrt.runtime.estimate import echo_estimate
+
+    echo_estimate(export_dir, max_views, max_targets, "gpu")  # the memory estimate first
     ok, reason = trt_available()  # probed once for the whole command (viewrt.devices)
     if not ok and if_available:
         read_export(Path(export_dir))  # the graphs are there and match

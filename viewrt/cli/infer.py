@@ -115,6 +115,9 @@ def _infer(export_dir, scene_json, list_file, index_file, views, targets, backen
     index = load_eval_index(index_file) if index_file else None
     scenes = load_scene_list(list_file) if list_file else None
     scene = load_scene(scene_json, roots) if scene_json is not None else None  # a bad scene file: one error, nothing written
+    from viewrt.runtime.estimate import echo_estimate
+
+    echo_estimate(export_dir, views, device=device or "cpu")  # the memory estimate first
     with locked_folder(out, "--out"):
         _run(export_dir, scene, list_file, scenes, index, index_file, views, target_list, backend, factory, manifest, out,
              roots, check_intrinsics, device)

@@ -30,6 +30,7 @@ class Precision:
         openvino_hint: OpenVINO INFERENCE_PRECISION_HINT that keeps the graph's numerics
             (None: the plugin's default).
         min_compute_capability: smallest CUDA compute capability that runs it on TensorRT.
+        weight_itemsize: bytes per matmul weight in the graph (fp32 4, fp16 2, int8/fp8 1).
     """
 
     name: str
@@ -45,6 +46,7 @@ class Precision:
     ort_trt_fp16: bool
     openvino_hint: str | None
     min_compute_capability: tuple[int, int] = (0, 0)
+    weight_itemsize: int = 4
 
     def kv_tolerance(self, peak_abs: float) -> float:
         """The K/V tolerance for a tensor whose largest magnitude is ``peak_abs``."""
@@ -58,10 +60,10 @@ PRECISIONS: dict[str, Precision] = {
         Precision("fp32", "float32", 4, 1e-4, False, 1e-4, True, False, False, (), False, "f32"),
         # fp16 matmuls and cache, fp32 residual stream/norms/softmax (explicit casts in the
         # graph): built strongly typed so TensorRT keeps the fp32 islands.
-        Precision("fp16", "float16", 2, 1e-2, True, 1e-2, True, False, True, (), False, "f32"),
+        Precision("fp16", "float16", 2, 1e-2, True, 1e-2, True, False, True, (), False, "f32", weight_itemsize=2),
         # Explicit Q/DQ graphs from calib/: fp32 cache and IO, int8 or fp8 matmuls.
-        Precision("int8", "float32", 4, 5e-2, True, 5e-2, False, True, True, (), False, None, (6, 1)),
-        Precision("fp8", "float32", 4, 1e-1, True, 1e-1, False, True, True, (), False, None, (8, 9)),
+        Precision("int8", "float32", 4, 5e-2, True, 5e-2, False, True, True, (), False, None, (6, 1), weight_itemsize=1),
+        Precision("fp8", "float32", 4, 1e-1, True, 1e-1, False, True, True, (), False, None, (8, 9), weight_itemsize=1),
     )
 }
 EXPORT_PRECISIONS = tuple(n for n, p in PRECISIONS.items() if p.exported)

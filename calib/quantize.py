@@ -1,0 +1,374 @@
+"""Explicit INT8/FP8 quantization of an fp32 export into a new export folder.
+
+The quantizer is ONNX Runtime's ``quantize_static`` in QDQ format, set up for TensorRT's
+explicit-quantization rules (see qdq_check.py): symmetric activations and weights (zero
+points 0), int8 or float8e4m3fn, per-channel weights, per-tensor activations, Q/DQ on the
+inputs of MatMul/Gemm only (``OpTypesToExcludeOutputQuantization`` keeps their outputs in
+float), optionally the attention matmuls too. Why ONNX Runtime's tools and not NVIDIA
+ModelOpt or NNCF: onnxruntime is already the runtime's one dependency, its quantizer writes
+plain ONNX Q/DQ that TensorRT, OpenVINO and ONNX Runtime all read, and it has float8e4m3fn;
+ModelOpt's ONNX extra pins onnxruntime-gpu, which cannot be installed next to the plain
+onnxruntime wheel; NNCF's ONNX path writes asymmetric int8 by default and has no FP8.
+
+FP8: ONNX Runtime calibrates float8 only with its "distribution" method, which sets each
+scale from the tensor's standard deviation (a Gaussian fit that clips outliers). The default
+fp8 method here is "minmax": amax / 448 from ONNX Runtime's MinMax calibrator, handed to
+``quantize_static`` as ``TensorQuantOverrides``. Float8 Q/DQ need opset 19, so FP8 graphs
+are opset 19 (int8 graphs keep the export's opset 18).
+
+The output folder is a complete export: encoder.onnx, decoder.onnx and a manifest copied
+from the fp32 one, with precision, files, checksums and validation replaced and a
+``quantization`` record added (:func:`quantization_record`). K/V stay float32 at the
+graph boundary (the cache does not shrink); the Q/DQ sit inside the graphs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from viewrt.errors import ViewrtError
+
+PRECISIONS = {"int8": "QInt8", "fp8": "QFLOAT8E4M3FN"}
+METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile", "distribution": "Distribution"}
+DEFAULT_METHOD = {"int8": "minmax", "fp8": "minmax"}
+# Images vs the fp32 export on held-out validation inputs (random weights or trained):
+# PSNR in dB must be at least this. Loose on purpose: the accuracy report holds the real numbers.
+MIN_PSNR_VS_FP32 = {"int8": 25.0, "fp8": 20.0}
+GRAPHS = ("encoder", "decoder")
+
+
+def matmul_nodes(onnx_path: Path) -> list[dict]:
+    """MatMul/Gemm nodes of a graph with the module they come from.
+
+    Returns: ``[{"node", "module", "attention"}]`` where ``module`` is the PyTorch module
+    path the exporter recorded (``self_cross_blocks.0.cross_attn.to_q``; attention
+    matmuls name their attention module) and ``attention`` is True when both inputs are
+    activations (scores and weighted sum).
+    """
+    import onnx
+
+    m = onnx.load(str(onnx_path), load_external_data=False)
+    consts = {i.name for i in m.graph.initializer}
+    out = []
+    for n in m.graph.node:
+        if n.op_type not in ("MatMul", "Gemm"):
+            continue
+        md = {p.key: p.value for p in n.metadata_props}
+        scopes = md.get("pkg.torch.onnx.name_scopes", "")
+        try:
+            parts = [s for s in eval_list(scopes) if s]
+        except ValueError:
+            parts = []
+        # the last scope is the op itself (linear_3, matmul_2); the one before is the module
+        module = parts[-2] if len(parts) >= 2 else n.name
+        module = module[len("model."):] if module.startswith("model.") else module
+        out.append({"node": n.name, "module": module, "attention": not any(i in consts for i in n.input)})
+    return out
+
+
+def eval_list(text: str) -> list[str]:
+    """Parse the exporter's name-scope metadata (a Python list literal of strings)."""
+    import ast
+
+    if not text:
+        return []
+    value = ast.literal_eval(text)
+    if not isinstance(value, list):
+        raise ValueError("not a list")
+    return [str(v) for v in value]
+
+
+def _matches(module: str, node: str, patterns: list[str]) -> bool:
+    return any(node == p or module == p or module.startswith(p + ".") for p in patterns)
+
+
+def select_nodes(nodes: list[dict], exclude: list[str], attention: bool) -> tuple[list[str], list[str]]:
+    """(quantized node names, excluded node names) of one graph.
+
+    A pattern excludes a node by its name, its module path, or a module prefix on a dot
+    boundary (``self_cross_blocks.3`` excludes every matmul of decoder block 3).
+    """
+    quant, excl = [], []
+    for n in nodes:
+        if (n["attention"] and not attention) or _matches(n["module"], n["node"], exclude):
+            excl.append(n["node"])
+        else:
+            quant.append(n["node"])
+    return quant, excl
+
+
+def quantize_graph(src: Path, dst: Path, feeds: list[dict], precision: str, method: str,
+                   exclude_nodes: list[str]) -> None:
+    """ONNX Runtime static QDQ quantization of one graph (see the module docstring)."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    from viewrt.calib.data import FeedReader
+
+    qtype = getattr(QuantType, PRECISIONS[precision])
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # the quantizer's "consider pre-processing" notes
+    kwargs = {"calibration_providers": ["CPUExecutionProvider"]} if _has_calibration_providers() else {}
+    calibrate = getattr(CalibrationMethod, METHODS[method])
+    overrides = {}
+    if precision == "fp8" and method == "minmax":
+        # ONNX Runtime sets float8 scales from the standard deviation (a Gaussian fit that
+        # clips outliers) and calibrates float8 only with "distribution"; here the scales are
+        # amax / 448 from its MinMax calibrator, given to quantize_static as overrides (its
+        # own distribution pass then sees one sample and is not used).
+        overrides = _fp8_minmax_overrides(src, feeds, dst.parent)
+        feeds, calibrate = feeds[:1], CalibrationMethod.Distribution
+    try:
+        with open(os.devnull, "w") as null, contextlib.redirect_stdout(null):  # its calibration progress prints
+            quantize_static(
+                str(src), str(dst), FeedReader(feeds), quant_format=QuantFormat.QDQ,
+                op_types_to_quantize=["MatMul", "Gemm"], per_channel=True, reduce_range=False,
+                activation_type=qtype, weight_type=qtype, nodes_to_exclude=exclude_nodes,
+                calibrate_method=calibrate,
+                extra_options={
+                    "ActivationSymmetric": True, "WeightSymmetric": True,
+                    "OpTypesToExcludeOutputQuantization": ["MatMul", "Gemm"],
+                    "CalibTensorRangeSymmetric": True,
+                    # one sample per collect call, merged into the running ranges/histograms:
+                    # bounded memory, and the decoder's past-token axis differs between samples
+                    # (the histogram methods cannot stack outputs of different shapes)
+                    "CalibStridedMinMax": 1,
+                    **({"TensorQuantOverrides": overrides} if overrides else {}),
+                },
+                **kwargs,
+            )
+    finally:
+        root.setLevel(level)
+
+
+FP8_E4M3_MAX = 448.0
+
+
+def _fp8_minmax_overrides(src: Path, feeds: list[dict], workdir: Path) -> dict:
+    """{tensor: [{"scale": amax / 448, "zero_point": 0 (float8)}]} for every MatMul/Gemm
+    input, amax from ONNX Runtime's MinMax calibrator over the feeds."""
+    import ml_dtypes
+    from onnxruntime.quantization import CalibrationMethod
+    from onnxruntime.quantization.calibrate import create_calibrator
+
+    from viewrt.calib.data import FeedReader
+
+    cal = create_calibrator(src, ["MatMul", "Gemm"], augmented_model_path=str(workdir / f"{src.stem}.minmax.onnx"),
+                            calibrate_method=CalibrationMethod.MinMax, extra_options={"symmetric": True})
+    for f in feeds:  # one at a time: the past-token axis differs between samples
+        cal.collect_data(FeedReader([f]))
+    out = {}
+    for name, td in cal.compute_data().items():
+        lo, hi = td.range_value
+        amax = max(float(np.abs(lo).max()), float(np.abs(hi).max()), 1e-12)
+        out[name] = [{"scale": np.array(amax / FP8_E4M3_MAX, np.float32), "zero_point": np.array(0, ml_dtypes.float8_e4m3fn)}]
+    return out
+
+
+def _has_calibration_providers() -> bool:
+    import inspect
+
+    from onnxruntime.quantization import quantize_static
+
+    return "calibration_providers" in inspect.signature(quantize_static).parameters
+
+
+def quantized_tensors(onnx_path: Path) -> dict:
+    """Which tensors carry Q/DQ: ``{"activations": [...], "weights": [...]}`` (names)."""
+    import onnx
+
+    m = onnx.load(str(onnx_path), load_external_data=False)
+    consts = {i.name for i in m.graph.initializer}
+    acts = sorted(n.input[0] for n in m.graph.node if n.op_type == "QuantizeLinear")
+    weights = sorted(n.input[0].removesuffix("_quantized") for n in m.graph.node
+                     if n.op_type == "DequantizeLinear" and n.input[0] in consts)
+    return {"activations": acts, "weights": weights}
+
+
+def quantization_record(precision: str, method: str, calibration: dict, source: dict, graphs: dict, versions: dict) -> dict:
+    """The manifest's ``quantization`` entry (the one place its keys are written).
+
+    Args:
+        precision: "int8" or "fp8".
+        method: calibration method.
+        calibration: where the samples came from and how many (CalibrationSet.record plus
+            the scene source).
+        source: the fp32 export it came from (``dir``, ``weights_sha256``).
+        graphs: per graph: quantized and excluded matmul nodes, quantized tensors.
+        versions: tool versions (onnxruntime).
+    """
+    qtype = {"int8": "int8", "fp8": "float8e4m3fn"}[precision]
+    return {
+        "precision": precision, "type": qtype, "format": "QDQ", "symmetric": True,
+        "weights": "per-channel (output channel)", "activations": "per-tensor",
+        "op_types": ["MatMul", "Gemm"], "method": method, "calibration": calibration,
+        "tool": f"onnxruntime.quantization.quantize_static {versions.get('onnxruntime', '?')}",
+        "source_export": source, "graphs": graphs,
+    }
+
+
+def _check_source(export_dir: Path):
+    from viewrt.contract.manifest import load_manifest
+
+    m = load_manifest(export_dir)
+    prec = m.precision
+    if prec != "fp32":
+        raise ViewrtError(f"{export_dir}: a {prec} export; calibration starts from an fp32 export (viewrt export --precision fp32)")
+    if m.quantization:
+        raise ViewrtError(f"{export_dir}: already quantized")
+    return m
+
+
+def validate_quantized(fp32_dir: Path, q_dir: Path, precision: str, seed: int = 0) -> dict:
+    """Compare the quantized export with the fp32 one through the runtime on random
+    held-out inputs: encoder K/V relative error and images PSNR vs fp32.
+
+    Returns: ``{"psnr_vs_fp32_db", "min_psnr_db", "kv_rel_error_max", "images_max_abs", "cases"}``.
+    Raises: ViewrtError when PSNR is below MIN_PSNR_VS_FP32[precision].
+    """
+    import viewrt.runtime as vrt
+    from viewrt.data import synthetic_cameras
+    from viewrt.metrics import psnr
+
+    rng = np.random.default_rng(seed + 12345)
+    worst, kv_err, max_abs = np.inf, 0.0, 0.0
+    with vrt.open(fp32_dir, "ort") as f, vrt.open(q_dir, "ort") as q:
+        size = f.size
+        n_views = min(4, f.max_views)
+        c2ws, fx = synthetic_cameras(n_views + 2, size, seed=seed + 777)
+        frame = vrt.NormalizationFrame.from_cameras(c2ws)
+        for r in (f, q):
+            r.frame = frame
+        for i in range(n_views):
+            img = rng.random((3, size, size)).astype(np.float32)
+            for r in (f, q):
+                r.add_view(img, vrt.Camera(c2ws[i], fx))
+        T = f.manifest.tokens_per_view
+        for bf, bq in zip(f.cache.buffers, q.cache.buffers):
+            a, b = bf.host[:, : n_views * T], bq.host[:, : n_views * T]
+            kv_err = max(kv_err, float(np.linalg.norm(a - b) / max(np.linalg.norm(a), 1e-12)))
+        targets = [vrt.Camera(c, fx) for c in c2ws[n_views:]]
+        a, b = f.render(targets), q.render(targets)
+        worst = min(psnr(y, x) for x, y in zip(a, b))
+        max_abs = float(np.abs(a - b).max())
+    res = {"psnr_vs_fp32_db": round(float(worst), 2), "min_psnr_db": MIN_PSNR_VS_FP32[precision],
+           "kv_rel_error_max": round(kv_err, 5), "images_max_abs": round(max_abs, 5),
+           "cases": f"{n_views} random views, 2 targets, seed {seed}"}
+    if not worst >= MIN_PSNR_VS_FP32[precision]:
+        raise ViewrtError(f"quantized export fails validation: images {worst:.1f} dB PSNR vs fp32, below {MIN_PSNR_VS_FP32[precision]} dB "
+                          f"for {precision}; exclude sensitive layers (--exclude) or calibrate on more scenes")
+    return res
+
+
+def quantize_export(export_dir: str | Path, out_dir: str | Path, precision: str, scenes: str | Path | None = None,
+                    synthetic: int | None = None, method: str | None = None, exclude: list[str] | tuple = (),
+                    attention: bool = True, targets: int = 4, max_samples: int = 256, seed: int = 0,
+                    progress: bool = False) -> dict:
+    """Calibrate and quantize an fp32 export into a new export folder.
+
+    Args:
+        export_dir: an fp32 export (encoder.onnx, decoder.onnx, manifest.json).
+        out_dir: the new export folder; must not exist or be empty.
+        precision: "int8" or "fp8" (float8e4m3fn).
+        scenes: a scene list file (viewrt.data format), or
+        synthetic: the number of synthetic scenes to generate instead.
+        method: "minmax" (default), "entropy", "percentile" (int8) or "distribution";
+            fp8 takes minmax (scales amax / 448) or distribution (ONNX Runtime's own).
+        exclude: module paths, prefixes or node names whose matmuls stay fp32 (e.g.
+            ``self_cross_blocks.0``, ``image_token_decoder``, ``node_linear_3``).
+        attention: quantize the attention matmuls (Q·K^T and P·V) too.
+        targets: target views per decoder calibration sample.
+        max_samples: cap on calibration samples per graph.
+        seed: seed of synthetic scenes and validation inputs.
+        progress: progress bars (only on a terminal).
+    Returns: the manifest written.
+    Raises:
+        ViewrtError: unknown precision or method, a missing or non-fp32 export, no scenes,
+            an output folder that holds files, or failed validation; nothing is written then.
+    """
+    from viewrt.calib.data import collect, scene_paths
+    from viewrt.export.qdq_check import check_qdq
+    from viewrt.checksum import sha256_file
+
+    if precision not in PRECISIONS:
+        raise ViewrtError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
+    method = method or DEFAULT_METHOD[precision]
+    if method not in METHODS:
+        raise ViewrtError(f"unknown calibration method {method!r}; expected one of {', '.join(METHODS)}")
+    if precision == "fp8" and method not in ("minmax", "distribution"):
+        raise ViewrtError(f"fp8: calibration --method minmax or distribution, got {method!r}")
+    export_dir, out_dir = Path(export_dir), Path(out_dir)
+    src = _check_source(export_dir)
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise ViewrtError(f"output {out_dir} exists and is not an empty folder; choose a new --out")
+    if out_dir.resolve() == export_dir.resolve():
+        raise ViewrtError("--out must differ from the export folder")
+    exclude = [e.strip() for e in exclude if e and e.strip()]
+
+    work = Path(tempfile.mkdtemp(prefix="viewrt-calib-"))
+    created = not out_dir.exists()
+    done = False
+    try:
+        # synthetic scenes long enough for the decoder samples to reach large caches
+        paths, source_desc = scene_paths(scenes, synthetic, src.image_size, work / "scenes", seed,
+                                         n_views=max(12, min(src.max_views, 28) + targets))
+        nodes = {g: matmul_nodes(src.path(g)) for g in GRAPHS}
+        known = {n["module"] for g in GRAPHS for n in nodes[g]} | {n["node"] for g in GRAPHS for n in nodes[g]}
+        unknown = [p for p in exclude if not any(k == p or k.startswith(p + ".") for k in known)]
+        if unknown:
+            raise ViewrtError(f"--exclude: no matmul in module or node {', '.join(unknown)}; "
+                              f"modules are e.g. {', '.join(sorted({n['module'] for n in nodes['decoder']})[:4])}")
+        cs = collect(export_dir, paths, targets=targets, max_samples=max_samples, progress=progress)
+        if not cs.encoder or not cs.decoder:
+            raise ViewrtError("no calibration samples came from the scenes (each needs at least 2 frames)")
+        tmp = work / "out"
+        tmp.mkdir()
+        graph_rec = {}
+        for g, feeds in (("encoder", cs.encoder), ("decoder", cs.decoder)):
+            quant, excl = select_nodes(nodes[g], exclude, attention)
+            if not quant:
+                raise ViewrtError(f"{g}: --exclude leaves no matmul to quantize")
+            dst = tmp / src.graphs[g].file
+            quantize_graph(src.path(g), dst, feeds, precision, method, excl)
+            check_qdq(dst, f"{g} ({precision})")
+            graph_rec[g] = {"quantized_nodes": quant, "excluded_nodes": excl, "tensors": quantized_tensors(dst)}
+
+        import onnx
+        import onnxruntime
+
+        from dataclasses import replace
+
+        files = {}
+        for g in GRAPHS:
+            f = tmp / src.graphs[g].file
+            files[f.name] = {"sha256": sha256_file(f), "size_bytes": f.stat().st_size}
+        opset = max(o.version for o in onnx.load(str(tmp / src.graphs["decoder"].file), load_external_data=False).opset_import
+                    if o.domain in ("", "ai.onnx"))
+        versions = {**(src.versions or {}), "onnxruntime": onnxruntime.__version__, "onnx": onnx.__version__}
+        quant = quantization_record(precision, method, {"source": source_desc, **cs.record},
+                                    {"dir": str(export_dir.resolve()), "weights_sha256": src.weights_sha256}, graph_rec, versions)
+        # the contract's one writer: the source manifest with the quantized graphs, bounded and checked again
+        manifest = replace(src, precision=precision, opset=opset, versions=versions, quantization=quant, engines=None,
+                           files=files, validation=None, dir=tmp,
+                           graphs={g: replace(info, sha256=files[info.file]["sha256"]) for g, info in src.graphs.items()})
+        manifest.check_bounds()
+        manifest.write(tmp)
+        manifest.validation = {"vs": "fp32 export, ONNX Runtime CPU", **validate_quantized(export_dir, tmp, precision, seed)}
+        manifest.write(tmp)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for f in sorted(tmp.iterdir()):
+            shutil.move(str(f), out_dir / f.name)
+        done = True
+        return manifest
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+        if created and not done and out_dir.exists():
+            shutil.rmtree(out_dir, ignore_errors=True)

@@ -1,0 +1,197 @@
+"""A static check that a Q/DQ graph follows TensorRT's explicit-quantization rules.
+
+TensorRT 10.x (strongly typed builds) and 11.x take INT8/FP8 only as explicit
+QuantizeLinear/DequantizeLinear nodes in the ONNX graph, and only in this form:
+
+- symmetric: every zero point is present and all zeros (a missing zero point means uint8);
+- quantized type int8 or float8e4m3fn (the zero point's type; for a weight, the stored
+  initializer's);
+- scales constant, positive and finite;
+- per-tensor activations: a scale of one element; per-channel (1-D scale) only on a
+  constant weight, with ``axis`` in range, the scale as long as that axis, and the axis the
+  consumer's output-channel axis (MatMul: the last; Gemm: 0 with transB, else 1; Conv: 0);
+- no ``block_size`` (blocked quantization is not in TensorRT 10.3);
+- placement: an activation's QuantizeLinear feeds DequantizeLinear nodes only (a pair), and
+  every DequantizeLinear feeds an op TensorRT fuses Q/DQ into (MatMul, Gemm, Conv,
+  ConvTranspose).
+
+:func:`qdq_violations` lists every break of these rules; :func:`check_qdq` raises on the
+first few. Both read the graph structure only (onnx, no runtime).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from viewrt.errors import ViewrtError
+
+ALLOWED_TYPES = {onnx.TensorProto.INT8: "int8", onnx.TensorProto.FLOAT8E4M3FN: "float8e4m3fn"}
+QDQ_CONSUMERS = frozenset({"MatMul", "Gemm", "Conv", "ConvTranspose"})
+Q, DQ = "QuantizeLinear", "DequantizeLinear"
+
+
+def _load(model) -> onnx.ModelProto:
+    if isinstance(model, onnx.ModelProto):
+        return model
+    path = Path(model)
+    if not path.is_file():
+        raise ViewrtError(f"ONNX file '{path}': not found")
+    return onnx.load(str(path))
+
+
+def _attr(node: onnx.NodeProto, name: str, default=None):
+    for a in node.attribute:
+        if a.name == name:
+            return onnx.helper.get_attribute_value(a)
+    return default
+
+
+def _label(node: onnx.NodeProto) -> str:
+    return node.name or f"<{node.op_type} -> {node.output[0]}>"
+
+
+def _weight_axis(consumer: onnx.NodeProto, rank: int) -> int:
+    """The output-channel axis of a weight feeding ``consumer`` as its second input."""
+    if consumer.op_type == "Gemm":
+        return 0 if _attr(consumer, "transB", 0) else 1
+    if consumer.op_type in ("Conv", "ConvTranspose"):
+        return 0 if consumer.op_type == "Conv" else 1
+    return rank - 1  # MatMul: [.., K, N], channels are N
+
+
+def is_qdq_graph(model) -> bool:
+    """True when the graph holds any QuantizeLinear/DequantizeLinear node."""
+    return any(n.op_type in (Q, DQ) for n in _load(model).graph.node)
+
+
+def qdq_types(model) -> set[str]:
+    """The quantized types of the graph's Q/DQ nodes ("int8", "float8e4m3fn", others by name)."""
+    m = _load(model)
+    consts = {i.name: i for i in m.graph.initializer}
+    out = set()
+    for n in m.graph.node:
+        if n.op_type in (Q, DQ) and len(n.input) > 2 and n.input[2] in consts:
+            t = consts[n.input[2]].data_type
+            out.add(ALLOWED_TYPES.get(t, onnx.TensorProto.DataType.Name(t).lower()))
+    return out
+
+
+def qdq_violations(model) -> list[str]:
+    """Every break of TensorRT's explicit-quantization rules in a graph.
+
+    Args:
+        model: an onnx.ModelProto or the path of an .onnx file.
+    Returns:
+        One line per violation, naming the node and the rule; empty when the graph passes.
+        A graph without Q/DQ nodes passes.
+    Raises:
+        ViewrtError: the file does not exist.
+    """
+    m = _load(model)
+    g = m.graph
+    consts = {i.name: numpy_helper.to_array(i) for i in g.initializer}
+    const_types = {i.name: i.data_type for i in g.initializer}
+    for n in g.node:  # Constant nodes count as constants too
+        if n.op_type == "Constant" and _attr(n, "value") is not None:
+            t = _attr(n, "value")
+            consts[n.output[0]], const_types[n.output[0]] = numpy_helper.to_array(t), t.data_type
+    consumers: dict[str, list[onnx.NodeProto]] = defaultdict(list)
+    producer: dict[str, onnx.NodeProto] = {}
+    for n in g.node:
+        for i in n.input:
+            consumers[i].append(n)
+        for o in n.output:
+            producer[o] = n
+    graph_outputs = {o.name for o in g.output}
+
+    bad: list[str] = []
+    for n in g.node:
+        if n.op_type not in (Q, DQ):
+            continue
+        who = f"{n.op_type} '{_label(n)}'"
+        # zero point: present, constant, allowed type, all zeros
+        if len(n.input) < 3 or not n.input[2]:
+            bad.append(f"{who}: no zero point (means uint8); TensorRT needs an explicit int8/fp8 zero point of 0")
+        elif n.input[2] not in consts:
+            bad.append(f"{who}: zero point '{n.input[2]}' is not a constant")
+        else:
+            zp_type = const_types[n.input[2]]
+            if zp_type not in ALLOWED_TYPES:
+                bad.append(f"{who}: quantized type {onnx.TensorProto.DataType.Name(zp_type)}; TensorRT takes INT8 or FLOAT8E4M3FN")
+            if np.any(consts[n.input[2]].astype(np.float32) != 0):
+                bad.append(f"{who}: zero point not 0 (asymmetric); TensorRT needs symmetric quantization")
+        # scale: constant, positive, finite
+        scale = consts.get(n.input[1]) if len(n.input) > 1 else None
+        if scale is None:
+            bad.append(f"{who}: scale is not a constant")
+            continue
+        s = scale.astype(np.float64)
+        if not np.all(np.isfinite(s)) or not np.all(s > 0):
+            bad.append(f"{who}: scale must be positive and finite, got min {s.min():.3g} max {s.max():.3g}")
+        if _attr(n, "block_size", 0):
+            bad.append(f"{who}: blocked quantization (block_size) is not supported by TensorRT 10.3")
+        per_channel = s.size > 1
+        x = n.input[0]
+        if n.op_type == DQ and x in consts:  # a constant weight
+            w = consts[x]
+            if const_types[x] not in ALLOWED_TYPES:
+                bad.append(f"{who}: weight '{x}' stored as {onnx.TensorProto.DataType.Name(const_types[x])}; expected INT8 or FLOAT8E4M3FN")
+            users = consumers.get(n.output[0], [])
+            if not users or any(u.op_type not in QDQ_CONSUMERS for u in users):
+                bad.append(f"{who}: weight feeds {sorted({u.op_type for u in users}) or 'nothing'}; Q/DQ weights go to {sorted(QDQ_CONSUMERS)}")
+            if per_channel:
+                axis = _attr(n, "axis", 1)
+                rank = w.ndim
+                if s.ndim != 1 or not -rank <= axis < rank:
+                    bad.append(f"{who}: per-channel scale of shape {s.shape} with axis {axis} does not fit weight shape {w.shape}")
+                    continue
+                axis %= rank
+                if w.shape[axis] != s.size:
+                    bad.append(f"{who}: per-channel scale has {s.size} values, weight axis {axis} has {w.shape[axis]}")
+                for u in users:
+                    if u.op_type in QDQ_CONSUMERS and len(u.input) > 1 and u.input[1] == n.output[0] and axis != _weight_axis(u, rank):
+                        bad.append(f"{who}: per-channel axis {axis} is not the output-channel axis {_weight_axis(u, rank)} of {u.op_type} '{_label(u)}'")
+            continue
+        # an activation: per-tensor, Q -> DQ pair, DQ into a supported op
+        if per_channel:
+            bad.append(f"{who}: per-channel scale on activation '{x}'; TensorRT takes per-tensor activations")
+        if n.op_type == Q:
+            users = consumers.get(n.output[0], [])
+            if n.output[0] in graph_outputs or not users or any(u.op_type != DQ for u in users):
+                bad.append(f"{who}: output feeds {sorted({u.op_type for u in users}) or 'the graph output'}; a Q must feed DequantizeLinear (a Q/DQ pair)")
+            for u in users:
+                if u.op_type == DQ and (u.input[1:3] != n.input[1:3]):
+                    pair_same = all(
+                        a in consts and b in consts and np.array_equal(consts[a], consts[b]) for a, b in zip(u.input[1:3], n.input[1:3])
+                    )
+                    if not pair_same:
+                        bad.append(f"{who}: its DequantizeLinear '{_label(u)}' has another scale or zero point")
+        else:
+            p = producer.get(x)
+            if p is None or p.op_type != Q:
+                bad.append(f"{who}: input '{x}' does not come from a QuantizeLinear (not a Q/DQ pair)")
+            users = consumers.get(n.output[0], [])
+            if not users or any(u.op_type not in QDQ_CONSUMERS for u in users):
+                bad.append(f"{who}: feeds {sorted({u.op_type for u in users}) or 'nothing'}; TensorRT fuses Q/DQ into {sorted(QDQ_CONSUMERS)}")
+    return bad
+
+
+def check_qdq(model, what: str | None = None) -> None:
+    """Raise ViewrtError when a graph breaks TensorRT's explicit-quantization rules.
+
+    Args:
+        model: an onnx.ModelProto or the path of an .onnx file.
+        what: name used in the message (default: the path).
+    Raises:
+        ViewrtError: naming the count and the first three violations.
+    """
+    bad = qdq_violations(model)
+    if bad:
+        name = what or (str(model) if not isinstance(model, onnx.ModelProto) else "graph")
+        more = f" (and {len(bad) - 3} more)" if len(bad) > 3 else ""
+        raise ViewrtError(f"{name}: {len(bad)} Q/DQ node(s) break TensorRT's rules: {'; '.join(bad[:3])}{more}")
