@@ -94,7 +94,7 @@ def test_infer_names_scene_and_frame_and_opt_out(tiny_export, tmp_path):
     args = ["infer", str(tiny_export[0]), "--scene", str(scene), "--targets", "2", "--out", str(tmp_path / "o")]
     r = CliRunner().invoke(main, args, catch_exceptions=False)
     assert r.exit_code == 1
-    (line,) = r.output.strip().splitlines()
+    (line,) = r.stderr.strip().splitlines()  # stdout starts with the memory estimate
     assert line.startswith("error: scene 'lens'") and "frame 1: " in line and "implausible intrinsics" in line
     r = CliRunner().invoke(main, [*args, "--no-intrinsics-check"], catch_exceptions=False)
     assert r.exit_code == 0, r.output
