@@ -18,7 +18,7 @@ import viewrt.runtime as vrt
 from viewrt import devices
 from viewrt.errors import ViewrtError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_ort_tensorrt_ep_builds_typed_graphs_strongly(tiny_export_fp16):
