@@ -271,7 +271,7 @@ def validate_quantized(fp32_dir: Path, q_dir: Path, precision: str, seed: int = 
 def quantize_export(export_dir: str | Path, out_dir: str | Path, precision: str, scenes: str | Path | None = None,
                     synthetic: int | None = None, method: str | None = None, exclude: list[str] | tuple = (),
                     attention: bool = True, targets: int = 4, max_samples: int = 256, seed: int = 0,
-                    progress: bool = False) -> dict:
+                    progress: bool = False):
     """Calibrate and quantize an fp32 export into a new export folder.
 
     Args:

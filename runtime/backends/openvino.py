@@ -128,6 +128,8 @@ class OpenVinoBackend(Backend):
 
     def info(self) -> dict:
         used = None if self.precision is None else "/".join(_NAMES.get(p, p) for p in self.precision.split("/"))
+        if used is not None and self.manifest.precision_row.quantized:  # Q/DQ matmuls, the rest in the plugin's precision
+            used = f"{self.manifest.precision}/{used}"
         return {**super().info(), "precision": used, "requested_precision": self.requested_precision,
                 "openvino": getattr(self, "version", None)}
 

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from viewrt.contract.precision import QUANTIZED_PRECISIONS
 from viewrt.errors import ViewrtError
 from viewrt.runtime.backends import CONFIGS
 from viewrt.runtime.bench import cpu
@@ -39,11 +40,15 @@ from viewrt.runtime.bench.memory import Memory, loadavg, machine_info, rss_page_
 from viewrt.runtime.bench.report import COMPONENTS, CSV_FIELDS, write_outputs
 
 RUNTIME = CONFIGS  # runtime configuration names (ort, ort-cuda, ort-trt, trt, ...)
+# runtime configurations run on a second, quantized export (viewrt calib; --quantized-export)
+QUANTIZED = {f"{c}-{p}": (c, p) for p in QUANTIZED_PRECISIONS for c in ("openvino", "ort")}
 
 
-def all_backend_names(baselines=None) -> list[str]:
-    """The bench vocabulary: runtime configurations, then the provider's baselines."""
-    return [*RUNTIME, *(baselines.names if baselines is not None else ())]
+def all_backend_names(baselines=None, quantized: str | None = None) -> list[str]:
+    """The bench vocabulary: runtime configurations, those on a quantized export of
+    precision ``quantized`` (if any), then the provider's baselines."""
+    q = [n for n, (_, p) in QUANTIZED.items() if p == quantized]
+    return [*RUNTIME, *q, *(baselines.names if baselines is not None else ())]
 
 
 def numpy_matmul_rate(reps: int = 5) -> dict:
@@ -116,6 +121,8 @@ class BenchConfig:
         device: "cpu" or "cuda" for the PyTorch backends.
         seed: scene seed.
         attention_budget_mib: the runtime's attention memory budget (see viewrt.runtime.open).
+        quantized_export: an int8/fp8 export of the same model (``viewrt calib``), run by the
+            ``openvino-int8``/``ort-int8`` (or ``-fp8``) columns.
     """
 
     export_dir: Path
@@ -130,6 +137,7 @@ class BenchConfig:
     device: str = "cpu"
     seed: int = 0
     attention_budget_mib: float = 256.0
+    quantized_export: Path | None = None
 
 
 
@@ -201,7 +209,18 @@ class Bench:
         if max(cfg.views) > m.max_views:
             raise ViewrtError(f"--views up to {max(cfg.views)} needs an export with max_views >= {max(cfg.views)}; {cfg.export_dir} "
                               f"has max_views {m.max_views} (re-export with `viewrt export --max-views {max(cfg.views)}`)")
-        if self.make_baselines is not None and (cfg.backends is None or set(cfg.backends) - set(RUNTIME)):
+        self.qmanifest = None
+        if cfg.quantized_export is not None:
+            q = self.qmanifest = load_manifest(cfg.quantized_export)
+            if not q.precision_row.quantized:
+                raise ViewrtError(f"--quantized-export {cfg.quantized_export}: a {q.precision} export; make one with "
+                                  f"`viewrt calib {cfg.export_dir} --out DIR --precision int8`")
+            src = (q.quantization or {}).get("source_export", {}).get("weights_sha256")
+            if src != m.weights_sha256:
+                raise ViewrtError(f"--quantized-export {cfg.quantized_export} was quantized from other weights than {cfg.export_dir}")
+            if max(cfg.views) > q.max_views:
+                raise ViewrtError(f"--views up to {max(cfg.views)}: {cfg.quantized_export} has max_views {q.max_views}")
+        if self.make_baselines is not None and (cfg.backends is None or set(cfg.backends) - set(RUNTIME) - set(QUANTIZED)):
             self.base = self.make_baselines(m)
             self.notes += self.base.notes
         self.selected, self.skipped = self._available(cfg.backends)
@@ -217,11 +236,18 @@ class Bench:
 
         providers = ort.get_available_providers()
         if names is None:
-            names = all_backend_names(self.base)
+            names = all_backend_names(self.base, self.qmanifest.precision if self.qmanifest is not None else None)
         selected, skipped = [], {}
         for b in names:
             why = None
-            if b not in RUNTIME and self.base is None:
+            if b in QUANTIZED:
+                if self.qmanifest is None:
+                    why = "needs --quantized-export DIR (an int8/fp8 export from `viewrt calib`)"
+                elif self.qmanifest.precision != QUANTIZED[b][1]:
+                    why = f"the quantized export is {self.qmanifest.precision}"
+                elif QUANTIZED[b][0] == "openvino" and importlib.util.find_spec("openvino") is None:
+                    why = "openvino is not installed (pip install '.[openvino]')"
+            elif b not in RUNTIME and self.base is None:
                 why = "no baselines provider in this run (viewrt bench brings the PyTorch ones)"
             elif b == "ort-cuda" and "CUDAExecutionProvider" not in providers:
                 why = "onnxruntime has no CUDAExecutionProvider here"
@@ -268,7 +294,11 @@ class Bench:
             self.base.sync()
 
     def kind(self, backend: str) -> str:
-        return "runtime" if backend in RUNTIME else self.base.kinds[backend]
+        return "runtime" if self._runtime(backend) else self.base.kinds[backend]
+
+    @staticmethod
+    def _runtime(backend: str) -> bool:
+        return backend in RUNTIME or backend in QUANTIZED
 
     # -- FLOPs --------------------------------------------------------------------------------
     def flops(self, backend: str, n: int, t: int) -> dict:
@@ -301,21 +331,22 @@ class Bench:
 
     # -- incremental backends (runtime and PyTorch eager) -----------------------------------
     def _open(self, backend: str):
-        if backend in RUNTIME:
+        if self._runtime(backend):
             import viewrt.runtime as vrt
 
-            r = vrt.open(self.cfg.export_dir, backend, max_views=max(self.cfg.views), frame=self.frame,
+            folder, config = (self.cfg.quantized_export, QUANTIZED[backend][0]) if backend in QUANTIZED else (self.cfg.export_dir, backend)
+            r = vrt.open(folder, config, max_views=max(self.cfg.views), frame=self.frame,
                          threads=self.cfg.threads, attention_budget_mib=self.cfg.attention_budget_mib)
             self.precisions[backend] = r.info()["precision"]
             return r
         return self.base.open(backend, max(self.cfg.views), self.frame)
 
     def _device_peak_reset(self, backend: str) -> None:
-        if backend not in RUNTIME:
+        if not self._runtime(backend):
             self.base.device_peak_reset()
 
     def _device_peak(self, backend: str):
-        if backend not in RUNTIME:
+        if not self._runtime(backend):
             return self.base.device_peak()
         return ""  # device memory of the runtime's GPU backends is not probed here
 
@@ -480,6 +511,8 @@ class Bench:
     def results(self) -> dict:
         m = self.manifest
         descriptions = {b: RUNTIME[b].description for b in RUNTIME}
+        descriptions.update({b: f"{RUNTIME[c].description}, on the {p} Q/DQ export ({self.cfg.quantized_export})"
+                             for b, (c, p) in QUANTIZED.items()})
         if self.base is not None:
             descriptions.update(self.base.descriptions)
         base = self.base

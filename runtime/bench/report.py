@@ -33,6 +33,8 @@ TARGETS = {
     "decoder_matmul_fraction": {"min": 0.8, "at_views": 64,
                                 "text": "decoder FLOP rate as a fraction of the measured fp32 matmul rate"},
     "overhead_flat": {"abs_ms": 1.0, "rel": 0.2, "text": "step minus the encoder and decoder runs, flat across N"},
+    "quantized_vs_eager": {"min": 1.5, "views": (4, 64), "backends": ("openvino-int8", "openvino-fp8"),
+                           "text": "the quantized export on OpenVINO faster than the faster PyTorch eager baseline"},
     "speedup_vs_lvsm": {"reference": "UPSTREAM", "text": "speedup over LVSM decoder-only at least the upstream factors"},
     "cache_growth": {"rel": 0.05, "text": "resident memory growth per added view equals the cache bytes per view"},
     "peak_growth": {"rel": 0.05, "text": "peak resident memory grows by no more than the cache per view"},
@@ -99,6 +101,20 @@ def _check_lines(res: dict) -> list[str]:
                    + ("" if {4, 8, 16, 32, 48, 64} <= {n for n, _ in pts} else " (not every N of 4,8,16,32,48,64 was run)"))
     else:
         out.append("- n/a: runtime vs PyTorch eager at N 4..64 (no such points in this run)")
+
+    # 1b. the quantized export on OpenVINO against PyTorch eager
+    tq = TARGETS["quantized_vs_eager"]
+    for qb in (b for b in tq["backends"] if b in res["backends"]):
+        qpts = []
+        for n in res["views"]:
+            a = _num(L.get((qb, n, T)))
+            tor = [x for x in (_num(L.get((b, n, T))) for b in eager if b != "torch-cat") if x is not None]
+            if tq["views"][0] <= n <= tq["views"][1] and a is not None and tor:
+                qpts.append((n, min(tor) / a))
+        if qpts:
+            ok = all(s >= tq["min"] for _, s in qpts)
+            out.append(f"- {'PASS' if ok else 'FAIL'}: {qb} >= {tq['min']:g}x faster than the faster PyTorch eager baseline at N "
+                       f"{tq['views'][0]}..{tq['views'][1]}{tnote}: " + ", ".join(f"N={n} {s:.2f}x" for n, s in qpts))
 
     # 2. decoder at N=64 >= 80% of the measured matmul rate
     nmax = 64 if 64 in res["views"] else max(res["views"])

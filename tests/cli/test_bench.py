@@ -150,3 +150,25 @@ def test_bench_reports_isa_precisions_and_reduced_precision_error(bench_run):
         header = next(line for line in text.splitlines() if line.startswith("| N | ort |"))
         assert "openvino" in header and "openvino-f32" in header
         assert "`openvino-f32` peak resident memory grows" in text and "`openvino` step minus the encoder and decoder runs" in text
+
+
+def test_quantized_export_columns(tiny_export, tmp_path):
+    """--quantized-export adds the int8 columns, run through the same runtime API."""
+    pytest.importorskip("openvino", reason="OpenVINO is not installed")
+    from viewrt.calib.quantize import quantize_export
+
+    q = tmp_path / "int8"
+    quantize_export(tiny_export[0], q, "int8", None, 2, progress=False)
+    out = tmp_path / "b"
+    res = _bench(tiny_export[0], out, "--views", "1,2", "--targets", "2", "--repeats", "1", "--warmup", "0",
+                 "--backends", "ort,ort-int8,openvino-int8", "--quantized-export", q)
+    assert res.exit_code == 0, res.output
+    data = json.loads((out / "results.json").read_text())
+    assert data["cpu_precision"]["precisions"]["ort-int8"] == "int8"
+    assert data["cpu_precision"]["precisions"]["openvino-int8"].startswith("int8/")
+    rows = {(r["backend"], r["n_views"]) for r in data["rows"] if r["status"] == "measured"}
+    assert {("ort-int8", 2), ("openvino-int8", 2)} <= rows
+    acc = {r["backend"] for r in data["cpu_precision"]["accuracy"]}
+    assert {"ort-int8", "openvino-int8"} <= acc  # image error against fp32 is reported
+    bad = _bench(tiny_export[0], tmp_path / "c", "--views", "1", "--backends", "ort-int8")
+    assert bad.exit_code != 0 and "--quantized-export" in bad.output

@@ -10,12 +10,12 @@ import click
 from viewrt.cli._errors import cli_errors, require_report_extra
 from viewrt.errors import ViewrtError
 from viewrt.runtime.backends import CONFIGS
-from viewrt.runtime.bench.harness import BenchConfig, parse_backends, parse_int_list, run_bench
+from viewrt.runtime.bench.harness import QUANTIZED, BenchConfig, parse_backends, parse_int_list, run_bench
 
 # The bench vocabulary: runtime configurations, then the PyTorch baselines (names kept here so
 # that `--help` needs no torch; tests check it equals models.baselines.BASELINES).
 BASELINE_NAMES = ("torch-fp32", "torch-bf16", "torch-cat", "efflvsm-nocache", "lvsm")
-BACKEND_NAMES = [*CONFIGS, *BASELINE_NAMES]
+BACKEND_NAMES = [*CONFIGS, *QUANTIZED, *BASELINE_NAMES]
 
 
 @click.command("bench")
@@ -34,17 +34,19 @@ BACKEND_NAMES = [*CONFIGS, *BASELINE_NAMES]
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the synthetic scene.")
 @click.option("--attention-budget-mib", type=float, default=256.0, show_default=True,
               help="The runtime's attention memory budget on ONNX Runtime (targets per decoder call follow from it).")
+@click.option("--quantized-export", type=click.Path(file_okay=False), default=None,
+              help="An int8/fp8 export of the same model (viewrt calib): adds the openvino-int8 and ort-int8 columns (or -fp8).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @cli_errors
 def bench(export_dir, out_dir, views, targets, backends, repeats, warmup, max_seconds_per_point, threads, device, seed,
-          attention_budget_mib, quiet):
+          attention_budget_mib, quantized_export, quiet):
     """Add-view latency of the runtime vs PyTorch eager and full-recompute baselines
     (LVSM decoder-only, Efficient-LVSM without cache), with memory, component breakdown
     and achieved GFLOP/s; writes results.csv/json, summary.md and plots to OUT."""
     require_report_extra("viewrt bench")  # before anything is written
     cfg = BenchConfig(Path(export_dir), Path(out_dir), parse_int_list(views, "--views"), parse_int_list(targets, "--targets"),
                       parse_backends(backends, BACKEND_NAMES), repeats, warmup, max_seconds_per_point, threads, device, seed,
-                      attention_budget_mib)
+                      attention_budget_mib, Path(quantized_export) if quantized_export else None)
 
     def make_baselines(manifest):
         from viewrt.models.baselines import TorchBaselines
