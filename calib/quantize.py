@@ -356,7 +356,7 @@ def quantize_export(export_dir: str | Path, out_dir: str | Path, precision: str,
         quant = quantization_record(precision, method, {"source": source_desc, **cs.record},
                                     {"dir": str(export_dir.resolve()), "weights_sha256": src.weights_sha256}, graph_rec, versions)
         # the contract's one writer: the source manifest with the quantized graphs, bounded and checked again
-        manifest = replace(src, precision=precision, opset=opset, versions=versions, quantization=quant, engines=None,
+        manifest = replace(src, precision=precision, opset=opset, versions=versions, quantization=quant, engines=None, variants=None,
                            files=files, validation=None, dir=tmp,
                            graphs={g: replace(info, sha256=files[info.file]["sha256"]) for g, info in src.graphs.items()})
         manifest.check_bounds()

@@ -171,10 +171,22 @@ def _export_into(model, out_dir: Path, manifest: dict, fam, precision: str, max_
         record.check_bounds()
         steps.set_postfix_str("parity vs PyTorch")
         record.validation = validate_numbers(model, tmp, record, fam, fam.decoder_cases(max_views), seed)
+        if precision == "fp32":  # ONNX Runtime's CPU flash attention: a decoder variant for that backend only
+            from viewrt.export import ort_mha
+
+            write_mha_decoder = ort_mha.write_mha_decoder
+            write_mha_decoder(tmp / DECODER_FILE, tmp / ort_mha.FILE, cfg.n_layers, cfg.n_heads, cfg.head_dim)
+            check = ort_mha.validate_variant(tmp / DECODER_FILE, tmp / ort_mha.FILE, record, record.validation["seed"],
+                                             fam.decoder_cases(max_views), record.precision_row.atol_images)
+            record.variants = {"decoder": {ort_mha.VARIANT: {"file": ort_mha.FILE, "op": "com.microsoft.MultiHeadAttention",
+                                                             "validation": check}}}
         steps.update()
         files = sorted(p.name for p in tmp.iterdir())
         record.files = {name: {"sha256": sha256_file(tmp / name), "size_bytes": (tmp / name).stat().st_size} for name in files}
         record.graphs = {g: replace(info, sha256=record.files[info.file]["sha256"]) for g, info in record.graphs.items()}
+        for per_graph in (record.variants or {}).values():
+            for rec in per_graph.values():
+                rec["sha256"] = record.files[rec["file"]]["sha256"]
         record.versions = _versions()
         record.write(tmp)
         # validated: now replace what was there (restorable at any point, see viewrt.folders)

@@ -40,7 +40,9 @@ BACKENDS: dict[str, BackendEntry] = {
 }
 
 CONFIGS: dict[str, Config] = {
-    "ort": Config("ort", {"device": "cpu"}, "viewrt runtime, ONNX Runtime CPU"),
+    "ort": Config("ort", {"device": "cpu"}, "viewrt runtime, ONNX Runtime CPU (fused MultiHeadAttention decoder where the export has it)"),
+    "ort-plain": Config("ort", {"device": "cpu", "fused_attention": False},
+                        "viewrt runtime, ONNX Runtime CPU, the plain decoder (MatMul -> Softmax -> MatMul attention)"),
     "ort-cuda": Config("ort", {"device": "cuda:0"}, "viewrt runtime, ONNX Runtime CUDA EP"),
     "ort-trt": Config("ort", {"device": "tensorrt:0"}, "viewrt runtime, ONNX Runtime TensorRT EP"),
     "trt": Config("trt", {"device": "cuda:0"}, "viewrt runtime, native TensorRT engines"),

@@ -38,15 +38,22 @@ class OrtBackend(Backend):
     """
 
     name = "ort"
-    options = ("device", "threads")
+    options = ("device", "threads", "fused_attention")
 
-    def __init__(self, manifest: Manifest, device: str = "cpu", threads: int | None = None):
+    def __init__(self, manifest: Manifest, device: str = "cpu", threads: int | None = None, fused_attention: bool = True):
+        if not isinstance(device, str):
+            raise ViewrtError(f"device must be a string such as 'cpu' or 'cuda:0', got {type(device).__name__}")
         kind, _, idx = device.partition(":")
-        if kind not in _PROVIDERS:
+        if kind not in _PROVIDERS or (idx and not idx.isdigit()):
             raise ViewrtError(f"unknown ONNX Runtime device {device!r}; expected cpu, cuda[:N] or tensorrt[:N]")
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+            raise ViewrtError(f"threads must be a positive integer, got {threads!r}")
         self.kind, self.device_id = kind, int(idx or 0)
-        self.materializes_attention = kind != "tensorrt"  # the TensorRT EP fuses attention
         super().__init__(manifest, "cpu" if kind == "cpu" else f"cuda:{self.device_id}")
+        # On the CPU, the export's MultiHeadAttention decoder variant (export/ort_mha.py), where it
+        # has one: ONNX Runtime's flash attention, no score matrix. The TensorRT EP fuses the plain one.
+        self.decoder_variant = manifest.variant("decoder", "onnxruntime-cpu") if kind == "cpu" and fused_attention else None
+        self.materializes_attention = kind != "tensorrt" and self.decoder_variant is None
         self.threads = threads
 
     def activate(self) -> None:
@@ -68,11 +75,13 @@ class OrtBackend(Backend):
         for g in ("encoder", "decoder"):
             providers = [(p, self._provider_options(p, g)) if p != "CPUExecutionProvider" else p for p in wanted]
             try:
-                self.sessions[g] = ort.InferenceSession(str(self.manifest.path(g)), opts, providers=providers)
+                path = self.decoder_variant if g == "decoder" and self.decoder_variant is not None else self.manifest.path(g)
+                self.sessions[g] = ort.InferenceSession(str(path), opts, providers=providers)
             except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types
                 raise ViewrtError(f"{self.manifest.path(g)}: ONNX Runtime cannot load it ({str(e).splitlines()[0]})") from None
             sess = self.sessions[g]
-            self.check_io(g, [_declared(t) for t in sess.get_inputs()], [_declared(t) for t in sess.get_outputs()], self.manifest.graphs[g].file)
+            source = self.decoder_variant.name if g == "decoder" and self.decoder_variant is not None else self.manifest.graphs[g].file
+            self.check_io(g, [_declared(t) for t in sess.get_inputs()], [_declared(t) for t in sess.get_outputs()], source)
         if self.kind == "cpu":
             self.memory = HostMemory()
         else:
@@ -109,6 +118,9 @@ class OrtBackend(Backend):
         if lo:
             opts.update({"trt_profile_min_shapes": ",".join(lo), "trt_profile_opt_shapes": ",".join(hi), "trt_profile_max_shapes": ",".join(hi)})
         return opts
+
+    def info(self) -> dict:
+        return {**super().info(), "decoder_graph": (self.decoder_variant or self.manifest.path("decoder")).name}
 
     def deactivate(self) -> None:
         if self.memory is not None:

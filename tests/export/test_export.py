@@ -118,8 +118,10 @@ def test_export_is_validated_and_recorded(request, fixture):
     assert m["tokens_per_view"] == cfg.tokens_per_view == (cfg.image_size // cfg.patch_size) ** 2
     assert {k: m["kv_bytes_per_view"][k] for k in ("fp32", "fp16")} == {"fp32": cfg.n_layers * 2 * cfg.tokens_per_view * cfg.d_model * 4, "fp16": cfg.n_layers * 2 * cfg.tokens_per_view * cfg.d_model * 2}
     # checksums of what is on disk
-    assert set(m["files"]) == {"encoder.onnx", "decoder.onnx"}
-    assert sorted(p.name for p in folder.iterdir()) == ["decoder.onnx", "encoder.onnx", "manifest.json"]
+    assert set(m["files"]) == {"encoder.onnx", "decoder.onnx", "decoder_ort_cpu.onnx"}
+    assert sorted(p.name for p in folder.iterdir()) == ["decoder.onnx", "decoder_ort_cpu.onnx", "encoder.onnx", "manifest.json"]
+    var = m["variants"]["decoder"]["onnxruntime-cpu"]  # ONNX Runtime's fused-attention decoder, checked against decoder.onnx
+    assert var["file"] == "decoder_ort_cpu.onnx" and 0 < var["validation"]["max_abs_error"] <= FP32_ATOL
     for name, rec in m["files"].items():
         data = (folder / name).read_bytes()
         assert rec["sha256"] == hashlib.sha256(data).hexdigest() and rec["size_bytes"] == len(data)
@@ -354,7 +356,7 @@ def test_cli_force_exports_the_checkpoint(cli_export, foreign_checkpoint):
     assert m["checkpoint"] == str(foreign_checkpoint[0]) and m["max_views"] == 4
     assert m["weights_sha256"] == weights_digest(foreign_checkpoint[1]) != json.loads(cli_export.before["manifest.json"])["weights_sha256"]
     assert all(0 < e <= FP32_ATOL for e in m["validation"]["max_abs_error"].values())
-    assert sorted(p.name for p in cli_export.out.iterdir()) == ["decoder.onnx", "encoder.onnx", "manifest.json"]
+    assert sorted(p.name for p in cli_export.out.iterdir()) == ["decoder.onnx", "decoder_ort_cpu.onnx", "encoder.onnx", "manifest.json"]
 
 
 def test_cli_checkpoint_export_reproduces_the_checkpoint_model(cli_export, foreign_checkpoint, tiny_export):

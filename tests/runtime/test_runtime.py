@@ -389,18 +389,21 @@ def test_targets_per_call_gives_the_same_images(tiny_export, backend):
 
 
 def test_attention_budget_bounds_targets_per_call(tiny_export):
-    """ONNX Runtime materializes attention: the budget splits targets across calls."""
+    """ONNX Runtime's plain decoder materializes attention: the budget splits targets across
+    calls. (Its fused MultiHeadAttention variant, the default on the CPU, needs no split.)"""
     out_dir, model = tiny_export
     sc = Scene(model, n_views=4, n_targets=3)
     m = vrt.load_manifest(out_dir)
     per_target_view = 2 * m.tokens_per_view**2 * m.n_heads * 4  # bytes per target per cached view
     budget_mib = 2.5 * per_target_view / 2**20  # room for 2 targets at 1 view, 1 target at 2+ views
-    with vrt.open(out_dir, frame=sc.frame, attention_budget_mib=budget_mib) as r:
+    with vrt.open(out_dir, "ort", frame=sc.frame, attention_budget_mib=budget_mib) as r:
+        assert r._targets_per_call(4) == m.max_targets  # fused: all at once whatever the budget
+    with vrt.open(out_dir, "ort-plain", frame=sc.frame, attention_budget_mib=budget_mib) as r:
         assert r._targets_per_call(1) == 2 and r._targets_per_call(2) == 1 and r._targets_per_call(4) == 1
         for i in range(4):
             r.add_view(sc.images[i], sc.cams[i])
         assert_parity(r, sc, [0, 1, 2, 3])
-    with vrt.open(out_dir) as r:
+    with vrt.open(out_dir, "ort-plain") as r:
         assert r._targets_per_call(4) == m.max_targets  # the default budget holds all 8 here
 
 
@@ -420,5 +423,6 @@ def test_tensorrt_ep_options_from_the_manifest(tiny_export):
     assert dec["trt_engine_cache_enable"] and str(out_dir) in dec["trt_engine_cache_path"]
     enc = be._provider_options("TensorrtExecutionProvider", "encoder")
     assert "trt_profile_min_shapes" not in enc  # static shapes
-    assert not be.materializes_attention and OrtBackend(m, "cpu").materializes_attention
+    assert not be.materializes_attention and OrtBackend(m, "cpu", fused_attention=False).materializes_attention
+    assert not OrtBackend(m, "cpu").materializes_attention  # the fused MultiHeadAttention decoder variant
     assert be._provider_options("CUDAExecutionProvider", "decoder") == {"device_id": 0}

@@ -109,7 +109,9 @@ class Manifest:
     graphs: ``{"encoder": GraphInfo, "decoder": GraphInfo}``. Records: checkpoint,
     weights_sha256, cameras, validation, files (``{name: {sha256, size_bytes}}``),
     versions, engines (written by ``viewrt build``), quantization (by ``viewrt calib``),
-    extra (family-specific fields). ``dir``: the folder it was loaded from (not written).
+    variants (backend-specific graphs with the same inputs and outputs, e.g.
+    ``{"decoder": {"onnxruntime-cpu": {"file", "sha256", "validation"}}}``), extra
+    (family-specific fields). ``dir``: the folder it was loaded from (not written).
     """
 
     family: str
@@ -136,6 +138,7 @@ class Manifest:
     versions: dict = field(default_factory=dict)
     engines: dict | None = None
     quantization: dict | None = None
+    variants: dict | None = None
     extra: dict = field(default_factory=dict)
     dir: Path | None = field(default=None, compare=False)
 
@@ -200,6 +203,18 @@ class Manifest:
         ot = mt if opt_targets is None else max(1, min(mt, int(opt_targets)))
         T = self.tokens_per_view
         return {N.PAST_TOKENS: (T, ov * T, mv * T), N.NUM_TARGETS: (1, ot, mt)}
+
+    def variant(self, graph: str, name: str) -> Path | None:
+        """Path of a backend-specific variant of a graph, None where there is none.
+
+        Raises: ViewrtError when the variant is recorded but its file is missing or does
+            not match its checksum.
+        """
+        rec = ((self.variants or {}).get(graph) or {}).get(name)
+        if not rec:
+            return None
+        self.verify_files([rec["file"]])
+        return (self.dir or Path(".")) / rec["file"]
 
     def path(self, graph: str, suffix: str = "onnx") -> Path:
         """Path of a graph's ONNX file or (suffix 'engine') its TensorRT engine."""
