@@ -126,11 +126,12 @@ def export_model(model, out_dir: str | Path, preset: str, max_views: int = 16, p
         "precision": precision, "kv_dtype": kv_dtype, "opset": OPSET,
         "max_views": max_views, **fam.header(cfg),
     }
-    need = kv_bytes_per_view(cfg.n_layers, cfg.tokens_per_view, cfg.n_heads, cfg.head_dim, get_precision(precision).itemsize) * max_views
+    # validation feeds the decoder a full cache, held by torch, numpy and ONNX Runtime at once
+    need = 4 * kv_bytes_per_view(cfg.n_layers, cfg.tokens_per_view, cfg.n_heads, cfg.head_dim, get_precision(precision).itemsize) * max_views
     mem = host_memory_bytes()
     if mem is not None and need > mem:
-        raise ViewrtError(f"--max-views {max_views}: the KV cache would need {need / 2**30:.1f} GiB, more than this machine's "
-                          f"{mem / 2**30:.1f} GiB of memory; choose fewer views")
+        raise ViewrtError(f"--max-views {max_views}: exporting and validating a cache that large needs about {need / 2**30:.1f} GiB, "
+                          f"more than this machine's {mem / 2**30:.1f} GiB of memory; choose fewer views")
     if out_dir.exists() and not out_dir.is_dir():
         raise ViewrtError(f"output {out_dir} exists and is not a folder")
     created = not out_dir.exists()

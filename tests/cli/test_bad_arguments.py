@@ -108,3 +108,35 @@ def test_bad_arguments_end_in_one_line(tiny_export, tmp_path, command):
         assert "Traceback" not in res.stderr + res.stdout, where
         assert not (tmp_path / "out").exists(), where  # nothing written
     assert sorted(p.name for p in export.iterdir()) == before
+
+
+def test_runtime_only_install_fails_before_writing(tiny_export, tmp_path, monkeypatch):
+    """Without the report extra (scikit-image, matplotlib), infer and bench end in one line
+    naming the install command, before anything is written."""
+    import importlib.util
+
+    from click.testing import CliRunner
+
+    from viewrt.cli import main
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name in ("skimage", "matplotlib") else real(name, *a))
+    for cmd in (["infer", tiny_export[0], "--out", tmp_path / "o"], ["bench", tiny_export[0], "--out", tmp_path / "o", "--views", "1"]):
+        r = CliRunner().invoke(main, [str(c) for c in cmd])
+        assert r.exit_code != 0
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and 'pip install ".[report]"' in lines[0], r.stderr
+        assert not (tmp_path / "o").exists()
+
+
+def test_export_refuses_a_cache_larger_than_memory_up_front(tmp_path):
+    import time
+
+    from click.testing import CliRunner
+
+    from viewrt.cli import main
+
+    t0 = time.perf_counter()
+    r = CliRunner().invoke(main, ["export", "--preset", "small", "--max-views", "1000000", "--out", str(tmp_path / "x")])
+    assert r.exit_code != 0 and "more than this machine's" in r.stderr and not (tmp_path / "x").exists()
+    assert time.perf_counter() - t0 < 60  # refused from the estimate, before any graph is exported
