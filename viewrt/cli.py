@@ -23,7 +23,7 @@ def main():
 
 
 @main.command()
-@click.option("--preset", default="small", show_default=True, help="Model preset (tiny, small, res256, res512).")
+@click.option("--preset", default="small", show_default=True, help="Model preset (tiny, small, demo [trained, 64 px], res256, res512).")
 @click.option("--checkpoint", type=click.Path(dir_okay=False), default=None, help="Upstream checkpoint (.pt or .safetensors); default: built-in weights.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True, help="Output folder for encoder.onnx, decoder.onnx, manifest.json.")
 @click.option("--max-views", type=int, default=16, show_default=True, help="Cache capacity in views.")
@@ -42,7 +42,8 @@ def export(preset, checkpoint, out_dir, max_views, precision, force, seed):
     model, report = build_model(preset, checkpoint)
     if report is not None:
         click.echo(report.summary())
-    manifest = export_model(model, out_dir, preset, max_views, precision, force, checkpoint, seed)
+    source = checkpoint or (report.path if report is not None else None)  # the demo preset's shipped weights file
+    manifest = export_model(model, out_dir, preset, max_views, precision, force, source, seed)
     v = manifest["validation"]
     click.echo(
         f"wrote {out_dir}: encoder.onnx, decoder.onnx, manifest.json ({preset}, {precision}, max {max_views} views, "
@@ -91,14 +92,45 @@ def info(export_dir):
 @click.option("--size", type=int, default=128, show_default=True)
 @click.option("--scenes", type=int, default=1, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--style", type=click.Choice(["classic", "multiview"]), default="classic", show_default=True,
+              help="multiview: scenes one view cannot explain (what the demo model is trained on).")
 @cli_errors
-def scene(out_dir, views, size, scenes, seed):
+def scene(out_dir, views, size, scenes, seed, style):
     """Generate synthetic scenes in the LVSM RealEstate10K format (scene JSON + PNGs)."""
     from viewrt.data import make_eval_index, make_synthetic_list
 
-    lst = make_synthetic_list(out_dir, scenes, n_views=views, size=size, seed=seed)
+    lst = make_synthetic_list(out_dir, scenes, n_views=views, size=size, seed=seed, style=style)
     idx = make_eval_index(lst)
     click.echo(f"wrote {scenes} scene(s) of {views} views at {size}px: list {lst}, eval index {idx}")
+
+
+@main.command()
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="out/train/demo", show_default=True,
+              help="Run folder: checkpoint.pt, log.json, curves.png, model.safetensors (resumed if a checkpoint is there).")
+@click.option("--steps", type=int, default=None, help="Training steps (default: the demo recipe's).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the model init, the scenes and every draw.")
+@click.option("--scenes", "n_scenes", type=int, default=None, help="Synthetic training scenes (default: the demo recipe's).")
+@click.option("--list", "scene_list", type=click.Path(dir_okay=False), default=None, help="Train on a scene list (dataset format) instead.")
+@click.option("--batch", type=int, default=None, help="Scenes per step (default: the demo recipe's).")
+@click.option("--lr", type=float, default=None, help="Peak learning rate (default: the demo recipe's).")
+@click.option("--precision", type=click.Choice(["auto", "bf16", "fp32"]), default="auto", show_default=True,
+              help="auto: bf16 autocast where the CPU has bf16 instructions (faster on this project's CPU), else fp32.")
+@click.option("--no-resume", is_flag=True, help="Start over even if OUT holds a checkpoint.")
+@click.option("--eval", "eval_only", is_flag=True, help="Only evaluate: PSNR/SSIM by input views on held-out scenes.")
+@click.option("--checkpoint", type=click.Path(dir_okay=False), default=None, help="With --eval: weights to evaluate (default: the demo preset).")
+@click.option("--eval-scenes", type=int, default=50, show_default=True, help="With --eval: held-out scenes.")
+@cli_errors
+def train(out_dir, steps, seed, n_scenes, scene_list, batch, lr, precision, no_resume, eval_only, checkpoint, eval_scenes):
+    """Train the demo Efficient-LVSM on synthetic scenes (needs torch), or evaluate it (--eval)."""
+    from viewrt.models import train as tr
+
+    if eval_only:
+        res = tr.run_eval(out_dir, checkpoint, eval_scenes)
+        click.echo(res["markdown"])
+        return
+    recipe = tr.demo_recipe(steps=steps, seed=seed, n_scenes=n_scenes, scene_list=scene_list, batch=batch, lr=lr, precision=precision)
+    log = tr.train(recipe, out_dir, resume=not no_resume, echo=click.echo)
+    click.echo(f"trained {log['steps_done']} steps in {log['wall_s'] / 60:.1f} min; wrote {out_dir}/model.safetensors, log.json, curves.png")
 
 
 # Subcommands defined in their own modules (each imports its heavy dependencies lazily).
