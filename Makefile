@@ -10,7 +10,7 @@ TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.viewrt-installed
 
-DEMO_PRESET ?= small
+DEMO_PRESET ?= demo
 PRESET ?= small
 PRECISION ?= fp32
 MAX_VIEWS ?= 16
@@ -19,7 +19,10 @@ ENGINE_DIR ?= out/engines/$(PRESET)-$(PRECISION)
 TRT ?=
 BENCH_ARGS ?=
 
-.PHONY: setup demo test test-all engines bench gpu-check clean
+TRAIN_OUT ?= out/train/demo
+TRAIN_ARGS ?=
+
+.PHONY: setup demo train eval-demo test test-all engines bench gpu-check clean
 
 setup: $(STAMP)
 
@@ -38,14 +41,26 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e ".[dev]"
 	@touch $@
 
-# The main job on the built-in default: export, a synthetic scene view by view, a report.
+# The main job on the built-in trained model: export, held-out synthetic scenes (seeds
+# 900000.., never used in training) view by view, a report.
 demo: $(STAMP)
 	$(BIN)/viewrt export --preset $(DEMO_PRESET) --out out/demo/model --max-views 16 --force
-	$(BIN)/viewrt infer out/demo/model --out out/demo/run
-	@echo "[demo] report: out/demo/run/summary.json, steps.png, contact_sheet.png"
+	$(BIN)/viewrt scene --out out/demo/scenes --views 8 --size 64 --scenes 4 --seed 900000 --style multiview
+	$(BIN)/viewrt infer out/demo/model --list out/demo/scenes/scenes.txt --views 4 --out out/demo/run
+	@echo "[demo] report: out/demo/run/summary.json, steps.png (mean over the scenes), <scene>/contact_sheet.png"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# Train the demo model (seed 0) and install its weights as the demo preset's.
+train: $(STAMP)
+	$(BIN)/viewrt train --out $(TRAIN_OUT) --seed 0 $(TRAIN_ARGS)
+	cp $(TRAIN_OUT)/model.safetensors models/weights/demo.safetensors
+	@echo "[train] installed models/weights/demo.safetensors; log: $(TRAIN_OUT)/log.json, curves.png"
+
+# PSNR/SSIM of the demo weights by number of input views on 50 held-out scenes.
+eval-demo: $(STAMP)
+	$(BIN)/viewrt train --eval --out out/eval-demo --eval-scenes 50
 
 # Also the slow tests (res256 export, ...).
 test-all: $(STAMP)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 from viewrt.errors import ViewrtError
@@ -12,8 +14,11 @@ from viewrt.models.lvsm import LVSM_PRESETS, LVSMConfig, LVSMDecoderOnly, get_lv
 __all__ = [
     "PRESETS", "LVSM_PRESETS", "EfficientLVSM", "EfficientLVSMConfig", "LVSMConfig", "LVSMDecoderOnly",
     "TorchKVCache", "LoadReport", "get_preset", "get_lvsm_preset", "load_checkpoint", "save_upstream_checkpoint",
-    "build_model", "init_weights",
+    "build_model", "init_weights", "TRAINED_WEIGHTS",
 ]
+
+# Presets whose built-in weights are trained and shipped in the package (``make train``).
+TRAINED_WEIGHTS: dict[str, Path] = {"demo": Path(__file__).parent / "weights" / "demo.safetensors"}
 
 
 @torch.no_grad()
@@ -32,7 +37,9 @@ def init_weights(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
 
 def build_model(preset: str, checkpoint: str | None = None, seed: int = 0, cached: bool | None = None):
     """The model for a preset name of any family (see models/registry.py): loaded strictly
-    from ``checkpoint`` if given, else built-in deterministic weights.
+    from ``checkpoint`` if given, else the preset's shipped trained weights (``demo``:
+    models/weights/demo.safetensors, loaded strictly), else built-in deterministic untrained
+    weights.
 
     Args:
         preset: a preset of any family (``cached=True``: only exportable families).
@@ -44,6 +51,10 @@ def build_model(preset: str, checkpoint: str | None = None, seed: int = 0, cache
     from viewrt.models.registry import find_preset
 
     family, cfg = find_preset(preset, cached)
+    if checkpoint is None and preset in TRAINED_WEIGHTS:
+        checkpoint = TRAINED_WEIGHTS[preset]
+        if not checkpoint.is_file():
+            raise ViewrtError(f"preset {preset!r}: its trained weights {checkpoint} are missing (reinstall viewrt, or run `make train`)")
     if checkpoint is not None:
         return load_checkpoint(checkpoint, cfg)
     return init_weights(family.model_cls(cfg), seed), None

@@ -41,6 +41,8 @@ PRESETS: dict[str, EfficientLVSMConfig] = {
     "tiny": EfficientLVSMConfig(image_size=32, patch_size=8, d_model=64, n_layers=2, head_dim=32),
     # CPU benchmarks: 256 tokens per view, 6 heads of 64
     "small": EfficientLVSMConfig(image_size=128, patch_size=8, d_model=384, n_layers=6, head_dim=64),
+    # the built-in trained model (models/weights/demo.safetensors, `make train`): 64 tokens per view, 4 heads of 32
+    "demo": EfficientLVSMConfig(image_size=64, patch_size=8, d_model=128, n_layers=4, head_dim=32),
     # the released efficient_lvsm_res256.pt config (1024 tokens per view, ~199M params)
     "res256": EfficientLVSMConfig(image_size=256, patch_size=8, d_model=768, n_layers=12, head_dim=64),
     # 512x512 images; the patch of the released res512 file is read from its weights on load

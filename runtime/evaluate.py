@@ -47,6 +47,8 @@ ECHO_FAILURES = 3  # failed scenes echoed one by one in a list run; the rest onl
 DEFAULT_TARGETS = 2
 SYNTHETIC_FRAMES = 8
 FRAME_SOURCE = "all input and target cameras of the scene (known up front; as upstream)"
+UNTRAINED = "built-in, untrained"
+UNTRAINED_BANNER = " - UNTRAINED WEIGHTS: predictions are noise"
 METRICS_NOTE = "PSNR and SSIM are computed on the 8-bit images as written to disk (prediction and ground truth)"
 
 __all__ = ["run_scene", "run_list", "select_frames", "SceneSkipped", "BackendUnavailable"]
@@ -313,7 +315,8 @@ def run_scene(renderer, scene, out_dir: str | Path, inputs: Sequence[int], targe
         raise ViewrtError(f"cannot write to {out_dir}: {e}") from None
 
     steps: list[dict] = []
-    sheet: list[tuple[list[np.ndarray], np.ndarray]] = []  # (8-bit predictions, added view) per step
+    sheet: list[tuple[list[np.ndarray], np.ndarray, list[float]]] = []  # (8-bit predictions, added view, PSNRs) per step
+    untrained = (extra or {}).get("weights") == UNTRAINED
     try:
         if warmup:
             first = data[inputs[0]]
@@ -354,7 +357,7 @@ def run_scene(renderer, scene, out_dir: str | Path, inputs: Sequence[int], targe
             }
             _write_json(step_dir / "metrics.json", record)
             steps.append(record)
-            sheet.append((pred_u8, image_to_uint8(image)))
+            sheet.append((pred_u8, image_to_uint8(image), [x["psnr"] for x in per_target]))
         info = r.info()
     finally:
         if owned and hasattr(r, "close"):
@@ -377,8 +380,8 @@ def run_scene(renderer, scene, out_dir: str | Path, inputs: Sequence[int], targe
     }
     _write_json(out_dir / "summary.json", summary)
     _write_csv(out_dir / "summary.csv", summary["steps"])
-    _plot_steps(summary["steps"], out_dir / "steps.png", f"{scene.name} ({summary['renderer']})")
-    _contact_sheet(sheet, gt_u8, targets, inputs, out_dir / "contact_sheet.png")
+    _plot_steps(summary["steps"], out_dir / "steps.png", f"{scene.name} ({summary['renderer']})" + (UNTRAINED_BANNER if untrained else ""))
+    _contact_sheet(sheet, gt_u8, targets, inputs, out_dir / "contact_sheet.png", untrained)
     return _jsonable(summary)
 
 
@@ -441,6 +444,12 @@ def _plot_steps(rows: list[dict], path: Path, title: str) -> None:
         ax.set_xlabel("views in cache")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
+        got = [v for r in rows for k in (*per_target, f"{metric}_mean") if not math.isnan(v := val(r, k))]
+        if got and metric == "psnr":  # honest axes: from a 10 dB floor (or below the data), at least 15 dB tall
+            lo = min(10.0, math.floor(min(got)) - 1.0)
+            ax.set_ylim(lo, max(lo + 15.0, math.ceil(max(got)) + 1.0))
+        elif got:
+            ax.set_ylim(min(0.0, min(got)), 1.0)
         if ax.get_legend_handles_labels()[0]:  # no 'no artists with labels' warning
             ax.legend(fontsize=7)
     comps = []
@@ -463,17 +472,19 @@ def _plot_steps(rows: list[dict], path: Path, title: str) -> None:
     fig.savefig(path, dpi=100)
 
 
-def _contact_sheet(sheet: list, gt_u8: list, targets: Sequence[int], inputs: Sequence[int], path: Path) -> None:
-    """Rows = steps; columns = the view added at that step, then GT and prediction per target."""
+def _contact_sheet(sheet: list, gt_u8: list, targets: Sequence[int], inputs: Sequence[int], path: Path, untrained: bool = False) -> None:
+    """Rows = steps; columns = the view added at that step, then GT and prediction (captioned
+    with its PSNR) per target; a red banner on top when the weights are untrained."""
     import numpy as np
     from PIL import Image, ImageDraw
 
     size = gt_u8[0].shape[0]
     cell = min(max(size, 96), 256)
-    pad, label_w, head_h = 4, 64, 18
+    pad, label_w, cap_h = 4, 64, 14
+    head_h = 18 + (16 if untrained else 0)
     cols = 1 + 2 * len(targets)
     W = label_w + cols * (cell + pad) + pad
-    H = head_h + len(sheet) * (cell + pad) + pad
+    H = head_h + len(sheet) * (cell + cap_h + pad) + pad
     canvas = Image.new("RGB", (W, H), (255, 255, 255))
     draw = ImageDraw.Draw(canvas)
 
@@ -484,11 +495,14 @@ def _contact_sheet(sheet: list, gt_u8: list, targets: Sequence[int], inputs: Seq
         return im.resize((cell, cell), Image.Resampling.NEAREST if cell > im.size[0] else Image.Resampling.LANCZOS)
 
     heads = ["added view"] + [f"{kind} t{k} (frame {t})" for k, t in enumerate(targets) for kind in ("GT", "pred")]
+    if untrained:
+        draw.rectangle((0, 0, W, 15), fill=(200, 0, 0))
+        draw.text((4, 2), "UNTRAINED WEIGHTS: the predictions are noise (export a trained checkpoint or the demo preset)", fill=(255, 255, 255))
     for c, text in enumerate(heads):
-        draw.text((label_w + pad + c * (cell + pad), 3), text, fill=(0, 0, 0))
+        draw.text((label_w + pad + c * (cell + pad), head_h - 15), text, fill=(0, 0, 0))
     gt_tiles = [tile(g) for g in gt_u8]
-    for row, (preds, added) in enumerate(sheet):
-        y = head_h + pad + row * (cell + pad)
+    for row, (preds, added, psnrs) in enumerate(sheet):
+        y = head_h + pad + row * (cell + cap_h + pad)
         draw.text((4, y + cell // 2 - 12), f"{row + 1} view{'s' if row else ''}", fill=(0, 0, 0))
         draw.text((4, y + cell // 2 + 2), f"+frame {inputs[row]}", fill=(90, 90, 90))
         x0 = label_w + pad
@@ -496,6 +510,9 @@ def _contact_sheet(sheet: list, gt_u8: list, targets: Sequence[int], inputs: Seq
         for k, p in enumerate(preds):
             canvas.paste(gt_tiles[k], (x0 + (1 + 2 * k) * (cell + pad), y))
             canvas.paste(tile(p), (x0 + (2 + 2 * k) * (cell + pad), y))
+            v = psnrs[k]
+            cap = "PSNR inf" if v is None or not math.isfinite(v) else f"PSNR {v:.2f} dB"
+            draw.text((x0 + (2 + 2 * k) * (cell + pad), y + cell + 1), cap, fill=(0, 0, 0))
     canvas.save(path)
 
 
@@ -579,7 +596,8 @@ def run_list(renderer, scenes: Sequence[str | Path], out_dir: str | Path, size: 
     _write_csv(out_dir / "summary.csv", [{k: r.get(k) for k in ("scene", "status", "views", "psnr_mean", "ssim_mean", "step_ms_mean",
                                                                    "peak_rss_bytes", "out_dir", "scene_json", "error")} for r in records])
     if all_steps:
-        _plot_steps(_mean_rows(all_steps), out_dir / "steps.png", f"mean over {len(all_steps)} scene(s)")
+        _plot_steps(_mean_rows(all_steps), out_dir / "steps.png", f"mean over {len(all_steps)} scene(s)"
+                    + (UNTRAINED_BANNER if (extra or {}).get("weights") == UNTRAINED else ""))
     return _jsonable(summary)
 
 

@@ -59,6 +59,7 @@ __all__ = [
     "image_to_float_rgb",
     "check_intrinsics_plausible",
     "synthetic_cameras",
+    "synthetic_views",
     "make_synthetic_scene",
     "make_synthetic_list",
     "make_processed_dataset",
@@ -634,14 +635,51 @@ def _texture(kind: str, p: np.ndarray, params: dict[str, Any]) -> np.ndarray:
         salt = params["salt"]
         w = 0.65 * _value_noise(q, salt) + 0.35 * _value_noise(2.3 * q, salt + 1.0)
         w = np.clip((w - 0.25) / 0.5, 0.0, 1.0)
-    return c0[None] * (1.0 - w[:, None]) + c1[None] * w[:, None]
+    out = c0[None] * (1.0 - w[:, None]) + c1[None] * w[:, None]
+    if "colors_b" in params:  # the other side of the object's split plane
+        b0, b1 = params["colors_b"]
+        side = (p - params["center"]) @ params["split"] < 0.0
+        out[side] = b0[None] * (1.0 - w[side, None]) + b1[None] * w[side, None]
+    return out
 
 
 def _random_color(rng: np.random.Generator, lo: float = 0.08, hi: float = 0.95) -> np.ndarray:
     return rng.uniform(lo, hi, 3)
 
 
-def _synthetic_layout(seed: int) -> dict[str, Any]:
+STYLES = ("classic", "multiview")
+
+
+def _check_style(style: Any) -> str:
+    if style not in STYLES:
+        raise ViewrtError(f"style: expected one of {', '.join(STYLES)}, got {style!r}")
+    return style
+
+
+def _multiview_extras(layout: dict[str, Any], seed: int) -> None:
+    """Make one view insufficient (style "multiview"), from a separate random stream so
+    the classic draws are untouched: patterns coarse enough to resolve at 64 px, objects
+    with a different colour pair on each side of a vertical plane, a ground whose tint
+    varies over metres, and a horizon whose colour varies with azimuth."""
+    rng = np.random.default_rng([int(seed), 2])
+    for obj in layout["objects"]:
+        prm = obj["params"]
+        prm["period"] = float(rng.uniform(0.3, 0.5))
+        prm["freq"] = float(rng.uniform(5.0, 9.0))
+        ang = rng.uniform(0.0, 2.0 * np.pi)
+        prm["split"] = np.array([np.cos(ang), np.sin(ang), 0.0])
+        prm["center"] = obj["center"] if obj["kind"] == "sphere" else 0.5 * (obj["lo"] + obj["hi"])
+        c0 = _random_color(rng)
+        c1 = _random_color(rng)
+        while np.linalg.norm(c1 - c0) < 0.4:
+            c1 = _random_color(rng)
+        prm["colors_b"] = (c0, c1)
+    layout["ground"]["tint"] = (_random_color(rng, 0.2, 0.9), _random_color(rng, 0.2, 0.9))
+    layout["ground"]["tint_salt"] = float(rng.uniform(0.0, 100.0))
+    layout["sky_azimuth"] = (rng.uniform(0.0, 2.0 * np.pi, 3), float(rng.uniform(0.2, 0.35)))
+
+
+def _synthetic_layout(seed: int, style: str = "classic") -> dict[str, Any]:
     """Objects, textures, light and sky of a synthetic scene (deterministic in seed)."""
     rng = np.random.default_rng([int(seed), 0])
     n_obj = int(rng.integers(2, 5))
@@ -698,7 +736,10 @@ def _synthetic_layout(seed: int) -> dict[str, Any]:
         np.array([0.85, 0.88, 0.95]) + rng.uniform(-0.05, 0.05, 3),
         np.array([0.25, 0.45, 0.85]) + rng.uniform(-0.1, 0.1, 3),
     )
-    return {"objects": objects, "ground": ground, "light": light, "sky": sky, "ambient": 0.3}
+    layout = {"objects": objects, "ground": ground, "light": light, "sky": sky, "ambient": 0.3}
+    if style == "multiview":
+        _multiview_extras(layout, seed)
+    return layout
 
 
 def _intersect(obj: dict[str, Any], o: np.ndarray, d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -759,7 +800,11 @@ def _render(layout: dict[str, Any], c2w: np.ndarray, fxfycxcy: np.ndarray, size:
 
     horizon, zenith = layout["sky"]
     w = np.sqrt(np.clip(d[:, 2], 0.0, 1.0))[:, None]
-    color = horizon[None] * (1.0 - w) + zenith[None] * w
+    if "sky_azimuth" in layout:  # horizon colour that changes with the ray's azimuth
+        phases, amp = layout["sky_azimuth"]
+        az = np.arctan2(d[:, 1], d[:, 0])[:, None]
+        horizon = np.clip(horizon[None] - amp + amp * np.cos(az + phases[None]), 0.0, 1.0)
+    color = horizon * (1.0 - w) + zenith[None] * w
 
     hit = best_id >= 0
     p = o[hit] + best_t[hit, None] * d[hit]
@@ -770,8 +815,15 @@ def _render(layout: dict[str, Any], c2w: np.ndarray, fxfycxcy: np.ndarray, size:
     g = ids == 0
     if g.any():
         gc = _texture("checker", p_tex[g], layout["ground"])
+        if "tint" in layout["ground"]:  # metre-scale tint: each view sees its own patch of ground
+            t0, t1 = layout["ground"]["tint"]
+            v = np.clip((_value_noise(p_tex[g] * 0.6, layout["ground"]["tint_salt"]) - 0.2) / 0.6, 0.0, 1.0)[:, None]
+            chk = np.mod(np.floor(p_tex[g] / layout["ground"]["period"]).sum(axis=1), 2.0)[:, None]
+            gc = (0.8 + 0.2 * chk) * (t0[None] * (1.0 - v) + t1[None] * v)
         fade = np.clip((best_t[hit][g] - 6.0) / 10.0, 0.0, 1.0)[:, None]
         mean = 0.5 * (layout["ground"]["colors"][0] + layout["ground"]["colors"][1])
+        if "tint" in layout["ground"]:
+            mean = 0.45 * (layout["ground"]["tint"][0] + layout["ground"]["tint"][1])
         albedo[g] = gc * (1.0 - fade) + mean[None] * fade
     for k, obj in enumerate(layout["objects"]):
         sel = ids == k + 1
@@ -801,12 +853,40 @@ def _check_name(name: Any) -> str:
     return name
 
 
+def synthetic_views(
+    n_views: int = 8, size: int = 64, seed: int = 0, style: str = "classic"
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The views of a synthetic scene in memory (what :func:`make_synthetic_scene` writes,
+    before 8-bit quantization).
+
+    Args:
+        n_views, size, seed: as :func:`synthetic_cameras`.
+        style: "classic" (the original scenes) or "multiview" (scenes one view cannot
+            explain: coarse patterns, objects coloured differently on each side, a ground
+            tint that varies over metres and a horizon colour that varies with azimuth;
+            same cameras and objects as "classic" for a seed).
+
+    Returns:
+        ``(images float64 [n_views, 3, size, size] in [0, 1], c2ws float64 [n_views, 4, 4],
+        fxfycxcy float64 [4])``.
+
+    Raises:
+        ViewrtError: on a bad count, size or style.
+    """
+    style = _check_style(style)
+    c2ws, fxfycxcy = synthetic_cameras(n_views, size, seed)
+    layout = _synthetic_layout(seed, style)
+    images = np.stack([_render(layout, c2w, fxfycxcy, size) for c2w in c2ws])
+    return images, c2ws, fxfycxcy
+
+
 def make_synthetic_scene(
     out_dir: str | Path,
     name: str = "synthetic",
     n_views: int = 8,
     size: int = 64,
     seed: int = 0,
+    style: str = "classic",
 ) -> Path:
     """Render a small synthetic scene with exact cameras and write it in the dataset format.
 
@@ -825,6 +905,7 @@ def make_synthetic_scene(
         n_views: number of views.
         size: image side in pixels.
         seed: integer seed.
+        style: "classic" or "multiview", see :func:`synthetic_views`.
 
     Returns:
         Path of the written scene JSON.
@@ -833,14 +914,12 @@ def make_synthetic_scene(
         ViewrtError: on a bad name/size/count or a folder that cannot be written.
     """
     name = _check_name(name)
-    c2ws, fxfycxcy = synthetic_cameras(n_views, size, seed)
-    layout = _synthetic_layout(seed)
+    images, c2ws, fxfycxcy = synthetic_views(n_views, size, seed, style)
     scene_dir = Path(out_dir) / name
     try:
         (scene_dir / "images").mkdir(parents=True, exist_ok=True)
         frames = []
-        for i, c2w in enumerate(c2ws):
-            img = _render(layout, c2w, fxfycxcy, size)
+        for i, (c2w, img) in enumerate(zip(c2ws, images)):
             rel = f"images/{i:05d}.png"
             Image.fromarray(image_to_uint8(img)).save(scene_dir / rel)
             frames.append(
@@ -864,6 +943,7 @@ def make_synthetic_list(
     size: int = 64,
     seed: int = 0,
     prefix: str = "synthetic",
+    style: str = "classic",
 ) -> Path:
     """Write ``n_scenes`` synthetic scenes and a list file naming them.
 
@@ -877,6 +957,7 @@ def make_synthetic_list(
         size: image side in pixels.
         seed: seed of scene 0.
         prefix: scene name prefix.
+        style: "classic" or "multiview", see :func:`synthetic_views`.
 
     Returns:
         Path of ``out_dir/scenes.txt`` (scene JSON paths relative to ``out_dir``).
@@ -889,7 +970,7 @@ def make_synthetic_list(
     out = Path(out_dir)
     lines = []
     for k in range(n_scenes):
-        path = make_synthetic_scene(out, f"{prefix}_{k:03d}", n_views, size, seed + k)
+        path = make_synthetic_scene(out, f"{prefix}_{k:03d}", n_views, size, seed + k, style)
         lines.append(path.relative_to(out).as_posix())
     list_path = out / "scenes.txt"
     try:

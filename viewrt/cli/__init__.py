@@ -69,8 +69,9 @@ from viewrt.cli.scene import scene  # noqa: E402
 from viewrt.cli.infer import infer  # noqa: E402
 from viewrt.cli.bench import bench  # noqa: E402
 from viewrt.cli.calib import calib, calib_report, estimate  # noqa: E402
+from viewrt.cli.train import train  # noqa: E402
 
-for _command in (export, build, info, scene, infer, bench, calib, calib_report, estimate):
+for _command in (export, build, info, scene, infer, bench, calib, calib_report, estimate, train):
     main.add_command(_command)
 
 if __name__ == "__main__":

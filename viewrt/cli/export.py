@@ -10,7 +10,7 @@ from viewrt.errors import ViewrtError
 
 
 @click.command("export")
-@click.option("--preset", default="small", show_default=True, help="Model preset of an exportable family (Efficient-LVSM: tiny, small, res256, res512, ...; an unknown name lists them all).")
+@click.option("--preset", default="small", show_default=True, help="Model preset of an exportable family (Efficient-LVSM: tiny, small, demo [trained, 64 px], res256, res512; an unknown name lists them all).")
 @click.option("--checkpoint", type=click.Path(dir_okay=False), default=None, help="Upstream checkpoint (.pt or .safetensors); default: built-in weights.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True, help="Output folder for encoder.onnx, decoder.onnx, manifest.json.")
 @click.option("--max-views", type=click.IntRange(min=1), default=16, show_default=True, help="Cache capacity in views.")
@@ -30,7 +30,8 @@ def export(preset, checkpoint, out_dir, max_views, precision, force, seed):
     model, report = build_model(preset, checkpoint, cached=True)
     if report is not None:
         click.echo(report.summary())
-    manifest = export_model(model, out_dir, preset, max_views, precision, force, checkpoint, seed)
+    source = checkpoint or (report.path if report is not None else None)  # the demo preset's shipped weights file
+    manifest = export_model(model, out_dir, preset, max_views, precision, force, source, seed)
     v = manifest.validation
     click.echo(
         f"wrote {out_dir}: encoder.onnx, decoder.onnx, manifest.json ({preset}, {precision}, max {max_views} views, "

@@ -12,7 +12,7 @@ from viewrt.errors import ViewrtError
 from viewrt.folders import locked_folder
 from viewrt.runtime.backends import CONFIGS
 from viewrt.runtime.evaluate import (
-    DEFAULT_TARGETS, SYNTHETIC_FRAMES, BackendUnavailable, mean, parse_targets, scene_line, run_list, run_scene,
+    DEFAULT_TARGETS, SYNTHETIC_FRAMES, UNTRAINED, BackendUnavailable, mean, parse_targets, scene_line, run_list, run_scene,
     select_frames,
 )
 
@@ -131,7 +131,7 @@ def _run(export_dir, scene, list_file, scenes, index, index_file, views, target_
     size = manifest.image_size
     checkpoint = manifest.checkpoint
     extra = {"export_dir": str(export_dir), "preset": manifest.preset, "precision": manifest.precision,
-             "weights": checkpoint or "built-in, untrained", "backend": backend, "index": str(index_file) if index_file else None}
+             "weights": checkpoint or UNTRAINED, "backend": backend, "index": str(index_file) if index_file else None}
     note = ("" if checkpoint else f"note: {export_dir} holds the built-in untrained weights: the renders test the pipeline "
             "and look like noise; export a real checkpoint (viewrt export --checkpoint ...) for meaningful images")
     if list_file:

@@ -16,8 +16,10 @@ from viewrt.cli._errors import cli_errors
               help="An export folder: the scenes get its image size.")
 @click.option("--scenes", type=click.IntRange(min=1), default=1, show_default=True, help="Number of scenes.")
 @click.option("--seed", type=click.IntRange(0, 2**31 - 1), default=0, show_default=True, help="Seed of the first scene.")
+@click.option("--style", type=click.Choice(["classic", "multiview"]), default="classic", show_default=True,
+              help="multiview: scenes one view cannot explain (what the demo model is trained on).")
 @cli_errors
-def scene(out_dir, views, size, for_export, scenes, seed):
+def scene(out_dir, views, size, for_export, scenes, seed, style):
     """Generate synthetic scenes in the LVSM RealEstate10K format (scene JSON + PNGs), with a
     list file and an evaluation index."""
     from viewrt.data import make_eval_index, make_synthetic_list
@@ -33,6 +35,6 @@ def scene(out_dir, views, size, for_export, scenes, seed):
         size = size or export_size
     size = size or 128
     with locked_folder(out_dir, "--out"):
-        lst = make_synthetic_list(out_dir, scenes, n_views=views, size=size, seed=seed)
+        lst = make_synthetic_list(out_dir, scenes, n_views=views, size=size, seed=seed, style=style)
         idx = make_eval_index(lst)
     click.echo(f"wrote {scenes} scene(s) of {views} views at {size}px: list {lst}, eval index {idx}")
