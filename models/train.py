@@ -422,8 +422,13 @@ def train(recipe: Recipe, out_dir: str | Path, resume: bool = True, echo=print, 
     from safetensors.torch import save_file
 
     recipe.check()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    if recipe.scene_list:
+        from viewrt.data import load_scene_list
+
+        load_scene_list(recipe.scene_list)  # a bad list: one error before anything is written
+    from viewrt.folders import make_folder
+
+    out = make_folder(out_dir, "--out")
     torch.manual_seed(recipe.seed)
     if recipe.threads:
         torch.set_num_threads(recipe.threads)

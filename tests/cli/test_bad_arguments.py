@@ -79,6 +79,12 @@ def _table(export: Path, tmp: Path):
             ["estimate", export, "--max-views", "0"],
             ["estimate", export, "--precision", "int4"],
         ],
+        "train": [
+            ["train", "--out", out, "--steps", "0"],
+            ["train", "--out", out, "--list", tmp / "missing.txt", "--steps", "1"],
+            ["train", "--out", out, "--eval", "--checkpoint", tmp / "missing.pt"],
+            ["train", "--out", afile / "sub", "--steps", "1"],
+        ],
         "bench": [
             ["bench", tmp / "nope", "--out", out],
             ["bench", export, "--out", out, "--views", "0"],
@@ -95,7 +101,7 @@ def test_every_subcommand_is_in_the_table(tiny_export, tmp_path):
     assert set(main.commands) <= set(_table(tiny_export[0], tmp_path))
 
 
-@pytest.mark.parametrize("command", ["export", "build", "info", "scene", "infer", "bench", "calib", "calib-report", "estimate"])
+@pytest.mark.parametrize("command", ["export", "build", "info", "scene", "infer", "bench", "calib", "calib-report", "estimate", "train"])
 def test_bad_arguments_end_in_one_line(tiny_export, tmp_path, command):
     export = tiny_export[0]
     before = sorted(p.name for p in export.iterdir())
