@@ -39,11 +39,11 @@ def build_engines(export_dir: Path, precision: str | None = None, max_views: int
     manifest.dynamic_ranges(max_views, max_targets)  # raises outside the export's range
     record = manifest.to_dict()
     est = estimate_memory(record, max_views, max_targets)
-    log.info("[build] engines for %d views x %d targets will need about %s MiB of device memory (KV cache %s MiB)",
-                max_views, max_targets, est["total_mib"], est["cache_mib"])
     ok, reason = trt_available()  # probed once per process (viewrt.devices)
     if not ok:
         raise ViewrtError(f"TensorRT engines not built: {reason}")
+    log.info("[build] engines for %d views x %d targets will need about %s MiB of device memory (KV cache %s MiB)",
+             max_views, max_targets, est["total_mib"], est["cache_mib"])
     engines = build_all(export_dir, record, precision, max_views, max_targets, tf32)
     manifest.engines = engines
     manifest.write(export_dir)

@@ -108,6 +108,8 @@ class CachePolicy:
                 raise ViewrtError(f"{name} must be an integer, got {type(v).__name__} {v!r}")
         if capacity < 1 or pinned < 0 or (window is not None and window < 1):
             raise ViewrtError(f"need capacity >= 1, pinned >= 0 and window >= 1, got capacity={capacity}, pinned={pinned}, window={window}")
+        if pinned > capacity:
+            raise ViewrtError(f"pinned = {pinned} exceeds the cache capacity of {capacity} views")
         if window is not None and pinned + window > capacity:
             raise ViewrtError(f"pinned + window = {pinned + window} exceeds the cache capacity of {capacity} views")
         self.capacity, self.window, self.pinned = capacity, window, pinned

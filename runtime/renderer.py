@@ -51,6 +51,8 @@ def _locked(fn):
     @functools.wraps(fn)
     def wrapper(self, *args, **kwargs):
         with self._lock:
+            if self._closed and fn.__name__ != "info":
+                raise ViewrtError(f"{fn.__name__}: the renderer is closed (open the export again)")
             return fn(self, *args, **kwargs)
 
     return wrapper
@@ -92,6 +94,7 @@ class Renderer:
         self._given_frame = self._frame_from(frame)
         self.frame = self._given_frame
         self._lock = threading.RLock()
+        self._closed = False
         backend.__enter__()
         try:
             self.cache = KVCache(backend, manifest, self.policy.physical)
@@ -111,6 +114,7 @@ class Renderer:
     def close(self) -> None:
         with self._lock:
             self.backend.__exit__(None, None, None)
+            self._closed = True
 
     def __enter__(self):
         return self
@@ -336,6 +340,8 @@ def open(export_dir: str | Path, backend: str = "ort", max_views: int | None = N
     """
     if not isinstance(backend, str):
         raise ViewrtError(f"backend must be a name, got {type(backend).__name__}")
+    if not isinstance(export_dir, (str, Path)):
+        raise ViewrtError(f"export_dir must be a path, got {type(export_dir).__name__}")
     manifest = load_manifest(export_dir)
     be = registry.create(backend, manifest, device=device, threads=threads, precision=precision)
     return Renderer(manifest, be, max_views, window, pinned, frame, targets_per_call, attention_budget_mib)

@@ -86,6 +86,11 @@ def create(name: str, manifest, **options):
         does not take.
     """
     backend, opts = resolve(name, **options)
+    t = opts.get("threads")
+    if t is not None and (isinstance(t, bool) or not isinstance(t, int) or t < 1):
+        raise ViewrtError(f"threads must be a positive integer or None, got {type(t).__name__} {t!r}")
+    if "device" in opts and not isinstance(opts["device"], str):
+        raise ViewrtError(f"device must be a string such as 'cpu' or 'cuda:0', got {type(opts['device']).__name__}")
     cls = backend_class(backend)
     unknown = set(opts) - set(cls.options)
     if unknown:

@@ -165,3 +165,27 @@ def test_manifest_dataclass_rejects_inconsistent_lists(tiny_export):
     d["n_layers"] = 3
     with pytest.raises(ViewrtError, match="encoder has 4 outputs, expected 6 for n_layers 3"):
         Manifest.from_dict(d)
+
+
+def test_an_edited_graph_checksum_is_refused(edited):
+    folder = edited(lambda d: d["graphs"]["encoder"].update(sha256="0" * 64))
+    with pytest.raises(ViewrtError, match=r"graphs.encoder.sha256 .* differs from files\['encoder.onnx'\].sha256"):
+        load_manifest(folder)
+
+
+def test_manifest_is_readable_like_the_graphs(tiny_export, tmp_path):
+    import os
+    import stat
+
+    m = load_manifest(tiny_export[0])
+    path = m.write(tmp_path)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask
+
+
+def test_a_file_is_not_an_export_folder(tiny_export):
+    with pytest.raises(ViewrtError, match="is a file; pass the folder that holds manifest.json"):
+        vrt.open(tiny_export[0] / "manifest.json")
+    with pytest.raises(ViewrtError, match="export_dir must be a path"):
+        vrt.open(123)

@@ -132,3 +132,27 @@ def test_api_type_mistakes_are_clear_errors(tiny_export, call, pattern):
 def test_open_type_mistakes_are_clear_errors(tiny_export, kwargs, pattern):
     with pytest.raises(ViewrtError, match=pattern):
         vrt.open(tiny_export[0], **kwargs)
+
+
+def test_a_closed_renderer_refuses_work(tiny_export):
+    out_dir, model = tiny_export
+    images, cams, targets, frame = _scene(model, 1)
+    r = vrt.open(out_dir, frame=frame)
+    r.add_view(images[0], cams[0])
+    r.close()
+    for call in (lambda: r.add_view(images[0], cams[0]), lambda: r.render(targets), lambda: r.remove_view(0), r.reset):
+        with pytest.raises(ViewrtError, match="the renderer is closed"):
+            call()
+    assert r.info()["views"] == 1  # info still answers
+
+
+@pytest.mark.parametrize("kwargs, pattern", [
+    (dict(threads="2"), "threads must be a positive integer"),
+    (dict(threads=0), "threads must be a positive integer"),
+    (dict(threads=-1), "threads must be a positive integer"),
+    (dict(device=0), "device must be a string"),
+    (dict(pinned=17), "pinned = 17 exceeds the cache capacity of 8 views"),
+])
+def test_open_option_values_are_checked(tiny_export, kwargs, pattern):
+    with pytest.raises(ViewrtError, match=pattern):
+        vrt.open(tiny_export[0], **kwargs)

@@ -12,6 +12,28 @@ from viewrt.errors import ViewrtError
 from viewrt.runtime.backends import CONFIGS
 from viewrt.runtime.bench.harness import QUANTIZED, BenchConfig, parse_backends, parse_int_list, run_bench
 
+class _Finite(click.ParamType):
+    """A finite float (no nan/inf), above zero or at least zero."""
+
+    name = "number"
+
+    def __init__(self, positive: bool):
+        self.positive = positive
+
+    def convert(self, value, param, ctx):
+        import math
+
+        try:
+            v = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number", param, ctx)
+        if not math.isfinite(v) or (v <= 0 if self.positive else v < 0):
+            self.fail(f"{value!r}: expected a finite number {'> 0' if self.positive else '>= 0'}", param, ctx)
+        return v
+
+
+FINITE_POSITIVE, FINITE_NONNEGATIVE = _Finite(True), _Finite(False)
+
 # The bench vocabulary: runtime configurations, then the PyTorch baselines (names kept here so
 # that `--help` needs no torch; tests check it equals models.baselines.BASELINES).
 BASELINE_NAMES = ("torch-fp32", "torch-bf16", "torch-cat", "efflvsm-nocache", "lvsm")
@@ -26,13 +48,13 @@ BACKEND_NAMES = [*CONFIGS, *QUANTIZED, *BASELINE_NAMES]
 @click.option("--backends", default=None, help=f"Comma-separated, of: {', '.join(BACKEND_NAMES)} (default: all available).")
 @click.option("--repeats", type=int, default=5, show_default=True, help="Timed repetitions per point (median reported).")
 @click.option("--warmup", type=int, default=2, show_default=True, help="Untimed repetitions before them.")
-@click.option("--max-seconds-per-point", type=float, default=20.0, show_default=True,
+@click.option("--max-seconds-per-point", type=FINITE_NONNEGATIVE, default=20.0, show_default=True,
               help="Budget of a full-recompute point; over it: 1 target scaled, or extrapolated from FLOPs (0: no budget).")
-@click.option("--threads", type=int, default=None, help="CPU threads for PyTorch and ONNX Runtime (default: theirs).")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for PyTorch and ONNX Runtime (default: theirs).")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
               help="Device of the PyTorch backends (the runtime backends name their own).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the synthetic scene.")
-@click.option("--attention-budget-mib", type=float, default=256.0, show_default=True,
+@click.option("--attention-budget-mib", type=FINITE_POSITIVE, default=256.0, show_default=True,
               help="The runtime's attention memory budget on ONNX Runtime (targets per decoder call follow from it).")
 @click.option("--quantized-export", type=click.Path(file_okay=False), default=None,
               help="An int8/fp8 export of the same model (viewrt calib): adds the openvino-int8 and ort-int8 columns (or -fp8).")

@@ -5,16 +5,17 @@ from __future__ import annotations
 import click
 
 from viewrt.cli._errors import cli_errors
+from viewrt.errors import ViewrtError
 
 
 @click.command("scene")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True, help="Output folder (list, index, scenes).")
-@click.option("--views", type=click.IntRange(min=2), default=16, show_default=True, help="Views per scene.")
-@click.option("--size", type=click.IntRange(min=8), default=None,
+@click.option("--views", type=click.IntRange(2, 10_000), default=16, show_default=True, help="Views per scene.")
+@click.option("--size", type=click.IntRange(8, 4096), default=None,
               help="Image size in pixels (default: the --for export's image size, else 128).")
 @click.option("--for", "for_export", type=click.Path(file_okay=False), default=None,
               help="An export folder: the scenes get its image size.")
-@click.option("--scenes", type=click.IntRange(min=1), default=1, show_default=True, help="Number of scenes.")
+@click.option("--scenes", type=click.IntRange(1, 100_000), default=1, show_default=True, help="Number of scenes.")
 @click.option("--seed", type=click.IntRange(0, 2**31 - 1), default=0, show_default=True, help="Seed of the first scene.")
 @click.option("--style", type=click.Choice(["classic", "multiview"]), default="classic", show_default=True,
               help="multiview: scenes one view cannot explain (what the demo model is trained on).")
@@ -34,7 +35,23 @@ def scene(out_dir, views, size, for_export, scenes, seed, style):
                        "infer will resize and crop the frames", err=True)
         size = size or export_size
     size = size or 128
-    with locked_folder(out_dir, "--out"):
-        lst = make_synthetic_list(out_dir, scenes, n_views=views, size=size, seed=seed, style=style)
-        idx = make_eval_index(lst)
+    import shutil
+    from pathlib import Path
+
+    out = Path(out_dir)
+    need = scenes * views * size * size * 3  # raw RGB bytes; PNG is smaller, but generating holds frames in memory too
+    probe = next((p for p in (out, *out.resolve().parents) if p.exists()), None)
+    free = shutil.disk_usage(probe).free if probe is not None and probe.is_dir() else None
+    if free is not None and need > free:
+        raise ViewrtError(f"{scenes} scene(s) of {views} views at {size}px need up to {need / 2**30:.1f} GiB, "
+                          f"more than the {free / 2**30:.1f} GiB free under {probe}; ask for fewer or smaller scenes")
+    created = not out.exists()
+    try:
+        with locked_folder(out_dir, "--out"):
+            lst = make_synthetic_list(out_dir, scenes, n_views=views, size=size, seed=seed, style=style)
+            idx = make_eval_index(lst)
+    except BaseException:
+        if created:  # a failed or interrupted run leaves nothing half-written
+            shutil.rmtree(out, ignore_errors=True)
+        raise
     click.echo(f"wrote {scenes} scene(s) of {views} views at {size}px: list {lst}, eval index {idx}")

@@ -252,6 +252,9 @@ class Manifest:
             fd, tmp = tempfile.mkstemp(prefix=".manifest-", dir=directory)
             with os.fdopen(fd, "w") as f:
                 json.dump(self.to_dict(), f, indent=1)
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)  # readable like the graphs next to it (mkstemp makes 0600)
             os.replace(tmp, path)
         except OSError as e:
             raise ViewrtError(f"{path}: cannot write the manifest ({e.strerror or e})") from None
@@ -336,7 +339,10 @@ class Manifest:
         Raises: ViewrtError on a missing file or a checksum that differs.
         """
         recorded = dict(self.files)
-        for g in self.graphs.values():
+        for name, g in self.graphs.items():
+            if g.sha256 and g.file in recorded and recorded[g.file].get("sha256") != g.sha256:
+                raise ViewrtError(f"manifest: graphs.{name}.sha256 ({g.sha256[:12]}...) differs from files['{g.file}'].sha256 "
+                                  f"({str(recorded[g.file].get('sha256'))[:12]}...); the manifest was edited: re-export")
             if g.sha256:
                 recorded.setdefault(g.file, {"sha256": g.sha256})
         for e in (self.engines or {}).values():
@@ -406,6 +412,8 @@ def load_manifest(directory: str | Path, verify: bool = True) -> Manifest:
     """
     directory = Path(directory)
     path = directory / N.MANIFEST_FILE
+    if directory.is_file():
+        raise ViewrtError(f"export folder {directory}: is a file; pass the folder that holds manifest.json")
     if not directory.is_dir():
         raise ViewrtError(f"export folder {directory}: no such folder")
     if not path.is_file():
