@@ -16,7 +16,7 @@ from viewrt.models.train import HELDOUT_SEED0, VAL_SEED0, Recipe, evaluate, scen
 
 def _tiny(**kw) -> Recipe:
     base = dict(image_size=32, patch_size=8, d_model=64, n_layers=1, head_dim=32, n_scenes=12, steps=30, batch=4,
-                lr=2e-3, min_lr=1e-4, warmup=3, val_scenes=2, eval_every=10, ckpt_every=10, bf16=False, threads=1, max_views=2)
+                lr=2e-3, min_lr=1e-4, warmup=3, val_scenes=2, eval_every=10, ckpt_every=10, bf16=False, threads=1, max_views=2, cycles=[])
     base.update(kw)
     return Recipe(**base)
 
