@@ -104,3 +104,15 @@ def test_train_cli_user_error_is_one_line(tmp_path):
     assert res.exit_code != 0 and "Traceback" not in res.output
     assert "must be positive" in res.output
     assert not (tmp_path / "run").exists()
+
+
+def test_demo_preset_exports_and_validates(tmp_path):
+    from click.testing import CliRunner
+
+    from viewrt.cli import main
+
+    res = CliRunner().invoke(main, ["export", "--preset", "demo", "--out", str(tmp_path / "m"), "--max-views", "4", "--seed", "0"])
+    assert res.exit_code == 0, res.output
+    manifest = json.loads((tmp_path / "m" / "manifest.json").read_text())
+    assert manifest["checkpoint"].endswith("demo.safetensors")
+    assert manifest["validation"]["max_abs_error"]["images"] <= manifest["validation"]["atol"] <= 1e-4
