@@ -79,7 +79,13 @@ class Recipe:
     bf16: bool = False
     threads: int = 2
     loss: str = "mse"
+    cycles: list = field(default_factory=lambda: [[500, 5e-4]])
     notes: list = field(default_factory=list)
+
+    @property
+    def total_steps(self) -> int:
+        """``steps`` of the first cosine cycle plus those of the warm restarts in ``cycles``."""
+        return self.steps + sum(int(n) for n, _ in self.cycles)
 
     def model_config(self) -> EfficientLVSMConfig:
         return EfficientLVSMConfig(image_size=self.image_size, patch_size=self.patch_size, d_model=self.d_model,
@@ -91,7 +97,7 @@ class Recipe:
         if self.max_views + self.n_targets > self.frames_per_scene:
             raise ViewrtError(f"{self.max_views} input + {self.n_targets} target views need {self.max_views + self.n_targets} "
                               f"frames per scene, the scenes have {self.frames_per_scene}")
-        if self.n_scenes < 1 or self.steps < 1 or self.batch < 1:
+        if self.n_scenes < 1 or self.steps < 1 or self.batch < 1 or any(int(n) < 1 for n, _ in self.cycles):
             raise ViewrtError("n_scenes, steps and batch must be positive")
         if self.n_scenes >= 500_000 or self.seed < 0:
             raise ViewrtError("n_scenes must stay below 500,000 and the seed non-negative (the training seed range)")
@@ -204,12 +210,25 @@ def init_for_training(model: EfficientLVSM, seed: int) -> EfficientLVSM:
     return model
 
 
+RESTART_WARMUP = 20
+
+
 def lr_at(recipe: Recipe, step: int) -> float:
-    """Linear warm-up to ``lr`` over ``warmup`` steps, then cosine down to ``min_lr``."""
+    """Linear warm-up to ``lr`` over ``warmup`` steps, then cosine down to ``min_lr`` at
+    ``steps``; then per warm restart ``[n, peak]`` of ``cycles``: warm-up from ``min_lr``
+    to ``peak`` over RESTART_WARMUP steps and cosine down to ``min_lr`` over ``n`` steps."""
     if step < recipe.warmup:
         return recipe.lr * (step + 1) / recipe.warmup
-    t = min(1.0, (step - recipe.warmup) / max(1, recipe.steps - recipe.warmup))
-    return recipe.min_lr + 0.5 * (recipe.lr - recipe.min_lr) * (1.0 + math.cos(math.pi * t))
+    start, length, peak, warm = 0, recipe.steps, recipe.lr, recipe.warmup
+    for n, p in recipe.cycles:
+        if step < start + length:
+            break
+        start, length, peak, warm = start + length, int(n), float(p), RESTART_WARMUP
+    local = step - start
+    if start and local < warm:
+        return recipe.min_lr + (peak - recipe.min_lr) * (local + 1) / warm
+    t = min(1.0, (local - warm) / max(1, length - warm))
+    return recipe.min_lr + 0.5 * (peak - recipe.min_lr) * (1.0 + math.cos(math.pi * t))
 
 
 def _optimizer(model: torch.nn.Module, recipe: Recipe) -> torch.optim.AdamW:
@@ -399,7 +418,9 @@ def _plot(log: list, path: Path, title: str) -> None:
             b.plot(steps, [r["val_psnr"][k] for r in ev], marker=".", label=f"{k + 1} input view{'s' if k else ''}")
         lo = min(min(r["val_psnr"]) for r in ev)
         b.set_ylim(min(10.0, lo - 1.0), max(max(r["val_psnr"]) for r in ev) + 1.0)
-    b.set_xlabel("step"), b.set_ylabel("validation PSNR (dB)"), b.grid(alpha=0.3), b.legend(fontsize=8)
+    b.set_xlabel("step"), b.set_ylabel("validation PSNR (dB)"), b.grid(alpha=0.3)
+    if ev:
+        b.legend(fontsize=8)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -440,7 +461,11 @@ def train(recipe: Recipe, out_dir: str | Path, resume: bool = True, echo=print, 
         state = torch.load(ckpt, map_location="cpu", weights_only=True)
         old = json.loads(state.get("recipe", "{}"))
         mine = asdict(recipe)
-        diff = [k for k in mine if k not in ("steps", "notes", "eval_every", "ckpt_every", "threads") and old.get(k) != mine[k]]
+        # a run may be extended by warm restarts: the cycles it did must be a prefix of ours
+        old_cycles = old.get("cycles") or []
+        extended = old_cycles == mine["cycles"][: len(old_cycles)]
+        diff = [k for k in mine if k not in ("cycles", "notes", "eval_every", "ckpt_every", "threads") and old.get(k) != mine[k]]
+        diff += [] if extended else ["cycles"]
         if diff:
             raise ViewrtError(f"{ckpt} was trained with another recipe ({', '.join(f'{k}: {old.get(k)} vs {mine[k]}' for k in diff)}); "
                               "use another --out or --no-resume")
@@ -463,9 +488,10 @@ def train(recipe: Recipe, out_dir: str | Path, resume: bool = True, echo=print, 
     if _tty():
         from tqdm import tqdm
 
-        bar = tqdm(total=recipe.steps, initial=step, desc="train", dynamic_ncols=True)
+        bar = tqdm(total=total, initial=step, desc="train", dynamic_ncols=True)
     last_val = None
-    stop = recipe.steps if until is None else min(until, recipe.steps)
+    total = recipe.total_steps
+    stop = total if until is None else min(until, total)
     while step < stop:
         for g in opt.param_groups:
             g["lr"] = lr_at(recipe, step)
@@ -477,7 +503,7 @@ def train(recipe: Recipe, out_dir: str | Path, resume: bool = True, echo=print, 
         step += 1
         log.append({"step": step, "loss": loss, "views": int(batch[0].shape[1]), "lr": opt.param_groups[0]["lr"],
                     "wall_s": time.perf_counter() - t0})
-        if step % recipe.eval_every == 0 or step == recipe.steps:
+        if step % recipe.eval_every == 0 or step == total:
             last_val = quick_psnr(model, val)
             log.append({"step": step, "val_psnr": last_val, "wall_s": time.perf_counter() - t0})
             if not _tty():
@@ -491,7 +517,7 @@ def train(recipe: Recipe, out_dir: str | Path, resume: bool = True, echo=print, 
             _write_log(out, meta, log, plot=False)
     if bar is not None:
         bar.close()
-    if step < recipe.steps:
+    if step < total:
         return _write_log(out, meta, log)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out / "model.safetensors"),
               metadata={"recipe": json.dumps(asdict(recipe))})

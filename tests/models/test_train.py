@@ -16,7 +16,7 @@ from viewrt.models.train import HELDOUT_SEED0, VAL_SEED0, Recipe, evaluate, scen
 
 def _tiny(**kw) -> Recipe:
     base = dict(image_size=32, patch_size=8, d_model=64, n_layers=1, head_dim=32, n_scenes=12, steps=30, batch=4,
-                lr=2e-3, min_lr=1e-4, warmup=3, val_scenes=2, eval_every=10, ckpt_every=10, bf16=False, threads=1, max_views=2)
+                lr=2e-3, min_lr=1e-4, warmup=3, val_scenes=2, eval_every=10, ckpt_every=10, bf16=False, threads=1, max_views=2, cycles=[])
     base.update(kw)
     return Recipe(**base)
 
@@ -104,3 +104,15 @@ def test_train_cli_user_error_is_one_line(tmp_path):
     assert res.exit_code != 0 and "Traceback" not in res.output
     assert "--steps" in res.output and len(res.output.strip().splitlines()) == 1
     assert not (tmp_path / "run").exists()
+
+
+def test_demo_preset_exports_and_validates(tmp_path):
+    from click.testing import CliRunner
+
+    from viewrt.cli import main
+
+    res = CliRunner().invoke(main, ["export", "--preset", "demo", "--out", str(tmp_path / "m"), "--max-views", "4", "--seed", "0"])
+    assert res.exit_code == 0, res.output
+    manifest = json.loads((tmp_path / "m" / "manifest.json").read_text())
+    assert manifest["checkpoint"].endswith("demo.safetensors")
+    assert manifest["validation"]["max_abs_error"]["images"] <= manifest["validation"]["atol"] <= 1e-4
