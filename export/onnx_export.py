@@ -134,17 +134,11 @@ def export_model(model, out_dir: str | Path, preset: str, max_views: int = 16, p
                           f"more than this machine's {mem / 2**30:.1f} GiB of memory; choose fewer views")
     if out_dir.exists() and not out_dir.is_dir():
         raise ViewrtError(f"output {out_dir} exists and is not a folder")
-    created = not out_dir.exists()
-    try:
-        with locked_folder(out_dir, "output") as out_dir:
-            for line in recover(out_dir, MANIFEST):
-                log.warning("%s: %s", out_dir, line)
-            _check_out_dir(out_dir, _identity(manifest), force)
-            return _export_into(model, out_dir, manifest, fam, precision, max_views, seed, progress)
-    except BaseException:
-        if created:  # a failed export leaves no trace, not even the folder
-            shutil.rmtree(out_dir, ignore_errors=True)
-        raise
+    with locked_folder(out_dir, "output", clean_on_error=True) as out_dir:  # a failed export leaves no trace
+        for line in recover(out_dir, MANIFEST):
+            log.warning("%s: %s", out_dir, line)
+        _check_out_dir(out_dir, _identity(manifest), force)
+        return _export_into(model, out_dir, manifest, fam, precision, max_views, seed, progress)
 
 
 def _export_into(model, out_dir: Path, manifest: dict, fam, precision: str, max_views: int, seed, progress: bool) -> Manifest:

@@ -49,11 +49,21 @@ def make_folder(path: str | Path, what: str = "output") -> Path:
 
 
 @contextlib.contextmanager
-def locked_folder(path: str | Path, what: str = "output"):
+def locked_folder(path: str | Path, what: str = "output", clean_on_error=False):
     """Create ``path`` and hold its lock for the block (waiting while another viewrt
-    process holds it). Yields the Path."""
+    process holds it). Yields the Path.
+
+    ``clean_on_error``: when the folder did not exist before this call and was still empty
+    once the lock was taken (nobody's work in it) and the block raises, remove it, still
+    under the lock, so a failed run leaves nothing behind and never removes another
+    process's results or a folder the user made. A callable decides per
+    exception (``clean_on_error(exc) -> bool``).
+    """
+    import shutil
+
     from filelock import FileLock, Timeout
 
+    existed = Path(path).exists()
     path = make_folder(path, what)
     lock = FileLock(str(lock_path(path)))
     try:
@@ -64,7 +74,14 @@ def locked_folder(path: str | Path, what: str = "output"):
     except OSError as e:
         raise ViewrtError(f"{what} {path}: cannot lock it ({e.strerror or type(e).__name__})") from None
     try:
-        yield path
+        path.mkdir(parents=True, exist_ok=True)  # the previous holder may have removed it after a failure
+        fresh = not existed and not any(path.iterdir())
+        try:
+            yield path
+        except BaseException as e:
+            if fresh and (clean_on_error(e) if callable(clean_on_error) else clean_on_error):
+                shutil.rmtree(path, ignore_errors=True)
+            raise
     finally:
         lock.release()
 

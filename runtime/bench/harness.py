@@ -553,16 +553,8 @@ def run_bench(cfg: BenchConfig, make_baselines=None, progress: bool = True) -> t
     b = Bench(cfg, make_baselines, progress)
     b.check()
     echo_estimate(cfg.export_dir, max(cfg.views), max(cfg.targets), cfg.device)  # the memory estimate first
-    created = not cfg.out.exists()
-    try:
-        with locked_folder(cfg.out, "--out"):
-            res = b.run()
-            return res, write_outputs(res, cfg.out)
-    except BaseException:
-        if created:  # a failed run leaves no empty folder behind
-            import shutil
-
-            shutil.rmtree(cfg.out, ignore_errors=True)
-        raise
+    with locked_folder(cfg.out, "--out", clean_on_error=True):  # a failed run leaves no empty folder behind
+        res = b.run()
+        return res, write_outputs(res, cfg.out)
 
 

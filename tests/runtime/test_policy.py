@@ -51,10 +51,10 @@ class Model:
 class PolicyMachine(RuleBasedStateMachine):
     @initialize(capacity=st.integers(1, 6), window=st.one_of(st.none(), st.integers(1, 6)), pinned=st.integers(0, 3))
     def setup(self, capacity, window, pinned):
-        if window is not None and pinned + window > capacity:
+        if pinned > capacity or (window is not None and pinned + window > capacity):
             with pytest.raises(ViewrtError, match="exceeds the cache capacity"):
                 CachePolicy(capacity, window, pinned)
-            window = None  # the same machine continues without a window
+            window, pinned = None, min(pinned, capacity)  # the same machine continues with what is allowed
         self.policy = CachePolicy(capacity, window, pinned)
         self.table = SlotTable(self.policy.physical)
         self.store: list[int | None] = [None] * self.policy.physical  # view id in each physical slot

@@ -34,7 +34,7 @@ def export(preset, checkpoint, out_dir, max_views, precision, force, seed):
     manifest = export_model(model, out_dir, preset, max_views, precision, force, source, seed)
     v = manifest.validation
     click.echo(
-        f"wrote {out_dir}: encoder.onnx, decoder.onnx, manifest.json ({preset}, {precision}, max {max_views} views, "
+        f"wrote {out_dir}: {', '.join(sorted(manifest.files))}, manifest.json ({preset}, {precision}, max {max_views} views, "
         f"{manifest.kv_bytes_per_view / 2**20:.2f} MiB KV per view); validated vs PyTorch on ONNX Runtime: "
         f"max abs K/V {v['max_abs_error']['encoder_kv']:.2g}, images {v['max_abs_error']['images']:.2g} (tolerance {v['atol']:g})"
     )

@@ -118,18 +118,13 @@ def _infer(export_dir, scene_json, list_file, index_file, views, targets, backen
     from viewrt.runtime.estimate import echo_estimate
 
     echo_estimate(export_dir, views, device=device or "cpu")  # the memory estimate first
-    created = not out.exists()
-    try:
-        with locked_folder(out, "--out"):
-            _run(export_dir, scene, list_file, scenes, index, index_file, views, target_list, backend, factory, manifest, out,
-                 roots, check_intrinsics, device)
-    except BaseException as e:
-        # a failed single-scene run leaves no half-written folder (a list run keeps its summary of the failures)
-        if created and not (list_file and (out / "summary.json").exists() and isinstance(e, ViewrtError)):
-            import shutil
+    # a failed single-scene run leaves no half-written folder (a list run keeps its summary of the failures)
+    def clean(e: BaseException) -> bool:
+        return not (list_file and (out / "summary.json").exists() and isinstance(e, ViewrtError))
 
-            shutil.rmtree(out, ignore_errors=True)
-        raise
+    with locked_folder(out, "--out", clean_on_error=clean):
+        _run(export_dir, scene, list_file, scenes, index, index_file, views, target_list, backend, factory, manifest, out,
+             roots, check_intrinsics, device)
 
 
 def _run(export_dir, scene, list_file, scenes, index, index_file, views, target_list, backend, factory, manifest, out,

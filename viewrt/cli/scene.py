@@ -45,13 +45,7 @@ def scene(out_dir, views, size, for_export, scenes, seed, style):
     if free is not None and need > free:
         raise ViewrtError(f"{scenes} scene(s) of {views} views at {size}px need up to {need / 2**30:.1f} GiB, "
                           f"more than the {free / 2**30:.1f} GiB free under {probe}; ask for fewer or smaller scenes")
-    created = not out.exists()
-    try:
-        with locked_folder(out_dir, "--out"):
-            lst = make_synthetic_list(out_dir, scenes, n_views=views, size=size, seed=seed, style=style)
-            idx = make_eval_index(lst)
-    except BaseException:
-        if created:  # a failed or interrupted run leaves nothing half-written
-            shutil.rmtree(out, ignore_errors=True)
-        raise
+    with locked_folder(out_dir, "--out", clean_on_error=True):  # a failed or interrupted run leaves nothing half-written
+        lst = make_synthetic_list(out_dir, scenes, n_views=views, size=size, seed=seed, style=style)
+        idx = make_eval_index(lst)
     click.echo(f"wrote {scenes} scene(s) of {views} views at {size}px: list {lst}, eval index {idx}")
