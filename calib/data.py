@@ -104,9 +104,9 @@ def collect(export_dir: str | Path, paths: list[Path], targets: int = 4, max_sam
     Returns: a :class:`CalibrationSet`.
     Raises: ViewrtError for an unreadable scene or image, or a scene with fewer than 2 frames.
     """
-    import viewrt.runtime as vrt
     from tqdm import tqdm
 
+    import viewrt.runtime as vrt
     from viewrt.data import load_frame, load_scene
     from viewrt.geometry import NormalizationFrame, input_view, plucker
 

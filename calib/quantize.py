@@ -25,7 +25,6 @@ graph boundary (the cache does not shrink); the Q/DQ sit inside the graphs.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import shutil
@@ -295,8 +294,8 @@ def quantize_export(export_dir: str | Path, out_dir: str | Path, precision: str,
             an output folder that holds files, or failed validation; nothing is written then.
     """
     from viewrt.calib.data import collect, scene_paths
-    from viewrt.export.qdq_check import check_qdq
     from viewrt.checksum import sha256_file
+    from viewrt.export.qdq_check import check_qdq
 
     if precision not in PRECISIONS:
         raise ViewrtError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
@@ -341,10 +340,10 @@ def quantize_export(export_dir: str | Path, out_dir: str | Path, precision: str,
             check_qdq(dst, f"{g} ({precision})")
             graph_rec[g] = {"quantized_nodes": quant, "excluded_nodes": excl, "tensors": quantized_tensors(dst)}
 
+        from dataclasses import replace
+
         import onnx
         import onnxruntime
-
-        from dataclasses import replace
 
         files = {}
         for g in GRAPHS:

@@ -13,12 +13,9 @@ half size.
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import hashlib
 import json
 import logging
-import os
 import platform
 import shutil
 import sys
@@ -35,9 +32,9 @@ from viewrt.contract.manifest import Manifest
 from viewrt.contract.memory import host_memory_bytes, kv_bytes_per_view
 from viewrt.contract.precision import EXPORT_PRECISIONS, get_precision
 from viewrt.errors import ViewrtError
-from viewrt.folders import locked_folder, recover, staging_folder, swap_in
 from viewrt.export.spec import GraphSpec, spec_for
 from viewrt.export.validate import check_structure, validate_numbers
+from viewrt.folders import locked_folder, recover, staging_folder, swap_in
 from viewrt.models.checkpoint import weights_digest
 from viewrt.models.layers import explicit_attention, mixed_fp16
 from viewrt.models.registry import family_of_config

@@ -24,9 +24,8 @@ Each build records the effective precision, the typing mode, the builder flags a
 
 from __future__ import annotations
 
-import logging
-
 import hashlib
+import logging
 import os
 import time
 from pathlib import Path

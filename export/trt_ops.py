@@ -8,8 +8,8 @@ build, into one clear error on the export machine.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import onnx
 

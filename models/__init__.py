@@ -8,7 +8,13 @@ import torch
 
 from viewrt.errors import ViewrtError
 from viewrt.models.checkpoint import LoadReport, load_checkpoint, save_upstream_checkpoint
-from viewrt.models.efficient_lvsm import PRESETS, EfficientLVSM, EfficientLVSMConfig, TorchKVCache, get_preset
+from viewrt.models.efficient_lvsm import (
+    PRESETS,
+    EfficientLVSM,
+    EfficientLVSMConfig,
+    TorchKVCache,
+    get_preset,
+)
 from viewrt.models.lvsm import LVSM_PRESETS, LVSMConfig, LVSMDecoderOnly, get_lvsm_preset
 
 __all__ = [

@@ -13,7 +13,6 @@ when prefixes differ; we never do that.
 from __future__ import annotations
 
 import hashlib
-
 import pickle
 import re
 import warnings
@@ -23,8 +22,8 @@ from pathlib import Path
 import torch
 
 from viewrt.errors import ViewrtError
-from viewrt.models.efficient_lvsm import EfficientLVSM, EfficientLVSMConfig
-from viewrt.models.lvsm import LVSMConfig, LVSMDecoderOnly
+from viewrt.models.efficient_lvsm import EfficientLVSMConfig
+from viewrt.models.lvsm import LVSMConfig
 
 STRIP_PREFIXES = ("_orig_mod.", "module.")
 IGNORED_PREFIXES = ("loss_computer.", "repa_")

@@ -22,8 +22,17 @@ from torch import nn
 
 from viewrt.errors import ViewrtError
 from viewrt.models.layers import (
-    MLP, LayerNorm, RMSNorm, SelfAttention, SelfAttentionBlock, ViewTransformerConfig, attention, image_head, split_heads,
-    tokenizer, unpatchify,
+    MLP,
+    LayerNorm,
+    RMSNorm,
+    SelfAttention,
+    SelfAttentionBlock,
+    ViewTransformerConfig,
+    attention,
+    image_head,
+    split_heads,
+    tokenizer,
+    unpatchify,
 )
 
 

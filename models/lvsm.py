@@ -14,7 +14,14 @@ import torch
 from torch import nn
 
 from viewrt.errors import ViewrtError
-from viewrt.models.layers import LayerNorm, SelfAttentionBlock, ViewTransformerConfig, image_head, tokenizer, unpatchify
+from viewrt.models.layers import (
+    LayerNorm,
+    SelfAttentionBlock,
+    ViewTransformerConfig,
+    image_head,
+    tokenizer,
+    unpatchify,
+)
 
 
 @dataclass(frozen=True)

@@ -5,8 +5,8 @@ models/ module, one export spec (export/families.py) and one line here."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from viewrt.errors import ViewrtError
 from viewrt.models import efficient_lvsm, lvsm

@@ -484,13 +484,13 @@ def train(recipe: Recipe, out_dir: str | Path, resume: bool = True, echo=print, 
             "data_s": data_s, "seed_ranges": {"train": [scene_seed(recipe.seed, 0), scene_seed(recipe.seed, recipe.n_scenes - 1)],
                                               "validation": [VAL_SEED0, VAL_SEED0 + recipe.val_scenes - 1], "held_out_from": HELDOUT_SEED0}}
     t0 = time.perf_counter() - wall0
+    total = recipe.total_steps
     bar = None
     if _tty():
         from tqdm import tqdm
 
         bar = tqdm(total=total, initial=step, desc="train", dynamic_ncols=True)
     last_val = None
-    total = recipe.total_steps
     stop = total if until is None else min(until, total)
     while step < stop:
         for g in opt.param_groups:

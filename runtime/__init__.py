@@ -9,9 +9,9 @@ Imports numpy and a backend (onnxruntime, or tensorrt + cuda-python), never torc
         images = r.render([vrt.Camera(c2w_t, fxfycxcy_t)])
 """
 
+from viewrt.contract.manifest import Manifest, load_manifest
 from viewrt.errors import ViewrtError
 from viewrt.geometry import Camera, NormalizationFrame
-from viewrt.contract.manifest import Manifest, load_manifest
 from viewrt.runtime.renderer import Renderer, open
 
 __all__ = ["Camera", "Manifest", "NormalizationFrame", "Renderer", "ViewrtError", "load_manifest", "open"]

@@ -38,8 +38,9 @@ import math
 import re
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from viewrt.errors import ViewrtError
 
@@ -265,11 +266,11 @@ def run_scene(renderer, scene, out_dir: str | Path, inputs: Sequence[int], targe
             bad indices, or a renderer error. BackendUnavailable when the factory fails.
     """
     import numpy as np
+    from PIL import Image
 
     from viewrt.data import load_scene
     from viewrt.geometry import NormalizationFrame, image_to_uint8, uint8_to_image
     from viewrt.metrics import LPIPS_NOTE, psnr, ssim
-    from PIL import Image
 
     if not hasattr(scene, "frames"):
         scene = load_scene(scene)

@@ -6,7 +6,7 @@ Torch-free: both renderers are runtime renderers (e.g. OpenVINO in bf16 and in f
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 

@@ -19,8 +19,8 @@ call from several threads: its calls are serialized by a lock.
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 

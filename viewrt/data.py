@@ -29,9 +29,10 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePath
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -147,7 +148,7 @@ class DataRoots:
     fallback: bool = True
 
     @classmethod
-    def parse(cls, specs: Sequence[str] = (), fallback: bool = True) -> "DataRoots":
+    def parse(cls, specs: Sequence[str] = (), fallback: bool = True) -> DataRoots:
         """Build from ``OLD=NEW`` strings (split at the first ``=``).
 
         Raises:
@@ -163,7 +164,7 @@ class DataRoots:
             maps.append((old.strip(), new.strip()))
         return cls(maps=tuple(maps), fallback=fallback)
 
-    def for_list(self, list_path: str | Path) -> "DataRoots":
+    def for_list(self, list_path: str | Path) -> DataRoots:
         """A copy whose fallback also looks under a list file's folder and its parent."""
         folder = Path(list_path).parent
         extra = tuple(p for p in (folder, folder.parent) if p not in self.search)

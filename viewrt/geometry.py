@@ -345,12 +345,12 @@ class NormalizationFrame:
         object.__setattr__(self, "scale", s)
 
     @classmethod
-    def identity(cls) -> "NormalizationFrame":
+    def identity(cls) -> NormalizationFrame:
         """The frame that changes nothing (transform I, scale 1)."""
         return cls(np.eye(4), 1.0)
 
     @classmethod
-    def from_cameras(cls, c2ws: Any) -> "NormalizationFrame":
+    def from_cameras(cls, c2ws: Any) -> NormalizationFrame:
         """Upstream (LVSM) scene normalization computed from a set of cameras.
 
         center = mean camera position; forward = normalize(mean R[:, 2]);
@@ -423,7 +423,7 @@ class NormalizationFrame:
         return {"transform": self.transform.tolist(), "scale": self.scale}
 
     @classmethod
-    def from_dict(cls, data: Any) -> "NormalizationFrame":
+    def from_dict(cls, data: Any) -> NormalizationFrame:
         """Inverse of :meth:`to_dict`.
 
         Raises:
@@ -576,5 +576,5 @@ class Camera:
         object.__setattr__(self, "fxfycxcy", k)
 
     @classmethod
-    def from_w2c(cls, w2c: Any, fxfycxcy: Any) -> "Camera":
+    def from_w2c(cls, w2c: Any, fxfycxcy: Any) -> Camera:
         return cls(w2c_to_c2w(w2c), fxfycxcy)

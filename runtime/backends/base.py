@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from viewrt.errors import ViewrtError
 from viewrt.contract import names as N
 from viewrt.contract.manifest import Manifest, check_graph_io
+from viewrt.errors import ViewrtError
 
 
 @dataclass
@@ -42,7 +42,7 @@ class Buffer:
     def nbytes(self) -> int:
         return int(np.prod(self.shape)) * np.dtype(self.dtype).itemsize
 
-    def tokens(self, start: int, stop: int) -> "Buffer":
+    def tokens(self, start: int, stop: int) -> Buffer:
         """The sub-buffer of tokens ``[start, stop)`` along axis 1 (requires batch 1)."""
         if self.shape[0] != 1 or not 0 <= start <= stop <= self.shape[1]:
             raise ValueError(f"bad token range [{start}, {stop}) of {self.shape}")

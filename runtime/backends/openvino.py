@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from viewrt.contract.manifest import Manifest
 from viewrt.errors import ViewrtError
 from viewrt.runtime.backends.base import Backend, Buffer
-from viewrt.contract.manifest import Manifest
 
 PRECISIONS = ("f32", "bf16", "f16")  # INFERENCE_PRECISION_HINT values a caller may force
 _NAMES = {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}  # OpenVINO's names -> the project's

@@ -5,10 +5,9 @@ the encoder writes into a cache slot and the decoder reads the cache prefix in p
 
 from __future__ import annotations
 
-
+from viewrt.contract.manifest import Manifest
 from viewrt.errors import ViewrtError
 from viewrt.runtime.backends.base import Backend, Buffer
-from viewrt.contract.manifest import Manifest
 from viewrt.runtime.backends.memory import HostMemory
 
 _PROVIDERS = {

@@ -6,11 +6,10 @@ TensorRT is imported through viewrt.devices (the one TensorRT import and GPU pro
 
 from __future__ import annotations
 
-
 from viewrt import devices
+from viewrt.contract.manifest import Manifest
 from viewrt.errors import ViewrtError
 from viewrt.runtime.backends.base import Backend, Buffer
-from viewrt.contract.manifest import Manifest
 
 GRAPHS = ("encoder", "decoder")
 

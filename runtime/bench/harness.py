@@ -547,7 +547,6 @@ def run_bench(cfg: BenchConfig, make_baselines=None, progress: bool = True) -> t
         unknown backend (checked before any measurement).
     """
     from viewrt.folders import locked_folder
-
     from viewrt.runtime.estimate import echo_estimate
 
     b = Bench(cfg, make_baselines, progress)

@@ -204,7 +204,7 @@ def summary_markdown(res: dict) -> str:
         f"{res['warmup']} warm-up + median of {res['repeats']} repetitions; {res['timing']}. Full-recompute baselines: one forward "
         f"over all N views, inputs prepared outside the timed region, budget {res['max_seconds_per_point']:g} s per point. "
         f"Runtime attention memory budget: {res['attention_budget_mib']:g} MiB (targets per decoder call follow from it).",
-        f"- Backends: " + "; ".join(f"`{b}`: {res['descriptions'][b]}" for b in res["backends"]) + ".",
+        "- Backends: " + "; ".join(f"`{b}`: {res['descriptions'][b]}" for b in res["backends"]) + ".",
     ]
     lines += cpu.header_lines(res)
     if res["skipped"]:

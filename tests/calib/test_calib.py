@@ -12,9 +12,9 @@ import pytest
 from click.testing import CliRunner
 from onnx import TensorProto, helper, numpy_helper
 
-from viewrt.export.qdq_check import qdq_types, qdq_violations
 from viewrt.cli import main
 from viewrt.errors import ViewrtError
+from viewrt.export.qdq_check import qdq_types, qdq_violations
 
 # Quantized vs fp32 export, same inputs (random tiny weights, random views): explicit bounds.
 IMAGE_ATOL = {"int8": 0.1, "fp8": 0.25}

@@ -19,7 +19,6 @@ from viewrt.data import (
     check_intrinsics_plausible,
     image_to_float_rgb,
     load_frame,
-    load_scene,
     select_index_frames,
 )
 from viewrt.errors import ViewrtError

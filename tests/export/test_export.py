@@ -5,7 +5,6 @@ TensorRT 10.3 op check, the CLI, and an output folder that only changes on succe
 from __future__ import annotations
 
 import dataclasses
-
 import hashlib
 import json
 import re
@@ -22,16 +21,22 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from helpers import posed_views, target_rays
 from viewrt.cli import main
-from viewrt.errors import ViewrtError
 from viewrt.contract import names as spec
 from viewrt.contract.precision import PRECISIONS
-from viewrt.export import onnx_export, validate
-from viewrt.export.spec import EXPORT_SPECS
+from viewrt.errors import ViewrtError
+from viewrt.export import onnx_export
 from viewrt.export.onnx_export import export_model, weights_digest
+from viewrt.export.spec import EXPORT_SPECS
 from viewrt.export.trt_ops import check_trt_compatible
-from helpers import posed_views, target_rays
-from viewrt.models import EfficientLVSM, build_model, get_preset, init_weights, save_upstream_checkpoint
+from viewrt.models import (
+    EfficientLVSM,
+    build_model,
+    get_preset,
+    init_weights,
+    save_upstream_checkpoint,
+)
 
 FP32_ATOL = 1e-4  # fp32 graphs vs PyTorch, every output
 FP16_ATOL = 1e-2  # fp16 graphs vs fp32 graphs: images; K/V relative to their peak (see below)

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import ast
 import re
-import tomllib
 import types
 from pathlib import Path
 
 import numpy as np
 import pytest
+import tomllib
 from click.testing import CliRunner
 
 import viewrt.runtime as vrt

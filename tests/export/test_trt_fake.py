@@ -11,18 +11,17 @@ fake, and its version string ends in "+fake". The real-TensorRT tests are marked
 from __future__ import annotations
 
 import dataclasses
-
 import json
 import shutil
 import types
 
+import fake_tensorrt
 import numpy as np
 import onnx
 import pytest
 from click.testing import CliRunner
 from onnx import TensorProto, helper, numpy_helper
 
-import fake_tensorrt
 from viewrt import devices
 from viewrt.errors import ViewrtError
 from viewrt.export.trt_build import build_engine, engine_io, trt_available
@@ -216,8 +215,8 @@ class _Memory:
 
 
 def _backend(dst, fake_trt):
-    from viewrt.runtime.backends.trt import TrtBackend
     from viewrt.contract.manifest import load_manifest
+    from viewrt.runtime.backends.trt import TrtBackend
 
     be = TrtBackend(load_manifest(dst))
     be._load_engines(fake_trt)
@@ -287,8 +286,8 @@ def test_stream_is_synchronized_before_contexts_are_released(fake_built, fake_tr
 
 
 def test_targets_per_call_follow_the_recorded_activation_memory(fake_built, fake_trt):
-    from viewrt.runtime.backends.trt import TrtBackend
     from viewrt.contract.manifest import load_manifest
+    from viewrt.runtime.backends.trt import TrtBackend
 
     dst, _ = fake_built
     m = load_manifest(dst)

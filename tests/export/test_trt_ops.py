@@ -6,7 +6,12 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from viewrt.errors import ViewrtError
-from viewrt.export.trt_ops import TRT_10_3_ONNX_OPS, check_trt_compatible, non_constant_inputs, unsupported_ops
+from viewrt.export.trt_ops import (
+    TRT_10_3_ONNX_OPS,
+    check_trt_compatible,
+    non_constant_inputs,
+    unsupported_ops,
+)
 
 D = 8  # hidden size of the toy graphs
 

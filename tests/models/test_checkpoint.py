@@ -13,8 +13,15 @@ from safetensors.torch import save_file
 
 from viewrt.errors import ViewrtError
 from viewrt.models import (
-    LVSM_PRESETS, PRESETS, EfficientLVSM, EfficientLVSMConfig, LVSMDecoderOnly, build_model, init_weights,
-    load_checkpoint, save_upstream_checkpoint,
+    LVSM_PRESETS,
+    PRESETS,
+    EfficientLVSM,
+    EfficientLVSMConfig,
+    LVSMDecoderOnly,
+    build_model,
+    init_weights,
+    load_checkpoint,
+    save_upstream_checkpoint,
 )  # fmt: skip
 from viewrt.models.checkpoint import read_state_dict
 

@@ -15,11 +15,27 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from viewrt.errors import ViewrtError
 import helpers
-from viewrt.models import PRESETS, LVSM_PRESETS, EfficientLVSM, LVSMDecoderOnly, TorchKVCache, build_model
-from viewrt.models import efficient_lvsm, layers, lvsm
-from viewrt.models.layers import LayerNorm, RMSNorm, attention, explicit_attention, patchify, unpatchify
+from viewrt.errors import ViewrtError
+from viewrt.models import (
+    LVSM_PRESETS,
+    PRESETS,
+    EfficientLVSM,
+    LVSMDecoderOnly,
+    TorchKVCache,
+    build_model,
+    efficient_lvsm,
+    layers,
+    lvsm,
+)
+from viewrt.models.layers import (
+    LayerNorm,
+    RMSNorm,
+    attention,
+    explicit_attention,
+    patchify,
+    unpatchify,
+)
 
 ATOL = 1e-5  # fp32, incremental vs batch and explicit vs SDPA attention
 

@@ -9,11 +9,11 @@ import pytest
 
 ov = pytest.importorskip("openvino", reason="OpenVINO is not installed (pip install 'viewrt[openvino]')")
 
+from test_runtime import ATOL, Scene, assert_parity  # noqa: E402
+
 import viewrt.runtime as vrt  # noqa: E402
 from viewrt.errors import ViewrtError  # noqa: E402
 from viewrt.runtime.backends.openvino import OpenVinoBackend  # noqa: E402
-
-from test_runtime import ATOL, Scene, assert_parity  # noqa: E402
 
 
 def test_precision_in_use_is_reported(tiny_export):

@@ -62,13 +62,13 @@ def _log_to_stderr() -> None:
 
 
 # One line per subcommand (each module defines one click command).
-from viewrt.cli.export import export  # noqa: E402
+from viewrt.cli.bench import bench  # noqa: E402
 from viewrt.cli.build import build  # noqa: E402
+from viewrt.cli.calib import calib, calib_report, estimate  # noqa: E402
+from viewrt.cli.export import export  # noqa: E402
+from viewrt.cli.infer import infer  # noqa: E402
 from viewrt.cli.info import info  # noqa: E402
 from viewrt.cli.scene import scene  # noqa: E402
-from viewrt.cli.infer import infer  # noqa: E402
-from viewrt.cli.bench import bench  # noqa: E402
-from viewrt.cli.calib import calib, calib_report, estimate  # noqa: E402
 from viewrt.cli.train import train  # noqa: E402
 
 for _command in (export, build, info, scene, infer, bench, calib, calib_report, estimate, train):

@@ -10,7 +10,14 @@ import click
 from viewrt.cli._errors import cli_errors, require_report_extra
 from viewrt.errors import ViewrtError
 from viewrt.runtime.backends import CONFIGS
-from viewrt.runtime.bench.harness import QUANTIZED, BenchConfig, parse_backends, parse_int_list, run_bench
+from viewrt.runtime.bench.harness import (
+    QUANTIZED,
+    BenchConfig,
+    parse_backends,
+    parse_int_list,
+    run_bench,
+)
+
 
 class _Finite(click.ParamType):
     """A finite float (no nan/inf), above zero or at least zero."""

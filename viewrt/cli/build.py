@@ -22,7 +22,6 @@ def build(export_dir, precision, max_views, max_targets, if_available, tf32):
     """Build TensorRT engines (encoder.engine, decoder.engine) from an export folder."""
     from viewrt.export.engines import build_engines, read_export
     from viewrt.export.trt_build import trt_available
-
     from viewrt.runtime.estimate import echo_estimate
 
     echo_estimate(export_dir, max_views, max_targets, "gpu")  # the memory estimate first

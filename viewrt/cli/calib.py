@@ -60,7 +60,9 @@ def _views(text: str) -> list[int]:
 @cli_errors
 def calib(export_dir, out_dir, precision, scenes, synthetic, method, exclude, attention, max_samples, seed, report_dir):
     """Quantize an fp32 export to explicit Q/DQ (int8 or fp8) calibrated on scene views."""
-    from viewrt.calib.quantize import METHODS as _M, PRECISIONS as _P, quantize_export
+    from viewrt.calib.quantize import METHODS as _M
+    from viewrt.calib.quantize import PRECISIONS as _P
+    from viewrt.calib.quantize import quantize_export
 
     if precision not in _P:
         raise ViewrtError(f"unknown precision {precision!r}; expected one of {', '.join(_P)}")
@@ -117,8 +119,9 @@ def estimate(export_dir, max_views, precision, targets, as_json):
     """Memory estimate: weights, KV cache at max views, peak activations, per precision, CPU and GPU."""
     import json
 
-    from viewrt.runtime.estimate import estimate as _estimate, format_estimate
     from viewrt.contract.manifest import load_manifest
+    from viewrt.runtime.estimate import estimate as _estimate
+    from viewrt.runtime.estimate import format_estimate
 
     est = _estimate(load_manifest(export_dir, verify=False), max_views, precision, targets)
     click.echo(json.dumps(est, indent=1) if as_json else format_estimate(est))

@@ -12,10 +12,17 @@ from viewrt.errors import ViewrtError
 from viewrt.folders import locked_folder
 from viewrt.runtime.backends import CONFIGS
 from viewrt.runtime.evaluate import (
-    DEFAULT_TARGETS, SYNTHETIC_FRAMES, UNTRAINED, BackendUnavailable, mean, parse_targets, scene_line, run_list, run_scene,
+    DEFAULT_TARGETS,
+    SYNTHETIC_FRAMES,
+    UNTRAINED,
+    BackendUnavailable,
+    mean,
+    parse_targets,
+    run_list,
+    run_scene,
+    scene_line,
     select_frames,
 )
-
 
 
 def _renderer_factory(export_dir: Path, backend: str, device: str | None, precision: str | None = None):
@@ -108,7 +115,6 @@ def _infer(export_dir, scene_json, list_file, index_file, views, targets, backen
     probe = factory(None)  # the backend and device work, before anything is written
     if hasattr(probe, "close"):
         probe.close()
-    size = manifest.image_size
     if views is not None and views > manifest.max_views:
         raise ViewrtError(f"--views {views} exceeds the cache capacity of the export {export_dir} ({manifest.max_views} views; "
                           "re-export with a larger --max-views)")

@@ -5,7 +5,13 @@ the other. Torch-free and onnx-free (numpy only)."""
 from viewrt.contract import names
 from viewrt.contract.manifest import GraphInfo, Manifest, TensorInfo, check_graph_io, load_manifest
 from viewrt.contract.memory import attention_scratch_bytes, kv_bytes_per_view, targets_within
-from viewrt.contract.precision import EXPORT_PRECISIONS, PRECISIONS, QUANTIZED_PRECISIONS, Precision, get_precision
+from viewrt.contract.precision import (
+    EXPORT_PRECISIONS,
+    PRECISIONS,
+    QUANTIZED_PRECISIONS,
+    Precision,
+    get_precision,
+)
 
 __all__ = [
     "names", "GraphInfo", "Manifest", "TensorInfo", "check_graph_io", "load_manifest",

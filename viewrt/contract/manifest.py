@@ -67,7 +67,7 @@ class TensorInfo:
                 "dynamic_axes": {str(k): v for k, v in self.dynamic_axes.items()}}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TensorInfo":
+    def from_dict(cls, d: dict) -> TensorInfo:
         np.dtype(d["dtype"])  # raises TypeError on a bad dtype name
         shape = tuple(s if isinstance(s, str) else int(s) for s in d["shape"])
         return cls(str(d["name"]), str(d["dtype"]), shape, str(d.get("layout", "")))
@@ -89,7 +89,7 @@ class GraphInfo:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "GraphInfo":
+    def from_dict(cls, d: dict) -> GraphInfo:
         return cls(str(d["file"]), tuple(TensorInfo.from_dict(t) for t in d["inputs"]),
                    tuple(TensorInfo.from_dict(t) for t in d["outputs"]), d.get("sha256"))
 
@@ -261,7 +261,7 @@ class Manifest:
         return path
 
     @classmethod
-    def from_dict(cls, data: dict, directory: Path | None = None) -> "Manifest":
+    def from_dict(cls, data: dict, directory: Path | None = None) -> Manifest:
         """Parse and bound a manifest dict. Raises ViewrtError naming the bad field."""
         where = directory / N.MANIFEST_FILE if directory is not None else "manifest"
         known = {f.name for f in fields(cls)} - {"dir", "extra"}
@@ -283,7 +283,7 @@ class Manifest:
         m.check_bounds(where)
         return m
 
-    def replace(self, **changes) -> "Manifest":
+    def replace(self, **changes) -> Manifest:
         return replace(self, **changes)
 
     # -- checks ----------------------------------------------------------------------------
