@@ -34,7 +34,11 @@ from pathlib import Path
 import numpy as np
 
 EXPORTS = [("tiny", "fp32", 8), ("tiny", "fp16", 8), ("small", "fp32", 64), ("small", "fp16", 64)]
-PARITY_BACKENDS = {"trt": ("trt", "cuda:0"), "ort-trt": ("ort", "tensorrt:0"), "ort-cuda": ("ort", "cuda:0")}
+PARITY_BACKENDS = {
+    "trt": ("trt", "cuda:0"),
+    "ort-trt": ("ort", "tensorrt:0"),
+    "ort-cuda": ("ort", "cuda:0"),
+}
 TOLERANCE = {"fp32": 1e-4, "fp16": 1e-2}
 
 
@@ -45,7 +49,12 @@ def _run(cmd: list[str], log: Path, timeout: float) -> dict:
             rc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, timeout=timeout).returncode
         except subprocess.TimeoutExpired:
             rc = "timeout"
-    return {"cmd": " ".join(cmd), "rc": rc, "seconds": round(time.perf_counter() - start, 1), "log": log.name}
+    return {
+        "cmd": " ".join(cmd),
+        "rc": rc,
+        "seconds": round(time.perf_counter() - start, 1),
+        "log": log.name,
+    }
 
 
 def _cameras(rng, n: int, size: int):
@@ -85,7 +94,10 @@ def parity(export_dir: Path, precision: str, seed: int = 0) -> dict:
 
     with vrt.open(export_dir, frame=frame) as r:
         reference = sequence(r)
-    result = {"tolerance": TOLERANCE[precision], "steps": ["add0", "add1", "add2", "add3", "remove1", "non-keyframe"]}
+    result = {
+        "tolerance": TOLERANCE[precision],
+        "steps": ["add0", "add1", "add2", "add3", "remove1", "non-keyframe"],
+    }
     for name, (backend, device) in PARITY_BACKENDS.items():
         try:
             with vrt.open(export_dir, backend=backend, device=device, frame=frame) as r:
@@ -107,24 +119,52 @@ def main() -> int:
 
     status = tensorrt_status()
     if not status.ok:
-        print(f"gpu-check NOT run: {status.reason}. It needs TensorRT and a CUDA GPU; nothing was built.", file=sys.stderr)
+        print(
+            f"gpu-check NOT run: {status.reason}. It needs TensorRT and a CUDA GPU; nothing was built.",
+            file=sys.stderr,
+        )
         return 3
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     bindir = Path(sys.executable).parent
     viewrt = str(bindir / "viewrt")
-    summary = {"machine": {"tensorrt": status.version, "gpu": status.gpu.name, "sm": status.gpu.compute_capability,
-                           "host": platform.node(), "python": platform.python_version()},
-               "steps": [], "parity": {}, "bench": {}}
+    summary = {
+        "machine": {
+            "tensorrt": status.version,
+            "gpu": status.gpu.name,
+            "sm": status.gpu.compute_capability,
+            "host": platform.node(),
+            "python": platform.python_version(),
+        },
+        "steps": [],
+        "parity": {},
+        "bench": {},
+    }
     start = time.perf_counter()
     ok = True
     for preset, precision, views in EXPORTS:
         name = f"{preset}-{precision}"
         d = out / name
         for step, cmd in (
-            ("export", [viewrt, "export", "--preset", preset, "--precision", precision, "--max-views", str(views),
-                        "--out", str(d), "--force", "--seed", "0"]),
+            (
+                "export",
+                [
+                    viewrt,
+                    "export",
+                    "--preset",
+                    preset,
+                    "--precision",
+                    precision,
+                    "--max-views",
+                    str(views),
+                    "--out",
+                    str(d),
+                    "--force",
+                    "--seed",
+                    "0",
+                ],
+            ),
             ("build", [viewrt, "build", str(d), "--max-targets", "8"]),
         ):
             res = _run(cmd, out / f"{name}.{step}.log", args.step_timeout)
@@ -136,21 +176,45 @@ def main() -> int:
         else:
             summary["parity"][name] = parity(d, precision)
             ok &= all(v["ok"] for k, v in summary["parity"][name].items() if k in PARITY_BACKENDS)
-            print(f"[gpu-check] {name} parity: " + ", ".join(
-                f"{k} {'ok' if v['ok'] else 'FAILED'}" for k, v in summary["parity"][name].items() if k in PARITY_BACKENDS), flush=True)
+            print(
+                f"[gpu-check] {name} parity: "
+                + ", ".join(
+                    f"{k} {'ok' if v['ok'] else 'FAILED'}"
+                    for k, v in summary["parity"][name].items()
+                    if k in PARITY_BACKENDS
+                ),
+                flush=True,
+            )
     for name in ("small-fp32", "small-fp16"):
         if not (out / name / "decoder.engine").is_file():
             continue
-        res = _run([viewrt, "bench", str(out / name), "--out", str(out / f"bench-{name}"), "--views", "4,16,64",
-                    "--targets", "8", "--backends", ",".join(PARITY_BACKENDS), "--quiet"],
-                   out / f"bench-{name}.log", 2 * args.step_timeout)
+        res = _run(
+            [
+                viewrt,
+                "bench",
+                str(out / name),
+                "--out",
+                str(out / f"bench-{name}"),
+                "--views",
+                "4,16,64",
+                "--targets",
+                "8",
+                "--backends",
+                ",".join(PARITY_BACKENDS),
+                "--quiet",
+            ],
+            out / f"bench-{name}.log",
+            2 * args.step_timeout,
+        )
         summary["bench"][name] = res
         ok &= res["rc"] == 0
         print(f"[gpu-check] bench {name}: rc {res['rc']} in {res['seconds']} s", flush=True)
     summary["seconds"] = round(time.perf_counter() - start, 1)
     summary["ok"] = bool(ok)
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
-    print(f"[gpu-check] {'all checks held' if ok else 'FAILED'} in {summary['seconds']} s; see {out / 'summary.json'}")
+    print(
+        f"[gpu-check] {'all checks held' if ok else 'FAILED'} in {summary['seconds']} s; see {out / 'summary.json'}"
+    )
     return 0 if ok else 1
 
 

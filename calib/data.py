@@ -57,8 +57,14 @@ class FeedReader:
         return len(self._feeds)
 
 
-def scene_paths(scenes: str | Path | None, synthetic: int | None, size: int, workdir: Path, seed: int = 0,
-                n_views: int = 12) -> tuple[list[Path], str]:
+def scene_paths(
+    scenes: str | Path | None,
+    synthetic: int | None,
+    size: int,
+    workdir: Path,
+    seed: int = 0,
+    n_views: int = 12,
+) -> tuple[list[Path], str]:
     """Scene JSON paths from a list file, or ``synthetic`` generated scenes in ``workdir``.
 
     Returns: (paths, a short description for the manifest).
@@ -68,12 +74,19 @@ def scene_paths(scenes: str | Path | None, synthetic: int | None, size: int, wor
     from viewrt.data import load_scene_list, make_synthetic_list
 
     if (scenes is None) == (synthetic is None):
-        raise ViewrtError("give calibration scenes with exactly one of --scenes LIST or --synthetic N")
+        raise ViewrtError(
+            "give calibration scenes with exactly one of --scenes LIST or --synthetic N"
+        )
     if synthetic is not None:
         if synthetic < 1:
             raise ViewrtError(f"--synthetic: expected at least 1 scene, got {synthetic}")
-        lst = make_synthetic_list(workdir, synthetic, n_views=n_views, size=size, seed=seed, prefix="calib")
-        return load_scene_list(lst), f"synthetic: {synthetic} scene(s) of {n_views} views at {size}px, seeds {seed}..{seed + synthetic - 1}"
+        lst = make_synthetic_list(
+            workdir, synthetic, n_views=n_views, size=size, seed=seed, prefix="calib"
+        )
+        return (
+            load_scene_list(lst),
+            f"synthetic: {synthetic} scene(s) of {n_views} views at {size}px, seeds {seed}..{seed + synthetic - 1}",
+        )
     paths = load_scene_list(scenes)
     if not paths:
         raise ViewrtError(f"--scenes {scenes}: the list names no scene")
@@ -91,8 +104,13 @@ def _views_schedule(n_frames: int, max_views: int) -> list[int]:
     return sorted({*out, top})
 
 
-def collect(export_dir: str | Path, paths: list[Path], targets: int = 4, max_samples: int = 256,
-            progress: bool = False) -> CalibrationSet:
+def collect(
+    export_dir: str | Path,
+    paths: list[Path],
+    targets: int = 4,
+    max_samples: int = 256,
+    progress: bool = False,
+) -> CalibrationSet:
     """Run the fp32 export view by view over each scene and keep what each graph is fed.
 
     Args:
@@ -118,12 +136,20 @@ def collect(export_dir: str | Path, paths: list[Path], targets: int = 4, max_sam
         for path in tqdm(paths, desc="calibration scenes", disable=None if progress else True):
             scene = load_scene(path)
             if len(scene.frames) < 2:
-                raise ViewrtError(f"scene {scene.name!r} ({path}): calibration needs at least 2 frames (views and a target), got {len(scene.frames)}")
+                raise ViewrtError(
+                    f"scene {scene.name!r} ({path}): calibration needs at least 2 frames (views and a target), got {len(scene.frames)}"
+                )
             frames = [load_frame(f, size) for f in scene.frames]
             frame = NormalizationFrame.from_cameras(np.stack([c2w for _, _, c2w in frames]))
             for image, fxfycxcy, c2w in frames:
                 if len(cs.encoder) < max_samples:
-                    cs.encoder.append({m.view_input: input_view(image, frame.apply(c2w), fxfycxcy)[None].astype(np.float32)})
+                    cs.encoder.append(
+                        {
+                            m.view_input: input_view(image, frame.apply(c2w), fxfycxcy)[
+                                None
+                            ].astype(np.float32)
+                        }
+                    )
             # the views are spread over the scene; the targets are frames between them
             order = [int(i) for i in np.linspace(0, len(frames) - 1, len(frames)).round()]
             for n in _views_schedule(len(frames), r.max_views):
@@ -139,12 +165,20 @@ def collect(export_dir: str | Path, paths: list[Path], targets: int = 4, max_sam
                     image, fxfycxcy, c2w = frames[i]
                     r.add_view(image, vrt.Camera(c2w, fxfycxcy))
                 k = len(ins)
-                kv = {name: np.ascontiguousarray(buf.host[:, : k * T]).copy() for name, buf in zip(past, r.cache.buffers)}
-                rays = np.stack([plucker(frame.apply(frames[i][2]), frames[i][1], size, size) for i in tgt])[None]
+                kv = {
+                    name: np.ascontiguousarray(buf.host[:, : k * T]).copy()
+                    for name, buf in zip(past, r.cache.buffers)
+                }
+                rays = np.stack(
+                    [plucker(frame.apply(frames[i][2]), frames[i][1], size, size) for i in tgt]
+                )[None]
                 cs.decoder.append({m.target_input: rays.astype(np.float32), **kv})
                 views_used.append(k)
     cs.record = {
-        "encoder_samples": len(cs.encoder), "decoder_samples": len(cs.decoder),
-        "decoder_views": sorted(set(views_used)), "targets_per_sample": targets, "scenes": len(paths),
+        "encoder_samples": len(cs.encoder),
+        "decoder_samples": len(cs.decoder),
+        "decoder_views": sorted(set(views_used)),
+        "targets_per_sample": targets,
+        "scenes": len(paths),
     }
     return cs

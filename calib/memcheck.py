@@ -35,22 +35,52 @@ def _child(export_dir: str, views: int, targets: int) -> dict:
     rng = np.random.default_rng(0)
     with vrt.open(export_dir, "ort", max_views=views, frame=c2ws) as r:
         for i in range(views):
-            r.add_view(rng.random((3, m.image_size, m.image_size), dtype=np.float32), vrt.Camera(c2ws[i], fx))
+            r.add_view(
+                rng.random((3, m.image_size, m.image_size), dtype=np.float32),
+                vrt.Camera(c2ws[i], fx),
+            )
         r.render([vrt.Camera(c, fx) for c in c2ws[views:]])
     # VmHWM, not ru_maxrss: Linux keeps ru_maxrss across exec, so a child of a big process
     # (pytest with torch loaded) would report its parent's peak
-    peak = next(int(x.split()[1]) * 1024 for x in open("/proc/self/status") if x.startswith("VmHWM:"))
-    return {"export": export_dir, "precision": m.precision, "views": views, "targets": targets,
-            "estimate_mib": round(cpu["total"] / 2**20, 1), "peak_rss_mib": round(peak / 2**20, 1),
-            "error": round(cpu["total"] / peak - 1, 4), "terms_mib": {k: round(cpu[k] / 2**20, 1) for k in ("weights", "kv_cache", "activations", "process")}}
+    peak = next(
+        int(x.split()[1]) * 1024 for x in open("/proc/self/status") if x.startswith("VmHWM:")
+    )
+    return {
+        "export": export_dir,
+        "precision": m.precision,
+        "views": views,
+        "targets": targets,
+        "estimate_mib": round(cpu["total"] / 2**20, 1),
+        "peak_rss_mib": round(peak / 2**20, 1),
+        "error": round(cpu["total"] / peak - 1, 4),
+        "terms_mib": {
+            k: round(cpu[k] / 2**20, 1) for k in ("weights", "kv_cache", "activations", "process")
+        },
+    }
 
 
 def measure(export_dir: str, views: int, targets: int = 8) -> dict:
     """One point in a fresh process; returns estimate, peak RSS and relative error."""
-    out = subprocess.run([sys.executable, "-m", "viewrt.calib.memcheck", "--child", export_dir, "--views", str(views),
-                          "--targets", str(targets)], capture_output=True, text=True, check=False)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "viewrt.calib.memcheck",
+            "--child",
+            export_dir,
+            "--views",
+            str(views),
+            "--targets",
+            str(targets),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if out.returncode != 0:
-        raise RuntimeError(out.stderr.strip().splitlines()[-1] if out.stderr.strip() else "child failed")
+        raise RuntimeError(
+            out.stderr.strip().splitlines()[-1] if out.stderr.strip() else "child failed"
+        )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -70,8 +100,10 @@ def main(exports, views, targets, child):
             r = measure(e, n, targets)
             ok = abs(r["error"]) <= TOLERANCE
             bad += not ok
-            print(f"{r['export']} {r['precision']} N={n} t={targets}: estimate {r['estimate_mib']} MiB, peak RSS "
-                  f"{r['peak_rss_mib']} MiB, error {100 * r['error']:+.1f}% {'ok' if ok else 'OFF'} {r['terms_mib']}")
+            print(
+                f"{r['export']} {r['precision']} N={n} t={targets}: estimate {r['estimate_mib']} MiB, peak RSS "
+                f"{r['peak_rss_mib']} MiB, error {100 * r['error']:+.1f}% {'ok' if ok else 'OFF'} {r['terms_mib']}"
+            )
     sys.exit(1 if bad else 0)
 
 

@@ -36,7 +36,12 @@ import numpy as np
 from viewrt.errors import ViewrtError
 
 PRECISIONS = {"int8": "QInt8", "fp8": "QFLOAT8E4M3FN"}
-METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile", "distribution": "Distribution"}
+METHODS = {
+    "minmax": "MinMax",
+    "entropy": "Entropy",
+    "percentile": "Percentile",
+    "distribution": "Distribution",
+}
 DEFAULT_METHOD = {"int8": "minmax", "fp8": "minmax"}
 # Images vs the fp32 export on held-out validation inputs (random weights or trained):
 # PSNR in dB must be at least this. Loose on purpose: the accuracy report holds the real numbers.
@@ -68,8 +73,10 @@ def matmul_nodes(onnx_path: Path) -> list[dict]:
             parts = []
         # the last scope is the op itself (linear_3, matmul_2); the one before is the module
         module = parts[-2] if len(parts) >= 2 else n.name
-        module = module[len("model."):] if module.startswith("model.") else module
-        out.append({"node": n.name, "module": module, "attention": not any(i in consts for i in n.input)})
+        module = module[len("model.") :] if module.startswith("model.") else module
+        out.append(
+            {"node": n.name, "module": module, "attention": not any(i in consts for i in n.input)}
+        )
     return out
 
 
@@ -89,7 +96,9 @@ def _matches(module: str, node: str, patterns: list[str]) -> bool:
     return any(node == p or module == p or module.startswith(p + ".") for p in patterns)
 
 
-def select_nodes(nodes: list[dict], exclude: list[str], attention: bool) -> tuple[list[str], list[str]]:
+def select_nodes(
+    nodes: list[dict], exclude: list[str], attention: bool
+) -> tuple[list[str], list[str]]:
     """(quantized node names, excluded node names) of one graph.
 
     A pattern excludes a node by its name, its module path, or a module prefix on a dot
@@ -104,8 +113,9 @@ def select_nodes(nodes: list[dict], exclude: list[str], attention: bool) -> tupl
     return quant, excl
 
 
-def quantize_graph(src: Path, dst: Path, feeds: list[dict], precision: str, method: str,
-                   exclude_nodes: list[str]) -> None:
+def quantize_graph(
+    src: Path, dst: Path, feeds: list[dict], precision: str, method: str, exclude_nodes: list[str]
+) -> None:
     """ONNX Runtime static QDQ quantization of one graph (see the module docstring)."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
@@ -115,7 +125,9 @@ def quantize_graph(src: Path, dst: Path, feeds: list[dict], precision: str, meth
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)  # the quantizer's "consider pre-processing" notes
-    kwargs = {"calibration_providers": ["CPUExecutionProvider"]} if _has_calibration_providers() else {}
+    kwargs = (
+        {"calibration_providers": ["CPUExecutionProvider"]} if _has_calibration_providers() else {}
+    )
     calibrate = getattr(CalibrationMethod, METHODS[method])
     overrides = {}
     if precision == "fp8" and method == "minmax":
@@ -126,14 +138,25 @@ def quantize_graph(src: Path, dst: Path, feeds: list[dict], precision: str, meth
         overrides = _fp8_minmax_overrides(src, feeds, dst.parent)
         feeds, calibrate = feeds[:1], CalibrationMethod.Distribution
     try:
-        with open(os.devnull, "w") as null, contextlib.redirect_stdout(null):  # its calibration progress prints
+        with (
+            open(os.devnull, "w") as null,
+            contextlib.redirect_stdout(null),
+        ):  # its calibration progress prints
             quantize_static(
-                str(src), str(dst), FeedReader(feeds), quant_format=QuantFormat.QDQ,
-                op_types_to_quantize=["MatMul", "Gemm"], per_channel=True, reduce_range=False,
-                activation_type=qtype, weight_type=qtype, nodes_to_exclude=exclude_nodes,
+                str(src),
+                str(dst),
+                FeedReader(feeds),
+                quant_format=QuantFormat.QDQ,
+                op_types_to_quantize=["MatMul", "Gemm"],
+                per_channel=True,
+                reduce_range=False,
+                activation_type=qtype,
+                weight_type=qtype,
+                nodes_to_exclude=exclude_nodes,
                 calibrate_method=calibrate,
                 extra_options={
-                    "ActivationSymmetric": True, "WeightSymmetric": True,
+                    "ActivationSymmetric": True,
+                    "WeightSymmetric": True,
                     "OpTypesToExcludeOutputQuantization": ["MatMul", "Gemm"],
                     "CalibTensorRangeSymmetric": True,
                     # one sample per collect call, merged into the running ranges/histograms:
@@ -160,15 +183,25 @@ def _fp8_minmax_overrides(src: Path, feeds: list[dict], workdir: Path) -> dict:
 
     from viewrt.calib.data import FeedReader
 
-    cal = create_calibrator(src, ["MatMul", "Gemm"], augmented_model_path=str(workdir / f"{src.stem}.minmax.onnx"),
-                            calibrate_method=CalibrationMethod.MinMax, extra_options={"symmetric": True})
+    cal = create_calibrator(
+        src,
+        ["MatMul", "Gemm"],
+        augmented_model_path=str(workdir / f"{src.stem}.minmax.onnx"),
+        calibrate_method=CalibrationMethod.MinMax,
+        extra_options={"symmetric": True},
+    )
     for f in feeds:  # one at a time: the past-token axis differs between samples
         cal.collect_data(FeedReader([f]))
     out = {}
     for name, td in cal.compute_data().items():
         lo, hi = td.range_value
         amax = max(float(np.abs(lo).max()), float(np.abs(hi).max()), 1e-12)
-        out[name] = [{"scale": np.array(amax / FP8_E4M3_MAX, np.float32), "zero_point": np.array(0, ml_dtypes.float8_e4m3fn)}]
+        out[name] = [
+            {
+                "scale": np.array(amax / FP8_E4M3_MAX, np.float32),
+                "zero_point": np.array(0, ml_dtypes.float8_e4m3fn),
+            }
+        ]
     return out
 
 
@@ -187,12 +220,17 @@ def quantized_tensors(onnx_path: Path) -> dict:
     m = onnx.load(str(onnx_path), load_external_data=False)
     consts = {i.name for i in m.graph.initializer}
     acts = sorted(n.input[0] for n in m.graph.node if n.op_type == "QuantizeLinear")
-    weights = sorted(n.input[0].removesuffix("_quantized") for n in m.graph.node
-                     if n.op_type == "DequantizeLinear" and n.input[0] in consts)
+    weights = sorted(
+        n.input[0].removesuffix("_quantized")
+        for n in m.graph.node
+        if n.op_type == "DequantizeLinear" and n.input[0] in consts
+    )
     return {"activations": acts, "weights": weights}
 
 
-def quantization_record(precision: str, method: str, calibration: dict, source: dict, graphs: dict, versions: dict) -> dict:
+def quantization_record(
+    precision: str, method: str, calibration: dict, source: dict, graphs: dict, versions: dict
+) -> dict:
     """The manifest's ``quantization`` entry (the one place its keys are written).
 
     Args:
@@ -206,11 +244,18 @@ def quantization_record(precision: str, method: str, calibration: dict, source: 
     """
     qtype = {"int8": "int8", "fp8": "float8e4m3fn"}[precision]
     return {
-        "precision": precision, "type": qtype, "format": "QDQ", "symmetric": True,
-        "weights": "per-channel (output channel)", "activations": "per-tensor",
-        "op_types": ["MatMul", "Gemm"], "method": method, "calibration": calibration,
+        "precision": precision,
+        "type": qtype,
+        "format": "QDQ",
+        "symmetric": True,
+        "weights": "per-channel (output channel)",
+        "activations": "per-tensor",
+        "op_types": ["MatMul", "Gemm"],
+        "method": method,
+        "calibration": calibration,
         "tool": f"onnxruntime.quantization.quantize_static {versions.get('onnxruntime', '?')}",
-        "source_export": source, "graphs": graphs,
+        "source_export": source,
+        "graphs": graphs,
     }
 
 
@@ -220,7 +265,9 @@ def _check_source(export_dir: Path):
     m = load_manifest(export_dir)
     prec = m.precision
     if prec != "fp32":
-        raise ViewrtError(f"{export_dir}: a {prec} export; calibration starts from an fp32 export (viewrt export --precision fp32)")
+        raise ViewrtError(
+            f"{export_dir}: a {prec} export; calibration starts from an fp32 export (viewrt export --precision fp32)"
+        )
     if m.quantization:
         raise ViewrtError(f"{export_dir}: already quantized")
     return m
@@ -258,19 +305,35 @@ def validate_quantized(fp32_dir: Path, q_dir: Path, precision: str, seed: int = 
         a, b = f.render(targets), q.render(targets)
         worst = min(psnr(y, x) for x, y in zip(a, b))
         max_abs = float(np.abs(a - b).max())
-    res = {"psnr_vs_fp32_db": round(float(worst), 2), "min_psnr_db": MIN_PSNR_VS_FP32[precision],
-           "kv_rel_error_max": round(kv_err, 5), "images_max_abs": round(max_abs, 5),
-           "cases": f"{n_views} random views, 2 targets, seed {seed}"}
+    res = {
+        "psnr_vs_fp32_db": round(float(worst), 2),
+        "min_psnr_db": MIN_PSNR_VS_FP32[precision],
+        "kv_rel_error_max": round(kv_err, 5),
+        "images_max_abs": round(max_abs, 5),
+        "cases": f"{n_views} random views, 2 targets, seed {seed}",
+    }
     if not worst >= MIN_PSNR_VS_FP32[precision]:
-        raise ViewrtError(f"quantized export fails validation: images {worst:.1f} dB PSNR vs fp32, below {MIN_PSNR_VS_FP32[precision]} dB "
-                          f"for {precision}; exclude sensitive layers (--exclude) or calibrate on more scenes")
+        raise ViewrtError(
+            f"quantized export fails validation: images {worst:.1f} dB PSNR vs fp32, below {MIN_PSNR_VS_FP32[precision]} dB "
+            f"for {precision}; exclude sensitive layers (--exclude) or calibrate on more scenes"
+        )
     return res
 
 
-def quantize_export(export_dir: str | Path, out_dir: str | Path, precision: str, scenes: str | Path | None = None,
-                    synthetic: int | None = None, method: str | None = None, exclude: list[str] | tuple = (),
-                    attention: bool = True, targets: int = 4, max_samples: int = 256, seed: int = 0,
-                    progress: bool = False):
+def quantize_export(
+    export_dir: str | Path,
+    out_dir: str | Path,
+    precision: str,
+    scenes: str | Path | None = None,
+    synthetic: int | None = None,
+    method: str | None = None,
+    exclude: list[str] | tuple = (),
+    attention: bool = True,
+    targets: int = 4,
+    max_samples: int = 256,
+    seed: int = 0,
+    progress: bool = False,
+):
     """Calibrate and quantize an fp32 export into a new export folder.
 
     Args:
@@ -298,10 +361,14 @@ def quantize_export(export_dir: str | Path, out_dir: str | Path, precision: str,
     from viewrt.export.qdq_check import check_qdq
 
     if precision not in PRECISIONS:
-        raise ViewrtError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
+        raise ViewrtError(
+            f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}"
+        )
     method = method or DEFAULT_METHOD[precision]
     if method not in METHODS:
-        raise ViewrtError(f"unknown calibration method {method!r}; expected one of {', '.join(METHODS)}")
+        raise ViewrtError(
+            f"unknown calibration method {method!r}; expected one of {', '.join(METHODS)}"
+        )
     if precision == "fp8" and method not in ("minmax", "distribution"):
         raise ViewrtError(f"fp8: calibration --method minmax or distribution, got {method!r}")
     export_dir, out_dir = Path(export_dir), Path(out_dir)
@@ -317,17 +384,29 @@ def quantize_export(export_dir: str | Path, out_dir: str | Path, precision: str,
     done = False
     try:
         # synthetic scenes long enough for the decoder samples to reach large caches
-        paths, source_desc = scene_paths(scenes, synthetic, src.image_size, work / "scenes", seed,
-                                         n_views=max(12, min(src.max_views, 28) + targets))
+        paths, source_desc = scene_paths(
+            scenes,
+            synthetic,
+            src.image_size,
+            work / "scenes",
+            seed,
+            n_views=max(12, min(src.max_views, 28) + targets),
+        )
         nodes = {g: matmul_nodes(src.path(g)) for g in GRAPHS}
-        known = {n["module"] for g in GRAPHS for n in nodes[g]} | {n["node"] for g in GRAPHS for n in nodes[g]}
+        known = {n["module"] for g in GRAPHS for n in nodes[g]} | {
+            n["node"] for g in GRAPHS for n in nodes[g]
+        }
         unknown = [p for p in exclude if not any(k == p or k.startswith(p + ".") for k in known)]
         if unknown:
-            raise ViewrtError(f"--exclude: no matmul in module or node {', '.join(unknown)}; "
-                              f"modules are e.g. {', '.join(sorted({n['module'] for n in nodes['decoder']})[:4])}")
+            raise ViewrtError(
+                f"--exclude: no matmul in module or node {', '.join(unknown)}; "
+                f"modules are e.g. {', '.join(sorted({n['module'] for n in nodes['decoder']})[:4])}"
+            )
         cs = collect(export_dir, paths, targets=targets, max_samples=max_samples, progress=progress)
         if not cs.encoder or not cs.decoder:
-            raise ViewrtError("no calibration samples came from the scenes (each needs at least 2 frames)")
+            raise ViewrtError(
+                "no calibration samples came from the scenes (each needs at least 2 frames)"
+            )
         tmp = work / "out"
         tmp.mkdir()
         graph_rec = {}
@@ -338,7 +417,11 @@ def quantize_export(export_dir: str | Path, out_dir: str | Path, precision: str,
             dst = tmp / src.graphs[g].file
             quantize_graph(src.path(g), dst, feeds, precision, method, excl)
             check_qdq(dst, f"{g} ({precision})")
-            graph_rec[g] = {"quantized_nodes": quant, "excluded_nodes": excl, "tensors": quantized_tensors(dst)}
+            graph_rec[g] = {
+                "quantized_nodes": quant,
+                "excluded_nodes": excl,
+                "tensors": quantized_tensors(dst),
+            }
 
         from dataclasses import replace
 
@@ -349,18 +432,49 @@ def quantize_export(export_dir: str | Path, out_dir: str | Path, precision: str,
         for g in GRAPHS:
             f = tmp / src.graphs[g].file
             files[f.name] = {"sha256": sha256_file(f), "size_bytes": f.stat().st_size}
-        opset = max(o.version for o in onnx.load(str(tmp / src.graphs["decoder"].file), load_external_data=False).opset_import
-                    if o.domain in ("", "ai.onnx"))
-        versions = {**(src.versions or {}), "onnxruntime": onnxruntime.__version__, "onnx": onnx.__version__}
-        quant = quantization_record(precision, method, {"source": source_desc, **cs.record},
-                                    {"dir": str(export_dir.resolve()), "weights_sha256": src.weights_sha256}, graph_rec, versions)
+        opset = max(
+            o.version
+            for o in onnx.load(
+                str(tmp / src.graphs["decoder"].file), load_external_data=False
+            ).opset_import
+            if o.domain in ("", "ai.onnx")
+        )
+        versions = {
+            **(src.versions or {}),
+            "onnxruntime": onnxruntime.__version__,
+            "onnx": onnx.__version__,
+        }
+        quant = quantization_record(
+            precision,
+            method,
+            {"source": source_desc, **cs.record},
+            {"dir": str(export_dir.resolve()), "weights_sha256": src.weights_sha256},
+            graph_rec,
+            versions,
+        )
         # the contract's one writer: the source manifest with the quantized graphs, bounded and checked again
-        manifest = replace(src, precision=precision, opset=opset, versions=versions, quantization=quant, engines=None, variants=None,
-                           files=files, validation=None, dir=tmp,
-                           graphs={g: replace(info, sha256=files[info.file]["sha256"]) for g, info in src.graphs.items()})
+        manifest = replace(
+            src,
+            precision=precision,
+            opset=opset,
+            versions=versions,
+            quantization=quant,
+            engines=None,
+            variants=None,
+            files=files,
+            validation=None,
+            dir=tmp,
+            graphs={
+                g: replace(info, sha256=files[info.file]["sha256"])
+                for g, info in src.graphs.items()
+            },
+        )
         manifest.check_bounds()
         manifest.write(tmp)
-        manifest.validation = {"vs": "fp32 export, ONNX Runtime CPU", **validate_quantized(export_dir, tmp, precision, seed)}
+        manifest.validation = {
+            "vs": "fp32 export, ONNX Runtime CPU",
+            **validate_quantized(export_dir, tmp, precision, seed),
+        }
         manifest.write(tmp)
         out_dir.mkdir(parents=True, exist_ok=True)
         for f in sorted(tmp.iterdir()):

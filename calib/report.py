@@ -32,9 +32,16 @@ def _frames(scene, size):
     return [load_frame(f, size) for f in scene.frames]
 
 
-def accuracy_report(export_dir: str | Path, out_dir: str | Path, reference: str | Path | None = None,
-                    scenes: str | Path | None = None, synthetic: int | None = None, views: tuple = (1, 2, 4, 8),
-                    targets: int = 4, seed: int = HELD_OUT_SEED) -> dict:
+def accuracy_report(
+    export_dir: str | Path,
+    out_dir: str | Path,
+    reference: str | Path | None = None,
+    scenes: str | Path | None = None,
+    synthetic: int | None = None,
+    views: tuple = (1, 2, 4, 8),
+    targets: int = 4,
+    seed: int = HELD_OUT_SEED,
+) -> dict:
     """Score a quantized export against its fp32 source and the ground truth.
 
     Args:
@@ -59,18 +66,24 @@ def accuracy_report(export_dir: str | Path, out_dir: str | Path, reference: str 
     qm = vrt.load_manifest(export_dir)
     q = qm.quantization
     if not q:
-        raise ViewrtError(f"{export_dir}: not a quantized export (no 'quantization' in its manifest); run `viewrt calib` first")
+        raise ViewrtError(
+            f"{export_dir}: not a quantized export (no 'quantization' in its manifest); run `viewrt calib` first"
+        )
     reference = Path(reference or q["source_export"]["dir"])
     rm = vrt.load_manifest(reference)
     if rm.weights_sha256 != q["source_export"].get("weights_sha256"):
-        raise ViewrtError(f"{reference}: not the fp32 export {export_dir} was quantized from (weights differ)")
+        raise ViewrtError(
+            f"{reference}: not the fp32 export {export_dir} was quantized from (weights differ)"
+        )
     if scenes is None and synthetic is None:
         synthetic = 4
     views = sorted({int(v) for v in views if 1 <= int(v) <= qm.max_views})
     if not views:
         raise ViewrtError(f"views: none in 1..{qm.max_views}")
     with tempfile.TemporaryDirectory(prefix="viewrt-report-") as work:
-        paths, source = scene_paths(scenes, synthetic, qm.image_size, Path(work), seed, n_views=max(views) + targets)
+        paths, source = scene_paths(
+            scenes, synthetic, qm.image_size, Path(work), seed, n_views=max(views) + targets
+        )
         rows: dict[int, list[dict]] = {n: [] for n in views}
         kv_err: list[np.ndarray] = []
         with vrt.open(reference, "ort") as f, vrt.open(export_dir, "ort") as qr:
@@ -101,16 +114,23 @@ def accuracy_report(export_dir: str | Path, out_dir: str | Path, reference: str 
                         err = []
                         for bf, bq in zip(f.cache.buffers, qr.cache.buffers):
                             a, b = bf.host[:, : n * T], bq.host[:, : n * T]
-                            err.append(float(np.linalg.norm(a - b) / max(float(np.linalg.norm(a)), 1e-12)))
+                            err.append(
+                                float(np.linalg.norm(a - b) / max(float(np.linalg.norm(a)), 1e-12))
+                            )
                         kv_err.append(np.array(err))
                     a, b = out
                     for k, ti in enumerate(tgt):
                         gt = frames[ti][0]
-                        rows[n].append({
-                            "psnr_q_vs_fp32": psnr(b[k], a[k]), "ssim_q_vs_fp32": ssim(b[k], a[k]),
-                            "psnr_q_vs_gt": psnr(b[k], gt), "ssim_q_vs_gt": ssim(b[k], gt),
-                            "psnr_fp32_vs_gt": psnr(a[k], gt), "ssim_fp32_vs_gt": ssim(a[k], gt),
-                        })
+                        rows[n].append(
+                            {
+                                "psnr_q_vs_fp32": psnr(b[k], a[k]),
+                                "ssim_q_vs_fp32": ssim(b[k], a[k]),
+                                "psnr_q_vs_gt": psnr(b[k], gt),
+                                "ssim_q_vs_gt": ssim(b[k], gt),
+                                "psnr_fp32_vs_gt": psnr(a[k], gt),
+                                "ssim_fp32_vs_gt": ssim(a[k], gt),
+                            }
+                        )
     by_views = []
     for n in views:
         if not rows[n]:
@@ -126,12 +146,21 @@ def accuracy_report(export_dir: str | Path, out_dir: str | Path, reference: str 
         layers.append({"layer": i, "key_rel_error": round(k, 6), "value_rel_error": round(v, 6)})
     sensitive = _sensitive(layers)
     report = {
-        "export": str(export_dir.resolve()), "reference": str(reference.resolve()),
-        "precision": qm.precision, "method": q.get("method"), "calibration": q.get("calibration"),
+        "export": str(export_dir.resolve()),
+        "reference": str(reference.resolve()),
+        "precision": qm.precision,
+        "method": q.get("method"),
+        "calibration": q.get("calibration"),
         "excluded": {g: q["graphs"][g]["excluded_nodes"] for g in q.get("graphs", {})},
-        "held_out": source, "targets_per_scene": targets, "backend": "ONNX Runtime CPU (reference Q/DQ kernels for float8)",
-        "by_views": by_views, "kv_error_by_layer": layers, "sensitive_layers": sensitive,
-        "exclude_hint": ",".join(f"input_self_attn_blocks.{i},self_cross_blocks.{i}.cross_attn.to_kv" for i in sensitive),
+        "held_out": source,
+        "targets_per_scene": targets,
+        "backend": "ONNX Runtime CPU (reference Q/DQ kernels for float8)",
+        "by_views": by_views,
+        "kv_error_by_layer": layers,
+        "sensitive_layers": sensitive,
+        "exclude_hint": ",".join(
+            f"input_self_attn_blocks.{i},self_cross_blocks.{i}.cross_attn.to_kv" for i in sensitive
+        ),
         "untrained_weights": qm.checkpoint is None,
     }
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -156,32 +185,55 @@ def _sensitive(layers: list[dict]) -> list[int]:
 def _calib_text(c: dict | None) -> str:
     if not c:
         return "unknown"
-    return (f"{c.get('source')}; {c.get('encoder_samples')} encoder samples, {c.get('decoder_samples')} decoder samples "
-            f"(caches of {c.get('decoder_views')} views, {c.get('targets_per_sample')} targets each)")
+    return (
+        f"{c.get('source')}; {c.get('encoder_samples')} encoder samples, {c.get('decoder_samples')} decoder samples "
+        f"(caches of {c.get('decoder_views')} views, {c.get('targets_per_sample')} targets each)"
+    )
 
 
 def report_markdown(r: dict) -> str:
     """The report as a markdown page."""
-    lines = [f"# Accuracy of the {r['precision']} export", "",
-             f"- export: `{r['export']}`; reference (fp32): `{r['reference']}`",
-             f"- calibration: {r['method']}; {_calib_text(r['calibration'])}",
-             f"- held-out scenes: {r['held_out']}, {r['targets_per_scene']} targets each; {r['backend']}",
-             f"- excluded (fp32) matmuls: {r['excluded']}"]
+    lines = [
+        f"# Accuracy of the {r['precision']} export",
+        "",
+        f"- export: `{r['export']}`; reference (fp32): `{r['reference']}`",
+        f"- calibration: {r['method']}; {_calib_text(r['calibration'])}",
+        f"- held-out scenes: {r['held_out']}, {r['targets_per_scene']} targets each; {r['backend']}",
+        f"- excluded (fp32) matmuls: {r['excluded']}",
+    ]
     if r["untrained_weights"]:
-        lines.append("- **untrained (built-in random) weights**: the PSNR against ground truth means nothing here; "
-                     "run this on the trained demo model")
-    lines += ["", "| views | PSNR q vs fp32 | SSIM q vs fp32 | PSNR q vs GT | PSNR fp32 vs GT | drop vs GT (dB) | SSIM q vs GT |",
-              "|---:|---:|---:|---:|---:|---:|---:|"]
+        lines.append(
+            "- **untrained (built-in random) weights**: the PSNR against ground truth means nothing here; "
+            "run this on the trained demo model"
+        )
+    lines += [
+        "",
+        "| views | PSNR q vs fp32 | SSIM q vs fp32 | PSNR q vs GT | PSNR fp32 vs GT | drop vs GT (dB) | SSIM q vs GT |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for b in r["by_views"]:
-        lines.append(f"| {b['views']} | {b['psnr_q_vs_fp32']:.2f} | {b['ssim_q_vs_fp32']:.4f} | {b['psnr_q_vs_gt']:.2f} | "
-                     f"{b['psnr_fp32_vs_gt']:.2f} | {b['psnr_drop_vs_gt_db']:.3f} | {b['ssim_q_vs_gt']:.4f} |")
-    lines += ["", "Per-layer K/V relative L2 error (quantized encoder vs fp32, same views):", "",
-              "| layer | K | V |", "|---:|---:|---:|"]
+        lines.append(
+            f"| {b['views']} | {b['psnr_q_vs_fp32']:.2f} | {b['ssim_q_vs_fp32']:.4f} | {b['psnr_q_vs_gt']:.2f} | "
+            f"{b['psnr_fp32_vs_gt']:.2f} | {b['psnr_drop_vs_gt_db']:.3f} | {b['ssim_q_vs_gt']:.4f} |"
+        )
+    lines += [
+        "",
+        "Per-layer K/V relative L2 error (quantized encoder vs fp32, same views):",
+        "",
+        "| layer | K | V |",
+        "|---:|---:|---:|",
+    ]
     for x in r["kv_error_by_layer"]:
         mark = " (sensitive)" if x["layer"] in r["sensitive_layers"] else ""
-        lines.append(f"| {x['layer']}{mark} | {x['key_rel_error']:.4f} | {x['value_rel_error']:.4f} |")
-    lines += ["", f"Sensitive layers: {r['sensitive_layers']}. To keep them in fp32: "
-              f"`viewrt calib ... --exclude {r['exclude_hint']}`", ""]
+        lines.append(
+            f"| {x['layer']}{mark} | {x['key_rel_error']:.4f} | {x['value_rel_error']:.4f} |"
+        )
+    lines += [
+        "",
+        f"Sensitive layers: {r['sensitive_layers']}. To keep them in fp32: "
+        f"`viewrt calib ... --exclude {r['exclude_hint']}`",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -220,10 +272,16 @@ def summary_table(report_dirs: list[str | Path]) -> str:
     """One markdown row per report (label: its folder name): PSNR (dB) of the quantized
     renders vs fp32 by number of views N, SSIM at 4 views, and the largest per-layer K/V
     relative error."""
-    reports = [(Path(d).name, json.loads((Path(d) / "report.json").read_text())) for d in report_dirs]
+    reports = [
+        (Path(d).name, json.loads((Path(d) / "report.json").read_text())) for d in report_dirs
+    ]
     views = sorted({b["views"] for _, r in reports for b in r["by_views"]})
-    lines = ["| export | method | " + " | ".join(f"N={n}" for n in views) + " | SSIM, N=4 | max K/V rel. error |",
-             "|---|---|" + "---:|" * (len(views) + 2)]
+    lines = [
+        "| export | method | "
+        + " | ".join(f"N={n}" for n in views)
+        + " | SSIM, N=4 | max K/V rel. error |",
+        "|---|---|" + "---:|" * (len(views) + 2),
+    ]
     for name, r in reports:
         b = {x["views"]: x for x in r["by_views"]}
         kv = max(max(x["key_rel_error"], x["value_rel_error"]) for x in r["kv_error_by_layer"])

@@ -35,8 +35,13 @@ def machine() -> dict:
     except OSError:
         pass
     keep = ["avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16"]
-    return {"cpu": model, "cores": os.cpu_count(), "flags": [f for f in keep if f in flags],
-            "amx": any(f.startswith("amx") for f in flags), "load_avg": os.getloadavg()}
+    return {
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "flags": [f for f in keep if f in flags],
+        "amx": any(f.startswith("amx") for f in flags),
+        "load_avg": os.getloadavg(),
+    }
 
 
 def _time(fn, repeats: int) -> float:
@@ -49,13 +54,27 @@ def _time(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
-def probe(fp32_dir: str, int8_dir: str, views: list[int], targets: int = 8, repeats: int = 3, engines: list[str] | None = None) -> dict:
+def probe(
+    fp32_dir: str,
+    int8_dir: str,
+    views: list[int],
+    targets: int = 8,
+    repeats: int = 3,
+    engines: list[str] | None = None,
+) -> dict:
     """Median decoder-step milliseconds per engine and N. See the module docstring."""
     import viewrt.runtime as vrt
     from viewrt.data import synthetic_cameras
     from viewrt.geometry import plucker
 
-    engines = engines or ["openvino-int8", "openvino-fp32", "ort-fp32", "ort-int8", "torch-fp32", "torch-bf16"]
+    engines = engines or [
+        "openvino-int8",
+        "openvino-fp32",
+        "ort-fp32",
+        "ort-int8",
+        "torch-fp32",
+        "torch-bf16",
+    ]
     m = vrt.load_manifest(fp32_dir)
     size, T = m.image_size, m.tokens_per_view
     nmax = max(views)
@@ -64,11 +83,15 @@ def probe(fp32_dir: str, int8_dir: str, views: list[int], targets: int = 8, repe
     rng = np.random.default_rng(0)
     images = [rng.random((3, size, size), dtype=np.float32) for _ in range(nmax)]
     tcams = [vrt.Camera(c, fx) for c in c2ws[nmax:]]
-    rays = np.stack([plucker(frame.apply(c.c2w), c.fxfycxcy, size, size) for c in tcams])[None].astype(np.float32)
+    rays = np.stack([plucker(frame.apply(c.c2w), c.fxfycxcy, size, size) for c in tcams])[
+        None
+    ].astype(np.float32)
 
     rows: dict[str, dict[int, float]] = {e: {} for e in engines}
     info: dict[str, str] = {}
-    with vrt.open(fp32_dir, "ort", max_views=nmax, frame=frame) as r:  # the K/V every engine decodes from
+    with vrt.open(
+        fp32_dir, "ort", max_views=nmax, frame=frame
+    ) as r:  # the K/V every engine decodes from
         for i in range(nmax):
             r.add_view(images[i], vrt.Camera(c2ws[i], fx))
         kv_all = [b.host.copy() for b in r.cache.buffers]  # [1, nmax*T, H, Dh] each
@@ -80,11 +103,15 @@ def probe(fp32_dir: str, int8_dir: str, views: list[int], targets: int = 8, repe
         core = ov.Core()
         for p, d in (("fp32", fp32_dir), ("int8", int8_dir)):
             if f"openvino-{p}" in engines:
-                cm = core.compile_model(str(Path(d) / "decoder.onnx"), "CPU", {"PERFORMANCE_HINT": "LATENCY"})
+                cm = core.compile_model(
+                    str(Path(d) / "decoder.onnx"), "CPU", {"PERFORMANCE_HINT": "LATENCY"}
+                )
                 ov_models[p] = cm
                 prec = str(cm.get_property("INFERENCE_PRECISION_HINT"))  # "<Type: 'bfloat16'>"
                 prec = prec.split("'")[1] if "'" in prec else prec
-                info[f"openvino-{p}"] = f"OpenVINO {ov.get_version().split('-')[0]}, inference precision {prec}"
+                info[f"openvino-{p}"] = (
+                    f"OpenVINO {ov.get_version().split('-')[0]}, inference precision {prec}"
+                )
     torch_model = None
     if any(e.startswith("torch") for e in engines):
         import torch
@@ -100,7 +127,9 @@ def probe(fp32_dir: str, int8_dir: str, views: list[int], targets: int = 8, repe
         for e in engines:
             if e.startswith("ort"):
                 p = e.split("-")[1]
-                with vrt.open(fp32_dir if p == "fp32" else int8_dir, "ort", max_views=n, frame=frame) as r:
+                with vrt.open(
+                    fp32_dir if p == "fp32" else int8_dir, "ort", max_views=n, frame=frame
+                ) as r:
                     for i in range(n):  # its own encoder fills its cache (int8: quantized K/V)
                         r.add_view(images[i], vrt.Camera(c2ws[i], fx))
                     rows[e][n] = _time(lambda: r.render(tcams), repeats)
@@ -112,35 +141,60 @@ def probe(fp32_dir: str, int8_dir: str, views: list[int], targets: int = 8, repe
             else:
                 import torch
 
-                kv = [(torch.from_numpy(np.ascontiguousarray(past[m.past_names[2 * i]])),
-                       torch.from_numpy(np.ascontiguousarray(past[m.past_names[2 * i + 1]]))) for i in range(m.n_layers)]
+                kv = [
+                    (
+                        torch.from_numpy(np.ascontiguousarray(past[m.past_names[2 * i]])),
+                        torch.from_numpy(np.ascontiguousarray(past[m.past_names[2 * i + 1]])),
+                    )
+                    for i in range(m.n_layers)
+                ]
                 tr = torch.from_numpy(rays)
                 bf16 = e == "torch-bf16"
 
                 def run():
-                    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                    with (
+                        torch.inference_mode(),
+                        torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16),
+                    ):
                         torch_model.render(tr, kv)
 
                 rows[e][n] = _time(run, repeats)
             print(f"N={n} {e}: {rows[e][n]:.1f} ms", flush=True)
-    return {"views": views, "targets": targets, "repeats": repeats, "ms": rows, "engines": info, "machine": machine(),
-            "fp32_export": str(fp32_dir), "int8_export": str(int8_dir)}
+    return {
+        "views": views,
+        "targets": targets,
+        "repeats": repeats,
+        "ms": rows,
+        "engines": info,
+        "machine": machine(),
+        "fp32_export": str(fp32_dir),
+        "int8_export": str(int8_dir),
+    }
 
 
 def markdown(res: dict) -> str:
     v = res["views"]
     lines = ["| engine | " + " | ".join(f"N={n}" for n in v) + " |", "|---|" + "---:|" * len(v)]
     for e, row in res["ms"].items():
-        lines.append(f"| {e} | " + " | ".join(f"{row[n]:.0f}" if n in row else "-" for n in v) + " |")
+        lines.append(
+            f"| {e} | " + " | ".join(f"{row[n]:.0f}" if n in row else "-" for n in v) + " |"
+        )
     if "openvino-int8" in res["ms"]:
-        best = [min(res["ms"][e][n] for e in ("torch-fp32", "torch-bf16") if e in res["ms"]) for n in v]
-        lines.append("| speed-up of openvino-int8 over the best PyTorch eager | " + " | ".join(
-            f"{b / res['ms']['openvino-int8'][n]:.2f}x" for b, n in zip(best, v)) + " |")
+        best = [
+            min(res["ms"][e][n] for e in ("torch-fp32", "torch-bf16") if e in res["ms"]) for n in v
+        ]
+        lines.append(
+            "| speed-up of openvino-int8 over the best PyTorch eager | "
+            + " | ".join(f"{b / res['ms']['openvino-int8'][n]:.2f}x" for b, n in zip(best, v))
+            + " |"
+        )
     mc = res["machine"]
     lines.append("")
-    lines.append(f"Median ms of one decoder step ({res['targets']} targets), {res['repeats']} repeats; {mc['cpu']}, "
-                 f"{mc['cores']} cores, flags {', '.join(mc['flags'])}, AMX: {'yes' if mc['amx'] else 'no'}; load average "
-                 f"{', '.join(f'{x:.1f}' for x in mc['load_avg'])}. {'; '.join(f'{k}: {x}' for k, x in res['engines'].items())}.")
+    lines.append(
+        f"Median ms of one decoder step ({res['targets']} targets), {res['repeats']} repeats; {mc['cpu']}, "
+        f"{mc['cores']} cores, flags {', '.join(mc['flags'])}, AMX: {'yes' if mc['amx'] else 'no'}; load average "
+        f"{', '.join(f'{x:.1f}' for x in mc['load_avg'])}. {'; '.join(f'{k}: {x}' for k, x in res['engines'].items())}."
+    )
     return "\n".join(lines)
 
 
@@ -154,8 +208,14 @@ def markdown(res: dict) -> str:
 @click.option("--out", default=None, help="Write the results JSON there.")
 def main(fp32_export, int8_export, views, targets, repeats, engines, out):
     """Decoder-step latency: openvino-int8 vs fp32 (ORT, OpenVINO) vs PyTorch eager."""
-    res = probe(fp32_export, int8_export, [int(x) for x in views.split(",")], targets, repeats,
-                engines.split(",") if engines else None)
+    res = probe(
+        fp32_export,
+        int8_export,
+        [int(x) for x in views.split(",")],
+        targets,
+        repeats,
+        engines.split(",") if engines else None,
+    )
     if out:
         Path(out).write_text(json.dumps(res, indent=1))
     print(markdown(res))

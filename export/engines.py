@@ -19,8 +19,13 @@ def read_export(export_dir: Path) -> Manifest:
     return load_manifest(Path(export_dir), verify=True)
 
 
-def build_engines(export_dir: Path, precision: str | None = None, max_views: int | None = None, max_targets: int = 8,
-                  tf32: bool = False) -> dict:
+def build_engines(
+    export_dir: Path,
+    precision: str | None = None,
+    max_views: int | None = None,
+    max_targets: int = 8,
+    tf32: bool = False,
+) -> dict:
     """Build encoder.engine and decoder.engine and record them in the manifest.
 
     Args:
@@ -42,8 +47,13 @@ def build_engines(export_dir: Path, precision: str | None = None, max_views: int
     ok, reason = trt_available()  # probed once per process (viewrt.devices)
     if not ok:
         raise ViewrtError(f"TensorRT engines not built: {reason}")
-    log.info("[build] engines for %d views x %d targets will need about %s MiB of device memory (KV cache %s MiB)",
-             max_views, max_targets, est["total_mib"], est["cache_mib"])
+    log.info(
+        "[build] engines for %d views x %d targets will need about %s MiB of device memory (KV cache %s MiB)",
+        max_views,
+        max_targets,
+        est["total_mib"],
+        est["cache_mib"],
+    )
     engines = build_all(export_dir, record, precision, max_views, max_targets, tf32)
     manifest.engines = engines
     manifest.write(export_dir)

@@ -51,9 +51,17 @@ def _export(module, args, path: Path, spec: GraphSpec, dynamic_shapes) -> None:
     with explicit_attention(module), torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            module, args, str(path), dynamo=True, opset_version=OPSET, optimize=True, external_data=big,
-            input_names=[t.name for t in spec.inputs], output_names=[t.name for t in spec.outputs],
-            dynamic_shapes=dynamic_shapes, verbose=False,
+            module,
+            args,
+            str(path),
+            dynamo=True,
+            opset_version=OPSET,
+            optimize=True,
+            external_data=big,
+            input_names=[t.name for t in spec.inputs],
+            output_names=[t.name for t in spec.outputs],
+            dynamic_shapes=dynamic_shapes,
+            verbose=False,
         )
 
 
@@ -63,7 +71,13 @@ def _versions() -> dict:
 
     from viewrt import __version__
 
-    return {"viewrt": __version__, "torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__, "python": platform.python_version()}
+    return {
+        "viewrt": __version__,
+        "torch": torch.__version__,
+        "onnx": onnx.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "python": platform.python_version(),
+    }
 
 
 def _identity(manifest: dict) -> dict:
@@ -77,19 +91,34 @@ def _check_out_dir(out_dir: Path, new_identity: dict, force: bool) -> None:
     if not path.exists():
         stale = [f for f in (ENCODER_FILE, DECODER_FILE) if (out_dir / f).exists()]
         if stale and not force:
-            raise ViewrtError(f"output {out_dir} holds {', '.join(stale)} without a manifest; pass --force to overwrite")
+            raise ViewrtError(
+                f"output {out_dir} holds {', '.join(stale)} without a manifest; pass --force to overwrite"
+            )
         return
     try:
         old = _identity(json.loads(path.read_text()))
     except (OSError, json.JSONDecodeError):
         old = None
     if old != new_identity and not force:
-        what = "an unreadable manifest" if old is None else f"a different model ({', '.join(k for k in new_identity if old.get(k) != new_identity[k])} differ)"
+        what = (
+            "an unreadable manifest"
+            if old is None
+            else f"a different model ({', '.join(k for k in new_identity if old.get(k) != new_identity[k])} differ)"
+        )
         raise ViewrtError(f"output {out_dir} holds {what}; pass --force to overwrite")
 
 
-def export_model(model, out_dir: str | Path, preset: str, max_views: int = 16, precision: str = "fp32",
-                 force: bool = False, checkpoint: str | None = None, seed: int | None = None, progress: bool = True) -> Manifest:
+def export_model(
+    model,
+    out_dir: str | Path,
+    preset: str,
+    max_views: int = 16,
+    precision: str = "fp32",
+    force: bool = False,
+    checkpoint: str | None = None,
+    seed: int | None = None,
+    progress: bool = True,
+) -> Manifest:
     """Export, validate, and only then write encoder.onnx, decoder.onnx, manifest.json.
 
     Args:
@@ -108,8 +137,10 @@ def export_model(model, out_dir: str | Path, preset: str, max_views: int = 16, p
             (in which case nothing in ``out_dir`` has changed).
     """
     if precision not in EXPORT_PRECISIONS:
-        raise ViewrtError(f"unknown precision {precision!r}; expected one of {', '.join(EXPORT_PRECISIONS)} "
-                          "(int8/fp8 exports are made from an fp32 export by `viewrt calib`)")
+        raise ViewrtError(
+            f"unknown precision {precision!r}; expected one of {', '.join(EXPORT_PRECISIONS)} "
+            "(int8/fp8 exports are made from an fp32 export by `viewrt calib`)"
+        )
     if max_views < 1:
         raise ViewrtError(f"--max-views must be at least 1, got {max_views}")
     cfg = model.cfg
@@ -117,36 +148,64 @@ def export_model(model, out_dir: str | Path, preset: str, max_views: int = 16, p
     out_dir = Path(out_dir)
     kv_dtype = get_precision(precision).kv_dtype
     manifest = {
-        "family": fam.family, "preset": preset, "config": cfg.to_dict(),
+        "family": fam.family,
+        "preset": preset,
+        "config": cfg.to_dict(),
         "checkpoint": str(checkpoint) if checkpoint else None,
         "weights_sha256": weights_digest(model),
-        "precision": precision, "kv_dtype": kv_dtype, "opset": OPSET,
-        "max_views": max_views, **fam.header(cfg),
+        "precision": precision,
+        "kv_dtype": kv_dtype,
+        "opset": OPSET,
+        "max_views": max_views,
+        **fam.header(cfg),
     }
     # validation feeds the decoder a full cache, held by torch, numpy and ONNX Runtime at once
-    need = 4 * kv_bytes_per_view(cfg.n_layers, cfg.tokens_per_view, cfg.n_heads, cfg.head_dim, get_precision(precision).itemsize) * max_views
+    need = (
+        4
+        * kv_bytes_per_view(
+            cfg.n_layers,
+            cfg.tokens_per_view,
+            cfg.n_heads,
+            cfg.head_dim,
+            get_precision(precision).itemsize,
+        )
+        * max_views
+    )
     mem = host_memory_bytes()
     if mem is not None and need > mem:
-        raise ViewrtError(f"--max-views {max_views}: exporting and validating a cache that large needs about {need / 2**30:.1f} GiB, "
-                          f"more than this machine's {mem / 2**30:.1f} GiB of memory; choose fewer views")
+        raise ViewrtError(
+            f"--max-views {max_views}: exporting and validating a cache that large needs about {need / 2**30:.1f} GiB, "
+            f"more than this machine's {mem / 2**30:.1f} GiB of memory; choose fewer views"
+        )
     if out_dir.exists() and not out_dir.is_dir():
         raise ViewrtError(f"output {out_dir} exists and is not a folder")
-    with locked_folder(out_dir, "output", clean_on_error=True) as out_dir:  # a failed export leaves no trace
+    with locked_folder(
+        out_dir, "output", clean_on_error=True
+    ) as out_dir:  # a failed export leaves no trace
         for line in recover(out_dir, MANIFEST):
             log.warning("%s: %s", out_dir, line)
         _check_out_dir(out_dir, _identity(manifest), force)
         return _export_into(model, out_dir, manifest, fam, precision, max_views, seed, progress)
 
 
-def _export_into(model, out_dir: Path, manifest: dict, fam, precision: str, max_views: int, seed, progress: bool) -> Manifest:
+def _export_into(
+    model, out_dir: Path, manifest: dict, fam, precision: str, max_views: int, seed, progress: bool
+) -> Manifest:
     cfg, preset, kv_dtype = model.cfg, manifest["preset"], manifest["kv_dtype"]
     enc_spec, dec_spec = fam.encoder_spec(cfg, kv_dtype), fam.decoder_spec(cfg, kv_dtype)
     emodel = mixed_fp16(copy.deepcopy(model)) if precision == "fp16" else model
-    enc_args, dec_args, dec_dynamic = fam.example_inputs(cfg, max_views, next(emodel.parameters()).dtype)
+    enc_args, dec_args, dec_dynamic = fam.example_inputs(
+        cfg, max_views, next(emodel.parameters()).dtype
+    )
     enc_module, dec_module = fam.modules(emodel)
 
     tmp = staging_folder(out_dir)
-    steps = tqdm(total=5, desc=f"export {preset} {precision}", disable=not (progress and sys.stderr.isatty()), unit="step")
+    steps = tqdm(
+        total=5,
+        desc=f"export {preset} {precision}",
+        disable=not (progress and sys.stderr.isatty()),
+        unit="step",
+    )
     try:
         steps.set_postfix_str("encoder.onnx")
         _export(enc_module, enc_args, tmp / ENCODER_FILE, enc_spec, None)
@@ -158,31 +217,64 @@ def _export_into(model, out_dir: Path, manifest: dict, fam, precision: str, max_
         for f, sp in ((ENCODER_FILE, enc_spec), (DECODER_FILE, dec_spec)):
             check_structure(tmp / f, sp, OPSET)
         steps.update()
-        manifest["graphs"] = {"encoder": enc_spec.graph_info(ENCODER_FILE), "decoder": dec_spec.graph_info(DECODER_FILE)}
+        manifest["graphs"] = {
+            "encoder": enc_spec.graph_info(ENCODER_FILE),
+            "decoder": dec_spec.graph_info(DECODER_FILE),
+        }
         record = Manifest(**manifest)
         record.check_bounds()
         steps.set_postfix_str("parity vs PyTorch")
-        record.validation = validate_numbers(model, tmp, record, fam, fam.decoder_cases(max_views), seed)
-        if precision == "fp32":  # ONNX Runtime's CPU flash attention: a decoder variant for that backend only
+        record.validation = validate_numbers(
+            model, tmp, record, fam, fam.decoder_cases(max_views), seed
+        )
+        if (
+            precision == "fp32"
+        ):  # ONNX Runtime's CPU flash attention: a decoder variant for that backend only
             from viewrt.export import ort_mha
 
             write_mha_decoder = ort_mha.write_mha_decoder
-            write_mha_decoder(tmp / DECODER_FILE, tmp / ort_mha.FILE, cfg.n_layers, cfg.n_heads, cfg.head_dim)
-            check = ort_mha.validate_variant(tmp / DECODER_FILE, tmp / ort_mha.FILE, record, record.validation["seed"],
-                                             fam.decoder_cases(max_views), record.precision_row.atol_images)
-            record.variants = {"decoder": {ort_mha.VARIANT: {"file": ort_mha.FILE, "op": "com.microsoft.MultiHeadAttention",
-                                                             "validation": check}}}
+            write_mha_decoder(
+                tmp / DECODER_FILE, tmp / ort_mha.FILE, cfg.n_layers, cfg.n_heads, cfg.head_dim
+            )
+            check = ort_mha.validate_variant(
+                tmp / DECODER_FILE,
+                tmp / ort_mha.FILE,
+                record,
+                record.validation["seed"],
+                fam.decoder_cases(max_views),
+                record.precision_row.atol_images,
+            )
+            record.variants = {
+                "decoder": {
+                    ort_mha.VARIANT: {
+                        "file": ort_mha.FILE,
+                        "op": "com.microsoft.MultiHeadAttention",
+                        "validation": check,
+                    }
+                }
+            }
         steps.update()
         files = sorted(p.name for p in tmp.iterdir())
-        record.files = {name: {"sha256": sha256_file(tmp / name), "size_bytes": (tmp / name).stat().st_size} for name in files}
-        record.graphs = {g: replace(info, sha256=record.files[info.file]["sha256"]) for g, info in record.graphs.items()}
+        record.files = {
+            name: {"sha256": sha256_file(tmp / name), "size_bytes": (tmp / name).stat().st_size}
+            for name in files
+        }
+        record.graphs = {
+            g: replace(info, sha256=record.files[info.file]["sha256"])
+            for g, info in record.graphs.items()
+        }
         for per_graph in (record.variants or {}).values():
             for rec in per_graph.values():
                 rec["sha256"] = record.files[rec["file"]]["sha256"]
         record.versions = _versions()
         record.write(tmp)
         # validated: now replace what was there (restorable at any point, see viewrt.folders)
-        old = [MANIFEST, ENCODER_FILE, DECODER_FILE, *(f for f in _manifest_files(out_dir / MANIFEST))]
+        old = [
+            MANIFEST,
+            ENCODER_FILE,
+            DECODER_FILE,
+            *(f for f in _manifest_files(out_dir / MANIFEST)),
+        ]
         swap_in(tmp, out_dir, [*files, MANIFEST], MANIFEST, sorted(set(old)))
         steps.update()
     finally:
@@ -197,4 +289,3 @@ def _manifest_files(path: Path) -> list[str]:
         return list(json.loads(path.read_text()).get("files", {}))
     except (OSError, ValueError, AttributeError):
         return []
-

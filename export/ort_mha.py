@@ -43,11 +43,15 @@ def write_mha_decoder(src: Path, dst: Path, n_layers: int, n_heads: int, head_di
     def only(name, op):
         got = consumers.get(name, [])
         if len(got) != 1 or got[0].op_type != op:
-            raise ViewrtError(f"{src.name}: expected one {op} after '{name}', found {[n.op_type for n in got]}")
+            raise ViewrtError(
+                f"{src.name}: expected one {op} after '{name}', found {[n.op_type for n in got]}"
+            )
         return got[0]
 
     shape3 = "mha_shape_bld"
-    g.initializer.append(numpy_helper.from_array(np.array([1, -1, n_heads * head_dim], np.int64), shape3))
+    g.initializer.append(
+        numpy_helper.from_array(np.array([1, -1, n_heads * head_dim], np.int64), shape3)
+    )
     remove, new = set(), []
     for layer in range(n_layers):
         k, v = N.kv_name("past", "key", layer), N.kv_name("past", "value", layer)
@@ -61,16 +65,24 @@ def write_mha_decoder(src: Path, dst: Path, n_layers: int, n_heads: int, head_di
         scale = producer.get(mm1.input[0])  # q * 1/sqrt(Dh) on [B, H, S, Dh]
         qt = producer.get(scale.input[0]) if scale is not None else None
         if scale is None or scale.op_type != "Mul" or qt is None or qt.op_type != "Transpose":
-            raise ViewrtError(f"{src.name}: layer {layer}: cross-attention query is not Transpose -> Mul")
+            raise ViewrtError(
+                f"{src.name}: layer {layer}: cross-attention query is not Transpose -> Mul"
+            )
         q4 = qt.input[0]  # [B, S, H, Dh]
         remove |= {id(x) for x in (tk, mm1, sm, mm2, tv, tr, rs, scale, qt)}
         new += [
             helper.make_node("Reshape", [q4, shape3], [f"mha_q.{layer}"]),
             helper.make_node("Reshape", [k, shape3], [f"mha_k.{layer}"]),
             helper.make_node("Reshape", [v, shape3], [f"mha_v.{layer}"]),
-            helper.make_node("MultiHeadAttention", [f"mha_q.{layer}", f"mha_k.{layer}", f"mha_v.{layer}"], [rs.output[0]],
-                             domain="com.microsoft", num_heads=n_heads, scale=float(1.0 / np.sqrt(head_dim)),
-                             name=f"cross_attention_mha.{layer}"),
+            helper.make_node(
+                "MultiHeadAttention",
+                [f"mha_q.{layer}", f"mha_k.{layer}", f"mha_v.{layer}"],
+                [rs.output[0]],
+                domain="com.microsoft",
+                num_heads=n_heads,
+                scale=float(1.0 / np.sqrt(head_dim)),
+                name=f"cross_attention_mha.{layer}",
+            ),
         ]
     # keep the graph topologically sorted: the kept nodes and the new ones
     avail = {i.name for i in g.input} | {i.name for i in g.initializer} | {""}
@@ -89,7 +101,9 @@ def write_mha_decoder(src: Path, dst: Path, n_layers: int, n_heads: int, head_di
     onnx.save(m, str(dst))
 
 
-def validate_variant(plain: Path, variant: Path, manifest, seed: int, cases: list[tuple[int, int]], atol: float) -> dict:
+def validate_variant(
+    plain: Path, variant: Path, manifest, seed: int, cases: list[tuple[int, int]], atol: float
+) -> dict:
     """Both decoders on ONNX Runtime CPU with the same fresh random inputs per case.
 
     Returns: ``{"reference", "atol", "seed", "max_abs_error"}``.
@@ -99,7 +113,10 @@ def validate_variant(plain: Path, variant: Path, manifest, seed: int, cases: lis
 
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
-    sess = [ort.InferenceSession(str(p), opts, providers=["CPUExecutionProvider"]) for p in (plain, variant)]
+    sess = [
+        ort.InferenceSession(str(p), opts, providers=["CPUExecutionProvider"])
+        for p in (plain, variant)
+    ]
     rng = np.random.default_rng(seed)
     S, T, H, Dh = manifest.image_size, manifest.tokens_per_view, manifest.n_heads, manifest.head_dim
     worst = 0.0
@@ -109,9 +126,18 @@ def validate_variant(plain: Path, variant: Path, manifest, seed: int, cases: lis
             feed[name] = rng.standard_normal((1, n_views * T, H, Dh)).astype(np.float32)
         a, b = (s.run([N.IMAGES], feed)[0] for s in sess)
         if not np.isfinite(b).all() or np.abs(a).max() == 0:
-            raise ViewrtError(f"validation of {variant.name}: non-finite output or a zero reference")
+            raise ViewrtError(
+                f"validation of {variant.name}: non-finite output or a zero reference"
+            )
         worst = max(worst, float(np.abs(a - b).max()))
     if worst > atol:
-        raise ViewrtError(f"validation of {variant.name} failed: max abs error {worst:.3g} > {atol:g} against decoder.onnx")
-    return {"reference": "decoder.onnx on ONNX Runtime CPU", "atol": atol, "seed": seed, "max_abs_error": worst,
-            "decoder_cases": [{"views": v, "targets": t} for v, t in cases]}
+        raise ViewrtError(
+            f"validation of {variant.name} failed: max abs error {worst:.3g} > {atol:g} against decoder.onnx"
+        )
+    return {
+        "reference": "decoder.onnx on ONNX Runtime CPU",
+        "atol": atol,
+        "seed": seed,
+        "max_abs_error": worst,
+        "decoder_cases": [{"views": v, "targets": t} for v, t in cases],
+    }

@@ -116,15 +116,21 @@ def qdq_violations(model) -> list[str]:
         who = f"{n.op_type} '{_label(n)}'"
         # zero point: present, constant, allowed type, all zeros
         if len(n.input) < 3 or not n.input[2]:
-            bad.append(f"{who}: no zero point (means uint8); TensorRT needs an explicit int8/fp8 zero point of 0")
+            bad.append(
+                f"{who}: no zero point (means uint8); TensorRT needs an explicit int8/fp8 zero point of 0"
+            )
         elif n.input[2] not in consts:
             bad.append(f"{who}: zero point '{n.input[2]}' is not a constant")
         else:
             zp_type = const_types[n.input[2]]
             if zp_type not in ALLOWED_TYPES:
-                bad.append(f"{who}: quantized type {onnx.TensorProto.DataType.Name(zp_type)}; TensorRT takes INT8 or FLOAT8E4M3FN")
+                bad.append(
+                    f"{who}: quantized type {onnx.TensorProto.DataType.Name(zp_type)}; TensorRT takes INT8 or FLOAT8E4M3FN"
+                )
             if np.any(consts[n.input[2]].astype(np.float32) != 0):
-                bad.append(f"{who}: zero point not 0 (asymmetric); TensorRT needs symmetric quantization")
+                bad.append(
+                    f"{who}: zero point not 0 (asymmetric); TensorRT needs symmetric quantization"
+                )
         # scale: constant, positive, finite
         scale = consts.get(n.input[1]) if len(n.input) > 1 else None
         if scale is None:
@@ -132,52 +138,82 @@ def qdq_violations(model) -> list[str]:
             continue
         s = scale.astype(np.float64)
         if not np.all(np.isfinite(s)) or not np.all(s > 0):
-            bad.append(f"{who}: scale must be positive and finite, got min {s.min():.3g} max {s.max():.3g}")
+            bad.append(
+                f"{who}: scale must be positive and finite, got min {s.min():.3g} max {s.max():.3g}"
+            )
         if _attr(n, "block_size", 0):
-            bad.append(f"{who}: blocked quantization (block_size) is not supported by TensorRT 10.3")
+            bad.append(
+                f"{who}: blocked quantization (block_size) is not supported by TensorRT 10.3"
+            )
         per_channel = s.size > 1
         x = n.input[0]
         if n.op_type == DQ and x in consts:  # a constant weight
             w = consts[x]
             if const_types[x] not in ALLOWED_TYPES:
-                bad.append(f"{who}: weight '{x}' stored as {onnx.TensorProto.DataType.Name(const_types[x])}; expected INT8 or FLOAT8E4M3FN")
+                bad.append(
+                    f"{who}: weight '{x}' stored as {onnx.TensorProto.DataType.Name(const_types[x])}; expected INT8 or FLOAT8E4M3FN"
+                )
             users = consumers.get(n.output[0], [])
             if not users or any(u.op_type not in QDQ_CONSUMERS for u in users):
-                bad.append(f"{who}: weight feeds {sorted({u.op_type for u in users}) or 'nothing'}; Q/DQ weights go to {sorted(QDQ_CONSUMERS)}")
+                bad.append(
+                    f"{who}: weight feeds {sorted({u.op_type for u in users}) or 'nothing'}; Q/DQ weights go to {sorted(QDQ_CONSUMERS)}"
+                )
             if per_channel:
                 axis = _attr(n, "axis", 1)
                 rank = w.ndim
                 if s.ndim != 1 or not -rank <= axis < rank:
-                    bad.append(f"{who}: per-channel scale of shape {s.shape} with axis {axis} does not fit weight shape {w.shape}")
+                    bad.append(
+                        f"{who}: per-channel scale of shape {s.shape} with axis {axis} does not fit weight shape {w.shape}"
+                    )
                     continue
                 axis %= rank
                 if w.shape[axis] != s.size:
-                    bad.append(f"{who}: per-channel scale has {s.size} values, weight axis {axis} has {w.shape[axis]}")
+                    bad.append(
+                        f"{who}: per-channel scale has {s.size} values, weight axis {axis} has {w.shape[axis]}"
+                    )
                 for u in users:
-                    if u.op_type in QDQ_CONSUMERS and len(u.input) > 1 and u.input[1] == n.output[0] and axis != _weight_axis(u, rank):
-                        bad.append(f"{who}: per-channel axis {axis} is not the output-channel axis {_weight_axis(u, rank)} of {u.op_type} '{_label(u)}'")
+                    if (
+                        u.op_type in QDQ_CONSUMERS
+                        and len(u.input) > 1
+                        and u.input[1] == n.output[0]
+                        and axis != _weight_axis(u, rank)
+                    ):
+                        bad.append(
+                            f"{who}: per-channel axis {axis} is not the output-channel axis {_weight_axis(u, rank)} of {u.op_type} '{_label(u)}'"
+                        )
             continue
         # an activation: per-tensor, Q -> DQ pair, DQ into a supported op
         if per_channel:
-            bad.append(f"{who}: per-channel scale on activation '{x}'; TensorRT takes per-tensor activations")
+            bad.append(
+                f"{who}: per-channel scale on activation '{x}'; TensorRT takes per-tensor activations"
+            )
         if n.op_type == Q:
             users = consumers.get(n.output[0], [])
             if n.output[0] in graph_outputs or not users or any(u.op_type != DQ for u in users):
-                bad.append(f"{who}: output feeds {sorted({u.op_type for u in users}) or 'the graph output'}; a Q must feed DequantizeLinear (a Q/DQ pair)")
+                bad.append(
+                    f"{who}: output feeds {sorted({u.op_type for u in users}) or 'the graph output'}; a Q must feed DequantizeLinear (a Q/DQ pair)"
+                )
             for u in users:
                 if u.op_type == DQ and (u.input[1:3] != n.input[1:3]):
                     pair_same = all(
-                        a in consts and b in consts and np.array_equal(consts[a], consts[b]) for a, b in zip(u.input[1:3], n.input[1:3])
+                        a in consts and b in consts and np.array_equal(consts[a], consts[b])
+                        for a, b in zip(u.input[1:3], n.input[1:3])
                     )
                     if not pair_same:
-                        bad.append(f"{who}: its DequantizeLinear '{_label(u)}' has another scale or zero point")
+                        bad.append(
+                            f"{who}: its DequantizeLinear '{_label(u)}' has another scale or zero point"
+                        )
         else:
             p = producer.get(x)
             if p is None or p.op_type != Q:
-                bad.append(f"{who}: input '{x}' does not come from a QuantizeLinear (not a Q/DQ pair)")
+                bad.append(
+                    f"{who}: input '{x}' does not come from a QuantizeLinear (not a Q/DQ pair)"
+                )
             users = consumers.get(n.output[0], [])
             if not users or any(u.op_type not in QDQ_CONSUMERS for u in users):
-                bad.append(f"{who}: feeds {sorted({u.op_type for u in users}) or 'nothing'}; TensorRT fuses Q/DQ into {sorted(QDQ_CONSUMERS)}")
+                bad.append(
+                    f"{who}: feeds {sorted({u.op_type for u in users}) or 'nothing'}; TensorRT fuses Q/DQ into {sorted(QDQ_CONSUMERS)}"
+                )
     return bad
 
 
@@ -194,4 +230,6 @@ def check_qdq(model, what: str | None = None) -> None:
     if bad:
         name = what or (str(model) if not isinstance(model, onnx.ModelProto) else "graph")
         more = f" (and {len(bad) - 3} more)" if len(bad) > 3 else ""
-        raise ViewrtError(f"{name}: {len(bad)} Q/DQ node(s) break TensorRT's rules: {'; '.join(bad[:3])}{more}")
+        raise ViewrtError(
+            f"{name}: {len(bad)} Q/DQ node(s) break TensorRT's rules: {'; '.join(bad[:3])}{more}"
+        )

@@ -25,7 +25,10 @@ class GraphSpec:
     outputs: tuple[TensorInfo, ...]
 
     def to_dict(self) -> dict:
-        return {"inputs": [t.to_dict() for t in self.inputs], "outputs": [t.to_dict() for t in self.outputs]}
+        return {
+            "inputs": [t.to_dict() for t in self.inputs],
+            "outputs": [t.to_dict() for t in self.outputs],
+        }
 
     def graph_info(self, file: str, sha256: str | None = None) -> GraphInfo:
         return GraphInfo(file, self.inputs, self.outputs, sha256)
@@ -68,7 +71,10 @@ class EfficientLVSMSpec:
         s, kv_shape = cfg.image_size, (1, cfg.tokens_per_view, cfg.n_heads, cfg.head_dim)
         return GraphSpec(
             inputs=(TensorInfo(N.VIEW, "float32", (1, 9, s, s), "B,C,H,W"),),
-            outputs=tuple(TensorInfo(n, kv_dtype, kv_shape, N.KV_LAYOUT) for n in N.kv_names("present", cfg.n_layers)),
+            outputs=tuple(
+                TensorInfo(n, kv_dtype, kv_shape, N.KV_LAYOUT)
+                for n in N.kv_names("present", cfg.n_layers)
+            ),
         )
 
     def decoder_spec(self, cfg, kv_dtype: str) -> GraphSpec:
@@ -77,7 +83,10 @@ class EfficientLVSMSpec:
         kv_shape = (1, N.PAST_TOKENS, cfg.n_heads, cfg.head_dim)
         return GraphSpec(
             inputs=(TensorInfo(N.TARGET_RAYS, "float32", (1, N.NUM_TARGETS, 6, s, s), "B,V,C,H,W"),)
-            + tuple(TensorInfo(n, kv_dtype, kv_shape, N.KV_LAYOUT) for n in N.kv_names("past", cfg.n_layers)),
+            + tuple(
+                TensorInfo(n, kv_dtype, kv_shape, N.KV_LAYOUT)
+                for n in N.kv_names("past", cfg.n_layers)
+            ),
             outputs=(TensorInfo(N.IMAGES, "float32", (1, N.NUM_TARGETS, 3, s, s), "B,V,C,H,W"),),
         )
 
@@ -91,9 +100,14 @@ class EfficientLVSMSpec:
         Returns: (encoder args, decoder args, decoder dynamic_shapes).
         """
         T, s = cfg.tokens_per_view, cfg.image_size
-        cap = max(2, max_views)  # views the past_tokens axis admits (a dynamic axis needs a range of >= 2)
+        cap = max(
+            2, max_views
+        )  # views the past_tokens axis admits (a dynamic axis needs a range of >= 2)
         example_views = min(3, cap)  # inside that range, and not 1 (torch.export specializes 1)
-        past = [torch.randn(1, example_views * T, cfg.n_heads, cfg.head_dim, dtype=dtype) for _ in range(2 * cfg.n_layers)]
+        past = [
+            torch.randn(1, example_views * T, cfg.n_heads, cfg.head_dim, dtype=dtype)
+            for _ in range(2 * cfg.n_layers)
+        ]
         nt = torch.export.Dim(N.NUM_TARGETS, min=1, max=64)
         pt = torch.export.Dim(N.PAST_TOKENS, min=1, max=cap * T)
         dynamic = {"target_rays": {1: nt}, "past": tuple({1: pt} for _ in past)}
@@ -107,11 +121,21 @@ class EfficientLVSMSpec:
 
     def header(self, cfg) -> dict:
         """Manifest header fields of this family."""
-        return {"image_size": cfg.image_size, "patch_size": cfg.patch_size, "tokens_per_view": cfg.tokens_per_view,
-                "n_layers": cfg.n_layers, "n_heads": cfg.n_heads, "head_dim": cfg.head_dim, "d_model": cfg.d_model,
-                "max_targets": self.max_targets,
-                "cameras": {"convention": "OpenCV c2w (x right, y down, z forward), fxfycxcy in pixels",
-                            "input_channels": "[2*rgb-1, o x d, d]", "target_channels": "[o x d, d]"}}
+        return {
+            "image_size": cfg.image_size,
+            "patch_size": cfg.patch_size,
+            "tokens_per_view": cfg.tokens_per_view,
+            "n_layers": cfg.n_layers,
+            "n_heads": cfg.n_heads,
+            "head_dim": cfg.head_dim,
+            "d_model": cfg.d_model,
+            "max_targets": self.max_targets,
+            "cameras": {
+                "convention": "OpenCV c2w (x right, y down, z forward), fxfycxcy in pixels",
+                "input_channels": "[2*rgb-1, o x d, d]",
+                "target_channels": "[o x d, d]",
+            },
+        }
 
     @staticmethod
     def torch_encoder(model):
@@ -121,9 +145,14 @@ class EfficientLVSMSpec:
     @staticmethod
     def torch_decoder(model, past_names: list[str]):
         """fn(target_rays, **past) -> [images]: the reference, K/V paired by name."""
+
         def fn(target_rays, **kv):
-            pairs = [(kv[N.kv_name("past", "key", i)].float(), kv[N.kv_name("past", "value", i)].float()) for i in range(model.cfg.n_layers)]
+            pairs = [
+                (kv[N.kv_name("past", "key", i)].float(), kv[N.kv_name("past", "value", i)].float())
+                for i in range(model.cfg.n_layers)
+            ]
             return [model.render(target_rays, pairs)]
+
         return fn
 
 
@@ -133,5 +162,7 @@ EXPORT_SPECS = {s.family: s for s in (EfficientLVSMSpec(),)}
 def spec_for(family: str):
     """The export spec of a family. Raises ViewrtError when the family has none."""
     if family not in EXPORT_SPECS:
-        raise ViewrtError(f"model family {family!r} has no export spec (exportable: {', '.join(EXPORT_SPECS)})")
+        raise ViewrtError(
+            f"model family {family!r} has no export spec (exportable: {', '.join(EXPORT_SPECS)})"
+        )
     return EXPORT_SPECS[family]

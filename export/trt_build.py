@@ -41,7 +41,9 @@ from viewrt.export.trt_ops import check_trt_compatible
 Shape = tuple[int, ...]
 Profile = tuple[Shape, Shape, Shape]  # (min, opt, max)
 
-_PRECISIONS = tuple(PRECISIONS)  # the contract's precision table (int8/fp8: Q/DQ graphs from viewrt calib)
+_PRECISIONS = tuple(
+    PRECISIONS
+)  # the contract's precision table (int8/fp8: Q/DQ graphs from viewrt calib)
 _GRAPHS = ("encoder", "decoder")
 
 
@@ -189,7 +191,9 @@ def typing_plan(major: int, precision: str, graph_has_fp16: bool) -> dict:
         return {"typing": "strong", "fp16_flag": False, "precision": precision}
     if graph_has_fp16:
         if precision == "fp32":
-            raise ViewrtError("the graph carries fp16 types; an fp32 engine needs an fp32 export (--precision fp32)")
+            raise ViewrtError(
+                "the graph carries fp16 types; an fp32 engine needs an fp32 export (--precision fp32)"
+            )
         return {"typing": "strong", "fp16_flag": False, "precision": "fp16"}
     if precision == "fp32":
         return {"typing": "strong", "fp16_flag": False, "precision": "fp32"}
@@ -198,7 +202,11 @@ def typing_plan(major: int, precision: str, graph_has_fp16: bool) -> dict:
             f"an fp32 graph cannot become fp16 on TensorRT {major}.x, which builds strongly typed networks "
             "only and has no FP16 builder flag: export with --precision fp16"
         )
-    return {"typing": "weak", "fp16_flag": True, "precision": "fp16 (builder down-cast of an fp32 graph)"}
+    return {
+        "typing": "weak",
+        "fp16_flag": True,
+        "precision": "fp16 (builder down-cast of an fp32 graph)",
+    }
 
 
 def _engine_io(trt, engine) -> list[dict]:
@@ -273,7 +281,9 @@ def build_engine(
     qdq_plan(onnx_path, precision, cc)
     # 10.x: strong typing is asked for by flag; 11.x: always strongly typed (the flag is ignored).
     strong = plan["typing"] == "strong" and status.major < 11
-    network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if strong else 0)
+    network = builder.create_network(
+        1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if strong else 0
+    )
     if network is None:  # never by truthiness: len(network) is its layer count, 0 when fresh
         raise ViewrtError("TensorRT could not create a network definition")
     parser = trt.OnnxParser(network, logger)
@@ -307,7 +317,9 @@ def build_engine(
         if cache is None or not config.set_timing_cache(cache, ignore_mismatch=False):
             raise ViewrtError("TensorRT could not create an empty timing cache")
 
-    _say(f"building {engine_path.name} ({plan['precision']}, {plan['typing']}ly typed, TF32 {'on' if tf32 else 'off'}); this takes minutes")
+    _say(
+        f"building {engine_path.name} ({plan['precision']}, {plan['typing']}ly typed, TF32 {'on' if tf32 else 'off'}); this takes minutes"
+    )
     start = time.perf_counter()
     serialized = builder.build_serialized_network(network, config)
     seconds = time.perf_counter() - start
@@ -319,7 +331,9 @@ def build_engine(
     runtime = trt.Runtime(logger)
     engine = runtime.deserialize_cuda_engine(data) if runtime is not None else None
     if engine is None:
-        raise ViewrtError(f"TensorRT cannot deserialize the engine it just built ('{engine_path.name}')")
+        raise ViewrtError(
+            f"TensorRT cannot deserialize the engine it just built ('{engine_path.name}')"
+        )
     device_memory = int(engine.device_memory_size_v2)
     io = _engine_io(trt, engine)
 
@@ -329,7 +343,9 @@ def build_engine(
         tc = config.get_timing_cache()
         if tc is not None:
             _write_atomic(Path(timing_cache), bytes(memoryview(tc.serialize())))
-    _say(f"wrote {engine_path} ({len(data) / 2**20:.1f} MiB, {device_memory / 2**20:.1f} MiB of activations) in {seconds:.0f} s")
+    _say(
+        f"wrote {engine_path} ({len(data) / 2**20:.1f} MiB, {device_memory / 2**20:.1f} MiB of activations) in {seconds:.0f} s"
+    )
 
     return {
         "file": engine_path.name,
@@ -422,7 +438,9 @@ def estimate_memory(manifest: dict, max_views: int, max_targets: int) -> dict:
     kv_dtype = _need(manifest, "kv_dtype")
     itemsize = {row.kv_dtype: row.itemsize for row in PRECISIONS.values()}
     if kv_dtype not in itemsize:
-        raise ViewrtError(f"manifest: kv_dtype expected one of {sorted(itemsize)}, got '{kv_dtype}'")
+        raise ViewrtError(
+            f"manifest: kv_dtype expected one of {sorted(itemsize)}, got '{kv_dtype}'"
+        )
     tokens = int(_need(manifest, "tokens_per_view"))
     layers, heads = int(_need(manifest, "n_layers")), int(_need(manifest, "n_heads"))
     head_dim = int(_need(manifest, "d_model")) // heads
@@ -542,7 +560,9 @@ def build_all(
     profiles = profiles_for(manifest, max_views, max_targets)
     graphs = _need(manifest, "graphs")
     for graph in _GRAPHS:
-        check_trt_compatible(out_dir / graphs[graph]["file"], opset_range=(17, 19 if precision == "fp8" else 18))
+        check_trt_compatible(
+            out_dir / graphs[graph]["file"], opset_range=(17, 19 if precision == "fp8" else 18)
+        )
 
     cache = out_dir / "timing.cache"
     return {

@@ -160,14 +160,25 @@ def non_constant_inputs(model: onnx.ModelProto | str | Path) -> list[tuple[str, 
 
     def visit(graph: onnx.GraphProto, outer: frozenset[str]) -> None:
         constants = set(outer) | {i.name for i in graph.initializer}
-        constants |= {o for n in graph.node if n.op_type == "Constant" and n.domain in _DEFAULT_DOMAINS for o in n.output}
+        constants |= {
+            o
+            for n in graph.node
+            if n.op_type == "Constant" and n.domain in _DEFAULT_DOMAINS
+            for o in n.output
+        }
         for node in graph.node:
             if node.domain in _DEFAULT_DOMAINS:
                 for index, role in CONSTANT_INPUTS.get(node.op_type, ()):
-                    if index < len(node.input) and node.input[index] and node.input[index] not in constants:
+                    if (
+                        index < len(node.input)
+                        and node.input[index]
+                        and node.input[index] not in constants
+                    ):
                         bad.append((node.op_type, _label(node), role, node.input[index]))
             for attr in node.attribute:
-                for sub in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)):
+                for sub in (
+                    [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)
+                ):
                     visit(sub, frozenset(constants))
 
     visit(proto.graph, frozenset())
@@ -221,9 +232,13 @@ def check_trt_compatible(
 
     computed = non_constant_inputs(proto)
     if computed:
-        listed = ", ".join(f"{op} '{name}' input {role} (from '{src}')" for op, name, role, src in computed[:5])
+        listed = ", ".join(
+            f"{op} '{name}' input {role} (from '{src}')" for op, name, role, src in computed[:5]
+        )
         more = f" and {len(computed) - 5} more" if len(computed) > 5 else ""
-        problems.append(f"{len(computed)} node input(s) TensorRT needs as constants are computed: {listed}{more}")
+        problems.append(
+            f"{len(computed)} node input(s) TensorRT needs as constants are computed: {listed}{more}"
+        )
 
     if problems:
         name = proto.graph.name or "model"

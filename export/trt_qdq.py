@@ -46,25 +46,39 @@ def qdq_plan(onnx_path: str | Path, precision: str, compute_capability: str | tu
     onnx_path = Path(onnx_path)
     if not is_qdq_graph(onnx_path):
         if precision in ("int8", "fp8"):
-            raise ViewrtError(f"'{onnx_path.name}' has no Q/DQ nodes; {precision} engines are built from a quantized export "
-                              f"(viewrt calib EXPORT --out DIR --precision {precision})")
+            raise ViewrtError(
+                f"'{onnx_path.name}' has no Q/DQ nodes; {precision} engines are built from a quantized export "
+                f"(viewrt calib EXPORT --out DIR --precision {precision})"
+            )
         return None
     if precision == "fp16":
-        raise ViewrtError(f"'{onnx_path.name}' is a Q/DQ graph; build it at its own precision (omit --precision)")
+        raise ViewrtError(
+            f"'{onnx_path.name}' is a Q/DQ graph; build it at its own precision (omit --precision)"
+        )
     check_qdq(onnx_path, onnx_path.name)
     types = sorted(qdq_types(onnx_path))
     if "float8e4m3fn" in types and _cc(compute_capability) < FP8_MIN_CC:
-        raise ViewrtError(f"'{onnx_path.name}' holds FP8 Q/DQ; TensorRT runs FP8 on compute capability >= "
-                          f"{FP8_MIN_CC[0]}.{FP8_MIN_CC[1]} (Ada, Hopper, Blackwell), this GPU is {_cc(compute_capability)[0]}."
-                          f"{_cc(compute_capability)[1]}; use the int8 export here")
-    return {"strongly_typed": True, "types": types, "opset_range": OPSETS["fp8" if "float8e4m3fn" in types else "int8"]}
+        raise ViewrtError(
+            f"'{onnx_path.name}' holds FP8 Q/DQ; TensorRT runs FP8 on compute capability >= "
+            f"{FP8_MIN_CC[0]}.{FP8_MIN_CC[1]} (Ada, Hopper, Blackwell), this GPU is {_cc(compute_capability)[0]}."
+            f"{_cc(compute_capability)[1]}; use the int8 export here"
+        )
+    return {
+        "strongly_typed": True,
+        "types": types,
+        "opset_range": OPSETS["fp8" if "float8e4m3fn" in types else "int8"],
+    }
 
 
-def network_flags(trt, onnx_path: str | Path, precision: str, compute_capability: str | tuple) -> int:
+def network_flags(
+    trt, onnx_path: str | Path, precision: str, compute_capability: str | tuple
+) -> int:
     """``builder.create_network`` flags: STRONGLY_TYPED for a Q/DQ graph (after the checks
     of :func:`qdq_plan`), 0 otherwise."""
     plan = qdq_plan(onnx_path, precision, compute_capability)
     if plan is None:
         return 0
-    flag = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)  # 11.x: the only mode, flag may be gone
+    flag = getattr(
+        trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None
+    )  # 11.x: the only mode, flag may be gone
     return 0 if flag is None else 1 << int(flag)

@@ -38,15 +38,24 @@ def check_structure(path: Path, spec: GraphSpec, opset: int) -> None:
         onnx.checker.check_model(str(path))
     except onnx.checker.ValidationError as e:
         raise ViewrtError(f"{path.name}: ONNX checker failed: {str(e).splitlines()[0]}") from None
-    for kind, got, want in (("input", model.graph.input, spec.inputs), ("output", model.graph.output, spec.outputs)):
+    for kind, got, want in (
+        ("input", model.graph.input, spec.inputs),
+        ("output", model.graph.output, spec.outputs),
+    ):
         got_names, want_names = [t.name for t in got], [t.name for t in want]
         if got_names != want_names:
             raise ViewrtError(f"{path.name}: {kind}s are {got_names}, expected {want_names}")
         for g, w in zip(got, want):
-            dtype = _ONNX_DTYPES.get(g.type.tensor_type.elem_type, str(g.type.tensor_type.elem_type))
-            shape = tuple(d.dim_param if d.dim_param else d.dim_value for d in g.type.tensor_type.shape.dim)
+            dtype = _ONNX_DTYPES.get(
+                g.type.tensor_type.elem_type, str(g.type.tensor_type.elem_type)
+            )
+            shape = tuple(
+                d.dim_param if d.dim_param else d.dim_value for d in g.type.tensor_type.shape.dim
+            )
             if dtype != w.dtype or shape != tuple(w.shape):
-                raise ViewrtError(f"{path.name}: {kind} '{g.name}': got {dtype} {shape}, expected {w.dtype} {tuple(w.shape)}")
+                raise ViewrtError(
+                    f"{path.name}: {kind} '{g.name}': got {dtype} {shape}, expected {w.dtype} {tuple(w.shape)}"
+                )
     check_trt_compatible(model, opset_range=(opset, opset))
 
 
@@ -75,7 +84,9 @@ def _torch_runner(fn, output_names: list[str], example_feed: dict):
             with torch.no_grad():
                 outs = fn(**{k: torch.from_numpy(v) for k, v in feed_dict.items()})
             self.inference_time = time.perf_counter() - start
-            return OrderedDict((n, o.float().contiguous().numpy()) for n, o in zip(output_names, outs))  # Polygraphy needs contiguous arrays
+            return OrderedDict(
+                (n, o.float().contiguous().numpy()) for n, o in zip(output_names, outs)
+            )  # Polygraphy needs contiguous arrays
 
         def deactivate_impl(self):
             pass
@@ -90,10 +101,14 @@ def _random_views(rng: np.random.Generator, n: int, size: int) -> np.ndarray:
     d = rng.normal(size=(n, 3, size, size))
     d /= np.linalg.norm(d, axis=1, keepdims=True)
     o = rng.uniform(-1, 1, (n, 3, 1, 1)) * np.ones_like(d)
-    return np.concatenate([rgb, np.cross(o, d, axis=1), d], axis=1).astype(np.float32)  # [n, 9, S, S]
+    return np.concatenate([rgb, np.cross(o, d, axis=1), d], axis=1).astype(
+        np.float32
+    )  # [n, 9, S, S]
 
 
-def _compare(runners, feeds: list[dict], atol: float, what: str, scaled: bool = False) -> tuple[dict[str, float], dict[str, float]]:
+def _compare(
+    runners, feeds: list[dict], atol: float, what: str, scaled: bool = False
+) -> tuple[dict[str, float], dict[str, float]]:
     """Run both runners on every feed and check each output within ``atol``, or with
     ``scaled`` within ``atol * max(1, peak |reference|)`` (fp16 K/V, whose scale the
     k_norm weights set).
@@ -111,10 +126,14 @@ def _compare(runners, feeds: list[dict], atol: float, what: str, scaled: bool = 
         for name in ref.keys():
             a = np.abs(np.asarray(ref[name], np.float64))
             if a.max() == 0:
-                raise ViewrtError(f"validation of {what}: reference output '{name}' is all zeros; nothing was compared")
+                raise ViewrtError(
+                    f"validation of {what}: reference output '{name}' is all zeros; nothing was compared"
+                )
             peak[name] = max(peak.get(name, 0.0), float(a.max()))
     tol = {name: atol * (max(1.0, p) if scaled else 1.0) for name, p in peak.items()}
-    passed = bool(Comparator.compare_accuracy(results, compare_func=CompareFunc.simple(atol=tol, rtol=0.0)))
+    passed = bool(
+        Comparator.compare_accuracy(results, compare_func=CompareFunc.simple(atol=tol, rtol=0.0))
+    )
     errors: dict[str, float] = {}
     for ref, got in zip(ref_iters, ort_iters):
         for name in ref.keys():
@@ -131,7 +150,14 @@ def _compare(runners, feeds: list[dict], atol: float, what: str, scaled: bool = 
     return errors, tol
 
 
-def validate_numbers(model, out_dir: Path, manifest: Manifest, spec, cases: list[tuple[int, int]], seed: int | None = None) -> dict:
+def validate_numbers(
+    model,
+    out_dir: Path,
+    manifest: Manifest,
+    spec,
+    cases: list[tuple[int, int]],
+    seed: int | None = None,
+) -> dict:
     """Compare ONNX Runtime (CPU) on the exported graphs with the fp32 PyTorch model.
 
     Args:
@@ -162,8 +188,13 @@ def validate_numbers(model, out_dir: Path, manifest: Manifest, spec, cases: list
     views = _random_views(rng, max(v for v, _ in cases), cfg.image_size)
     enc_fn = spec.torch_encoder(model)
     enc_feeds = [{N.VIEW: views[i : i + 1]} for i in range(min(3, len(views)))]
-    enc_err, enc_tol = _compare([_torch_runner(enc_fn, enc_out, enc_feeds[0]), OnnxrtRunner(session(enc.file))], enc_feeds,
-                                prec.atol_kv, "encoder.onnx", scaled=prec.kv_atol_scaled)
+    enc_err, enc_tol = _compare(
+        [_torch_runner(enc_fn, enc_out, enc_feeds[0]), OnnxrtRunner(session(enc.file))],
+        enc_feeds,
+        prec.atol_kv,
+        "encoder.onnx",
+        scaled=prec.kv_atol_scaled,
+    )
 
     # Decoder: K/V of real encoded views (reference numbers), fresh targets per case.
     with torch.no_grad():
@@ -172,12 +203,18 @@ def validate_numbers(model, out_dir: Path, manifest: Manifest, spec, cases: list
     for n_views, n_targets in cases:
         feed = {N.TARGET_RAYS: _random_views(rng, n_targets, cfg.image_size)[None, :, 3:]}
         for name, t in zip(enc_out, kv_all):  # paired by name: present_key.i -> past_key.i
-            feed[N.paired_name(name)] = t[:n_views].reshape(1, -1, *t.shape[2:]).numpy().astype(kv_dtype)
+            feed[N.paired_name(name)] = (
+                t[:n_views].reshape(1, -1, *t.shape[2:]).numpy().astype(kv_dtype)
+            )
         feeds.append(feed)
 
     dec_fn = spec.torch_decoder(model, manifest.past_names)
-    dec_err, dec_tol = _compare([_torch_runner(dec_fn, [N.IMAGES], feeds[0]), OnnxrtRunner(session(dec.file))], feeds,
-                                prec.atol_images, "decoder.onnx")
+    dec_err, dec_tol = _compare(
+        [_torch_runner(dec_fn, [N.IMAGES], feeds[0]), OnnxrtRunner(session(dec.file))],
+        feeds,
+        prec.atol_images,
+        "decoder.onnx",
+    )
     return {
         "reference": "PyTorch fp32 (CPU)",
         "backend": "onnxruntime CPUExecutionProvider",
@@ -186,6 +223,11 @@ def validate_numbers(model, out_dir: Path, manifest: Manifest, spec, cases: list
         "seed": seed,
         "decoder_cases": [{"views": v, "targets": t} for v, t in cases],
         "max_abs_error": {"encoder_kv": max(enc_err.values()), "images": dec_err[N.IMAGES]},
-        "tolerance_rule": "max abs <= atol; " + ("K/V: <= atol_kv x max(1, peak |reference|)" if prec.kv_atol_scaled else "K/V: <= atol_kv"),
+        "tolerance_rule": "max abs <= atol; "
+        + (
+            "K/V: <= atol_kv x max(1, peak |reference|)"
+            if prec.kv_atol_scaled
+            else "K/V: <= atol_kv"
+        ),
         "tolerance": {**enc_tol, **dec_tol},
     }

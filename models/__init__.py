@@ -18,9 +18,21 @@ from viewrt.models.efficient_lvsm import (
 from viewrt.models.lvsm import LVSM_PRESETS, LVSMConfig, LVSMDecoderOnly, get_lvsm_preset
 
 __all__ = [
-    "PRESETS", "LVSM_PRESETS", "EfficientLVSM", "EfficientLVSMConfig", "LVSMConfig", "LVSMDecoderOnly",
-    "TorchKVCache", "LoadReport", "get_preset", "get_lvsm_preset", "load_checkpoint", "save_upstream_checkpoint",
-    "build_model", "init_weights", "TRAINED_WEIGHTS",
+    "PRESETS",
+    "LVSM_PRESETS",
+    "EfficientLVSM",
+    "EfficientLVSMConfig",
+    "LVSMConfig",
+    "LVSMDecoderOnly",
+    "TorchKVCache",
+    "LoadReport",
+    "get_preset",
+    "get_lvsm_preset",
+    "load_checkpoint",
+    "save_upstream_checkpoint",
+    "build_model",
+    "init_weights",
+    "TRAINED_WEIGHTS",
 ]
 
 # Presets whose built-in weights are trained and shipped in the package (``make train``).
@@ -41,7 +53,9 @@ def init_weights(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     return model.eval()
 
 
-def build_model(preset: str, checkpoint: str | None = None, seed: int = 0, cached: bool | None = None):
+def build_model(
+    preset: str, checkpoint: str | None = None, seed: int = 0, cached: bool | None = None
+):
     """The model for a preset name of any family (see models/registry.py): loaded strictly
     from ``checkpoint`` if given, else the preset's shipped trained weights (``demo``:
     models/weights/demo.safetensors, loaded strictly), else built-in deterministic untrained
@@ -60,7 +74,9 @@ def build_model(preset: str, checkpoint: str | None = None, seed: int = 0, cache
     if checkpoint is None and preset in TRAINED_WEIGHTS:
         checkpoint = TRAINED_WEIGHTS[preset]
         if not checkpoint.is_file():
-            raise ViewrtError(f"preset {preset!r}: its trained weights {checkpoint} are missing (reinstall viewrt, or run `make train`)")
+            raise ViewrtError(
+                f"preset {preset!r}: its trained weights {checkpoint} are missing (reinstall viewrt, or run `make train`)"
+            )
     if checkpoint is not None:
         return load_checkpoint(checkpoint, cfg)
     return init_weights(family.model_cls(cfg), seed), None

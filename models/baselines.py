@@ -26,8 +26,18 @@ BASELINES: dict[str, tuple[str, str]] = {
 }
 LABELS = {"efflvsm-nocache": "effLVSM no-cache", "lvsm": "LVSM dec-only"}
 # the precision each baseline computes in (the runtime's backends report theirs in info())
-PRECISION = {"torch-fp32": "fp32", "torch-bf16": "bf16", "torch-cat": "fp32", "efflvsm-nocache": "fp32", "lvsm": "fp32"}
-_EAGER = {"torch-fp32": ("prealloc", False), "torch-bf16": ("prealloc", True), "torch-cat": ("cat", False)}
+PRECISION = {
+    "torch-fp32": "fp32",
+    "torch-bf16": "bf16",
+    "torch-cat": "fp32",
+    "efflvsm-nocache": "fp32",
+    "lvsm": "fp32",
+}
+_EAGER = {
+    "torch-fp32": ("prealloc", False),
+    "torch-bf16": ("prealloc", True),
+    "torch-cat": ("cat", False),
+}
 
 
 def measure_matmul_rate(model_shape: tuple[int, int, int] | None = None, reps: int = 5) -> dict:
@@ -57,10 +67,19 @@ def measure_matmul_rate(model_shape: tuple[int, int, int] | None = None, reps: i
         runs[f"torch {m}x{k}x{n}"] = rate(torch.matmul, a, b, 2 * m * k * n)
         runs[f"numpy {m}x{k}x{n}"] = rate(np.matmul, a.numpy(), b.numpy(), 2 * m * k * n)
     best = max(runs, key=runs.get)
-    a, b = torch.randn(2048, 2048, generator=g).bfloat16(), torch.randn(2048, 2048, generator=g).bfloat16()
+    a, b = (
+        torch.randn(2048, 2048, generator=g).bfloat16(),
+        torch.randn(2048, 2048, generator=g).bfloat16(),
+    )
     bf16 = rate(torch.matmul, a, b, 2 * 2048**3)
-    return {"gflops": runs[best], "best": best, "runs": runs, "bf16_gflops": bf16,
-            "note": "fp32 (bf16 for reference), median of %d runs each; numpy threads are its BLAS default" % reps}
+    return {
+        "gflops": runs[best],
+        "best": best,
+        "runs": runs,
+        "bf16_gflops": bf16,
+        "note": "fp32 (bf16 for reference), median of %d runs each; numpy threads are its BLAS default"
+        % reps,
+    }
 
 
 def measure_precision_rate(dtype: str, model_shape: tuple | None = None, reps: int = 5) -> dict:
@@ -69,7 +88,9 @@ def measure_precision_rate(dtype: str, model_shape: tuple | None = None, reps: i
     import torch
 
     dt = {"bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
-    shapes = [(1024, 1024, 1024), (2048, 2048, 2048)] + ([tuple(int(s) for s in model_shape)] if model_shape else [])
+    shapes = [(1024, 1024, 1024), (2048, 2048, 2048)] + (
+        [tuple(int(s) for s in model_shape)] if model_shape else []
+    )
     g = torch.Generator().manual_seed(0)
     runs = {}
     for m, k, n in shapes:
@@ -83,7 +104,6 @@ def measure_precision_rate(dtype: str, model_shape: tuple | None = None, reps: i
         runs[f"torch {m}x{k}x{n}"] = round(2 * m * k * n / float(np.median(ts)) / 1e9, 2)
     best = max(runs, key=runs.get)
     return {"gflops": runs[best], "best": best, "runs": runs}
-
 
 
 class TorchBaselines:
@@ -122,13 +142,21 @@ class TorchBaselines:
         else:
             model = init_weights(fam.model_cls(ecfg))
             if ckpt:
-                self.notes.append(f"the export's checkpoint {ckpt} is not here: PyTorch baselines use built-in weights "
-                                  "(latency does not depend on weight values)")
+                self.notes.append(
+                    f"the export's checkpoint {ckpt} is not here: PyTorch baselines use built-in weights "
+                    "(latency does not depend on weight values)"
+                )
         self.model = model.eval()
         self.model_cfg = ecfg
         lvsm = FAMILIES["lvsm"]
-        self.lvsm_cfg = lvsm.config_cls(image_size=ecfg.image_size, patch_size=ecfg.patch_size, d_model=ecfg.d_model,
-                                        n_layers=2 * ecfg.n_layers, head_dim=ecfg.head_dim, mlp_mult=ecfg.mlp_mult)
+        self.lvsm_cfg = lvsm.config_cls(
+            image_size=ecfg.image_size,
+            patch_size=ecfg.patch_size,
+            d_model=ecfg.d_model,
+            n_layers=2 * ecfg.n_layers,
+            head_dim=ecfg.head_dim,
+            mlp_mult=ecfg.mlp_mult,
+        )
         self.lvsm_name = next((k for k, v in lvsm.presets.items() if v == self.lvsm_cfg), "custom")
 
     def close(self) -> None:
@@ -142,7 +170,9 @@ class TorchBaselines:
 
     def matmul_rate(self) -> dict:
         c = self.model_cfg
-        return measure_matmul_rate((self.manifest.max_targets * c.tokens_per_view, c.d_model, c.mlp_mult * c.d_model))
+        return measure_matmul_rate(
+            (self.manifest.max_targets * c.tokens_per_view, c.d_model, c.mlp_mult * c.d_model)
+        )
 
     def precision_rate(self, precision: str, model_shape: tuple | None = None) -> dict:
         """Matmul rate of torch in a reduced precision ("bf16", "fp16"), same threads."""
@@ -166,7 +196,14 @@ class TorchBaselines:
         from viewrt.models.torch_renderer import TorchRenderer
 
         cache, bf16 = _EAGER[backend]
-        return TorchRenderer(self.model, max_views, frame=frame, cache=cache, autocast_bf16=bf16, device=str(self.device))
+        return TorchRenderer(
+            self.model,
+            max_views,
+            frame=frame,
+            cache=cache,
+            autocast_bf16=bf16,
+            device=str(self.device),
+        )
 
     def recompute(self, backend: str, images, in_cams, tg_cams, frame):
         """A timed forward ``fn(n, t) -> ms`` of a full-recompute baseline over the first n
@@ -174,10 +211,20 @@ class TorchBaselines:
         from viewrt.geometry import input_view, plucker
 
         S = self.manifest.image_size
-        model = self.model if backend == "efflvsm-nocache" else init_weights(FAMILIES["lvsm"].model_cls(self.lvsm_cfg))
+        model = (
+            self.model
+            if backend == "efflvsm-nocache"
+            else init_weights(FAMILIES["lvsm"].model_cls(self.lvsm_cfg))
+        )
         model = model.to(self.device)
-        views = torch.from_numpy(np.stack([input_view(im, frame.apply(c.c2w), c.fxfycxcy) for im, c in zip(images, in_cams)]))[None].to(self.device)
-        targets = torch.from_numpy(np.stack([plucker(frame.apply(c.c2w), c.fxfycxcy, S, S) for c in tg_cams]))[None].to(self.device)
+        views = torch.from_numpy(
+            np.stack(
+                [input_view(im, frame.apply(c.c2w), c.fxfycxcy) for im, c in zip(images, in_cams)]
+            )
+        )[None].to(self.device)
+        targets = torch.from_numpy(
+            np.stack([plucker(frame.apply(c.c2w), c.fxfycxcy, S, S) for c in tg_cams])
+        )[None].to(self.device)
 
         def forward(n: int, t: int) -> float:
             self.sync()

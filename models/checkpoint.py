@@ -78,7 +78,9 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
             obj = load_file(str(path))
         else:
-            with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": one error line, not warnings
+            with (
+                warnings.catch_warnings()
+            ):  # e.g. "Detected pickle protocol 4": one error line, not warnings
                 warnings.simplefilter("ignore")
                 obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
@@ -87,17 +89,29 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         # ask torch which globals the file would load instead of reading the message.
         unsafe = _unsafe_globals(path)
         if unsafe:
-            raise ViewrtError(f"checkpoint {path}: not weights-only: refused for safety (it pickles {', '.join(unsafe[:3])}, "
-                              "which torch.load(weights_only=True) does not run); nothing in it was executed") from None
-        raise ViewrtError(f"checkpoint {path}: cannot be read (not a torch.save file, or corrupt)") from None
+            raise ViewrtError(
+                f"checkpoint {path}: not weights-only: refused for safety (it pickles {', '.join(unsafe[:3])}, "
+                "which torch.load(weights_only=True) does not run); nothing in it was executed"
+            ) from None
+        raise ViewrtError(
+            f"checkpoint {path}: cannot be read (not a torch.save file, or corrupt)"
+        ) from None
     except Exception as e:  # corrupt zip, truncated file, bad safetensors header...
-        raise ViewrtError(f"checkpoint {path}: cannot be read ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+        raise ViewrtError(
+            f"checkpoint {path}: cannot be read ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+        ) from None
     if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
         obj = obj["model"]
     elif isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         obj = obj["state_dict"]
-    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ViewrtError(f"checkpoint {path}: holds no state dict (expected {{'model': state_dict}} or a dict of tensors)")
+    if (
+        not isinstance(obj, dict)
+        or not obj
+        or not all(isinstance(v, torch.Tensor) for v in obj.values())
+    ):
+        raise ViewrtError(
+            f"checkpoint {path}: holds no state dict (expected {{'model': state_dict}} or a dict of tensors)"
+        )
     return obj
 
 
@@ -146,11 +160,19 @@ def infer_config(sd: dict[str, torch.Tensor], image_size: int, path="checkpoint"
     d, cin = _shape(sd, fam.tokenizer_key, path)
     patch = int(round((cin / fam.in_channels) ** 0.5))
     if fam.in_channels * patch * patch != cin:
-        raise ViewrtError(f"checkpoint {path}: {fam.tokenizer_key} has shape {(d, cin)}, expected [d, {fam.in_channels}*p*p]")
+        raise ViewrtError(
+            f"checkpoint {path}: {fam.tokenizer_key} has shape {(d, cin)}, expected [d, {fam.in_channels}*p*p]"
+        )
     (head_dim,) = _shape(sd, fam.q_norm_key, path)
     mlp_mult = _shape(sd, f"{fam.blocks_prefix}.0.mlp.mlp.0.weight", path)[0] // d
-    cfg = fam.config_cls(image_size=image_size, patch_size=patch, d_model=d, n_layers=_n_blocks(sd, fam.blocks_prefix),
-                         head_dim=head_dim, mlp_mult=mlp_mult)
+    cfg = fam.config_cls(
+        image_size=image_size,
+        patch_size=patch,
+        d_model=d,
+        n_layers=_n_blocks(sd, fam.blocks_prefix),
+        head_dim=head_dim,
+        mlp_mult=mlp_mult,
+    )
     return fam.name, cfg
 
 
@@ -165,7 +187,11 @@ def load_into(model: torch.nn.Module, sd: dict[str, torch.Tensor], path="checkpo
     expected = model.state_dict()
     missing = [k for k in expected if k not in sd]
     unexpected = [k for k in sd if k not in expected]
-    misshaped = [f"{k} {tuple(sd[k].shape)} (expected {tuple(expected[k].shape)})" for k in expected if k in sd and sd[k].shape != expected[k].shape]
+    misshaped = [
+        f"{k} {tuple(sd[k].shape)} (expected {tuple(expected[k].shape)})"
+        for k in expected
+        if k in sd and sd[k].shape != expected[k].shape
+    ]
     problems = []
     if missing:
         problems.append(f"missing keys: {_listed(missing)}")
@@ -174,11 +200,17 @@ def load_into(model: torch.nn.Module, sd: dict[str, torch.Tensor], path="checkpo
     if misshaped:
         problems.append(f"mis-shaped keys: {_listed(misshaped)}")
     if problems:
-        raise ViewrtError(f"checkpoint {path} does not match {type(model).__name__}: " + "; ".join(problems))
+        raise ViewrtError(
+            f"checkpoint {path} does not match {type(model).__name__}: " + "; ".join(problems)
+        )
     model.load_state_dict({k: v.to(expected[k].dtype) for k, v in sd.items()}, strict=True)
 
 
-def load_checkpoint(path: str | Path, config: EfficientLVSMConfig | LVSMConfig | None = None, image_size: int | None = None):
+def load_checkpoint(
+    path: str | Path,
+    config: EfficientLVSMConfig | LVSMConfig | None = None,
+    image_size: int | None = None,
+):
     """Build the reference model that a checkpoint holds and load it strictly.
 
     Args:
@@ -203,16 +235,29 @@ def load_checkpoint(path: str | Path, config: EfficientLVSMConfig | LVSMConfig |
         if want != family:
             raise ViewrtError(f"checkpoint {path} holds a {family} model, expected {want}")
         if replace(config, image_size=size) != inferred:
-            diffs = [f"{k}: checkpoint {v}, expected {getattr(config, k)}" for k, v in inferred.to_dict().items() if v != getattr(config, k)]
-            raise ViewrtError(f"checkpoint {path} does not match the requested config ({'; '.join(diffs)})")
+            diffs = [
+                f"{k}: checkpoint {v}, expected {getattr(config, k)}"
+                for k, v in inferred.to_dict().items()
+                if v != getattr(config, k)
+            ]
+            raise ViewrtError(
+                f"checkpoint {path} does not match the requested config ({'; '.join(diffs)})"
+            )
     if inferred.image_size % inferred.patch_size:
-        raise ViewrtError(f"image size {inferred.image_size} is not a multiple of the checkpoint's patch {inferred.patch_size}")
+        raise ViewrtError(
+            f"image size {inferred.image_size} is not a multiple of the checkpoint's patch {inferred.patch_size}"
+        )
     model = FAMILIES[family].model_cls(inferred)
     load_into(model, sd, path)
     return model.eval(), LoadReport(str(path), family, inferred, ignored, stripped)
 
 
-def save_upstream_checkpoint(model: torch.nn.Module, path: str | Path, compiled_prefix: bool = True, extra: dict | None = None) -> Path:
+def save_upstream_checkpoint(
+    model: torch.nn.Module,
+    path: str | Path,
+    compiled_prefix: bool = True,
+    extra: dict | None = None,
+) -> Path:
     """Write ``model`` in the upstream layout (``{"model": sd, ...}``, optional
     ``_orig_mod.`` prefix and extra loss keys). Used to make test fixtures and the
     built-in weights file in the format real checkpoints have."""

@@ -49,13 +49,19 @@ PRESETS: dict[str, EfficientLVSMConfig] = {
     # tests: 16 tokens per view, 2 heads of 32
     "tiny": EfficientLVSMConfig(image_size=32, patch_size=8, d_model=64, n_layers=2, head_dim=32),
     # CPU benchmarks: 256 tokens per view, 6 heads of 64
-    "small": EfficientLVSMConfig(image_size=128, patch_size=8, d_model=384, n_layers=6, head_dim=64),
+    "small": EfficientLVSMConfig(
+        image_size=128, patch_size=8, d_model=384, n_layers=6, head_dim=64
+    ),
     # the built-in trained model (models/weights/demo.safetensors, `make train`): 64 tokens per view, 4 heads of 32
     "demo": EfficientLVSMConfig(image_size=64, patch_size=8, d_model=128, n_layers=4, head_dim=32),
     # the released efficient_lvsm_res256.pt config (1024 tokens per view, ~199M params)
-    "res256": EfficientLVSMConfig(image_size=256, patch_size=8, d_model=768, n_layers=12, head_dim=64),
+    "res256": EfficientLVSMConfig(
+        image_size=256, patch_size=8, d_model=768, n_layers=12, head_dim=64
+    ),
     # 512x512 images; the patch of the released res512 file is read from its weights on load
-    "res512": EfficientLVSMConfig(image_size=512, patch_size=8, d_model=768, n_layers=12, head_dim=64),
+    "res512": EfficientLVSMConfig(
+        image_size=512, patch_size=8, d_model=768, n_layers=12, head_dim=64
+    ),
 }
 
 
@@ -89,7 +95,9 @@ class CrossAttention(nn.Module):
     def forward(self, t: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """t [B, Vt*T, D] (all targets as one query sequence), k/v [B, N, H, Dh] -> [B, Vt*T, D]."""
         q = self.q_norm(split_heads(self.to_q(self.norm_q(t)), self.head_dim))  # [B, Vt*T, H, Dh]
-        out = attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), self.explicit_attention)  # [B, H, Vt*T, Dh]
+        out = attention(
+            q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), self.explicit_attention
+        )  # [B, H, Vt*T, Dh]
         return self.fc(out.transpose(1, 2).flatten(2))
 
 
@@ -102,7 +110,9 @@ class DecoderBlock(nn.Module):
         self.norm2 = LayerNorm(cfg.d_model)
         self.mlp = MLP(cfg.d_model, cfg.mlp_mult)
 
-    def forward(self, t: torch.Tensor, k: torch.Tensor, v: torch.Tensor, batch: int) -> torch.Tensor:
+    def forward(
+        self, t: torch.Tensor, k: torch.Tensor, v: torch.Tensor, batch: int
+    ) -> torch.Tensor:
         """t [B*Vt, T, D]; k/v [B, N, H, Dh] -> [B*Vt, T, D]."""
         t = t + self.self_attn(self.norm1(t))  # within each target view
         _, tok, d = t.shape
@@ -122,11 +132,14 @@ class EfficientLVSM(nn.Module):
         self.rgbp_tokenizer = tokenizer(9, p, d)
         self.target_pose_tokenizer = tokenizer(6, p, d)
         self.input_self_attn_blocks = nn.ModuleList(
-            SelfAttentionBlock(d, cfg.head_dim, cfg.mlp_mult, affine_norm=False) for _ in range(cfg.n_layers)
+            SelfAttentionBlock(d, cfg.head_dim, cfg.mlp_mult, affine_norm=False)
+            for _ in range(cfg.n_layers)
         )
         self.self_cross_blocks = nn.ModuleList(DecoderBlock(cfg) for _ in range(cfg.n_layers))
         self.image_token_decoder = image_head(d, p, affine_norm=False)
-        self.residual_dtype: torch.dtype | None = None  # fp32 in the mixed fp16 variant (layers.mixed_fp16)
+        self.residual_dtype: torch.dtype | None = (
+            None  # fp32 in the mixed fp16 variant (layers.mixed_fp16)
+        )
 
     def _residual(self, x: torch.Tensor) -> torch.Tensor:
         return x if self.residual_dtype is None else x.to(self.residual_dtype)
@@ -147,7 +160,9 @@ class EfficientLVSM(nn.Module):
             kv.append(dec.cross_attn.project_kv(x))
         return kv
 
-    def render(self, targets: torch.Tensor, kv: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+    def render(
+        self, targets: torch.Tensor, kv: list[tuple[torch.Tensor, torch.Tensor]]
+    ) -> torch.Tensor:
         """Render target views from cached K/V.
 
         Args:
@@ -168,7 +183,9 @@ class EfficientLVSM(nn.Module):
         """views [B, V, 9, H, W], targets [B, Vt, 6, H, W] -> images [B, Vt, 3, H, W]."""
         b, nv = views.shape[:2]
         kv = self.encode_view(views.flatten(0, 1))  # L x ([B*V, T, H, Dh], ...)
-        kv = [(k.reshape(b, -1, *k.shape[2:]), v.reshape(b, -1, *v.shape[2:])) for k, v in kv]  # [B, V*T, H, Dh]
+        kv = [
+            (k.reshape(b, -1, *k.shape[2:]), v.reshape(b, -1, *v.shape[2:])) for k, v in kv
+        ]  # [B, V*T, H, Dh]
         return self.render(targets, kv)
 
 
@@ -179,7 +196,9 @@ class TorchKVCache:
     occupy contiguous slots ``[0, n)``; removing a view moves the last slot into the hole.
     """
 
-    def __init__(self, model: EfficientLVSM, max_views: int, dtype: torch.dtype = torch.float32, device=None):
+    def __init__(
+        self, model: EfficientLVSM, max_views: int, dtype: torch.dtype = torch.float32, device=None
+    ):
         cfg = model.cfg
         self.model, self.max_views, self.T = model, max_views, cfg.tokens_per_view
         shape = (1, max_views * self.T, cfg.n_heads, cfg.head_dim)  # [1, capacity, H, Dh]
@@ -205,7 +224,10 @@ class TorchKVCache:
         """Drop a view: the last slot moves into its place."""
         slot, last = self.view_ids.index(view_id), len(self) - 1
         if slot != last:
-            dst, src = slice(slot * self.T, (slot + 1) * self.T), slice(last * self.T, (last + 1) * self.T)
+            dst, src = (
+                slice(slot * self.T, (slot + 1) * self.T),
+                slice(last * self.T, (last + 1) * self.T),
+            )
             for buf in self.k + self.v:
                 buf[:, dst] = buf[:, src]
         self.view_ids[slot] = self.view_ids[last]

@@ -24,6 +24,7 @@ from viewrt.errors import ViewrtError
 
 EPS = 1e-5
 
+
 @dataclass(frozen=True)
 class ViewTransformerConfig:
     """Sizes shared by both models; each model's config subclasses it with its defaults."""
@@ -45,15 +46,21 @@ class ViewTransformerConfig:
 
     def validate(self) -> None:
         if self.d_model % self.head_dim:
-            raise ViewrtError(f"d_model {self.d_model} is not a multiple of head_dim {self.head_dim}")
+            raise ViewrtError(
+                f"d_model {self.d_model} is not a multiple of head_dim {self.head_dim}"
+            )
         if self.image_size % self.patch_size:
-            raise ViewrtError(f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
+            raise ViewrtError(
+                f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}"
+            )
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, explicit: bool = False) -> torch.Tensor:
+def attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, explicit: bool = False
+) -> torch.Tensor:
     """Softmax attention over the last two axes: q [..., Tq, Dh], k/v [..., Tk, Dh].
 
     ``explicit``: MatMul -> Softmax (fp32) -> MatMul instead of SDPA (same numbers), the
@@ -92,7 +99,9 @@ class explicit_attention:
 
 def layer_norm(x: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
     """LayerNorm over the last axis in float32 (no bias; weight optional), cast back."""
-    y = F.layer_norm(x.float(), (x.shape[-1],), None if weight is None else weight.float(), None, EPS)
+    y = F.layer_norm(
+        x.float(), (x.shape[-1],), None if weight is None else weight.float(), None, EPS
+    )
     return y.to(x.dtype)
 
 
@@ -217,7 +226,11 @@ def tokenizer(in_channels: int, patch: int, dim: int) -> nn.Sequential:
 
 def image_head(dim: int, patch: int, affine_norm: bool) -> nn.Sequential:
     """LN -> Linear(d, 3*p*p) -> sigmoid (keys ``.1.weight``, and ``.0.weight`` if affine)."""
-    return nn.Sequential(LayerNorm(dim, affine=affine_norm), nn.Linear(dim, 3 * patch * patch, bias=False), nn.Sigmoid())
+    return nn.Sequential(
+        LayerNorm(dim, affine=affine_norm),
+        nn.Linear(dim, 3 * patch * patch, bias=False),
+        nn.Sigmoid(),
+    )
 
 
 def mixed_fp16(model: nn.Module) -> nn.Module:

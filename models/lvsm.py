@@ -43,7 +43,9 @@ LVSM_PRESETS: dict[str, LVSMConfig] = {
 
 def get_lvsm_preset(name: str) -> LVSMConfig:
     if name not in LVSM_PRESETS:
-        raise ViewrtError(f"unknown LVSM preset {name!r}; expected one of {', '.join(LVSM_PRESETS)}")
+        raise ViewrtError(
+            f"unknown LVSM preset {name!r}; expected one of {', '.join(LVSM_PRESETS)}"
+        )
     return LVSM_PRESETS[name]
 
 
@@ -59,7 +61,8 @@ class LVSMDecoderOnly(nn.Module):
         self.target_pose_tokenizer = tokenizer(6, p, d)
         self.transformer_input_layernorm = LayerNorm(d, affine=True)
         self.transformer_blocks = nn.ModuleList(
-            SelfAttentionBlock(d, cfg.head_dim, cfg.mlp_mult, affine_norm=True) for _ in range(cfg.n_layers)
+            SelfAttentionBlock(d, cfg.head_dim, cfg.mlp_mult, affine_norm=True)
+            for _ in range(cfg.n_layers)
         )
         self.image_token_decoder = image_head(d, p, affine_norm=True)
 

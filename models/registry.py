@@ -46,12 +46,30 @@ class Family:
 FAMILIES: dict[str, Family] = {
     f.name: f
     for f in (
-        Family("efficient-lvsm", efficient_lvsm.EfficientLVSMConfig, efficient_lvsm.PRESETS, efficient_lvsm.EfficientLVSM,
-               "rgbp_tokenizer.1.weight", 9, "input_self_attn_blocks", "input_self_attn_blocks.0.attn.q_norm.weight",
-               efficient_lvsm.count_flops, cached=True),
-        Family("lvsm", lvsm.LVSMConfig, lvsm.LVSM_PRESETS, lvsm.LVSMDecoderOnly,
-               "image_tokenizer.1.weight", 9, "transformer_blocks", "transformer_blocks.0.attn.q_norm.weight",
-               lvsm.count_flops, cached=False),
+        Family(
+            "efficient-lvsm",
+            efficient_lvsm.EfficientLVSMConfig,
+            efficient_lvsm.PRESETS,
+            efficient_lvsm.EfficientLVSM,
+            "rgbp_tokenizer.1.weight",
+            9,
+            "input_self_attn_blocks",
+            "input_self_attn_blocks.0.attn.q_norm.weight",
+            efficient_lvsm.count_flops,
+            cached=True,
+        ),
+        Family(
+            "lvsm",
+            lvsm.LVSMConfig,
+            lvsm.LVSM_PRESETS,
+            lvsm.LVSMDecoderOnly,
+            "image_tokenizer.1.weight",
+            9,
+            "transformer_blocks",
+            "transformer_blocks.0.attn.q_norm.weight",
+            lvsm.count_flops,
+            cached=False,
+        ),
     )
 }
 
@@ -70,8 +88,10 @@ def find_preset(name: str, cached: bool | None = None) -> tuple[Family, object]:
     for f in FAMILIES.values():
         if name in f.presets:
             if cached is not None and f.cached != cached:
-                raise ViewrtError(f"preset {name!r} is a {f.name} full-recompute baseline for `viewrt bench`; "
-                                  f"it has no K/V cache to export (expected one of {', '.join(all_presets(cached))})")
+                raise ViewrtError(
+                    f"preset {name!r} is a {f.name} full-recompute baseline for `viewrt bench`; "
+                    f"it has no K/V cache to export (expected one of {', '.join(all_presets(cached))})"
+                )
             return f, f.presets[name]
     raise ViewrtError(f"unknown preset {name!r}; expected one of {', '.join(all_presets(cached))}")
 

@@ -34,15 +34,29 @@ class TorchRenderer:
         device: torch device.
     """
 
-    def __init__(self, model: EfficientLVSM, max_views: int, frame: NormalizationFrame | None = None,
-                 cache: str = "prealloc", autocast_bf16: bool = False, device: str = "cpu"):
+    def __init__(
+        self,
+        model: EfficientLVSM,
+        max_views: int,
+        frame: NormalizationFrame | None = None,
+        cache: str = "prealloc",
+        autocast_bf16: bool = False,
+        device: str = "cpu",
+    ):
         if cache not in ("prealloc", "cat"):
             raise ViewrtError(f"unknown torch cache mode {cache!r}; expected prealloc or cat")
-        self.model, self.max_views, self.mode, self.device = model.to(device), max_views, cache, torch.device(device)
+        self.model, self.max_views, self.mode, self.device = (
+            model.to(device),
+            max_views,
+            cache,
+            torch.device(device),
+        )
         self.size = model.cfg.image_size
         self.autocast = autocast_bf16
         self.frame = self._given = frame
-        self.name = "torch-" + ("bf16" if autocast_bf16 else "fp32") + ("-cat" if cache == "cat" else "")
+        self.name = (
+            "torch-" + ("bf16" if autocast_bf16 else "fp32") + ("-cat" if cache == "cat" else "")
+        )
         self._ids = itertools.count()
         self.reset()
         self.last_timings: dict[str, float] = {}
@@ -70,12 +84,16 @@ class TorchRenderer:
     @torch.no_grad()
     def add_view(self, image, camera: Camera, keyframe: bool = True) -> int:
         if not keyframe:
-            raise ViewrtError("the torch renderer caches every view (keyframe=False is a runtime feature)")
+            raise ViewrtError(
+                "the torch renderer caches every view (keyframe=False is a runtime feature)"
+            )
         t0 = time.perf_counter()
         if len(self) >= self.max_views:
             raise ViewrtError(f"cache full ({self.max_views} views)")
         frame = self.frame or NormalizationFrame.from_cameras(camera.c2w[None])
-        view = torch.from_numpy(input_view(image, frame.apply(camera.c2w), camera.fxfycxcy)[None]).to(self.device)
+        view = torch.from_numpy(
+            input_view(image, frame.apply(camera.c2w), camera.fxfycxcy)[None]
+        ).to(self.device)
         t1 = time.perf_counter()
         vid = next(self._ids)
         with self._ctx():
@@ -83,12 +101,20 @@ class TorchRenderer:
                 self.cache.add(vid, view)
             else:
                 kv = [torch.stack(p) for p in self.model.encode_view(view)]  # L x [2, 1, T, H, Dh]
-                self.kv = kv if self.kv is None else [torch.cat([old, new], dim=2) for old, new in zip(self.kv, kv)]
+                self.kv = (
+                    kv
+                    if self.kv is None
+                    else [torch.cat([old, new], dim=2) for old, new in zip(self.kv, kv)]
+                )
                 self.view_ids.append(vid)
         self._sync()
         t2 = time.perf_counter()
         self.frame = frame
-        self.last_timings = {"preprocess": (t1 - t0) * 1e3, "encode": (t2 - t1) * 1e3, "total": (t2 - t0) * 1e3}
+        self.last_timings = {
+            "preprocess": (t1 - t0) * 1e3,
+            "encode": (t2 - t1) * 1e3,
+            "total": (t2 - t0) * 1e3,
+        }
         return vid
 
     @torch.no_grad()
@@ -109,7 +135,12 @@ class TorchRenderer:
         t0 = time.perf_counter()
         if len(self) == 0:
             raise ViewrtError("render: no views in the cache; add a view first")
-        rays = np.stack([plucker(self.frame.apply(c.c2w), c.fxfycxcy, self.size, self.size) for c in target_cameras])
+        rays = np.stack(
+            [
+                plucker(self.frame.apply(c.c2w), c.fxfycxcy, self.size, self.size)
+                for c in target_cameras
+            ]
+        )
         targets = torch.from_numpy(rays[None]).to(self.device)  # [1, Vt, 6, S, S]
         t1 = time.perf_counter()
         with self._ctx():
@@ -121,7 +152,12 @@ class TorchRenderer:
         t2 = time.perf_counter()
         out = images[0].float().cpu().numpy()
         t3 = time.perf_counter()
-        self.last_timings = {"preprocess": (t1 - t0) * 1e3, "decode": (t2 - t1) * 1e3, "d2h": (t3 - t2) * 1e3, "total": (t3 - t0) * 1e3}
+        self.last_timings = {
+            "preprocess": (t1 - t0) * 1e3,
+            "decode": (t2 - t1) * 1e3,
+            "d2h": (t3 - t2) * 1e3,
+            "total": (t3 - t0) * 1e3,
+        }
         return out
 
     def info(self) -> dict:
@@ -129,5 +165,13 @@ class TorchRenderer:
         n = len(self)
         per_view = cfg.kv_bytes_per_view(4)
         reserved = per_view * (self.max_views if self.mode == "prealloc" else n)
-        return {"views": n, "tokens": n * T, "bytes_used": n * per_view, "bytes_reserved": reserved, "bytes_per_view": per_view,
-                "max_views": self.max_views, "backend": self.name, "device": str(self.device)}
+        return {
+            "views": n,
+            "tokens": n * T,
+            "bytes_used": n * per_view,
+            "bytes_reserved": reserved,
+            "bytes_per_view": per_view,
+            "max_views": self.max_views,
+            "backend": self.name,
+            "device": str(self.device),
+        }

@@ -42,11 +42,24 @@ TRAIN_SEED0 = 10_000
 VAL_SEED0 = 800_000
 HELDOUT_SEED0 = 900_000
 EVAL_TARGETS = (2, 5)  # of 8 frames: viewrt.infer.default_targets(8)
-EVAL_INPUTS = (0, 1, 3, 4)  # the first frames that are not targets, in the order viewrt infer adds them
+EVAL_INPUTS = (
+    0,
+    1,
+    3,
+    4,
+)  # the first frames that are not targets, in the order viewrt infer adds them
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 DEMO_WEIGHTS = WEIGHTS_DIR / "demo.safetensors"
 
-__all__ = ["Recipe", "train", "evaluate", "init_for_training", "make_heldout_list", "bf16_faster", "DEMO_WEIGHTS"]
+__all__ = [
+    "Recipe",
+    "train",
+    "evaluate",
+    "init_for_training",
+    "make_heldout_list",
+    "bf16_faster",
+    "DEMO_WEIGHTS",
+]
 
 
 @dataclass
@@ -88,19 +101,35 @@ class Recipe:
         return self.steps + sum(int(n) for n, _ in self.cycles)
 
     def model_config(self) -> EfficientLVSMConfig:
-        return EfficientLVSMConfig(image_size=self.image_size, patch_size=self.patch_size, d_model=self.d_model,
-                                   n_layers=self.n_layers, head_dim=self.head_dim)
+        return EfficientLVSMConfig(
+            image_size=self.image_size,
+            patch_size=self.patch_size,
+            d_model=self.d_model,
+            n_layers=self.n_layers,
+            head_dim=self.head_dim,
+        )
 
     def check(self) -> None:
         if not 1 <= self.min_views <= self.max_views:
-            raise ViewrtError(f"views: need 1 <= min_views <= max_views, got {self.min_views}, {self.max_views}")
+            raise ViewrtError(
+                f"views: need 1 <= min_views <= max_views, got {self.min_views}, {self.max_views}"
+            )
         if self.max_views + self.n_targets > self.frames_per_scene:
-            raise ViewrtError(f"{self.max_views} input + {self.n_targets} target views need {self.max_views + self.n_targets} "
-                              f"frames per scene, the scenes have {self.frames_per_scene}")
-        if self.n_scenes < 1 or self.steps < 1 or self.batch < 1 or any(int(n) < 1 for n, _ in self.cycles):
+            raise ViewrtError(
+                f"{self.max_views} input + {self.n_targets} target views need {self.max_views + self.n_targets} "
+                f"frames per scene, the scenes have {self.frames_per_scene}"
+            )
+        if (
+            self.n_scenes < 1
+            or self.steps < 1
+            or self.batch < 1
+            or any(int(n) < 1 for n, _ in self.cycles)
+        ):
             raise ViewrtError("n_scenes, steps and batch must be positive")
         if self.n_scenes >= 500_000 or self.seed < 0:
-            raise ViewrtError("n_scenes must stay below 500,000 and the seed non-negative (the training seed range)")
+            raise ViewrtError(
+                "n_scenes must stay below 500,000 and the seed non-negative (the training seed range)"
+            )
         self.model_config().validate()
 
 
@@ -121,9 +150,16 @@ def _render_scenes(seeds, n_views: int, size: int, style: str, desc: str) -> dic
     fx = None
     for s in bar:
         im, c, fx = synthetic_views(n_views, size, int(s), style)
-        images.append(np.stack([image_to_uint8(v).transpose(2, 0, 1) for v in im]))  # [V, 3, S, S] uint8
+        images.append(
+            np.stack([image_to_uint8(v).transpose(2, 0, 1) for v in im])
+        )  # [V, 3, S, S] uint8
         c2ws.append(c)
-    return {"images": np.stack(images), "c2ws": np.stack(c2ws), "fxfycxcy": np.asarray(fx), "seeds": np.asarray(list(seeds))}
+    return {
+        "images": np.stack(images),
+        "c2ws": np.stack(c2ws),
+        "fxfycxcy": np.asarray(fx),
+        "seeds": np.asarray(list(seeds)),
+    }
 
 
 def synthetic_pool(recipe: Recipe, cache_dir: Path | None) -> dict:
@@ -135,7 +171,9 @@ def synthetic_pool(recipe: Recipe, cache_dir: Path | None) -> dict:
         with np.load(path) as z:
             return {k: z[k] for k in z.files}
     seeds = [scene_seed(recipe.seed, k) for k in range(recipe.n_scenes)]
-    pool = _render_scenes(seeds, recipe.frames_per_scene, recipe.image_size, recipe.style, "rendering scenes")
+    pool = _render_scenes(
+        seeds, recipe.frames_per_scene, recipe.image_size, recipe.style, "rendering scenes"
+    )
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp.npz")
@@ -152,34 +190,55 @@ def list_pool(list_path: str | Path, size: int) -> dict:
     scenes = [load_scene(p) for p in load_scene_list(list_path)]
     counts = {len(s.frames) for s in scenes}
     if len(counts) != 1:
-        raise ViewrtError(f"{list_path}: training needs the same number of frames in every scene, got {sorted(counts)}")
+        raise ViewrtError(
+            f"{list_path}: training needs the same number of frames in every scene, got {sorted(counts)}"
+        )
     images, c2ws, intr = [], [], []
     for s in scenes:
         frames = [load_frame(f, size) for f in s.frames]
         images.append(np.stack([image_to_uint8(f[0]).transpose(2, 0, 1) for f in frames]))
         c2ws.append(np.stack([f[2] for f in frames]))
         intr.append(np.stack([f[1] for f in frames]))
-    return {"images": np.stack(images), "c2ws": np.stack(c2ws), "fxfycxcy_per_frame": np.stack(intr)}
+    return {
+        "images": np.stack(images),
+        "c2ws": np.stack(c2ws),
+        "fxfycxcy_per_frame": np.stack(intr),
+    }
 
 
 def _intrinsics(pool: dict, i: int, j: int) -> np.ndarray:
     return pool["fxfycxcy_per_frame"][i, j] if "fxfycxcy_per_frame" in pool else pool["fxfycxcy"]
 
 
-def make_views(pool: dict, scene: int, inputs, targets, frame_frames) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def make_views(
+    pool: dict, scene: int, inputs, targets, frame_frames
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One example: (inputs float32 [n, 9, S, S], target rays float32 [t, 6, S, S], target
     images float32 [t, 3, S, S] in [0, 1]) with the normalization frame of ``frame_frames``."""
     c2ws = pool["c2ws"][scene]
     frame = NormalizationFrame.from_cameras(c2ws[list(frame_frames)])
     imgs = pool["images"][scene]
     s = imgs.shape[-1]
-    x = np.stack([input_view(imgs[j].astype(np.float32) / 255.0, frame.apply(c2ws[j]), _intrinsics(pool, scene, j)) for j in inputs])
-    r = np.stack([plucker(frame.apply(c2ws[j]), _intrinsics(pool, scene, j), s, s) for j in targets])
+    x = np.stack(
+        [
+            input_view(
+                imgs[j].astype(np.float32) / 255.0,
+                frame.apply(c2ws[j]),
+                _intrinsics(pool, scene, j),
+            )
+            for j in inputs
+        ]
+    )
+    r = np.stack(
+        [plucker(frame.apply(c2ws[j]), _intrinsics(pool, scene, j), s, s) for j in targets]
+    )
     y = np.stack([imgs[j].astype(np.float32) / 255.0 for j in targets])
     return x, r, y
 
 
-def sample_batch(pool: dict, recipe: Recipe, step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def sample_batch(
+    pool: dict, recipe: Recipe, step: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The batch of ``step`` (deterministic in recipe.seed and step): views [B, n, 9, S, S],
     target rays [B, t, 6, S, S], target images [B, t, 3, S, S]."""
     rng = np.random.default_rng([recipe.seed, step])
@@ -192,7 +251,11 @@ def sample_batch(pool: dict, recipe: Recipe, step: int) -> tuple[torch.Tensor, t
         extra = perm[n + recipe.n_targets : n + recipe.n_targets + int(rng.integers(0, 3))]
         x, r, y = make_views(pool, int(i), inputs, targets, [*inputs, *targets, *extra])
         xs.append(x), rs.append(r), ys.append(y)
-    return torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(rs)), torch.from_numpy(np.stack(ys))
+    return (
+        torch.from_numpy(np.stack(xs)),
+        torch.from_numpy(np.stack(rs)),
+        torch.from_numpy(np.stack(ys)),
+    )
 
 
 # --------------------------------------------------------------------------- model / optimizer
@@ -234,8 +297,14 @@ def lr_at(recipe: Recipe, step: int) -> float:
 def _optimizer(model: torch.nn.Module, recipe: Recipe) -> torch.optim.AdamW:
     decay = [p for p in model.parameters() if p.ndim == 2]
     keep = [p for p in model.parameters() if p.ndim != 2]
-    return torch.optim.AdamW([{"params": decay, "weight_decay": recipe.weight_decay}, {"params": keep, "weight_decay": 0.0}],
-                             lr=recipe.lr, betas=(0.9, 0.95))
+    return torch.optim.AdamW(
+        [
+            {"params": decay, "weight_decay": recipe.weight_decay},
+            {"params": keep, "weight_decay": 0.0},
+        ],
+        lr=recipe.lr,
+        betas=(0.9, 0.95),
+    )
 
 
 def _autocast(enabled: bool):
@@ -251,7 +320,13 @@ def bf16_faster(recipe: Recipe, reps: int = 3) -> dict:
 
     model = init_for_training(EfficientLVSM(recipe.model_config()), 0).train()
     opt = _optimizer(model, recipe)
-    pool = _render_scenes(range(VAL_SEED0, VAL_SEED0 + 4), recipe.frames_per_scene, recipe.image_size, recipe.style, "timing")
+    pool = _render_scenes(
+        range(VAL_SEED0, VAL_SEED0 + 4),
+        recipe.frames_per_scene,
+        recipe.image_size,
+        recipe.style,
+        "timing",
+    )
     batch = sample_batch(pool, replace(recipe, min_views=recipe.max_views), 0)
     out = {}
     for mode in ("fp32", "bf16"):
@@ -293,7 +368,9 @@ def eval_examples(pool: dict) -> list:
     [2, 3, S, S]) with inputs EVAL_INPUTS, targets EVAL_TARGETS and the frame from all six
     cameras (as ``viewrt infer --views 4`` on that scene)."""
     frames = [*EVAL_INPUTS, *EVAL_TARGETS]
-    return [make_views(pool, i, EVAL_INPUTS, EVAL_TARGETS, frames) for i in range(len(pool["images"]))]
+    return [
+        make_views(pool, i, EVAL_INPUTS, EVAL_TARGETS, frames) for i in range(len(pool["images"]))
+    ]
 
 
 @torch.no_grad()
@@ -314,7 +391,9 @@ def quick_psnr(model: EfficientLVSM, examples: list) -> list[float]:
     return [float(v) for v in _psnr_t(pred, gt).mean(dim=(0, 2))]
 
 
-def evaluate(model: EfficientLVSM, n_scenes: int = 50, style: str = "multiview", seed0: int = HELDOUT_SEED0) -> dict:
+def evaluate(
+    model: EfficientLVSM, n_scenes: int = 50, style: str = "multiview", seed0: int = HELDOUT_SEED0
+) -> dict:
     """Mean PSNR/SSIM by number of input views (1..4) on held-out synthetic scenes.
 
     Scenes ``seed0 .. seed0 + n_scenes - 1`` (8 frames at the model's size); targets
@@ -339,18 +418,24 @@ def evaluate(model: EfficientLVSM, n_scenes: int = 50, style: str = "multiview",
     for i, (_, _, gt) in enumerate(examples):
         for t in range(gt.shape[0]):
             g = q(gt[t])
-            oracle.append(psnr(q(np.broadcast_to(g.mean(axis=(1, 2), keepdims=True), g.shape).copy()), g))
+            oracle.append(
+                psnr(q(np.broadcast_to(g.mean(axis=(1, 2), keepdims=True), g.shape).copy()), g)
+            )
             for k in range(pred.shape[1]):
                 p = q(pred[i, k, t])
                 ps[i, k, t], ss[i, k, t] = psnr(p, g), ssim(p, g)
     return {
         "views": list(range(1, pred.shape[1] + 1)),
-        "psnr": ps.mean(axis=(0, 2)).tolist(), "ssim": ss.mean(axis=(0, 2)).tolist(),
+        "psnr": ps.mean(axis=(0, 2)).tolist(),
+        "ssim": ss.mean(axis=(0, 2)).tolist(),
         "oracle_psnr": float(np.mean(oracle)),
         "per_scene_psnr": ps.mean(axis=2).tolist(),
-        "n_scenes": n_scenes, "n_targets": len(EVAL_TARGETS), "seeds": [seed0, seed0 + n_scenes - 1], "style": style,
+        "n_scenes": n_scenes,
+        "n_targets": len(EVAL_TARGETS),
+        "seeds": [seed0, seed0 + n_scenes - 1],
+        "style": style,
         "protocol": f"8 frames per scene; targets {list(EVAL_TARGETS)}; inputs the first k of {list(EVAL_INPUTS)}; "
-                    "normalization frame from those six cameras; metrics on 8-bit images",
+        "normalization frame from those six cameras; metrics on 8-bit images",
     }
 
 
@@ -359,17 +444,24 @@ def eval_markdown(result: dict, title: str) -> str:
     lines = [f"{title}", "", "| input views | PSNR (dB) | SSIM |", "|---|---|---|"]
     for v, p, s in zip(result["views"], result["psnr"], result["ssim"]):
         lines.append(f"| {v} | {p:.2f} | {s:.3f} |")
-    lines += ["", f"Mean-colour oracle: {result['oracle_psnr']:.2f} dB. {result['n_scenes']} held-out scenes "
-              f"(style {result['style']}, seeds {result['seeds'][0]}-{result['seeds'][1]}), {result['n_targets']} targets each; "
-              f"{result['protocol']}."]
+    lines += [
+        "",
+        f"Mean-colour oracle: {result['oracle_psnr']:.2f} dB. {result['n_scenes']} held-out scenes "
+        f"(style {result['style']}, seeds {result['seeds'][0]}-{result['seeds'][1]}), {result['n_targets']} targets each; "
+        f"{result['protocol']}.",
+    ]
     return "\n".join(lines) + "\n"
 
 
-def make_heldout_list(out_dir: str | Path, n_scenes: int, size: int = 64, style: str = "multiview") -> Path:
+def make_heldout_list(
+    out_dir: str | Path, n_scenes: int, size: int = 64, style: str = "multiview"
+) -> Path:
     """Write held-out scenes (seeds from HELDOUT_SEED0, never used by training) and a list file."""
     from viewrt.data import make_synthetic_list
 
-    return make_synthetic_list(out_dir, n_scenes, n_views=8, size=size, seed=HELDOUT_SEED0, prefix="heldout", style=style)
+    return make_synthetic_list(
+        out_dir, n_scenes, n_views=8, size=size, seed=HELDOUT_SEED0, prefix="heldout", style=style
+    )
 
 
 # --------------------------------------------------------------------------- training
@@ -388,8 +480,16 @@ def _bar(it, desc, **kw):
 def save_checkpoint(path: Path, model, opt, step: int, recipe: Recipe, log: list) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
-                "recipe": json.dumps(asdict(recipe)), "log": json.dumps(log)}, tmp)
+    torch.save(
+        {
+            "model": model.state_dict(),
+            "optimizer": opt.state_dict(),
+            "step": step,
+            "recipe": json.dumps(asdict(recipe)),
+            "log": json.dumps(log),
+        },
+        tmp,
+    )
     tmp.replace(path)
 
 
@@ -415,7 +515,12 @@ def _plot(log: list, path: Path, title: str) -> None:
     if ev:
         steps = [r["step"] for r in ev]
         for k in range(len(ev[0]["val_psnr"])):
-            b.plot(steps, [r["val_psnr"][k] for r in ev], marker=".", label=f"{k + 1} input view{'s' if k else ''}")
+            b.plot(
+                steps,
+                [r["val_psnr"][k] for r in ev],
+                marker=".",
+                label=f"{k + 1} input view{'s' if k else ''}",
+            )
         lo = min(min(r["val_psnr"]) for r in ev)
         b.set_ylim(min(10.0, lo - 1.0), max(max(r["val_psnr"]) for r in ev) + 1.0)
     b.set_xlabel("step"), b.set_ylabel("validation PSNR (dB)"), b.grid(alpha=0.3)
@@ -427,7 +532,9 @@ def _plot(log: list, path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def train(recipe: Recipe, out_dir: str | Path, resume: bool = True, echo=print, until: int | None = None) -> dict:
+def train(
+    recipe: Recipe, out_dir: str | Path, resume: bool = True, echo=print, until: int | None = None
+) -> dict:
     """Train (or resume) a run into ``out_dir``.
 
     Writes ``out_dir/checkpoint.pt`` (upstream layout, every ``ckpt_every`` steps and at
@@ -464,25 +571,50 @@ def train(recipe: Recipe, out_dir: str | Path, resume: bool = True, echo=print, 
         # a run may be extended by warm restarts: the cycles it did must be a prefix of ours
         old_cycles = old.get("cycles") or []
         extended = old_cycles == mine["cycles"][: len(old_cycles)]
-        diff = [k for k in mine if k not in ("cycles", "notes", "eval_every", "ckpt_every", "threads") and old.get(k) != mine[k]]
+        diff = [
+            k
+            for k in mine
+            if k not in ("cycles", "notes", "eval_every", "ckpt_every", "threads")
+            and old.get(k) != mine[k]
+        ]
         diff += [] if extended else ["cycles"]
         if diff:
-            raise ViewrtError(f"{ckpt} was trained with another recipe ({', '.join(f'{k}: {old.get(k)} vs {mine[k]}' for k in diff)}); "
-                              "use another --out or --no-resume")
+            raise ViewrtError(
+                f"{ckpt} was trained with another recipe ({', '.join(f'{k}: {old.get(k)} vs {mine[k]}' for k in diff)}); "
+                "use another --out or --no-resume"
+            )
         model.load_state_dict(state["model"], strict=True)
         opt.load_state_dict(state["optimizer"])
         step, log = int(state["step"]), json.loads(state.get("log", "[]"))
         wall0 = max((r.get("wall_s", 0.0) for r in log), default=0.0)
         echo(f"resuming {ckpt} at step {step}")
     t_data = time.perf_counter()
-    pool = list_pool(recipe.scene_list, recipe.image_size) if recipe.scene_list else synthetic_pool(recipe, out)
-    val_pool = _render_scenes(range(VAL_SEED0, VAL_SEED0 + recipe.val_scenes), 8, recipe.image_size, recipe.style, "validation scenes")
+    pool = (
+        list_pool(recipe.scene_list, recipe.image_size)
+        if recipe.scene_list
+        else synthetic_pool(recipe, out)
+    )
+    val_pool = _render_scenes(
+        range(VAL_SEED0, VAL_SEED0 + recipe.val_scenes),
+        8,
+        recipe.image_size,
+        recipe.style,
+        "validation scenes",
+    )
     val = eval_examples(val_pool)
     data_s = time.perf_counter() - t_data
     machine = _machine()
-    meta = {"recipe": asdict(recipe), "machine": machine, "params": sum(p.numel() for p in model.parameters()),
-            "data_s": data_s, "seed_ranges": {"train": [scene_seed(recipe.seed, 0), scene_seed(recipe.seed, recipe.n_scenes - 1)],
-                                              "validation": [VAL_SEED0, VAL_SEED0 + recipe.val_scenes - 1], "held_out_from": HELDOUT_SEED0}}
+    meta = {
+        "recipe": asdict(recipe),
+        "machine": machine,
+        "params": sum(p.numel() for p in model.parameters()),
+        "data_s": data_s,
+        "seed_ranges": {
+            "train": [scene_seed(recipe.seed, 0), scene_seed(recipe.seed, recipe.n_scenes - 1)],
+            "validation": [VAL_SEED0, VAL_SEED0 + recipe.val_scenes - 1],
+            "held_out_from": HELDOUT_SEED0,
+        },
+    }
     t0 = time.perf_counter() - wall0
     total = recipe.total_steps
     bar = None
@@ -501,17 +633,28 @@ def train(recipe: Recipe, out_dir: str | Path, resume: bool = True, echo=print, 
         if not math.isfinite(loss):
             raise ViewrtError(f"training diverged at step {step} (loss {loss}); lower --lr")
         step += 1
-        log.append({"step": step, "loss": loss, "views": int(batch[0].shape[1]), "lr": opt.param_groups[0]["lr"],
-                    "wall_s": time.perf_counter() - t0})
+        log.append(
+            {
+                "step": step,
+                "loss": loss,
+                "views": int(batch[0].shape[1]),
+                "lr": opt.param_groups[0]["lr"],
+                "wall_s": time.perf_counter() - t0,
+            }
+        )
         if step % recipe.eval_every == 0 or step == total:
             last_val = quick_psnr(model, val)
             log.append({"step": step, "val_psnr": last_val, "wall_s": time.perf_counter() - t0})
             if not _tty():
-                echo(f"step {step}: loss {np.mean([r['loss'] for r in log[-recipe.eval_every:] if 'loss' in r]):.5f}, "
-                     f"val PSNR by views {' '.join(f'{v:.2f}' for v in last_val)} dB, {time.perf_counter() - t0:.0f} s")
+                echo(
+                    f"step {step}: loss {np.mean([r['loss'] for r in log[-recipe.eval_every :] if 'loss' in r]):.5f}, "
+                    f"val PSNR by views {' '.join(f'{v:.2f}' for v in last_val)} dB, {time.perf_counter() - t0:.0f} s"
+                )
         if bar is not None:
             bar.update(1)
-            bar.set_postfix(loss=f"{loss:.4f}", psnr="-" if last_val is None else f"{last_val[-1]:.2f}")
+            bar.set_postfix(
+                loss=f"{loss:.4f}", psnr="-" if last_val is None else f"{last_val[-1]:.2f}"
+            )
         if step % recipe.ckpt_every == 0 or step == stop:
             save_checkpoint(ckpt, model, opt, step, recipe, log)
             _write_log(out, meta, log, plot=False)
@@ -519,20 +662,32 @@ def train(recipe: Recipe, out_dir: str | Path, resume: bool = True, echo=print, 
         bar.close()
     if step < total:
         return _write_log(out, meta, log)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out / "model.safetensors"),
-              metadata={"recipe": json.dumps(asdict(recipe))})
+    save_file(
+        {k: v.contiguous() for k, v in model.state_dict().items()},
+        str(out / "model.safetensors"),
+        metadata={"recipe": json.dumps(asdict(recipe))},
+    )
     return _write_log(out, meta, log)
 
 
 def _write_log(out: Path, meta: dict, log: list, plot: bool = True) -> dict:
     wall = max((r.get("wall_s", 0.0) for r in log), default=0.0)
-    data = {**meta, "steps_done": max((r["step"] for r in log), default=0), "wall_s": wall, "log": log}
+    data = {
+        **meta,
+        "steps_done": max((r["step"] for r in log), default=0),
+        "wall_s": wall,
+        "log": log,
+    }
     (out / "log.json").write_text(json.dumps(data, indent=0))
     r = meta["recipe"]
     if plot:
-        _plot(log, out / "curves.png", f"Efficient-LVSM {r['image_size']}px p{r['patch_size']} d{r['d_model']} L{r['n_layers']}, "
-                                       f"{r['n_scenes']} {r['style']} scenes, seed {r['seed']} - {meta['machine']['cpu']}, "
-                                       f"{meta['recipe']['threads']} threads")
+        _plot(
+            log,
+            out / "curves.png",
+            f"Efficient-LVSM {r['image_size']}px p{r['patch_size']} d{r['d_model']} L{r['n_layers']}, "
+            f"{r['n_scenes']} {r['style']} scenes, seed {r['seed']} - {meta['machine']['cpu']}, "
+            f"{meta['recipe']['threads']} threads",
+        )
     return data
 
 
@@ -547,17 +702,28 @@ def _machine() -> dict:
                 cpu = line.split(":", 1)[1].strip()
             if line.startswith("flags"):
                 have = set(line.split(":", 1)[1].split())
-                flags = sorted(f for f in ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16") if f in have)
+                flags = sorted(
+                    f
+                    for f in ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16")
+                    if f in have
+                )
                 break
     except OSError:
         pass
-    return {"cpu": cpu, "flags": flags, "torch": torch.__version__, "torch_threads": torch.get_num_threads()}
+    return {
+        "cpu": cpu,
+        "flags": flags,
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+    }
 
 
 # --------------------------------------------------------------------------- CLI entry points
 
 
-def demo_recipe(steps=None, seed=0, n_scenes=None, scene_list=None, batch=None, lr=None, precision="auto") -> Recipe:
+def demo_recipe(
+    steps=None, seed=0, n_scenes=None, scene_list=None, batch=None, lr=None, precision="auto"
+) -> Recipe:
     """The recipe of the shipped demo weights, with optional overrides (None keeps the default)."""
     r = Recipe(seed=seed, scene_list=scene_list)
     for k, v in (("steps", steps), ("n_scenes", n_scenes), ("batch", batch), ("lr", lr)):
@@ -565,7 +731,9 @@ def demo_recipe(steps=None, seed=0, n_scenes=None, scene_list=None, batch=None, 
             setattr(r, k, v)
     has_bf16 = bool({"avx512_bf16", "amx_bf16"} & set(_machine()["flags"]))
     if precision == "bf16" and not has_bf16:
-        raise ViewrtError("--precision bf16: this CPU has no bf16 instructions (avx512_bf16 or amx_bf16)")
+        raise ViewrtError(
+            "--precision bf16: this CPU has no bf16 instructions (avx512_bf16 or amx_bf16)"
+        )
     r.bf16 = has_bf16 if precision == "auto" else precision == "bf16"
     r.check()
     return r

@@ -14,4 +14,12 @@ from viewrt.errors import ViewrtError
 from viewrt.geometry import Camera, NormalizationFrame
 from viewrt.runtime.renderer import Renderer, open
 
-__all__ = ["Camera", "Manifest", "NormalizationFrame", "Renderer", "ViewrtError", "load_manifest", "open"]
+__all__ = [
+    "Camera",
+    "Manifest",
+    "NormalizationFrame",
+    "Renderer",
+    "ViewrtError",
+    "load_manifest",
+    "open",
+]

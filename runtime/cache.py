@@ -40,14 +40,20 @@ class KVCache:
         slot_bytes = self.T * manifest.n_heads * manifest.head_dim * itemsize
         align = int(getattr(backend, "address_alignment", 1))
         if slot_bytes % align:
-            raise ViewrtError(f"one view's K/V ({self.T} tokens x {manifest.n_heads} heads x {manifest.head_dim} x "
-                              f"{itemsize} bytes = {slot_bytes} bytes) is not a multiple of the "
-                              f"{align}-byte address alignment the {backend.name} backend needs, so cache slots "
-                              "cannot be bound in place; use a config whose per-view K/V size is a multiple of it")
+            raise ViewrtError(
+                f"one view's K/V ({self.T} tokens x {manifest.n_heads} heads x {manifest.head_dim} x "
+                f"{itemsize} bytes = {slot_bytes} bytes) is not a multiple of the "
+                f"{align}-byte address alignment the {backend.name} backend needs, so cache slots "
+                "cannot be bound in place; use a config whose per-view K/V size is a multiple of it"
+            )
         self.present = manifest.present_names
-        self.past = {name: N.paired_name(name) for name in self.present}  # by layer and kind, never by position
+        self.past = {
+            name: N.paired_name(name) for name in self.present
+        }  # by layer and kind, never by position
         shape = (1, physical * self.T, manifest.n_heads, manifest.head_dim)  # [1, slots*T, H, Dh]
-        self.buffers: list[Buffer] = [backend.alloc(shape, manifest.np_kv_dtype) for _ in self.present]
+        self.buffers: list[Buffer] = [
+            backend.alloc(shape, manifest.np_kv_dtype) for _ in self.present
+        ]
         self.bytes_per_view = manifest.kv_bytes_per_view
         self.table = SlotTable(physical)
 
@@ -65,25 +71,39 @@ class KVCache:
 
     def slot_outputs(self, slot: int) -> dict[str, Buffer]:
         """Encoder output bindings that land in slot ``slot`` of every layer's K and V."""
-        return {name: buf.tokens(slot * self.T, (slot + 1) * self.T) for name, buf in zip(self.present, self.buffers)}
+        return {
+            name: buf.tokens(slot * self.T, (slot + 1) * self.T)
+            for name, buf in zip(self.present, self.buffers)
+        }
 
     def prefix_inputs(self, n_views: int) -> dict[str, Buffer]:
         """Decoder past bindings: the first ``n_views`` slots of every buffer, in place."""
-        return {self.past[name]: buf.tokens(0, n_views * self.T) for name, buf in zip(self.present, self.buffers)}
+        return {
+            self.past[name]: buf.tokens(0, n_views * self.T)
+            for name, buf in zip(self.present, self.buffers)
+        }
 
     def check_finite(self, slot: int) -> None:
         """Raise ViewrtError when what the encoder wrote into ``slot`` is not finite."""
         for name, buf in self.slot_outputs(slot).items():
             data = buf.host if buf.host is not None else self.backend.download(buf)
             # one reduction pass; only a non-finite sum (NaN/inf, or fp32 overflow of the sum) needs the exact check
-            if not np.isfinite(np.add.reduce(data, axis=None, dtype=np.float32)) and not np.isfinite(data).all():
-                raise ViewrtError(f"the encoder wrote non-finite values to '{name}' (beyond the range of the export's "
-                                  f"{np.dtype(buf.dtype).name} cache): camera coordinates too large for it; normalize the "
-                                  "scene (pass its frame to open()) or use an fp32 export")
+            if (
+                not np.isfinite(np.add.reduce(data, axis=None, dtype=np.float32))
+                and not np.isfinite(data).all()
+            ):
+                raise ViewrtError(
+                    f"the encoder wrote non-finite values to '{name}' (beyond the range of the export's "
+                    f"{np.dtype(buf.dtype).name} cache): camera coordinates too large for it; normalize the "
+                    "scene (pass its frame to open()) or use an fp32 export"
+                )
 
     def _move(self, dst: int, src: int) -> None:
         for buf in self.buffers:
-            self.backend.copy(buf.tokens(dst * self.T, (dst + 1) * self.T), buf.tokens(src * self.T, (src + 1) * self.T))
+            self.backend.copy(
+                buf.tokens(dst * self.T, (dst + 1) * self.T),
+                buf.tokens(src * self.T, (src + 1) * self.T),
+            )
 
     def drop(self, view_id: int) -> None:
         """Forget a view; the last slot moves into its place."""

@@ -64,8 +64,15 @@ def _targets_per_call(T: int, n_views: int, heads: int, targets: int, budget_mib
     return targets_within(budget_mib * MIB, T, n_views * T, heads, targets)
 
 
-def estimate(manifest, max_views: int | None = None, precision: str | None = None, targets: int = 8,
-             attention_budget_mib: float = 256.0, process_bytes: int | None = None, repeated: bool = False) -> dict:
+def estimate(
+    manifest,
+    max_views: int | None = None,
+    precision: str | None = None,
+    targets: int = 8,
+    attention_budget_mib: float = 256.0,
+    process_bytes: int | None = None,
+    repeated: bool = False,
+) -> dict:
     """Estimate memory for an export.
 
     Args:
@@ -93,7 +100,9 @@ def estimate(manifest, max_views: int | None = None, precision: str | None = Non
     if not 1 <= n <= m.max_views:
         raise ViewrtError(f"--max-views must be in 1..{m.max_views} (the export's), got {n}")
     if precision is not None and precision not in PRECISIONS:
-        raise ViewrtError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
+        raise ViewrtError(
+            f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}"
+        )
     if targets < 1:
         raise ViewrtError(f"targets must be at least 1, got {targets}")
     src = m.precision
@@ -120,27 +129,44 @@ def estimate(manifest, max_views: int | None = None, precision: str | None = Non
                 # Q/DQ on ONNX Runtime's CPU: the int8/fp8 weights plus fp32 copies of those
                 # it dequantizes ahead of time
                 cpu_w = 2 * w if WEIGHT_BYTES[p] > 1 else w + weights_fp32
-                row = {"weights": cpu_w, "kv_cache": kv, "activations": act, "process": process + 2 * SESSION_BYTES}
+                row = {
+                    "weights": cpu_w,
+                    "kv_cache": kv,
+                    "activations": act,
+                    "process": process + 2 * SESSION_BYTES,
+                }
             else:
                 act = 2 * targets * T * 4 * D * 4
                 row = {"weights": w, "kv_cache": kv, "activations": act, "process": 0}
             row["total"] = sum(row.values())
             rows.append({"precision": p, "device": device, **row})
-    return {"export": str(m.dir), "export_precision": src, "max_views": n, "targets": targets, "rows": rows}
+    return {
+        "export": str(m.dir),
+        "export_precision": src,
+        "max_views": n,
+        "targets": targets,
+        "rows": rows,
+    }
 
 
 def format_estimate(est: dict) -> str:
     """A small table in MiB."""
-    lines = [f"memory estimate for {est['export']} ({est['export_precision']} export), {est['max_views']} views, "
-             f"{est['targets']} targets (MiB):",
-             f"  {'precision':9} {'device':6} {'weights':>8} {'KV cache':>9} {'activ.':>8} {'process':>8} {'total':>8}"]
+    lines = [
+        f"memory estimate for {est['export']} ({est['export_precision']} export), {est['max_views']} views, "
+        f"{est['targets']} targets (MiB):",
+        f"  {'precision':9} {'device':6} {'weights':>8} {'KV cache':>9} {'activ.':>8} {'process':>8} {'total':>8}",
+    ]
     for r in est["rows"]:
-        lines.append(f"  {r['precision']:9} {r['device']:6} {r['weights'] / MIB:8.1f} {r['kv_cache'] / MIB:9.1f} "
-                     f"{r['activations'] / MIB:8.1f} {r['process'] / MIB:8.1f} {r['total'] / MIB:8.1f}")
+        lines.append(
+            f"  {r['precision']:9} {r['device']:6} {r['weights'] / MIB:8.1f} {r['kv_cache'] / MIB:9.1f} "
+            f"{r['activations'] / MIB:8.1f} {r['process'] / MIB:8.1f} {r['total'] / MIB:8.1f}"
+        )
     return "\n".join(lines)
 
 
-def estimate_line(export_dir, max_views: int | None = None, targets: int = 8, device: str = "cpu") -> str:
+def estimate_line(
+    export_dir, max_views: int | None = None, targets: int = 8, device: str = "cpu"
+) -> str:
     """One line for the start of infer, bench and build: the export's own precision on the
     given device ("cpu" or "gpu"); empty when the folder cannot be read (the command's own
     checks then report the problem)."""
@@ -154,12 +180,17 @@ def estimate_line(export_dir, max_views: int | None = None, targets: int = 8, de
         return ""
     dev = "gpu" if device not in ("cpu",) and not str(device).startswith("cpu") else "cpu"
     r = next(x for x in est["rows"] if x["device"] == dev)
-    return (f"[estimate] {r['precision']} on {dev.upper()}, {est['max_views']} views x {targets} targets: about "
-            f"{r['total'] / MIB:.0f} MiB (weights {r['weights'] / MIB:.0f}, KV cache {r['kv_cache'] / MIB:.0f}, "
-            f"activations {r['activations'] / MIB:.0f}" + (f", process {r['process'] / MIB:.0f})" if dev == "cpu" else ")"))
+    return (
+        f"[estimate] {r['precision']} on {dev.upper()}, {est['max_views']} views x {targets} targets: about "
+        f"{r['total'] / MIB:.0f} MiB (weights {r['weights'] / MIB:.0f}, KV cache {r['kv_cache'] / MIB:.0f}, "
+        f"activations {r['activations'] / MIB:.0f}"
+        + (f", process {r['process'] / MIB:.0f})" if dev == "cpu" else ")")
+    )
 
 
-def echo_estimate(export_dir, max_views: int | None = None, targets: int = 8, device: str = "cpu") -> None:
+def echo_estimate(
+    export_dir, max_views: int | None = None, targets: int = 8, device: str = "cpu"
+) -> None:
     """Print :func:`estimate_line` to stdout (nothing when the folder cannot be read): the
     one-line hook at the start of infer, bench and build."""
     line = estimate_line(export_dir, max_views, targets, device)

@@ -71,7 +71,9 @@ def parse_targets(text: str | None) -> list[int] | None:
         return None
     items = [t.strip() for t in text.split(",") if t.strip()]
     if not items or not all(re.fullmatch(r"\d+", t) for t in items):
-        raise ViewrtError(f"--targets {text!r}: expected a comma-separated list of frame indices, e.g. 2,5")
+        raise ViewrtError(
+            f"--targets {text!r}: expected a comma-separated list of frame indices, e.g. 2,5"
+        )
     out = [int(t) for t in items]
     if len(set(out)) != len(out):
         raise ViewrtError(f"--targets {text!r}: a frame is listed twice")
@@ -83,13 +85,24 @@ def default_targets(n_frames: int, count: int = DEFAULT_TARGETS) -> list[int]:
     1/3 and 2/3 of the way (8 frames: 2 and 5), so inputs lie on both sides of them; the
     last ``count`` frames where the sequence is too short to spread them (3 frames: 1, 2)."""
     if n_frames < count + 1:
-        raise ViewrtError(f"need at least {count + 1} frames for {count} default targets and one input view, got {n_frames}")
-    picks = sorted({int(math.floor(i * (n_frames - 1) / (count + 1) + 0.5)) for i in range(1, count + 1)})
-    return picks if len(picks) == count else list(range(n_frames - count, n_frames))  # too few frames to spread
+        raise ViewrtError(
+            f"need at least {count + 1} frames for {count} default targets and one input view, got {n_frames}"
+        )
+    picks = sorted(
+        {int(math.floor(i * (n_frames - 1) / (count + 1) + 0.5)) for i in range(1, count + 1)}
+    )
+    return (
+        picks if len(picks) == count else list(range(n_frames - count, n_frames))
+    )  # too few frames to spread
 
 
-def select_frames(scene, views: int | None = None, targets: Sequence[int] | None = None,
-                  index: dict | None = None, max_views: int | None = None) -> dict:
+def select_frames(
+    scene,
+    views: int | None = None,
+    targets: Sequence[int] | None = None,
+    index: dict | None = None,
+    max_views: int | None = None,
+) -> dict:
     """Choose the input frames (added in order) and the target frames of a scene.
 
     With an evaluation ``index``: a scene it lists gets its inputs from the entry's
@@ -121,7 +134,9 @@ def select_frames(scene, views: int | None = None, targets: Sequence[int] | None
         from viewrt.data import select_index_frames
 
         if targets is not None:
-            raise ViewrtError(f"{where}: --targets and the evaluation index both choose targets; pass one of them")
+            raise ViewrtError(
+                f"{where}: --targets and the evaluation index both choose targets; pass one of them"
+            )
         entry = index.get(scene.name)
         if entry is None:
             how = "lists it as null" if scene.name in index else "does not list it"
@@ -132,18 +147,32 @@ def select_frames(scene, views: int | None = None, targets: Sequence[int] | None
         chosen = list(targets) if targets is not None else default_targets(n)
         rest = [i for i in range(n) if i not in chosen]
         if views is not None and views > len(rest):
-            raise ViewrtError(f"--views {views}: {where} has {n} frames, {len(chosen)} of them targets {chosen}: at most {len(rest)} input views")
-        count = views if views is not None else len(rest) if max_views is None else min(len(rest), max_views)
+            raise ViewrtError(
+                f"--views {views}: {where} has {n} frames, {len(chosen)} of them targets {chosen}: at most {len(rest)} input views"
+            )
+        count = (
+            views
+            if views is not None
+            else len(rest)
+            if max_views is None
+            else min(len(rest), max_views)
+        )
         inputs = rest[:count]
         selection = "first frames that are not targets"
         if not inputs:
-            raise ViewrtError(f"{where}: no frame left as an input view (targets {chosen} of {n} frames)")
+            raise ViewrtError(
+                f"{where}: no frame left as an input view (targets {chosen} of {n} frames)"
+            )
     for label, idx in (("input", inputs), ("target", chosen)):
         bad = [i for i in idx if not 0 <= i < n]
         if bad:
-            raise ViewrtError(f"{where}: {label} frame(s) {bad} out of range; the scene has {n} frames (0..{n - 1})")
+            raise ViewrtError(
+                f"{where}: {label} frame(s) {bad} out of range; the scene has {n} frames (0..{n - 1})"
+            )
     if max_views is not None and len(inputs) > max_views:
-        raise ViewrtError(f"{where}: {len(inputs)} input views exceed the cache capacity of {max_views} views (re-export with a larger --max-views)")
+        raise ViewrtError(
+            f"{where}: {len(inputs)} input views exceed the cache capacity of {max_views} views (re-export with a larger --max-views)"
+        )
     return {"inputs": inputs, "targets": chosen, "selection": selection}
 
 
@@ -199,7 +228,9 @@ def peak_rss_bytes() -> int | None:
 def _progress(iterable, **kw):
     from tqdm import tqdm
 
-    return tqdm(iterable, disable=None, dynamic_ncols=True, **kw)  # disable=None: off when not a TTY
+    return tqdm(
+        iterable, disable=None, dynamic_ncols=True, **kw
+    )  # disable=None: off when not a TTY
 
 
 def _clear_previous(out_dir: Path) -> None:
@@ -226,16 +257,28 @@ def _load_images(scene, frames: Sequence[int], size: int, check_intrinsics: bool
     out = {}
     for i in dict.fromkeys(frames):
         try:
-            image, fxfycxcy, c2w = load_frame(scene.frames[i], size, check_intrinsics=check_intrinsics)
+            image, fxfycxcy, c2w = load_frame(
+                scene.frames[i], size, check_intrinsics=check_intrinsics
+            )
         except ViewrtError as e:
             raise ViewrtError(f"scene {scene.name!r} ({scene.path}) frame {i}: {e}") from None
         out[i] = (image, Camera(c2w, fxfycxcy))
     return out
 
 
-def run_scene(renderer, scene, out_dir: str | Path, inputs: Sequence[int], targets: Sequence[int], *,
-              size: int | None = None, warmup: bool = True, progress: bool = True, extra: dict | None = None,
-              check_intrinsics: bool = True) -> dict:
+def run_scene(
+    renderer,
+    scene,
+    out_dir: str | Path,
+    inputs: Sequence[int],
+    targets: Sequence[int],
+    *,
+    size: int | None = None,
+    warmup: bool = True,
+    progress: bool = True,
+    extra: dict | None = None,
+    check_intrinsics: bool = True,
+) -> dict:
     """Add a scene's input views one at a time; after each, render and score the targets.
 
     Writes ``view_NNN/images/target_{k}_{pred,gt}.png`` and ``view_NNN/metrics.json`` per
@@ -276,11 +319,15 @@ def run_scene(renderer, scene, out_dir: str | Path, inputs: Sequence[int], targe
         scene = load_scene(scene)
     inputs, targets = [int(i) for i in inputs], [int(i) for i in targets]
     if not inputs or not targets:
-        raise ViewrtError(f"scene {scene.name!r}: need at least one input and one target frame, got inputs {inputs}, targets {targets}")
+        raise ViewrtError(
+            f"scene {scene.name!r}: need at least one input and one target frame, got inputs {inputs}, targets {targets}"
+        )
     n = len(scene.frames)
     bad = [i for i in [*inputs, *targets] if not 0 <= i < n]
     if bad:
-        raise ViewrtError(f"scene {scene.name!r} ({scene.path}): frame(s) {bad} out of range; the scene has {n} frames")
+        raise ViewrtError(
+            f"scene {scene.name!r} ({scene.path}): frame(s) {bad} out of range; the scene has {n} frames"
+        )
     is_instance = hasattr(renderer, "add_view")
     if size is None:
         if not is_instance:
@@ -288,7 +335,9 @@ def run_scene(renderer, scene, out_dir: str | Path, inputs: Sequence[int], targe
         size = int(renderer.size)
 
     t_load = time.perf_counter()
-    data = _load_images(scene, [*inputs, *targets], size, check_intrinsics)  # every image error before any work
+    data = _load_images(
+        scene, [*inputs, *targets], size, check_intrinsics
+    )  # every image error before any work
     load_ms = (time.perf_counter() - t_load) * 1e3
     target_cams = [data[t][1] for t in targets]
     gt_u8 = [image_to_uint8(data[t][0]) for t in targets]
@@ -299,7 +348,9 @@ def run_scene(renderer, scene, out_dir: str | Path, inputs: Sequence[int], targe
         r.reset()
         frame_source = "the renderer's own"
     else:
-        frame = NormalizationFrame.from_cameras(np.stack([data[i][1].c2w for i in [*inputs, *targets]]))
+        frame = NormalizationFrame.from_cameras(
+            np.stack([data[i][1].c2w for i in [*inputs, *targets]])
+        )
         try:
             r = renderer(frame)
         except BackendUnavailable:
@@ -316,7 +367,9 @@ def run_scene(renderer, scene, out_dir: str | Path, inputs: Sequence[int], targe
         raise ViewrtError(f"cannot write to {out_dir}: {e}") from None
 
     steps: list[dict] = []
-    sheet: list[tuple[list[np.ndarray], np.ndarray, list[float]]] = []  # (8-bit predictions, added view, PSNRs) per step
+    sheet: list[
+        tuple[list[np.ndarray], np.ndarray, list[float]]
+    ] = []  # (8-bit predictions, added view, PSNRs) per step
     untrained = (extra or {}).get("weights") == UNTRAINED
     try:
         if warmup:
@@ -324,7 +377,11 @@ def run_scene(renderer, scene, out_dir: str | Path, inputs: Sequence[int], targe
             r.add_view(first[0], first[1])
             r.render(target_cams[:1])
             r.reset()
-        bar = _progress(inputs, desc=f"{scene.name}", unit="view", leave=False) if progress else inputs
+        bar = (
+            _progress(inputs, desc=f"{scene.name}", unit="view", leave=False)
+            if progress
+            else inputs
+        )
         for step, frame_idx in enumerate(bar):
             image, cam = data[frame_idx]
             r.add_view(image, cam)
@@ -340,20 +397,40 @@ def run_scene(renderer, scene, out_dir: str | Path, inputs: Sequence[int], targe
                 Image.fromarray(p8).save(step_dir / "images" / f"target_{k}_pred.png")
                 Image.fromarray(g8).save(step_dir / "images" / f"target_{k}_gt.png")
                 p = uint8_to_image(p8)
-                per_target.append({"target": k, "frame": t, "psnr": psnr(p, g), "ssim": ssim(p, g),
-                                   "pred": f"images/target_{k}_pred.png", "gt": f"images/target_{k}_gt.png"})
+                per_target.append(
+                    {
+                        "target": k,
+                        "frame": t,
+                        "psnr": psnr(p, g),
+                        "ssim": ssim(p, g),
+                        "pred": f"images/target_{k}_pred.png",
+                        "gt": f"images/target_{k}_gt.png",
+                    }
+                )
             add_total = float(add_t.get("total", sum(add_t.values())))
             render_total = float(render_t.get("total", sum(render_t.values())))
             record = {
-                "scene": scene.name, "step": step, "views": step + 1, "added_frame": frame_idx,
-                "input_frames": inputs[: step + 1], "target_frames": targets,
+                "scene": scene.name,
+                "step": step,
+                "views": step + 1,
+                "added_frame": frame_idx,
+                "input_frames": inputs[: step + 1],
+                "target_frames": targets,
                 "targets": per_target,
                 "psnr_mean": mean(x["psnr"] for x in per_target),
                 "ssim_mean": mean(x["ssim"] for x in per_target),
                 "lpips": None,
-                "latency_ms": {"add_view": add_t, "render": render_t, "total": add_total + render_total},
-                "cache": {"views": info.get("views"), "bytes_used": info.get("bytes_used"),
-                          "bytes_reserved": info.get("bytes_reserved"), "bytes_per_view": info.get("bytes_per_view")},
+                "latency_ms": {
+                    "add_view": add_t,
+                    "render": render_t,
+                    "total": add_total + render_total,
+                },
+                "cache": {
+                    "views": info.get("views"),
+                    "bytes_used": info.get("bytes_used"),
+                    "bytes_reserved": info.get("bytes_reserved"),
+                    "bytes_per_view": info.get("bytes_per_view"),
+                },
                 "peak_rss_bytes": peak_rss_bytes(),
             }
             _write_json(step_dir / "metrics.json", record)
@@ -365,14 +442,24 @@ def run_scene(renderer, scene, out_dir: str | Path, inputs: Sequence[int], targe
             r.close()
 
     summary = {
-        "scene": scene.name, "scene_json": str(scene.path), "out_dir": str(out_dir), "status": "ok",
+        "scene": scene.name,
+        "scene_json": str(scene.path),
+        "out_dir": str(out_dir),
+        "status": "ok",
         **(extra or {}),
-        "renderer": info.get("backend"), "device": info.get("device"), "precision_in_use": info.get("precision"), "image_size": size,
-        "input_frames": inputs, "target_frames": targets,
+        "renderer": info.get("backend"),
+        "device": info.get("device"),
+        "precision_in_use": info.get("precision"),
+        "image_size": size,
+        "input_frames": inputs,
+        "target_frames": targets,
         "frame_source": info.get("frame_source", frame_source) if is_instance else frame_source,
         "frame": info.get("frame"),
-        "metrics_note": METRICS_NOTE, "lpips": None, "lpips_note": LPIPS_NOTE,
-        "latency_note": "renderer per-component timings of one run after one discarded warm-up add+render" if warmup
+        "metrics_note": METRICS_NOTE,
+        "lpips": None,
+        "lpips_note": LPIPS_NOTE,
+        "latency_note": "renderer per-component timings of one run after one discarded warm-up add+render"
+        if warmup
         else "renderer per-component timings of one run, no warm-up",
         "memory_note": "peak_rss_bytes: process peak resident set size so far (host memory only)",
         "image_load_ms": load_ms,
@@ -381,15 +468,23 @@ def run_scene(renderer, scene, out_dir: str | Path, inputs: Sequence[int], targe
     }
     _write_json(out_dir / "summary.json", summary)
     _write_csv(out_dir / "summary.csv", summary["steps"])
-    _plot_steps(summary["steps"], out_dir / "steps.png", f"{scene.name} ({summary['renderer']})" + (UNTRAINED_BANNER if untrained else ""))
+    _plot_steps(
+        summary["steps"],
+        out_dir / "steps.png",
+        f"{scene.name} ({summary['renderer']})" + (UNTRAINED_BANNER if untrained else ""),
+    )
     _contact_sheet(sheet, gt_u8, targets, inputs, out_dir / "contact_sheet.png", untrained)
     return _jsonable(summary)
 
 
 def _step_row(step: dict) -> dict:
     """The flat per-step record of summary.json / summary.csv."""
-    row = {"views": step["views"], "added_frame": step["added_frame"],
-           "psnr_mean": step["psnr_mean"], "ssim_mean": step["ssim_mean"]}
+    row = {
+        "views": step["views"],
+        "added_frame": step["added_frame"],
+        "psnr_mean": step["psnr_mean"],
+        "ssim_mean": step["ssim_mean"],
+    }
     for t in step["targets"]:
         row[f"psnr_t{t['target']}"] = t["psnr"]
     for t in step["targets"]:
@@ -440,13 +535,34 @@ def _plot_steps(rows: list[dict], path: Path, title: str) -> None:
     for ax, metric, label in ((ax_p, "psnr", "PSNR (dB)"), (ax_s, "ssim", "SSIM")):
         per_target = sorted({k for r in rows for k in r if k.startswith(f"{metric}_t")})
         for k in per_target:
-            ax.plot(views, [val(r, k) for r in rows], lw=0.8, alpha=0.5, marker=".", label=k.split("_")[1])
-        ax.plot(views, [val(r, f"{metric}_mean") for r in rows], lw=2, color="k", marker="o", label="mean")
+            ax.plot(
+                views,
+                [val(r, k) for r in rows],
+                lw=0.8,
+                alpha=0.5,
+                marker=".",
+                label=k.split("_")[1],
+            )
+        ax.plot(
+            views,
+            [val(r, f"{metric}_mean") for r in rows],
+            lw=2,
+            color="k",
+            marker="o",
+            label="mean",
+        )
         ax.set_xlabel("views in cache")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
-        got = [v for r in rows for k in (*per_target, f"{metric}_mean") if not math.isnan(v := val(r, k))]
-        if got and metric == "psnr":  # honest axes: from a 10 dB floor (or below the data), at least 15 dB tall
+        got = [
+            v
+            for r in rows
+            for k in (*per_target, f"{metric}_mean")
+            if not math.isnan(v := val(r, k))
+        ]
+        if (
+            got and metric == "psnr"
+        ):  # honest axes: from a 10 dB floor (or below the data), at least 15 dB tall
             lo = min(10.0, math.floor(min(got)) - 1.0)
             ax.set_ylim(lo, max(lo + 15.0, math.ceil(max(got)) + 1.0))
         elif got:
@@ -473,7 +589,14 @@ def _plot_steps(rows: list[dict], path: Path, title: str) -> None:
     fig.savefig(path, dpi=100)
 
 
-def _contact_sheet(sheet: list, gt_u8: list, targets: Sequence[int], inputs: Sequence[int], path: Path, untrained: bool = False) -> None:
+def _contact_sheet(
+    sheet: list,
+    gt_u8: list,
+    targets: Sequence[int],
+    inputs: Sequence[int],
+    path: Path,
+    untrained: bool = False,
+) -> None:
     """Rows = steps; columns = the view added at that step, then GT and prediction (captioned
     with its PSNR) per target; a red banner on top when the weights are untrained."""
     import numpy as np
@@ -493,12 +616,21 @@ def _contact_sheet(sheet: list, gt_u8: list, targets: Sequence[int], inputs: Seq
         im = Image.fromarray(arr)
         if im.size[0] == cell:
             return im
-        return im.resize((cell, cell), Image.Resampling.NEAREST if cell > im.size[0] else Image.Resampling.LANCZOS)
+        return im.resize(
+            (cell, cell),
+            Image.Resampling.NEAREST if cell > im.size[0] else Image.Resampling.LANCZOS,
+        )
 
-    heads = ["added view"] + [f"{kind} t{k} (frame {t})" for k, t in enumerate(targets) for kind in ("GT", "pred")]
+    heads = ["added view"] + [
+        f"{kind} t{k} (frame {t})" for k, t in enumerate(targets) for kind in ("GT", "pred")
+    ]
     if untrained:
         draw.rectangle((0, 0, W, 15), fill=(200, 0, 0))
-        draw.text((4, 2), "UNTRAINED WEIGHTS: the predictions are noise (export a trained checkpoint or the demo preset)", fill=(255, 255, 255))
+        draw.text(
+            (4, 2),
+            "UNTRAINED WEIGHTS: the predictions are noise (export a trained checkpoint or the demo preset)",
+            fill=(255, 255, 255),
+        )
     for c, text in enumerate(heads):
         draw.text((label_w + pad + c * (cell + pad), head_h - 15), text, fill=(0, 0, 0))
     gt_tiles = [tile(g) for g in gt_u8]
@@ -520,10 +652,22 @@ def _contact_sheet(sheet: list, gt_u8: list, targets: Sequence[int], inputs: Seq
 # --------------------------------------------------------------------------- lists
 
 
-def run_list(renderer, scenes: Sequence[str | Path], out_dir: str | Path, size: int, *, views: int | None = None,
-             targets: Sequence[int] | None = None, index: dict | None = None, max_views: int | None = None,
-             extra: dict | None = None, progress: bool = True, echo: Callable[[str], None] | None = None,
-             roots=None, check_intrinsics: bool = True) -> dict:
+def run_list(
+    renderer,
+    scenes: Sequence[str | Path],
+    out_dir: str | Path,
+    size: int,
+    *,
+    views: int | None = None,
+    targets: Sequence[int] | None = None,
+    index: dict | None = None,
+    max_views: int | None = None,
+    extra: dict | None = None,
+    progress: bool = True,
+    echo: Callable[[str], None] | None = None,
+    roots=None,
+    check_intrinsics: bool = True,
+) -> dict:
     """Run scenes in turn into ``out_dir/<scene_name>/``; a failing scene is recorded and
     the others still run. Writes ``out_dir/summary.{json,csv}`` and ``out_dir/steps.png``
     (means over the scenes that ran, per number of views).
@@ -564,8 +708,17 @@ def run_list(renderer, scenes: Sequence[str | Path], out_dir: str | Path, size: 
                 name, k = f"{base}_{k}", k + 1
             used.add(name)
             sel = select_frames(scene, views, targets, index, max_views)
-            s = run_scene(renderer, scene, out_dir / name, sel["inputs"], sel["targets"], size=size, progress=progress,
-                          extra={**(extra or {}), "selection": sel["selection"]}, check_intrinsics=check_intrinsics)
+            s = run_scene(
+                renderer,
+                scene,
+                out_dir / name,
+                sel["inputs"],
+                sel["targets"],
+                size=size,
+                progress=progress,
+                extra={**(extra or {}), "selection": sel["selection"]},
+                check_intrinsics=check_intrinsics,
+            )
         except BackendUnavailable:
             raise
         except SceneSkipped as e:
@@ -574,8 +727,15 @@ def run_list(renderer, scenes: Sequence[str | Path], out_dir: str | Path, size: 
             rec.update(status="failed", error=str(e))
         else:
             f = s["final"]
-            rec.update(status="ok", out_dir=s["out_dir"], views=f["views"], psnr_mean=f["psnr_mean"], ssim_mean=f["ssim_mean"],
-                       step_ms_mean=mean(r["step_ms"] for r in s["steps"]), peak_rss_bytes=f["peak_rss_bytes"])
+            rec.update(
+                status="ok",
+                out_dir=s["out_dir"],
+                views=f["views"],
+                psnr_mean=f["psnr_mean"],
+                ssim_mean=f["ssim_mean"],
+                step_ms_mean=mean(r["step_ms"] for r in s["steps"]),
+                peak_rss_bytes=f["peak_rss_bytes"],
+            )
             all_steps.append(s["steps"])
         records.append(rec)
         n_bad = sum(r["status"] == "failed" for r in records)
@@ -583,22 +743,55 @@ def run_list(renderer, scenes: Sequence[str | Path], out_dir: str | Path, size: 
             more = rec["status"] == "failed" and n_bad == ECHO_FAILURES
             echo(scene_line(rec) + (" [any later failures: only in summary.json]" if more else ""))
     ok = [r for r in records if r["status"] == "ok"]
-    failed = [{"scene": r["scene"], "scene_json": r["scene_json"], "error": r["error"]} for r in records if r["status"] == "failed"]
+    failed = [
+        {"scene": r["scene"], "scene_json": r["scene_json"], "error": r["error"]}
+        for r in records
+        if r["status"] == "failed"
+    ]
     summary = {
-        **(extra or {}), "n_scenes": len(records), "n_ok": len(ok), "n_failed": len(failed),
+        **(extra or {}),
+        "n_scenes": len(records),
+        "n_ok": len(ok),
+        "n_failed": len(failed),
         "n_skipped": sum(r["status"] == "skipped" for r in records),
         "psnr_mean": mean(r["psnr_mean"] for r in ok if r["psnr_mean"] is not None),
         "ssim_mean": mean(r["ssim_mean"] for r in ok),
         "means_note": "over scenes that ran, at each scene's last step (all its input views)",
-        "lpips": None, "lpips_note": LPIPS_NOTE, "metrics_note": METRICS_NOTE,
-        "failed": failed, "scenes": records,
+        "lpips": None,
+        "lpips_note": LPIPS_NOTE,
+        "metrics_note": METRICS_NOTE,
+        "failed": failed,
+        "scenes": records,
     }
     _write_json(out_dir / "summary.json", summary)
-    _write_csv(out_dir / "summary.csv", [{k: r.get(k) for k in ("scene", "status", "views", "psnr_mean", "ssim_mean", "step_ms_mean",
-                                                                   "peak_rss_bytes", "out_dir", "scene_json", "error")} for r in records])
+    _write_csv(
+        out_dir / "summary.csv",
+        [
+            {
+                k: r.get(k)
+                for k in (
+                    "scene",
+                    "status",
+                    "views",
+                    "psnr_mean",
+                    "ssim_mean",
+                    "step_ms_mean",
+                    "peak_rss_bytes",
+                    "out_dir",
+                    "scene_json",
+                    "error",
+                )
+            }
+            for r in records
+        ],
+    )
     if all_steps:
-        _plot_steps(_mean_rows(all_steps), out_dir / "steps.png", f"mean over {len(all_steps)} scene(s)"
-                    + (UNTRAINED_BANNER if (extra or {}).get("weights") == UNTRAINED else ""))
+        _plot_steps(
+            _mean_rows(all_steps),
+            out_dir / "steps.png",
+            f"mean over {len(all_steps)} scene(s)"
+            + (UNTRAINED_BANNER if (extra or {}).get("weights") == UNTRAINED else ""),
+        )
     return _jsonable(summary)
 
 
@@ -612,7 +805,9 @@ def _mean_rows(per_scene: list[list[dict]]) -> list[dict]:
     for v in sorted(by_views):
         group = by_views[v]
         keys = [k for k in group[0] if k.endswith("_mean") or k.endswith("_ms")]
-        out.append({"views": v, **{k: mean(r[k] for r in group if r.get(k) is not None) for k in keys}})
+        out.append(
+            {"views": v, **{k: mean(r[k] for r in group if r.get(k) is not None) for k in keys}}
+        )
     return out
 
 
@@ -620,5 +815,7 @@ def scene_line(rec: dict) -> str:
     if rec["status"] != "ok":
         return f"{rec['scene']}: {rec['status']}: {rec['error']}"
     psnr = "inf" if rec["psnr_mean"] is None else f"{rec['psnr_mean']:.2f}"
-    return (f"{rec['scene']}: {rec['views']} views, PSNR {psnr} dB, SSIM {rec['ssim_mean']:.4f}, "
-            f"{rec['step_ms_mean']:.1f} ms per step (add + render); wrote {rec['out_dir']}")
+    return (
+        f"{rec['scene']}: {rec['views']} views, PSNR {psnr} dB, SSIM {rec['ssim_mean']:.4f}, "
+        f"{rec['step_ms_mean']:.1f} ms per step (add + render); wrote {rec['out_dir']}"
+    )

@@ -103,15 +103,21 @@ class CachePolicy:
     """
 
     def __init__(self, capacity: int, window: int | None = None, pinned: int = 0):
-        for name, v in (("capacity", capacity), ("pinned", pinned)) + ((("window", window),) if window is not None else ()):
+        for name, v in (("capacity", capacity), ("pinned", pinned)) + (
+            (("window", window),) if window is not None else ()
+        ):
             if isinstance(v, bool) or not isinstance(v, int):
                 raise ViewrtError(f"{name} must be an integer, got {type(v).__name__} {v!r}")
         if capacity < 1 or pinned < 0 or (window is not None and window < 1):
-            raise ViewrtError(f"need capacity >= 1, pinned >= 0 and window >= 1, got capacity={capacity}, pinned={pinned}, window={window}")
+            raise ViewrtError(
+                f"need capacity >= 1, pinned >= 0 and window >= 1, got capacity={capacity}, pinned={pinned}, window={window}"
+            )
         if pinned > capacity:
             raise ViewrtError(f"pinned = {pinned} exceeds the cache capacity of {capacity} views")
         if window is not None and pinned + window > capacity:
-            raise ViewrtError(f"pinned + window = {pinned + window} exceeds the cache capacity of {capacity} views")
+            raise ViewrtError(
+                f"pinned + window = {pinned + window} exceeds the cache capacity of {capacity} views"
+            )
         self.capacity, self.window, self.pinned = capacity, window, pinned
         self.physical = capacity + 1  # one free slot to write into before committing
         self._ids = 0
@@ -135,20 +141,33 @@ class CachePolicy:
             if pending is not None:
                 drop.append(pending.view_id)  # a second non-keyframe replaces the first
             elif c + 1 > self.capacity:
-                raise ViewrtError(f"cache full ({c} of {self.capacity} views): no room for a non-keyframe view in the next "
-                                  "render; remove a view, or open with a window smaller than the capacity")
+                raise ViewrtError(
+                    f"cache full ({c} of {self.capacity} views): no room for a non-keyframe view in the next "
+                    "render; remove a view, or open with a window smaller than the capacity"
+                )
         elif c < self.keyframe_limit:
             if c + 1 + p > self.capacity:
-                raise ViewrtError(f"cache full ({c} of {self.capacity} views plus a pending non-keyframe view that the next "
-                                  "render uses); render or remove a view first")
+                raise ViewrtError(
+                    f"cache full ({c} of {self.capacity} views plus a pending non-keyframe view that the next "
+                    "render uses); render or remove a view first"
+                )
         elif self.window is None:
-            raise ViewrtError(f"cache full ({c} of {self.capacity} views); remove a view, reset, or open with a window")
+            raise ViewrtError(
+                f"cache full ({c} of {self.capacity} views); remove a view, reset, or open with a window"
+            )
         else:
             unpinned = [s for s in keys if not s.pinned]
             if not unpinned:
-                raise ViewrtError(f"cache full and all {c} cached views are pinned; nothing to evict")
+                raise ViewrtError(
+                    f"cache full and all {c} cached views are pinned; nothing to evict"
+                )
             drop.append(min(unpinned, key=lambda s: s.age).view_id)
-        entry = Slot(self._ids, pinned=keyframe and self._added < self.pinned, age=self._age, keyframe=keyframe)
+        entry = Slot(
+            self._ids,
+            pinned=keyframe and self._added < self.pinned,
+            age=self._age,
+            keyframe=keyframe,
+        )
         return AddPlan(len(table), entry, drop)
 
     def committed(self, plan: AddPlan) -> None:

@@ -11,7 +11,9 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 
-def against_fp32(open_reduced: Callable, open_fp32: Callable, views: Sequence[tuple], targets: Sequence) -> dict:
+def against_fp32(
+    open_reduced: Callable, open_fp32: Callable, views: Sequence[tuple], targets: Sequence
+) -> dict:
     """Add the same views one by one to a reduced-precision and an fp32 renderer, render the
     targets after each, and compare the float images (no 8-bit rounding).
 
@@ -35,9 +37,20 @@ def against_fp32(open_reduced: Callable, open_fp32: Callable, views: Sequence[tu
             b.add_view(image, cam)
             x, y = a.render(list(targets)), b.render(list(targets))
             p = [psnr(np.clip(u, 0, 1), np.clip(v, 0, 1)) for u, v in zip(x, y)]
-            steps.append({"views": i + 1, "max_abs": float(np.abs(x - y).max()), "psnr_db": float(np.mean(p))})
-        return {"precision": a.info().get("precision"), "reference_precision": b.info().get("precision"), "steps": steps,
-                "max_abs": max(s["max_abs"] for s in steps), "psnr_db_min": min(s["psnr_db"] for s in steps)}
+            steps.append(
+                {
+                    "views": i + 1,
+                    "max_abs": float(np.abs(x - y).max()),
+                    "psnr_db": float(np.mean(p)),
+                }
+            )
+        return {
+            "precision": a.info().get("precision"),
+            "reference_precision": b.info().get("precision"),
+            "steps": steps,
+            "max_abs": max(s["max_abs"] for s in steps),
+            "psnr_db_min": min(s["psnr_db"] for s in steps),
+        }
     finally:
         a.close()
         if b is not None:

@@ -42,7 +42,9 @@ def _as_camera(camera, what: str) -> Camera:
         return Camera(camera["c2w"], camera["fxfycxcy"])
     if isinstance(camera, (tuple, list)) and len(camera) == 2:
         return Camera(*camera)
-    raise ViewrtError(f"{what}: expected a Camera, a (c2w, fxfycxcy) pair or a dict with c2w and fxfycxcy, got {type(camera).__name__}")
+    raise ViewrtError(
+        f"{what}: expected a Camera, a (c2w, fxfycxcy) pair or a dict with c2w and fxfycxcy, got {type(camera).__name__}"
+    )
 
 
 def _locked(fn):
@@ -67,18 +69,42 @@ class Renderer:
     last call).
     """
 
-    def __init__(self, manifest: Manifest, backend: Backend, max_views: int | None = None, window: int | None = None,
-                 pinned: int = 0, frame: NormalizationFrame | Iterable | None = None, targets_per_call: int | None = None,
-                 attention_budget_mib: float = 256.0):
-        for name, v in (("max_views", max_views), ("window", window), ("targets_per_call", targets_per_call)):
+    def __init__(
+        self,
+        manifest: Manifest,
+        backend: Backend,
+        max_views: int | None = None,
+        window: int | None = None,
+        pinned: int = 0,
+        frame: NormalizationFrame | Iterable | None = None,
+        targets_per_call: int | None = None,
+        attention_budget_mib: float = 256.0,
+    ):
+        for name, v in (
+            ("max_views", max_views),
+            ("window", window),
+            ("targets_per_call", targets_per_call),
+        ):
             if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer))):
-                raise ViewrtError(f"{name} must be an integer or None, got {type(v).__name__} {v!r}")
+                raise ViewrtError(
+                    f"{name} must be an integer or None, got {type(v).__name__} {v!r}"
+                )
         if isinstance(pinned, bool) or not isinstance(pinned, (int, np.integer)):
             raise ViewrtError(f"pinned must be an integer, got {type(pinned).__name__} {pinned!r}")
-        if isinstance(attention_budget_mib, bool) or not isinstance(attention_budget_mib, (int, float)) or not attention_budget_mib > 0:
-            raise ViewrtError(f"attention_budget_mib must be a positive number, got {attention_budget_mib!r}")
+        if (
+            isinstance(attention_budget_mib, bool)
+            or not isinstance(attention_budget_mib, (int, float))
+            or not attention_budget_mib > 0
+        ):
+            raise ViewrtError(
+                f"attention_budget_mib must be a positive number, got {attention_budget_mib!r}"
+            )
         limit = min(manifest.max_views, backend.max_views)
-        why = "the export's" if backend.max_views >= manifest.max_views else f"the {backend.name} backend's"
+        why = (
+            "the export's"
+            if backend.max_views >= manifest.max_views
+            else f"the {backend.name} backend's"
+        )
         max_views = limit if max_views is None else int(max_views)
         if not 1 <= max_views <= limit:
             raise ViewrtError(f"max_views must be in 1..{limit} ({why}), got {max_views}")
@@ -99,11 +125,19 @@ class Renderer:
         try:
             self.cache = KVCache(backend, manifest, self.policy.physical)
             out = manifest.tensors("decoder", "outputs")[0]
-            self._images = backend.alloc((1, manifest.max_targets, 3, self.size, self.size), out.np_dtype)
+            self._images = backend.alloc(
+                (1, manifest.max_targets, 3, self.size, self.size), out.np_dtype
+            )
             # device staging for the inputs, allocated once (the CPU binds host arrays directly)
             on_host = backend.device == "cpu"
-            self._view_in = None if on_host else backend.alloc((1, 9, self.size, self.size), np.float32)
-            self._rays_in = None if on_host else backend.alloc((1, manifest.max_targets, 6, self.size, self.size), np.float32)
+            self._view_in = (
+                None if on_host else backend.alloc((1, 9, self.size, self.size), np.float32)
+            )
+            self._rays_in = (
+                None
+                if on_host
+                else backend.alloc((1, manifest.max_targets, 6, self.size, self.size), np.float32)
+            )
         except BaseException:
             backend.__exit__(None, None, None)
             raise
@@ -127,8 +161,12 @@ class Renderer:
         if frame is None or isinstance(frame, NormalizationFrame):
             return frame
         if isinstance(frame, (str, bytes)) or not isinstance(frame, Iterable):
-            raise ViewrtError(f"frame: expected a NormalizationFrame, cameras or c2w matrices, got {type(frame).__name__}")
-        c2ws = [c if np.ndim(c) == 2 else _as_camera(c, "frame camera").c2w for c in frame]  # Cameras or 4x4 c2w
+            raise ViewrtError(
+                f"frame: expected a NormalizationFrame, cameras or c2w matrices, got {type(frame).__name__}"
+            )
+        c2ws = [
+            c if np.ndim(c) == 2 else _as_camera(c, "frame camera").c2w for c in frame
+        ]  # Cameras or 4x4 c2w
         if not c2ws:
             raise ViewrtError("frame: expected at least one camera")
         return NormalizationFrame.from_cameras(np.stack(c2ws))
@@ -136,10 +174,14 @@ class Renderer:
     # -- checks (no state touched) --------------------------------------------------------------
     def _check_image(self, image) -> np.ndarray:
         if not isinstance(image, np.ndarray) and not hasattr(image, "__array__"):
-            raise ViewrtError(f"image: expected a float array [3, {self.size}, {self.size}], got {type(image).__name__}")
+            raise ViewrtError(
+                f"image: expected a float array [3, {self.size}, {self.size}], got {type(image).__name__}"
+            )
         arr = np.asarray(image)
         if arr.shape != (3, self.size, self.size):
-            raise ViewrtError(f"image: got shape {arr.shape}, expected (3, {self.size}, {self.size}) (resize with viewrt.geometry.resize_center_crop)")
+            raise ViewrtError(
+                f"image: got shape {arr.shape}, expected (3, {self.size}, {self.size}) (resize with viewrt.geometry.resize_center_crop)"
+            )
         if arr.dtype not in (np.float32, np.float64):
             raise ViewrtError(f"image: got dtype {arr.dtype}, expected float32 in [0, 1]")
         return arr
@@ -163,17 +205,25 @@ class Renderer:
                 coordinates beyond an fp16 cache's range); the cache is unchanged.
         """
         if not isinstance(keyframe, (bool, np.bool_)):
-            raise ViewrtError(f"keyframe must be True or False, got {type(keyframe).__name__} {keyframe!r}")
+            raise ViewrtError(
+                f"keyframe must be True or False, got {type(keyframe).__name__} {keyframe!r}"
+            )
         t = Timer(self.backend)
         image = self._check_image(image)
         cam = _as_camera(camera, "camera")
         frame = self.frame or NormalizationFrame.from_cameras(cam.c2w[None])
-        view = input_view(image, frame.apply(cam.c2w), cam.fxfycxcy)[None]  # [1, 9, S, S]; checks range, NaN
-        plan = self.policy.plan_add(self.cache.table, bool(keyframe))  # raises when full; changes nothing
+        view = input_view(image, frame.apply(cam.c2w), cam.fxfycxcy)[
+            None
+        ]  # [1, 9, S, S]; checks range, NaN
+        plan = self.policy.plan_add(
+            self.cache.table, bool(keyframe)
+        )  # raises when full; changes nothing
         t.lap("preprocess")
         staged = self.backend.upload(view, self._view_in)
         t.lap("h2d")
-        self.backend.run("encoder", {self.manifest.view_input: staged}, self.cache.slot_outputs(plan.slot))  # the free slot
+        self.backend.run(
+            "encoder", {self.manifest.view_input: staged}, self.cache.slot_outputs(plan.slot)
+        )  # the free slot
         t.lap("encode", sync=True)
         self.cache.check_finite(plan.slot)
         # commit: nothing above changed the table
@@ -191,13 +241,17 @@ class Renderer:
         Raises: ViewrtError for an id that is not cached (nothing changes).
         """
         if isinstance(view_id, bool) or not isinstance(view_id, (int, np.integer)):
-            raise ViewrtError(f"view id must be an integer (as add_view returned), got {type(view_id).__name__} {view_id!r}")
+            raise ViewrtError(
+                f"view id must be an integer (as add_view returned), got {type(view_id).__name__} {view_id!r}"
+            )
         t = Timer(self.backend)
         i = self.cache.table.index(int(view_id))
         slots = self.cache.slots
         if i is None or not slots[i].keyframe:
             pending = " (it is a non-keyframe view, never cached)" if i is not None else ""
-            raise ViewrtError(f"view {view_id} is not in the cache{pending}; cached: {[s.view_id for s in slots if s.keyframe]}")
+            raise ViewrtError(
+                f"view {view_id} is not in the cache{pending}; cached: {[s.view_id for s in slots if s.keyframe]}"
+            )
         self.cache.drop(int(view_id))
         t.lap("cache", sync=True)
         self.last_timings = t.result()
@@ -214,10 +268,18 @@ class Renderer:
             ViewrtError: no views cached, or a bad camera.
         """
         t = Timer(self.backend)
-        if isinstance(target_cameras, (Camera, dict)) or (isinstance(target_cameras, tuple) and len(target_cameras) == 2 and np.ndim(target_cameras[0]) == 2):
+        if isinstance(target_cameras, (Camera, dict)) or (
+            isinstance(target_cameras, tuple)
+            and len(target_cameras) == 2
+            and np.ndim(target_cameras[0]) == 2
+        ):
             target_cameras = [target_cameras]
-        if isinstance(target_cameras, (str, bytes, np.ndarray)) or not isinstance(target_cameras, Iterable):
-            raise ViewrtError(f"render: expected a list of cameras, got {type(target_cameras).__name__}")
+        if isinstance(target_cameras, (str, bytes, np.ndarray)) or not isinstance(
+            target_cameras, Iterable
+        ):
+            raise ViewrtError(
+                f"render: expected a list of cameras, got {type(target_cameras).__name__}"
+            )
         cams = [_as_camera(c, f"target camera {i}") for i, c in enumerate(target_cameras)]
         if not cams:
             raise ViewrtError("render: expected at least one target camera")
@@ -234,14 +296,22 @@ class Renderer:
             staged = self.backend.upload(chunk, self._rays_in)
             t.lap("h2d")
             images = self._images.tokens(0, chunk.shape[1])  # [1, vt, 3, S, S] prefix
-            self.backend.run("decoder", {self.manifest.target_input: staged, **past}, {self.manifest.image_output: images})
+            self.backend.run(
+                "decoder",
+                {self.manifest.target_input: staged, **past},
+                {self.manifest.image_output: images},
+            )
             t.lap("decode", sync=True)
             out[start : start + chunk.shape[1]] = self.backend.download(images)[0]
             t.lap("d2h")
         if not np.isfinite(out).all():
-            raise ViewrtError("render: the decoder produced non-finite images (values beyond the export's precision); "
-                              "normalize the scene or use an fp32 export")
-        for view_id in self.policy.after_render(self.cache.table):  # the pending non-keyframe view is used up
+            raise ViewrtError(
+                "render: the decoder produced non-finite images (values beyond the export's precision); "
+                "normalize the scene or use an fp32 export"
+            )
+        for view_id in self.policy.after_render(
+            self.cache.table
+        ):  # the pending non-keyframe view is used up
             self.cache.drop(view_id)
         t.lap("postprocess")
         self.last_timings = t.result()
@@ -258,7 +328,9 @@ class Renderer:
         if not self.backend.materializes_attention:
             return limit
         m = self.manifest
-        return targets_within(self.attention_budget, m.tokens_per_view, n_views * m.tokens_per_view, m.n_heads, limit)
+        return targets_within(
+            self.attention_budget, m.tokens_per_view, n_views * m.tokens_per_view, m.n_heads, limit
+        )
 
     def _target_rays(self, cams: list[Camera]) -> np.ndarray:
         """Plücker rays of the targets in the fixed frame; the last set is reused when the
@@ -267,7 +339,9 @@ class Renderer:
             raise ViewrtError("render: no normalization frame yet; add a view first")
         key = b"".join(c.c2w.tobytes() + c.fxfycxcy.tobytes() for c in cams)
         if self._rays is None or self._rays[0] != key or self._rays[1] is not self.frame:
-            rays = np.stack([plucker(self.frame.apply(c.c2w), c.fxfycxcy, self.size, self.size) for c in cams])[None]
+            rays = np.stack(
+                [plucker(self.frame.apply(c.c2w), c.fxfycxcy, self.size, self.size) for c in cams]
+            )[None]
             self._rays = (key, self.frame, rays)
         return self._rays[2]
 
@@ -300,14 +374,26 @@ class Renderer:
             "window": self.window,
             "pinned": self.pinned,
             "frame": None if self.frame is None else self.frame.to_dict(),
-            "frame_source": "caller" if self._given_frame is not None else ("first added view" if self.frame is not None else "not fixed yet"),
+            "frame_source": "caller"
+            if self._given_frame is not None
+            else ("first added view" if self.frame is not None else "not fixed yet"),
             **self.backend.info(),
         }
 
 
-def open(export_dir: str | Path, backend: str = "ort", max_views: int | None = None, window: int | None = None,
-         pinned: int = 0, device: str | None = None, frame=None, threads: int | None = None,
-         targets_per_call: int | None = None, attention_budget_mib: float = 256.0, precision: str | None = None) -> Renderer:  # noqa: A001
+def open(
+    export_dir: str | Path,
+    backend: str = "ort",
+    max_views: int | None = None,
+    window: int | None = None,
+    pinned: int = 0,
+    device: str | None = None,
+    frame=None,
+    threads: int | None = None,
+    targets_per_call: int | None = None,
+    attention_budget_mib: float = 256.0,
+    precision: str | None = None,
+) -> Renderer:  # noqa: A001
     """Open an export folder for view-by-view rendering.
 
     Args:
@@ -344,4 +430,6 @@ def open(export_dir: str | Path, backend: str = "ort", max_views: int | None = N
         raise ViewrtError(f"export_dir must be a path, got {type(export_dir).__name__}")
     manifest = load_manifest(export_dir)
     be = registry.create(backend, manifest, device=device, threads=threads, precision=precision)
-    return Renderer(manifest, be, max_views, window, pinned, frame, targets_per_call, attention_budget_mib)
+    return Renderer(
+        manifest, be, max_views, window, pinned, frame, targets_per_call, attention_budget_mib
+    )

@@ -40,7 +40,11 @@ def _real_tensorrt() -> str | None:
     only ever put in sys.modules inside a test, never at collection)."""
     loaded = sys.modules.get("tensorrt")
     if loaded is not None:
-        return "only the fake TensorRT (tests/fake_tensorrt) is loaded" if getattr(loaded, "IS_FAKE", False) else None
+        return (
+            "only the fake TensorRT (tests/fake_tensorrt) is loaded"
+            if getattr(loaded, "IS_FAKE", False)
+            else None
+        )
     if importlib.util.find_spec("tensorrt") is None:
         return "TensorRT is not installed on this machine"
     return None

@@ -158,7 +158,9 @@ class DataRoots:
         for spec in specs:
             old, sep, new = str(spec).partition("=")
             if not sep or not old.strip() or not new.strip():
-                raise ViewrtError(f"--data-root {spec!r}: expected OLD=NEW, e.g. /cluster/re10k=/data/re10k")
+                raise ViewrtError(
+                    f"--data-root {spec!r}: expected OLD=NEW, e.g. /cluster/re10k=/data/re10k"
+                )
             if not Path(new).is_dir():
                 raise ViewrtError(f"--data-root {spec!r}: {new} is not a folder")
             maps.append((old.strip(), new.strip()))
@@ -170,7 +172,9 @@ class DataRoots:
         extra = tuple(p for p in (folder, folder.parent) if p not in self.search)
         return replace(self, search=self.search + extra)
 
-    def candidates(self, written: str | Path, base: Path | None, kind: str, own: Sequence[Path] = ()) -> list[Path]:
+    def candidates(
+        self, written: str | Path, base: Path | None, kind: str, own: Sequence[Path] = ()
+    ) -> list[Path]:
         """Places to look for a path as written in a file, in order (no file is touched).
 
         Args:
@@ -187,7 +191,7 @@ class DataRoots:
         for old, new in sorted(self.maps, key=lambda m: -len(PurePath(m[0]).parts)):
             old_parts = PurePath(old).parts
             if old_parts and parts[: len(old_parts)] == old_parts:
-                out.append(Path(new).joinpath(*parts[len(old_parts):]))
+                out.append(Path(new).joinpath(*parts[len(old_parts) :]))
         out.append(raw if raw.is_absolute() or base is None else base / raw)
         tail = SCENE_TAIL if kind == "scene" else IMAGE_TAIL
         if self.fallback and len(parts) > tail:
@@ -195,7 +199,9 @@ class DataRoots:
             out += [root / rest for root in (*own, *self.search)]
         return list(dict.fromkeys(out))
 
-    def resolve(self, written: str | Path, base: Path | None, kind: str, own: Sequence[Path] = ()) -> tuple[Path, tuple[Path, ...]]:
+    def resolve(
+        self, written: str | Path, base: Path | None, kind: str, own: Sequence[Path] = ()
+    ) -> tuple[Path, tuple[Path, ...]]:
         """``(path, tried)``: the first candidate that is a file and ``()``; or, when none
         is, the path as written (joined to ``base``) and every candidate tried."""
         cands = self.candidates(written, base, kind, own)
@@ -266,9 +272,7 @@ def load_scene(json_path: str | Path, roots: DataRoots | None = None) -> Scene:
         raise ViewrtError(f"{path}: 'scene_name' must be a non-empty string, got {name!r}")
     raw_frames = data["frames"]
     if not isinstance(raw_frames, list):
-        raise ViewrtError(
-            f"{path}: 'frames' must be a list, got {type(raw_frames).__name__}"
-        )
+        raise ViewrtError(f"{path}: 'frames' must be a list, got {type(raw_frames).__name__}")
     if not raw_frames:
         raise ViewrtError(f"{path}: 'frames' is empty, expected at least one frame")
     frames = []
@@ -424,7 +428,9 @@ MIN_FOV_DEG = 1.0  # narrowest (a long telephoto)
 CENTER_BAND = 0.25  # principal point within this fraction of the size from the centre
 
 
-def check_intrinsics_plausible(fxfycxcy: Any, width: int, height: int, name: str = "camera") -> None:
+def check_intrinsics_plausible(
+    fxfycxcy: Any, width: int, height: int, name: str = "camera"
+) -> None:
     """Check that intrinsics describe a pinhole camera for an image of this size.
 
     Plausible means: the field of view along each axis, ``2 * atan(W / (2 fx))`` and
@@ -448,7 +454,9 @@ def check_intrinsics_plausible(fxfycxcy: Any, width: int, height: int, name: str
     problems = []
     for axis, fov, f in (("horizontal", fov_x, fx), ("vertical", fov_y, fy)):
         if not MIN_FOV_DEG <= fov <= MAX_FOV_DEG:
-            problems.append(f"{axis} field of view {fov:.1f} deg from f {f:g} px (plausible {MIN_FOV_DEG:g}-{MAX_FOV_DEG:g})")
+            problems.append(
+                f"{axis} field of view {fov:.1f} deg from f {f:g} px (plausible {MIN_FOV_DEG:g}-{MAX_FOV_DEG:g})"
+            )
     if abs(cx - width / 2.0) > CENTER_BAND * width or abs(cy - height / 2.0) > CENTER_BAND * height:
         problems.append(f"principal point ({cx:g}, {cy:g}) px outside the middle half of the image")
     if not problems:
@@ -463,7 +471,10 @@ def check_intrinsics_plausible(fxfycxcy: Any, width: int, height: int, name: str
     )
 
 
-_ALPHA_MODES = {"RGBa": "RGBA", "La": "LA"}  # premultiplied: un-premultiply first (PIL converts these only)
+_ALPHA_MODES = {
+    "RGBa": "RGBA",
+    "La": "LA",
+}  # premultiplied: un-premultiply first (PIL converts these only)
 
 
 def image_to_float_rgb(im: Image.Image, name: str = "image") -> np.ndarray:
@@ -497,21 +508,27 @@ def image_to_float_rgb(im: Image.Image, name: str = "image") -> np.ndarray:
     elif mode == "I":
         arr = np.asarray(im)
         if arr.size and (arr.min() < 0 or arr.max() > 65535):
-            raise ViewrtError(f"{name}: 32-bit integer image (mode I) with values {arr.min()}..{arr.max()}: "
-                              "expected 0..65535 (16-bit); convert it to 8- or 16-bit")
+            raise ViewrtError(
+                f"{name}: 32-bit integer image (mode I) with values {arr.min()}..{arr.max()}: "
+                "expected 0..65535 (16-bit); convert it to 8- or 16-bit"
+            )
         grey = arr.astype(np.float32) / np.float32(65535.0)
     elif mode == "F":
         arr = np.asarray(im, dtype=np.float32)
         if not np.all(np.isfinite(arr)) or (arr.size and (arr.min() < 0.0 or arr.max() > 1.0)):
-            raise ViewrtError(f"{name}: float image (mode F) with values outside [0, 1] or not finite: "
-                              "expected linear values in [0, 1]")
+            raise ViewrtError(
+                f"{name}: float image (mode F) with values outside [0, 1] or not finite: "
+                "expected linear values in [0, 1]"
+            )
         grey = arr
     else:
         try:
             base = im.convert(_ALPHA_MODES[mode]) if mode in _ALPHA_MODES else im
             rgb = np.asarray(base.convert("RGB"), dtype=np.uint8)
         except (ValueError, OSError) as exc:
-            raise ViewrtError(f"{name}: image mode {mode!r} cannot be read as RGB ({exc})") from None
+            raise ViewrtError(
+                f"{name}: image mode {mode!r} cannot be read as RGB ({exc})"
+            ) from None
         return rgb.astype(np.float32) / np.float32(255.0)
     return np.repeat(grey[..., None], 3, axis=2)
 
@@ -818,7 +835,9 @@ def _render(layout: dict[str, Any], c2w: np.ndarray, fxfycxcy: np.ndarray, size:
         gc = _texture("checker", p_tex[g], layout["ground"])
         if "tint" in layout["ground"]:  # metre-scale tint: each view sees its own patch of ground
             t0, t1 = layout["ground"]["tint"]
-            v = np.clip((_value_noise(p_tex[g] * 0.6, layout["ground"]["tint_salt"]) - 0.2) / 0.6, 0.0, 1.0)[:, None]
+            v = np.clip(
+                (_value_noise(p_tex[g] * 0.6, layout["ground"]["tint_salt"]) - 0.2) / 0.6, 0.0, 1.0
+            )[:, None]
             chk = np.mod(np.floor(p_tex[g] / layout["ground"]["period"]).sum(axis=1), 2.0)[:, None]
             gc = (0.8 + 0.2 * chk) * (t0[None] * (1.0 - v) + t1[None] * v)
         fade = np.clip((best_t[hit][g] - 6.0) / 10.0, 0.0, 1.0)[:, None]
@@ -1026,8 +1045,13 @@ def make_processed_dataset(
             for i, c2w in enumerate(c2ws):
                 img_path = base / "images" / name / f"{i:05d}.png"
                 Image.fromarray(image_to_uint8(_render(layout, c2w, fxfycxcy, size))).save(img_path)
-                frames.append({"image_path": str(img_path), "fxfycxcy": fxfycxcy.tolist(),
-                               "w2c": rigid_inverse(c2w).tolist()})
+                frames.append(
+                    {
+                        "image_path": str(img_path),
+                        "fxfycxcy": fxfycxcy.tolist(),
+                        "w2c": rigid_inverse(c2w).tolist(),
+                    }
+                )
             json_path = base / "metadata" / f"{name}.json"
             json_path.write_text(json.dumps({"scene_name": name, "frames": frames}, indent=1))
             lines.append(str(json_path))

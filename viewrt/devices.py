@@ -115,7 +115,9 @@ def _probe_cudart(cudart) -> GpuInfo:
         name = cuda_error_name(cudart, err)
         return GpuInfo(0, reason=f"cudaGetDeviceCount failed: {describe_cuda_error(name)}")
     if count == 0:
-        return GpuInfo(0, reason="no CUDA GPU is visible (no device, or CUDA_VISIBLE_DEVICES hides it)")
+        return GpuInfo(
+            0, reason="no CUDA GPU is visible (no device, or CUDA_VISIBLE_DEVICES hides it)"
+        )
     err, prop = cudart.cudaGetDeviceProperties(0)
     if int(err) != 0:
         return GpuInfo(count, "unknown", "unknown")
@@ -137,12 +139,17 @@ def _probe_driver() -> GpuInfo:
         return GpuInfo(0, reason=f"{call} failed: {describe_cuda_error(name)}")
 
     count, dev, major, minor = ctypes.c_int(), ctypes.c_int(), ctypes.c_int(), ctypes.c_int()
-    for call, rc in (("cuInit", lambda: cuda.cuInit(0)), ("cuDeviceGetCount", lambda: cuda.cuDeviceGetCount(ctypes.byref(count)))):
+    for call, rc in (
+        ("cuInit", lambda: cuda.cuInit(0)),
+        ("cuDeviceGetCount", lambda: cuda.cuDeviceGetCount(ctypes.byref(count))),
+    ):
         code = rc()
         if code != 0:
             return error(code, call)
     if not count.value:
-        return GpuInfo(0, reason="no CUDA GPU is visible (no device, or CUDA_VISIBLE_DEVICES hides it)")
+        return GpuInfo(
+            0, reason="no CUDA GPU is visible (no device, or CUDA_VISIBLE_DEVICES hides it)"
+        )
     name = ctypes.create_string_buffer(256)
     cuda.cuDeviceGet(ctypes.byref(dev), 0)
     cuda.cuDeviceGetName(name, 256, dev)
@@ -189,10 +196,20 @@ def _probe() -> TensorRTStatus:
     try:
         builder = trt.Builder(trt.Logger(trt.Logger.ERROR))
     except Exception as e:  # noqa: BLE001 - pybind11 raises when the factory returns nullptr
-        return TensorRTStatus(False, f"TensorRT {version} cannot create a builder: {e}", version, major, gpu)
+        return TensorRTStatus(
+            False, f"TensorRT {version} cannot create a builder: {e}", version, major, gpu
+        )
     if builder is None:
-        return TensorRTStatus(False, f"TensorRT {version} cannot create a builder (CUDA initialisation failed)", version, major, gpu)
-    return TensorRTStatus(True, f"TensorRT {version} on {gpu.name} (sm {gpu.compute_capability})", version, major, gpu)
+        return TensorRTStatus(
+            False,
+            f"TensorRT {version} cannot create a builder (CUDA initialisation failed)",
+            version,
+            major,
+            gpu,
+        )
+    return TensorRTStatus(
+        True, f"TensorRT {version} on {gpu.name} (sm {gpu.compute_capability})", version, major, gpu
+    )
 
 
 @functools.lru_cache(maxsize=1)

@@ -16,7 +16,9 @@ from collections.abc import Mapping, Sequence
 __all__ = ["failure_kind", "summarize_failures"]
 
 _CONTEXT = re.compile(r"^scene '.*?' \(.*?\) frame \d+: ")
-_PATHLIKE = re.compile(r"[^\s'\"(]*[/\\][^\s'\"]*?(?=[:;,)'\"]*(?:\s|$))")  # without trailing punctuation
+_PATHLIKE = re.compile(
+    r"[^\s'\"(]*[/\\][^\s'\"]*?(?=[:;,)'\"]*(?:\s|$))"
+)  # without trailing punctuation
 _LEAD = re.compile(r"^[\s:]*(frame \d+\b)?[\s:]*")
 
 
@@ -54,8 +56,14 @@ def _item(failure: Mapping) -> str:
     return (scene if named else None) or path or scene or "?"
 
 
-def summarize_failures(failures: Sequence[Mapping], n_total: int, where: str | None = None, *,
-                       what: str = "scene", max_kinds: int = 3) -> str:
+def summarize_failures(
+    failures: Sequence[Mapping],
+    n_total: int,
+    where: str | None = None,
+    *,
+    what: str = "scene",
+    max_kinds: int = 3,
+) -> str:
     """One line saying how many items failed, of which kinds, and the first of each kind.
 
     Example: ``"19 of 19 scenes failed: scene file not found (first: .../0068e97c1c1f61aa.json);
@@ -89,6 +97,8 @@ def summarize_failures(failures: Sequence[Mapping], n_total: int, where: str | N
         parts.append(f"{prefix}{kind} (first: {_item(first[kind])})")
     rest = ranked[max_kinds:]
     if rest:
-        parts.append(f"{sum(c for _, c in rest)} more of {len(rest)} other kind{'s' if len(rest) > 1 else ''}")
+        parts.append(
+            f"{sum(c for _, c in rest)} more of {len(rest)} other kind{'s' if len(rest) > 1 else ''}"
+        )
     tail = f"; all in {where}" if where else ""
     return f"{n} of {n_total} {noun} failed: {', '.join(parts)}{tail}"

@@ -44,7 +44,9 @@ def make_folder(path: str | Path, what: str = "output") -> Path:
         probe = tempfile.NamedTemporaryFile(dir=path, prefix=".viewrt-write-test-", delete=True)
         probe.close()
     except OSError as e:
-        raise ViewrtError(f"{what} {path}: cannot be created or written ({e.strerror or type(e).__name__})") from None
+        raise ViewrtError(
+            f"{what} {path}: cannot be created or written ({e.strerror or type(e).__name__})"
+        ) from None
     return path
 
 
@@ -72,9 +74,13 @@ def locked_folder(path: str | Path, what: str = "output", clean_on_error=False):
         log.warning("waiting for another viewrt process writing into %s", path)
         lock.acquire()
     except OSError as e:
-        raise ViewrtError(f"{what} {path}: cannot lock it ({e.strerror or type(e).__name__})") from None
+        raise ViewrtError(
+            f"{what} {path}: cannot lock it ({e.strerror or type(e).__name__})"
+        ) from None
     try:
-        path.mkdir(parents=True, exist_ok=True)  # the previous holder may have removed it after a failure
+        path.mkdir(
+            parents=True, exist_ok=True
+        )  # the previous holder may have removed it after a failure
         fresh = not existed and not any(path.iterdir())
         try:
             yield path
@@ -100,7 +106,9 @@ def staging_folder(path: Path) -> Path:
     return Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=path))
 
 
-def swap_in(staging: Path, folder: Path, files: list[str], commit: str, replaced: list[str]) -> None:
+def swap_in(
+    staging: Path, folder: Path, files: list[str], commit: str, replaced: list[str]
+) -> None:
     """Move ``files`` (``commit`` last) from ``staging`` into ``folder``, first moving the
     ``replaced`` files present there into ``staging/old`` (``commit`` first). Restorable by
     :func:`recover` after a kill at any point."""

@@ -112,9 +112,7 @@ def _check_size(value: Any, name: str) -> int:
     return int(value)
 
 
-def check_camera(
-    c2w: Any, fxfycxcy: Any, name: str = "camera"
-) -> tuple[np.ndarray, np.ndarray]:
+def check_camera(c2w: Any, fxfycxcy: Any, name: str = "camera") -> tuple[np.ndarray, np.ndarray]:
     """Validate one camera.
 
     Args:
@@ -215,9 +213,7 @@ def look_at(eye: Any, target: Any, up: Any = (0.0, 0.0, 1.0)) -> np.ndarray:
 # --------------------------------------------------------------------------- rays
 
 
-def rays(
-    c2w: Any, fxfycxcy: Any, height: int, width: int
-) -> tuple[np.ndarray, np.ndarray]:
+def rays(c2w: Any, fxfycxcy: Any, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
     """Per-pixel rays through pixel centres (OpenCV convention).
 
     ``d_cam = [(x+0.5-cx)/fx, (y+0.5-cy)/fy, 1]``, ``d = normalize(R @ d_cam)``, ``o = t``.
@@ -463,9 +459,7 @@ def normalize_scene(c2ws: Any) -> tuple[np.ndarray, NormalizationFrame]:
 # --------------------------------------------------------------------------- images
 
 
-def resize_center_crop(
-    image: Any, fxfycxcy: Any, size: int
-) -> tuple[np.ndarray, np.ndarray]:
+def resize_center_crop(image: Any, fxfycxcy: Any, size: int) -> tuple[np.ndarray, np.ndarray]:
     """Resize so the short side is ``size``, centre-crop a square, adjust intrinsics.
 
     Resampling is PIL bicubic on each channel in float32 (PIL widens the kernel when

@@ -44,7 +44,9 @@ def _pair(pred: Any, gt: Any) -> tuple[np.ndarray, np.ndarray]:
         if arr.ndim != 3 or arr.shape[0] != 3:
             raise ViewrtError(f"{name}: expected a [3, H, W] image, got shape {arr.shape}")
         if not np.issubdtype(arr.dtype, np.floating):
-            raise ViewrtError(f"{name}: expected a float image in [0, 1], got dtype {arr.dtype} (divide uint8 data by 255)")
+            raise ViewrtError(
+                f"{name}: expected a float image in [0, 1], got dtype {arr.dtype} (divide uint8 data by 255)"
+            )
         if not np.isfinite(arr).all():
             raise ViewrtError(f"{name}: contains NaN or inf")
         lo, hi = float(arr.min()), float(arr.max())
@@ -89,5 +91,11 @@ def ssim(pred: Any, gt: Any) -> float:
 
     p, g = _pair(pred, gt)
     if min(p.shape[1:]) < SSIM_WINDOW:
-        raise ViewrtError(f"ssim: images must be at least {SSIM_WINDOW}x{SSIM_WINDOW} (the window), got {p.shape[1]}x{p.shape[2]}")
-    return float(structural_similarity(g, p, win_size=SSIM_WINDOW, gaussian_weights=True, data_range=1.0, channel_axis=0))
+        raise ViewrtError(
+            f"ssim: images must be at least {SSIM_WINDOW}x{SSIM_WINDOW} (the window), got {p.shape[1]}x{p.shape[2]}"
+        )
+    return float(
+        structural_similarity(
+            g, p, win_size=SSIM_WINDOW, gaussian_weights=True, data_range=1.0, channel_axis=0
+        )
+    )

@@ -33,20 +33,43 @@ class Config:
 
 
 BACKENDS: dict[str, BackendEntry] = {
-    "ort": BackendEntry("viewrt.runtime.backends.ort", "OrtBackend", "onnxruntime", "ONNX Runtime (CPU; CUDA/TensorRT EPs by device)"),
-    "trt": BackendEntry("viewrt.runtime.backends.trt", "TrtBackend", "tensorrt, cuda-python", "native TensorRT engines (viewrt build)"),
-    "openvino": BackendEntry("viewrt.runtime.backends.openvino", "OpenVinoBackend", "openvino (pip install '.[openvino]')",
-                             "OpenVINO CPU plugin (fused attention; bf16 where the CPU has it)"),
+    "ort": BackendEntry(
+        "viewrt.runtime.backends.ort",
+        "OrtBackend",
+        "onnxruntime",
+        "ONNX Runtime (CPU; CUDA/TensorRT EPs by device)",
+    ),
+    "trt": BackendEntry(
+        "viewrt.runtime.backends.trt",
+        "TrtBackend",
+        "tensorrt, cuda-python",
+        "native TensorRT engines (viewrt build)",
+    ),
+    "openvino": BackendEntry(
+        "viewrt.runtime.backends.openvino",
+        "OpenVinoBackend",
+        "openvino (pip install '.[openvino]')",
+        "OpenVINO CPU plugin (fused attention; bf16 where the CPU has it)",
+    ),
 }
 
 CONFIGS: dict[str, Config] = {
-    "ort": Config("ort", {"device": "cpu"}, "viewrt runtime, ONNX Runtime CPU (fused MultiHeadAttention decoder where the export has it)"),
-    "ort-plain": Config("ort", {"device": "cpu", "fused_attention": False},
-                        "viewrt runtime, ONNX Runtime CPU, the plain decoder (MatMul -> Softmax -> MatMul attention)"),
+    "ort": Config(
+        "ort",
+        {"device": "cpu"},
+        "viewrt runtime, ONNX Runtime CPU (fused MultiHeadAttention decoder where the export has it)",
+    ),
+    "ort-plain": Config(
+        "ort",
+        {"device": "cpu", "fused_attention": False},
+        "viewrt runtime, ONNX Runtime CPU, the plain decoder (MatMul -> Softmax -> MatMul attention)",
+    ),
     "ort-cuda": Config("ort", {"device": "cuda:0"}, "viewrt runtime, ONNX Runtime CUDA EP"),
     "ort-trt": Config("ort", {"device": "tensorrt:0"}, "viewrt runtime, ONNX Runtime TensorRT EP"),
     "trt": Config("trt", {"device": "cuda:0"}, "viewrt runtime, native TensorRT engines"),
-    "openvino": Config("openvino", {}, "viewrt runtime, OpenVINO CPU, its default precision for this CPU"),
+    "openvino": Config(
+        "openvino", {}, "viewrt runtime, OpenVINO CPU, its default precision for this CPU"
+    ),
     "openvino-f32": Config("openvino", {"precision": "f32"}, "viewrt runtime, OpenVINO CPU, f32"),
 }
 
@@ -62,7 +85,9 @@ def backend_class(name: str):
     try:
         return getattr(importlib.import_module(e.module), e.cls)
     except ModuleNotFoundError as err:
-        raise ViewrtError(f"backend {name!r} needs {e.needs}, which is not installed ({err.name})") from None
+        raise ViewrtError(
+            f"backend {name!r} needs {e.needs}, which is not installed ({err.name})"
+        ) from None
 
 
 def resolve(name: str, **options) -> tuple[str, dict]:
@@ -76,7 +101,9 @@ def resolve(name: str, **options) -> tuple[str, dict]:
         return c.backend, {**c.options, **{k: v for k, v in options.items() if v is not None}}
     if name in BACKENDS:
         return name, {k: v for k, v in options.items() if v is not None}
-    raise ViewrtError(f"unknown backend {name!r}; expected one of {', '.join(dict.fromkeys([*CONFIGS, *BACKENDS]))}")
+    raise ViewrtError(
+        f"unknown backend {name!r}; expected one of {', '.join(dict.fromkeys([*CONFIGS, *BACKENDS]))}"
+    )
 
 
 def create(name: str, manifest, **options):
@@ -88,11 +115,17 @@ def create(name: str, manifest, **options):
     backend, opts = resolve(name, **options)
     t = opts.get("threads")
     if t is not None and (isinstance(t, bool) or not isinstance(t, int) or t < 1):
-        raise ViewrtError(f"threads must be a positive integer or None, got {type(t).__name__} {t!r}")
+        raise ViewrtError(
+            f"threads must be a positive integer or None, got {type(t).__name__} {t!r}"
+        )
     if "device" in opts and not isinstance(opts["device"], str):
-        raise ViewrtError(f"device must be a string such as 'cpu' or 'cuda:0', got {type(opts['device']).__name__}")
+        raise ViewrtError(
+            f"device must be a string such as 'cpu' or 'cuda:0', got {type(opts['device']).__name__}"
+        )
     cls = backend_class(backend)
     unknown = set(opts) - set(cls.options)
     if unknown:
-        raise ViewrtError(f"backend {backend!r} takes no option {', '.join(sorted(unknown))} (it takes {', '.join(cls.options) or 'none'})")
+        raise ViewrtError(
+            f"backend {backend!r} takes no option {', '.join(sorted(unknown))} (it takes {', '.join(cls.options) or 'none'})"
+        )
     return cls(manifest, **opts)

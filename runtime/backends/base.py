@@ -48,7 +48,14 @@ class Buffer:
             raise ValueError(f"bad token range [{start}, {stop}) of {self.shape}")
         row = int(np.prod(self.shape[2:])) * np.dtype(self.dtype).itemsize
         host = None if self.host is None else self.host[:, start:stop]
-        return Buffer(self.ptr + start * row, (1, stop - start, *self.shape[2:]), self.dtype, self.device, host, self)
+        return Buffer(
+            self.ptr + start * row,
+            (1, stop - start, *self.shape[2:]),
+            self.dtype,
+            self.device,
+            host,
+            self,
+        )
 
 
 class Backend:
@@ -79,7 +86,13 @@ class Backend:
         """What this backend runs with (name, device, precision in use, ...)."""
         return {"backend": self.name, "device": self.device, "precision": self.manifest.precision}
 
-    def check_io(self, graph: str, inputs: list[tuple[str, str, tuple]], outputs: list[tuple[str, str, tuple]], source: str) -> None:
+    def check_io(
+        self,
+        graph: str,
+        inputs: list[tuple[str, str, tuple]],
+        outputs: list[tuple[str, str, tuple]],
+        source: str,
+    ) -> None:
         """Check a graph's declared inputs/outputs against the manifest (see
         :func:`viewrt.contract.manifest.check_graph_io`). Raises ViewrtError."""
         check_graph_io(self.manifest, graph, "inputs", inputs, source)
@@ -135,7 +148,9 @@ class Backend:
     # -- checked entry points -------------------------------------------------------------
     def check_input(self, graph: str, name: str, shape: tuple, dtype) -> None:
         if name not in self._inputs[graph]:
-            raise ViewrtError(f"{graph}: unknown input '{name}'; expected {sorted(self._inputs[graph])}")
+            raise ViewrtError(
+                f"{graph}: unknown input '{name}'; expected {sorted(self._inputs[graph])}"
+            )
         self._inputs[graph][name].check(tuple(shape), dtype, self.bounds)
 
     def run(self, graph: str, inputs: dict[str, Buffer], outputs: dict[str, Buffer]) -> None:
@@ -176,7 +191,10 @@ class Backend:
                 raise ViewrtError(f"input '{name}': contains NaN or inf")
         inputs = {n: self.upload(np.ascontiguousarray(a)) for n, a in feed.items()}
         shapes = {n: np.shape(a) for n, a in feed.items()}
-        outputs = {t.name: self.alloc(self.output_shape(graph, t.name, shapes), t.dtype) for t in self._outputs[graph]}
+        outputs = {
+            t.name: self.alloc(self.output_shape(graph, t.name, shapes), t.dtype)
+            for t in self._outputs[graph]
+        }
         self.run(graph, inputs, outputs)
         self.synchronize()
         return {n: self.download(b) for n, b in outputs.items()}

@@ -40,10 +40,15 @@ class Stream:
         self.handle = check(self.cudart.cudaStreamCreate(), "cudaStreamCreate")
 
     def copy(self, dst: int, src: int, nbytes: int, kind: str) -> None:
-        kinds = {"d2d": self.cudart.cudaMemcpyKind.cudaMemcpyDeviceToDevice,
-                 "h2d": self.cudart.cudaMemcpyKind.cudaMemcpyHostToDevice,
-                 "d2h": self.cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost}
-        check(self.cudart.cudaMemcpyAsync(dst, src, nbytes, kinds[kind], self.handle), f"cudaMemcpyAsync ({kind})")
+        kinds = {
+            "d2d": self.cudart.cudaMemcpyKind.cudaMemcpyDeviceToDevice,
+            "h2d": self.cudart.cudaMemcpyKind.cudaMemcpyHostToDevice,
+            "d2h": self.cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost,
+        }
+        check(
+            self.cudart.cudaMemcpyAsync(dst, src, nbytes, kinds[kind], self.handle),
+            f"cudaMemcpyAsync ({kind})",
+        )
 
     def synchronize(self) -> None:
         check(self.cudart.cudaStreamSynchronize(self.handle), "cudaStreamSynchronize")
@@ -57,7 +62,9 @@ class Stream:
 def device_name(device_id: int = 0) -> str:
     props = check(_cudart().cudaGetDeviceProperties(device_id), "cudaGetDeviceProperties")
     name = props.name
-    return name.split(b"\0")[0].decode() if isinstance(name, bytes) else str(name)  # as viewrt build records it
+    return (
+        name.split(b"\0")[0].decode() if isinstance(name, bytes) else str(name)
+    )  # as viewrt build records it
 
 
 def set_device(device_id: int) -> None:

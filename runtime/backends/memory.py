@@ -73,7 +73,11 @@ class CudaMemory:
 
     def upload(self, array: np.ndarray, staging: Buffer | None = None) -> Buffer:
         array = np.ascontiguousarray(array)
-        buf = staging if staging is not None and staging.nbytes >= array.nbytes else self.alloc(array.shape, array.dtype)
+        buf = (
+            staging
+            if staging is not None and staging.nbytes >= array.nbytes
+            else self.alloc(array.shape, array.dtype)
+        )
         buf = Buffer(buf.ptr, array.shape, array.dtype, self.device, owner=buf)
         self.stream.copy(buf.ptr, array.ctypes.data, array.nbytes, "h2d")
         self.stream.synchronize()  # the host array may be freed by the caller

@@ -44,8 +44,14 @@ class _HostMemory:
 def _declared(ports) -> list[tuple[str, str, tuple]]:
     """(name, numpy dtype name, shape) of each port as the ONNX file declares it (None for a
     dynamic dimension; OpenVINO keeps no dim_param names)."""
-    return [(p.get_any_name(), p.get_element_type().to_dtype().name,
-             tuple(d.get_length() if d.is_static else None for d in p.get_partial_shape())) for p in ports]
+    return [
+        (
+            p.get_any_name(),
+            p.get_element_type().to_dtype().name,
+            tuple(d.get_length() if d.is_static else None for d in p.get_partial_shape()),
+        )
+        for p in ports
+    ]
 
 
 class OpenVinoBackend(Backend):
@@ -70,11 +76,19 @@ class OpenVinoBackend(Backend):
     options = ("device", "precision", "threads")
     materializes_attention = False  # the CPU plugin fuses MatMul -> Softmax -> MatMul
 
-    def __init__(self, manifest: Manifest, device: str = "cpu", precision: str | None = None, threads: int | None = None):
+    def __init__(
+        self,
+        manifest: Manifest,
+        device: str = "cpu",
+        precision: str | None = None,
+        threads: int | None = None,
+    ):
         if device != "cpu":
             raise ViewrtError(f"the OpenVINO backend runs on the CPU, got device {device!r}")
         if precision is not None and precision not in PRECISIONS:
-            raise ViewrtError(f"OpenVINO precision must be one of {', '.join(PRECISIONS)} or None (its default), got {precision!r}")
+            raise ViewrtError(
+                f"OpenVINO precision must be one of {', '.join(PRECISIONS)} or None (its default), got {precision!r}"
+            )
         if threads is not None and threads < 1:
             raise ViewrtError(f"threads must be >= 1, got {threads}")
         super().__init__(manifest, "cpu")
@@ -96,16 +110,24 @@ class OpenVinoBackend(Backend):
             try:
                 model = core.read_model(str(path))
             except Exception as e:  # noqa: BLE001 - OpenVINO raises RuntimeError subclasses of its own
-                raise ViewrtError(f"{path}: OpenVINO cannot read it ({str(e).splitlines()[0]})") from None
-            self.check_io(g, _declared(model.inputs), _declared(model.outputs), self.manifest.graphs[g].file)
+                raise ViewrtError(
+                    f"{path}: OpenVINO cannot read it ({str(e).splitlines()[0]})"
+                ) from None
+            self.check_io(
+                g, _declared(model.inputs), _declared(model.outputs), self.manifest.graphs[g].file
+            )
             model.reshape(self._bounded_shapes(g, model, ov))
             outs = {n for p in model.outputs for n in p.get_names()}
             if not {t.name for t in self._outputs[g]} <= outs:
-                raise ViewrtError(f"{path}: outputs {sorted(outs)} do not match the manifest's {sorted(t.name for t in self._outputs[g])}")
+                raise ViewrtError(
+                    f"{path}: outputs {sorted(outs)} do not match the manifest's {sorted(t.name for t in self._outputs[g])}"
+                )
             try:
                 compiled = core.compile_model(model, "CPU", config)
             except Exception as e:  # noqa: BLE001
-                raise ViewrtError(f"{path}: OpenVINO cannot compile it for the CPU ({str(e).splitlines()[0]})") from None
+                raise ViewrtError(
+                    f"{path}: OpenVINO cannot compile it for the CPU ({str(e).splitlines()[0]})"
+                ) from None
             precisions.add(compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name())
             self.compiled[g], self.requests[g] = compiled, compiled.create_infer_request()
         self.precision = "/".join(sorted(precisions))
@@ -116,10 +138,15 @@ class OpenVinoBackend(Backend):
         have = {n for p in model.inputs for n in p.get_names()}
         want = self._inputs[graph]
         if not set(want) <= have:
-            raise ViewrtError(f"{self.manifest.path(graph)}: inputs {sorted(have)} do not match the manifest's {sorted(want)}")
+            raise ViewrtError(
+                f"{self.manifest.path(graph)}: inputs {sorted(have)} do not match the manifest's {sorted(want)}"
+            )
         shapes = {}
         for name, info in want.items():
-            dims = [ov.Dimension(1, self.bounds[d]) if isinstance(d, str) else ov.Dimension(d) for d in info.shape]
+            dims = [
+                ov.Dimension(1, self.bounds[d]) if isinstance(d, str) else ov.Dimension(d)
+                for d in info.shape
+            ]
             shapes[name] = ov.PartialShape(dims)
         return shapes
 
@@ -127,16 +154,28 @@ class OpenVinoBackend(Backend):
         self.requests, self.compiled = {}, {}
 
     def info(self) -> dict:
-        used = None if self.precision is None else "/".join(_NAMES.get(p, p) for p in self.precision.split("/"))
-        if used is not None and self.manifest.precision_row.quantized:  # Q/DQ matmuls, the rest in the plugin's precision
+        used = (
+            None
+            if self.precision is None
+            else "/".join(_NAMES.get(p, p) for p in self.precision.split("/"))
+        )
+        if (
+            used is not None and self.manifest.precision_row.quantized
+        ):  # Q/DQ matmuls, the rest in the plugin's precision
             used = f"{self.manifest.precision}/{used}"
-        return {**super().info(), "precision": used, "requested_precision": self.requested_precision,
-                "openvino": getattr(self, "version", None)}
+        return {
+            **super().info(),
+            "precision": used,
+            "requested_precision": self.requested_precision,
+            "openvino": getattr(self, "version", None),
+        }
 
     # -- memory: numpy host arrays --------------------------------------------------------------
     def alloc(self, shape: tuple, dtype) -> Buffer:
         arr = np.zeros(shape, np.dtype(dtype))
-        return Buffer(arr.ctypes.data, tuple(shape), arr.dtype, "cpu", host=arr, owner=_HostMemory(arr))
+        return Buffer(
+            arr.ctypes.data, tuple(shape), arr.dtype, "cpu", host=arr, owner=_HostMemory(arr)
+        )
 
     def copy(self, dst: Buffer, src: Buffer) -> None:
         if dst.nbytes != src.nbytes:
@@ -173,4 +212,6 @@ class OpenVinoBackend(Backend):
                 req.set_tensor(name, self.tensor(b))
             req.infer()
         except Exception as e:  # noqa: BLE001
-            raise ViewrtError(f"{graph}: OpenVINO inference failed ({str(e).splitlines()[0]})") from None
+            raise ViewrtError(
+                f"{graph}: OpenVINO inference failed ({str(e).splitlines()[0]})"
+            ) from None

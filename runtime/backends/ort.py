@@ -17,9 +17,16 @@ _PROVIDERS = {
 }
 
 
-_ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",
-              "tensor(int64)": "int64", "tensor(int32)": "int32", "tensor(int8)": "int8", "tensor(uint8)": "uint8",
-              "tensor(bool)": "bool"}
+_ORT_TYPES = {
+    "tensor(float)": "float32",
+    "tensor(float16)": "float16",
+    "tensor(double)": "float64",
+    "tensor(int64)": "int64",
+    "tensor(int32)": "int32",
+    "tensor(int8)": "int8",
+    "tensor(uint8)": "uint8",
+    "tensor(bool)": "bool",
+}
 
 
 def _declared(arg) -> tuple[str, str, tuple]:
@@ -39,19 +46,35 @@ class OrtBackend(Backend):
     name = "ort"
     options = ("device", "threads", "fused_attention")
 
-    def __init__(self, manifest: Manifest, device: str = "cpu", threads: int | None = None, fused_attention: bool = True):
+    def __init__(
+        self,
+        manifest: Manifest,
+        device: str = "cpu",
+        threads: int | None = None,
+        fused_attention: bool = True,
+    ):
         if not isinstance(device, str):
-            raise ViewrtError(f"device must be a string such as 'cpu' or 'cuda:0', got {type(device).__name__}")
+            raise ViewrtError(
+                f"device must be a string such as 'cpu' or 'cuda:0', got {type(device).__name__}"
+            )
         kind, _, idx = device.partition(":")
         if kind not in _PROVIDERS or (idx and not idx.isdigit()):
-            raise ViewrtError(f"unknown ONNX Runtime device {device!r}; expected cpu, cuda[:N] or tensorrt[:N]")
-        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+            raise ViewrtError(
+                f"unknown ONNX Runtime device {device!r}; expected cpu, cuda[:N] or tensorrt[:N]"
+            )
+        if threads is not None and (
+            isinstance(threads, bool) or not isinstance(threads, int) or threads < 1
+        ):
             raise ViewrtError(f"threads must be a positive integer, got {threads!r}")
         self.kind, self.device_id = kind, int(idx or 0)
         super().__init__(manifest, "cpu" if kind == "cpu" else f"cuda:{self.device_id}")
         # On the CPU, the export's MultiHeadAttention decoder variant (export/ort_mha.py), where it
         # has one: ONNX Runtime's flash attention, no score matrix. The TensorRT EP fuses the plain one.
-        self.decoder_variant = manifest.variant("decoder", "onnxruntime-cpu") if kind == "cpu" and fused_attention else None
+        self.decoder_variant = (
+            manifest.variant("decoder", "onnxruntime-cpu")
+            if kind == "cpu" and fused_attention
+            else None
+        )
         self.materializes_attention = kind != "tensorrt" and self.decoder_variant is None
         self.threads = threads
 
@@ -60,7 +83,9 @@ class OrtBackend(Backend):
 
         wanted = _PROVIDERS[self.kind]
         if wanted[0] not in ort.get_available_providers():
-            raise ViewrtError(f"onnxruntime has no {wanted[0]} here (available: {', '.join(ort.get_available_providers())})")
+            raise ViewrtError(
+                f"onnxruntime has no {wanted[0]} here (available: {', '.join(ort.get_available_providers())})"
+            )
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.log_severity_level = 3
@@ -72,15 +97,33 @@ class OrtBackend(Backend):
             opts.intra_op_num_threads = self.threads
         self.sessions = {}
         for g in ("encoder", "decoder"):
-            providers = [(p, self._provider_options(p, g)) if p != "CPUExecutionProvider" else p for p in wanted]
+            providers = [
+                (p, self._provider_options(p, g)) if p != "CPUExecutionProvider" else p
+                for p in wanted
+            ]
             try:
-                path = self.decoder_variant if g == "decoder" and self.decoder_variant is not None else self.manifest.path(g)
+                path = (
+                    self.decoder_variant
+                    if g == "decoder" and self.decoder_variant is not None
+                    else self.manifest.path(g)
+                )
                 self.sessions[g] = ort.InferenceSession(str(path), opts, providers=providers)
             except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types
-                raise ViewrtError(f"{self.manifest.path(g)}: ONNX Runtime cannot load it ({str(e).splitlines()[0]})") from None
+                raise ViewrtError(
+                    f"{self.manifest.path(g)}: ONNX Runtime cannot load it ({str(e).splitlines()[0]})"
+                ) from None
             sess = self.sessions[g]
-            source = self.decoder_variant.name if g == "decoder" and self.decoder_variant is not None else self.manifest.graphs[g].file
-            self.check_io(g, [_declared(t) for t in sess.get_inputs()], [_declared(t) for t in sess.get_outputs()], source)
+            source = (
+                self.decoder_variant.name
+                if g == "decoder" and self.decoder_variant is not None
+                else self.manifest.graphs[g].file
+            )
+            self.check_io(
+                g,
+                [_declared(t) for t in sess.get_inputs()],
+                [_declared(t) for t in sess.get_outputs()],
+                source,
+            )
         if self.kind == "cpu":
             self.memory = HostMemory()
         else:
@@ -104,22 +147,46 @@ class OrtBackend(Backend):
         lo, hi = [], []
         for t in m.tensors(graph, "inputs"):
             if any(isinstance(d, str) for d in t.shape):
-                lo.append(f"{t.name}:" + "x".join(str(dims[d][0] if isinstance(d, str) else d) for d in t.shape))
-                hi.append(f"{t.name}:" + "x".join(str(dims[d][2] if isinstance(d, str) else d) for d in t.shape))
+                lo.append(
+                    f"{t.name}:"
+                    + "x".join(str(dims[d][0] if isinstance(d, str) else d) for d in t.shape)
+                )
+                hi.append(
+                    f"{t.name}:"
+                    + "x".join(str(dims[d][2] if isinstance(d, str) else d) for d in t.shape)
+                )
         root = m.dir / "ort_trt_cache"
         sha = m.graphs[graph].sha256
         if not sha:
-            raise ViewrtError(f"{m.dir}: the manifest records no sha256 for the {graph} graph; re-export")
+            raise ViewrtError(
+                f"{m.dir}: the manifest records no sha256 for the {graph} graph; re-export"
+            )
         # typed graphs are never down-cast (precision table); engines are keyed by the graph's content
-        opts.update({"trt_fp16_enable": m.precision_row.ort_trt_fp16, "trt_int8_enable": False, "trt_engine_cache_enable": True,
-                     "trt_engine_cache_path": str(root / sha), "trt_timing_cache_enable": True,
-                     "trt_timing_cache_path": str(root)})
+        opts.update(
+            {
+                "trt_fp16_enable": m.precision_row.ort_trt_fp16,
+                "trt_int8_enable": False,
+                "trt_engine_cache_enable": True,
+                "trt_engine_cache_path": str(root / sha),
+                "trt_timing_cache_enable": True,
+                "trt_timing_cache_path": str(root),
+            }
+        )
         if lo:
-            opts.update({"trt_profile_min_shapes": ",".join(lo), "trt_profile_opt_shapes": ",".join(hi), "trt_profile_max_shapes": ",".join(hi)})
+            opts.update(
+                {
+                    "trt_profile_min_shapes": ",".join(lo),
+                    "trt_profile_opt_shapes": ",".join(hi),
+                    "trt_profile_max_shapes": ",".join(hi),
+                }
+            )
         return opts
 
     def info(self) -> dict:
-        return {**super().info(), "decoder_graph": (self.decoder_variant or self.manifest.path("decoder")).name}
+        return {
+            **super().info(),
+            "decoder_graph": (self.decoder_variant or self.manifest.path("decoder")).name,
+        }
 
     def deactivate(self) -> None:
         if self.memory is not None:

@@ -44,7 +44,9 @@ class TrtBackend(Backend):
                     self.bounds["past_tokens"] = min(self.bounds["past_tokens"], int(p["max"][1]))
                 if name == manifest.target_input:
                     self.bounds["num_targets"] = min(self.bounds["num_targets"], int(p["max"][1]))
-        self.materializes_attention = self._decoder_materializes_attention(engines.get("decoder") or {})
+        self.materializes_attention = self._decoder_materializes_attention(
+            engines.get("decoder") or {}
+        )
         self.engines, self.contexts = {}, {}
 
     def _decoder_materializes_attention(self, built: dict) -> bool:
@@ -57,7 +59,13 @@ class TrtBackend(Backend):
         if mem is None:
             return False
         m = self.manifest
-        scores = self.bounds["num_targets"] * m.tokens_per_view * self.bounds["past_tokens"] * m.n_heads * 4
+        scores = (
+            self.bounds["num_targets"]
+            * m.tokens_per_view
+            * self.bounds["past_tokens"]
+            * m.n_heads
+            * 4
+        )
         return int(mem) >= scores
 
     def activate(self) -> None:
@@ -74,9 +82,13 @@ class TrtBackend(Backend):
         for g in GRAPHS:
             built = engines[g]
             if built.get("tensorrt") != trt.__version__:
-                raise ViewrtError(f"{m.path(g, 'engine')}: built with TensorRT {built.get('tensorrt')}, this is {trt.__version__}; rebuild with `viewrt build`")
+                raise ViewrtError(
+                    f"{m.path(g, 'engine')}: built with TensorRT {built.get('tensorrt')}, this is {trt.__version__}; rebuild with `viewrt build`"
+                )
             if built.get("gpu") != gpu:
-                raise ViewrtError(f"{m.path(g, 'engine')}: built for {built.get('gpu')}, this GPU is {gpu}; rebuild on this device")
+                raise ViewrtError(
+                    f"{m.path(g, 'engine')}: built for {built.get('gpu')}, this GPU is {gpu}; rebuild on this device"
+                )
         m.verify_files([engines[g]["file"] for g in GRAPHS])
         self._load_engines(trt)
         self.memory = CudaMemory(self.device_id)
@@ -95,7 +107,9 @@ class TrtBackend(Backend):
             self.check_engine(trt, g, engine)
             context = engine.create_execution_context()
             if context is None:
-                raise ViewrtError(f"{m.path(g, 'engine')}: could not create an execution context (out of device memory?)")
+                raise ViewrtError(
+                    f"{m.path(g, 'engine')}: could not create an execution context (out of device memory?)"
+                )
             self.engines[g], self.contexts[g] = engine, context
 
     def check_engine(self, trt, graph: str, engine) -> None:
@@ -110,22 +124,33 @@ class TrtBackend(Backend):
         want.update({t.name: ("output", t) for t in m.tensors(graph, "outputs")})
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
         if set(names) != set(want):
-            raise ViewrtError(f"{where}: tensors {sorted(names)} do not match the manifest's {sorted(want)}")
+            raise ViewrtError(
+                f"{where}: tensors {sorted(names)} do not match the manifest's {sorted(want)}"
+            )
         for name in names:
             mode, info = want[name]
-            got_mode = "input" if engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT else "output"
+            got_mode = (
+                "input" if engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT else "output"
+            )
             if got_mode != mode:
-                raise ViewrtError(f"{where}: tensor '{name}' is an {got_mode} of the engine, the manifest has an {mode}")
+                raise ViewrtError(
+                    f"{where}: tensor '{name}' is an {got_mode} of the engine, the manifest has an {mode}"
+                )
             dt = engine.get_tensor_dtype(name)
             got_dtype = devices.TRT_DTYPES.get(dt.name, dt.name.lower())
             if got_dtype != str(info.dtype):
-                raise ViewrtError(f"{where}: tensor '{name}' has dtype {got_dtype} in the engine, the manifest says {info.dtype}")
+                raise ViewrtError(
+                    f"{where}: tensor '{name}' has dtype {got_dtype} in the engine, the manifest says {info.dtype}"
+                )
             shape = tuple(int(d) for d in engine.get_tensor_shape(name))
             ok = len(shape) == len(info.shape) and all(
-                (d == -1) if isinstance(w, str) else d == w for d, w in zip(shape, info.shape))
+                (d == -1) if isinstance(w, str) else d == w for d, w in zip(shape, info.shape)
+            )
             if not ok:
                 want_shape = tuple(-1 if isinstance(w, str) else w for w in info.shape)
-                raise ViewrtError(f"{where}: tensor '{name}' has shape {shape} in the engine, the manifest says {want_shape} (-1: dynamic)")
+                raise ViewrtError(
+                    f"{where}: tensor '{name}' has shape {shape} in the engine, the manifest says {want_shape} (-1: dynamic)"
+                )
 
     def deactivate(self) -> None:
         if self.memory is not None:
@@ -139,15 +164,23 @@ class TrtBackend(Backend):
         ctx = self.contexts[graph]
         for name, b in inputs.items():
             if not ctx.set_input_shape(name, tuple(b.shape)):
-                raise ViewrtError(f"{graph} engine: input '{name}' shape {tuple(b.shape)} is outside its optimization profile")
+                raise ViewrtError(
+                    f"{graph} engine: input '{name}' shape {tuple(b.shape)} is outside its optimization profile"
+                )
             if not ctx.set_tensor_address(name, b.ptr):
-                raise ViewrtError(f"{graph} engine: cannot bind input '{name}' at address {b.ptr:#x} (TensorRT needs 256-byte alignment)")
+                raise ViewrtError(
+                    f"{graph} engine: cannot bind input '{name}' at address {b.ptr:#x} (TensorRT needs 256-byte alignment)"
+                )
         for name, b in outputs.items():
             resolved = tuple(int(d) for d in ctx.get_tensor_shape(name))
             if resolved != tuple(b.shape):
-                raise ViewrtError(f"{graph} engine: output '{name}' resolves to shape {resolved} for these inputs, "
-                                  f"the bound buffer holds {tuple(b.shape)}")
+                raise ViewrtError(
+                    f"{graph} engine: output '{name}' resolves to shape {resolved} for these inputs, "
+                    f"the bound buffer holds {tuple(b.shape)}"
+                )
             if not ctx.set_tensor_address(name, b.ptr):
-                raise ViewrtError(f"{graph} engine: cannot bind output '{name}' at address {b.ptr:#x} (TensorRT needs 256-byte alignment)")
+                raise ViewrtError(
+                    f"{graph} engine: cannot bind output '{name}' at address {b.ptr:#x} (TensorRT needs 256-byte alignment)"
+                )
         if not ctx.execute_async_v3(self.memory.stream.handle):
             raise ViewrtError(f"{graph} engine: execution failed")

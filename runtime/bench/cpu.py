@@ -13,8 +13,16 @@ from pathlib import Path
 
 import numpy as np
 
-_FLAGS = {"amx_bf16": "AMX-BF16", "amx_int8": "AMX-INT8", "avx512_bf16": "AVX512-BF16", "avx512_vnni": "AVX512-VNNI",
-          "avx_vnni": "AVX-VNNI", "avx512_fp16": "AVX512-FP16", "avx512f": "AVX-512", "avx2": "AVX2"}
+_FLAGS = {
+    "amx_bf16": "AMX-BF16",
+    "amx_int8": "AMX-INT8",
+    "avx512_bf16": "AVX512-BF16",
+    "avx512_vnni": "AVX512-VNNI",
+    "avx_vnni": "AVX-VNNI",
+    "avx512_fp16": "AVX512-FP16",
+    "avx512f": "AVX-512",
+    "avx2": "AVX2",
+}
 
 
 def cpu_isa() -> dict:
@@ -35,14 +43,24 @@ def cpu_isa() -> dict:
     except OSError:
         pass
     have = {name: flag in flags for flag, name in _FLAGS.items()}
-    out = {"flags": have, "bf16": have["AMX-BF16"] or have["AVX512-BF16"], "vnni": have["AVX512-VNNI"] or have["AVX-VNNI"],
-           "known": bool(flags), "openvino": None}
+    out = {
+        "flags": have,
+        "bf16": have["AMX-BF16"] or have["AVX512-BF16"],
+        "vnni": have["AVX512-VNNI"] or have["AVX-VNNI"],
+        "known": bool(flags),
+        "openvino": None,
+    }
     try:
         import openvino as ov
 
         core = ov.Core()
-        out["openvino"] = {"version": ov.get_version(), "capabilities": list(core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")),
-                           "default_precision": core.get_property("CPU", "INFERENCE_PRECISION_HINT").get_type_name()}
+        out["openvino"] = {
+            "version": ov.get_version(),
+            "capabilities": list(core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")),
+            "default_precision": core.get_property(
+                "CPU", "INFERENCE_PRECISION_HINT"
+            ).get_type_name(),
+        }
     except Exception:  # noqa: BLE001 - not installed, or no CPU plugin: the ISA line says so
         pass
     return out
@@ -53,17 +71,32 @@ def isa_line(isa: dict) -> str:
         return "CPU ISA: unknown (no /proc/cpuinfo)"
     f = isa["flags"]
     amx = "yes" if f["AMX-BF16"] else "no"
-    parts = [f"AMX {amx}", f"AVX512-BF16 {'yes' if f['AVX512-BF16'] else 'no'}",
-             f"VNNI {'yes (' + ', '.join(k for k in ('AVX512-VNNI', 'AVX-VNNI') if f[k]) + ')' if isa['vnni'] else 'no'}",
-             f"AVX-512 {'yes' if f['AVX-512'] else 'no'}"]
+    parts = [
+        f"AMX {amx}",
+        f"AVX512-BF16 {'yes' if f['AVX512-BF16'] else 'no'}",
+        f"VNNI {'yes (' + ', '.join(k for k in ('AVX512-VNNI', 'AVX-VNNI') if f[k]) + ')' if isa['vnni'] else 'no'}",
+        f"AVX-512 {'yes' if f['AVX-512'] else 'no'}",
+    ]
     ov = isa.get("openvino")
-    tail = (f"; OpenVINO {ov['version'].split('-')[0]} capabilities {', '.join(ov['capabilities'])}, default inference "
-            f"precision {ov['default_precision']}" if ov else "")
-    return f"CPU ISA: {', '.join(parts)}; native bf16 matmul: {'yes' if isa['bf16'] else 'no'}{tail}"
+    tail = (
+        f"; OpenVINO {ov['version'].split('-')[0]} capabilities {', '.join(ov['capabilities'])}, default inference "
+        f"precision {ov['default_precision']}"
+        if ov
+        else ""
+    )
+    return (
+        f"CPU ISA: {', '.join(parts)}; native bf16 matmul: {'yes' if isa['bf16'] else 'no'}{tail}"
+    )
 
 
-def peak_rates(matmul: dict, precisions: dict, isa: dict, model_shape: tuple | None, before: dict | None = None,
-               measure=None) -> dict:
+def peak_rates(
+    matmul: dict,
+    precisions: dict,
+    isa: dict,
+    model_shape: tuple | None,
+    before: dict | None = None,
+    measure=None,
+) -> dict:
     """Peak matmul rate per precision used: fp32 from the bench's own measurement; bf16
     (and fp16) measured by ``measure(precision, model_shape)`` (the PyTorch baselines'
     probe) where a backend computes in it. ``before``: an earlier call's result (the better
@@ -71,7 +104,14 @@ def peak_rates(matmul: dict, precisions: dict, isa: dict, model_shape: tuple | N
 
     Returns: {precision: {"gflops", "best", "runs", "native"}}.
     """
-    out = {"fp32": {"gflops": matmul["gflops"], "best": matmul["best"], "runs": matmul["runs"], "native": True}}
+    out = {
+        "fp32": {
+            "gflops": matmul["gflops"],
+            "best": matmul["best"],
+            "runs": matmul["runs"],
+            "native": True,
+        }
+    }
     for p in sorted({p for p in precisions.values() if p in ("bf16", "fp16")}):
         if measure is None:
             continue  # no probe in this run (no PyTorch): no peak for that precision
@@ -91,8 +131,14 @@ def accuracy(renders: dict, precisions: dict, order: list[str]) -> list[dict]:
     """
     from viewrt.metrics import psnr
 
-    ref = next((b for b in ("openvino-f32", "ort", "torch-fp32", *order) if precisions.get(b) == "fp32"
-                and any(k[0] == b for k in renders)), None)
+    ref = next(
+        (
+            b
+            for b in ("openvino-f32", "ort", "torch-fp32", *order)
+            if precisions.get(b) == "fp32" and any(k[0] == b for k in renders)
+        ),
+        None,
+    )
     rows = []
     if ref is None:
         return rows
@@ -101,8 +147,17 @@ def accuracy(renders: dict, precisions: dict, order: list[str]) -> list[dict]:
             continue
         want = renders[(ref, n, t)]
         p = [psnr(np.clip(x, 0, 1), np.clip(y, 0, 1)) for x, y in zip(img, want)]
-        rows.append({"backend": b, "reference": ref, "n_views": n, "n_targets": t, "precision": precisions[b],
-                     "max_abs": float(np.abs(img - want).max()), "psnr_db": float(np.mean(p))})
+        rows.append(
+            {
+                "backend": b,
+                "reference": ref,
+                "n_views": n,
+                "n_targets": t,
+                "precision": precisions[b],
+                "max_abs": float(np.abs(img - want).max()),
+                "psnr_db": float(np.mean(p)),
+            }
+        )
     return rows
 
 
@@ -125,11 +180,21 @@ def header_lines(res: dict) -> list[str]:
     if not cpu:
         return []
     rates = cpu["peak_rates"]
-    lines = [f"- {isa_line(cpu['isa'])}.",
-             "- Compute precision: " + "; ".join(f"`{b}` {cpu['precisions'].get(b, '?')}" for b in res["backends"]) + "."]
-    lines.append("- Measured matmul rate per precision used (each backend's rate is also given against the peak of its own "
-                 "precision): " + "; ".join(f"{p} **{r['gflops']:.1f} GFLOP/s** ({r['best']}{'' if r['native'] else ', not native on this CPU'})"
-                                            for p, r in rates.items()) + ".")
+    lines = [
+        f"- {isa_line(cpu['isa'])}.",
+        "- Compute precision: "
+        + "; ".join(f"`{b}` {cpu['precisions'].get(b, '?')}" for b in res["backends"])
+        + ".",
+    ]
+    lines.append(
+        "- Measured matmul rate per precision used (each backend's rate is also given against the peak of its own "
+        "precision): "
+        + "; ".join(
+            f"{p} **{r['gflops']:.1f} GFLOP/s** ({r['best']}{'' if r['native'] else ', not native on this CPU'})"
+            for p, r in rates.items()
+        )
+        + "."
+    )
     return lines
 
 
@@ -142,9 +207,12 @@ def sections(res: dict) -> list[str]:
     L = _lookup(res)
     tmax = max(res["targets"])
     rates = cpu["peak_rates"]
-    lines = [f"## Achieved rate against the peak of each backend's own precision, {tmax} targets (GFLOP/s; % of that peak)", "",
-             "| backend | precision | " + " | ".join(f"N={n}" for n in res["views"]) + " |",
-             "|---|---|" + "---|" * len(res["views"])]
+    lines = [
+        f"## Achieved rate against the peak of each backend's own precision, {tmax} targets (GFLOP/s; % of that peak)",
+        "",
+        "| backend | precision | " + " | ".join(f"N={n}" for n in res["views"]) + " |",
+        "|---|---|" + "---|" * len(res["views"]),
+    ]
     for b in res["backends"]:
         p = cpu["precisions"].get(b)
         peak = rates.get(p, rates["fp32"])["gflops"]
@@ -158,10 +226,16 @@ def sections(res: dict) -> list[str]:
     lines.append("")
     acc = cpu.get("accuracy") or []
     if acc:
-        lines += [f"## Reduced precision against fp32 (rendered images of the same views, reference `{acc[0]['reference']}`)", "",
-                  "| backend | precision | N | targets | max abs | PSNR (dB) |", "|---|---|---|---|---|---|"]
+        lines += [
+            f"## Reduced precision against fp32 (rendered images of the same views, reference `{acc[0]['reference']}`)",
+            "",
+            "| backend | precision | N | targets | max abs | PSNR (dB) |",
+            "|---|---|---|---|---|---|",
+        ]
         for a in acc:
-            lines.append(f"| {a['backend']} | {a['precision']} | {a['n_views']} | {a['n_targets']} | {a['max_abs']:.2e} | {a['psnr_db']:.1f} |")
+            lines.append(
+                f"| {a['backend']} | {a['precision']} | {a['n_views']} | {a['n_targets']} | {a['max_abs']:.2e} | {a['psnr_db']:.1f} |"
+            )
         lines.append("")
     return lines
 
@@ -196,21 +270,28 @@ def check_lines(res: dict) -> list[str]:
         pts = ratios("openvino", [b for b in ("torch-fp32", "torch-bf16") if b in res["backends"]])
         v = verdict(pts, 1.5, cpu["isa"]["bf16"], "this CPU has neither AMX nor AVX512-BF16")
         if v:
-            out.append(f"- {v}: openvino ({cpu['precisions'].get('openvino')}) >= 1.5x faster than the best of torch-fp32/torch-bf16 "
-                       f"at every N{tnote}: " + ", ".join(f"N={n} {s:.2f}x" for n, s in pts))
+            out.append(
+                f"- {v}: openvino ({cpu['precisions'].get('openvino')}) >= 1.5x faster than the best of torch-fp32/torch-bf16 "
+                f"at every N{tnote}: " + ", ".join(f"N={n} {s:.2f}x" for n, s in pts)
+            )
     if "openvino-f32" in res["backends"]:
         for other, want in (("ort", 1.1), ("torch-fp32", 1.0)):
             pts = ratios("openvino-f32", [other]) if other in res["backends"] else []
             v = verdict(pts, want)
             if v:
-                out.append(f"- {v}: openvino-f32 >= {want}x as fast as {other} at every N{tnote}: " + ", ".join(f"N={n} {s:.2f}x" for n, s in pts))
+                out.append(
+                    f"- {v}: openvino-f32 >= {want}x as fast as {other} at every N{tnote}: "
+                    + ", ".join(f"N={n} {s:.2f}x" for n, s in pts)
+                )
         rate = cpu["peak_rates"]["fp32"]["gflops"]
         d = [(n, _num(L.get(("openvino-f32", n, T)), "decode_gflops")) for n in views]
         d = [(n, g / rate) for n, g in d if g is not None]
         if d:
             ok = all(f >= 0.75 for _, f in d)
-            out.append(f"- {'PASS' if ok else 'FAIL'}: openvino-f32 decoder >= 75% of the measured fp32 matmul rate ({rate:.1f} GFLOP/s){tnote}: "
-                       + ", ".join(f"N={n} {100 * f:.0f}%" for n, f in d))
+            out.append(
+                f"- {'PASS' if ok else 'FAIL'}: openvino-f32 decoder >= 75% of the measured fp32 matmul rate ({rate:.1f} GFLOP/s){tnote}: "
+                + ", ".join(f"N={n} {100 * f:.0f}%" for n, f in d)
+            )
     kv = res["kv_bytes_per_view"]
     for b in [b for b in res["backends"] if b in ("ort", "openvino", "openvino-f32")]:
         pk = [(n, _num(L.get((b, n, T)), "peak_rss_bytes")) for n in res["views"]]
@@ -218,14 +299,18 @@ def check_lines(res: dict) -> list[str]:
         if len(pk) >= 2:
             x, y = np.array([n for n, _ in pk], float), np.array([v for _, v in pk], float)
             slope = float(np.polyfit(x, y, 1)[0])
-            out.append(f"- {'PASS' if slope <= 1.2 * kv else 'FAIL'}: `{b}` peak resident memory grows {slope / 2**20:.2f} MiB per cached view "
-                       f"(least squares over N={pk[0][0]}..{pk[-1][0]}) against {kv / 2**20:.2f} MiB of cache per view "
-                       f"({slope / kv:.2f}x; target <= 1.2x){tnote}")
+            out.append(
+                f"- {'PASS' if slope <= 1.2 * kv else 'FAIL'}: `{b}` peak resident memory grows {slope / 2**20:.2f} MiB per cached view "
+                f"(least squares over N={pk[0][0]}..{pk[-1][0]}) against {kv / 2**20:.2f} MiB of cache per view "
+                f"({slope / kv:.2f}x; target <= 1.2x){tnote}"
+            )
         ov = [(n, _num(L.get((b, n, T)), "overhead_ms")) for n in res["views"]]
         ov = [(n, v) for n, v in ov if v is not None]
         if b != "ort" and len(ov) >= 2:
             vals = [v for _, v in ov]
             spread, tol = max(vals) - min(vals), max(1.0, 0.2 * float(np.median(vals)))
-            out.append(f"- {'PASS' if spread <= tol else 'FAIL'}: `{b}` step minus the encoder and decoder runs flat in N: "
-                       f"{', '.join(f'N={n} {v:.2f}' for n, v in ov)} ms (range {spread:.2f} ms; flat: <= max(1 ms, 20% of the median))")
+            out.append(
+                f"- {'PASS' if spread <= tol else 'FAIL'}: `{b}` step minus the encoder and decoder runs flat in N: "
+                f"{', '.join(f'N={n} {v:.2f}' for n, v in ov)} ms (range {spread:.2f} ms; flat: <= max(1 ms, 20% of the median))"
+            )
     return out

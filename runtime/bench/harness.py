@@ -66,7 +66,13 @@ def numpy_matmul_rate(reps: int = 5) -> dict:
             ts.append(time.perf_counter() - t0)
         runs[f"numpy {m}x{m}x{m}"] = round(2 * m**3 / float(np.median(ts)) / 1e9, 2)
     best = max(runs, key=runs.get)
-    return {"gflops": runs[best], "best": best, "runs": runs, "bf16_gflops": None, "note": "numpy fp32 only"}
+    return {
+        "gflops": runs[best],
+        "best": best,
+        "runs": runs,
+        "bf16_gflops": None,
+        "note": "numpy fp32 only",
+    }
 
 
 def parse_int_list(text: str, what: str) -> list[int]:
@@ -82,7 +88,9 @@ def parse_int_list(text: str, what: str) -> list[int]:
         try:
             v = int(item)
         except ValueError:
-            raise ViewrtError(f"{what}: {item!r} is not an integer (expected a comma-separated list such as 1,2,4)") from None
+            raise ViewrtError(
+                f"{what}: {item!r} is not an integer (expected a comma-separated list such as 1,2,4)"
+            ) from None
         if v < 1:
             raise ViewrtError(f"{what}: values must be >= 1, got {v}")
         out.add(v)
@@ -98,8 +106,10 @@ def parse_backends(text: str | None, known: list[str]) -> list[str] | None:
     names = [b.strip() for b in text.split(",") if b.strip()]
     unknown = [b for b in names if b not in known]
     if unknown:
-        raise ViewrtError(f"unknown backend{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; "
-                          f"expected some of {', '.join(known)}")
+        raise ViewrtError(
+            f"unknown backend{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; "
+            f"expected some of {', '.join(known)}"
+        )
     if not names:
         raise ViewrtError("--backends: expected at least one backend")
     return list(dict.fromkeys(names))
@@ -140,14 +150,18 @@ class BenchConfig:
     quantized_export: Path | None = None
 
 
-
 # --------------------------------------------------------------------------- statistics
 
 
 def _stats(times_ms: list[float]) -> dict:
     a = np.asarray(times_ms, float)
-    return {"median_ms": float(np.median(a)), "min_ms": float(a.min()), "max_ms": float(a.max()),
-            "q1_ms": float(np.percentile(a, 25)), "q3_ms": float(np.percentile(a, 75))}
+    return {
+        "median_ms": float(np.median(a)),
+        "min_ms": float(a.min()),
+        "max_ms": float(a.max()),
+        "q1_ms": float(np.percentile(a, 25)),
+        "q3_ms": float(np.percentile(a, 75)),
+    }
 
 
 def _median_components(comps: list[dict]) -> dict:
@@ -200,32 +214,47 @@ class Bench:
         if cfg.warmup < 0:
             raise ViewrtError(f"--warmup must be >= 0, got {cfg.warmup}")
         if cfg.max_seconds_per_point < 0:
-            raise ViewrtError(f"--max-seconds-per-point must be >= 0 (0: no budget), got {cfg.max_seconds_per_point}")
+            raise ViewrtError(
+                f"--max-seconds-per-point must be >= 0 (0: no budget), got {cfg.max_seconds_per_point}"
+            )
         if cfg.threads is not None and cfg.threads < 1:
             raise ViewrtError(f"--threads must be >= 1, got {cfg.threads}")
         if cfg.device not in ("cpu", "cuda"):
             raise ViewrtError(f"--device must be cpu or cuda, got {cfg.device!r}")
         self.manifest = m = load_manifest(cfg.export_dir)
         if max(cfg.views) > m.max_views:
-            raise ViewrtError(f"--views up to {max(cfg.views)} needs an export with max_views >= {max(cfg.views)}; {cfg.export_dir} "
-                              f"has max_views {m.max_views} (re-export with `viewrt export --max-views {max(cfg.views)}`)")
+            raise ViewrtError(
+                f"--views up to {max(cfg.views)} needs an export with max_views >= {max(cfg.views)}; {cfg.export_dir} "
+                f"has max_views {m.max_views} (re-export with `viewrt export --max-views {max(cfg.views)}`)"
+            )
         self.qmanifest = None
         if cfg.quantized_export is not None:
             q = self.qmanifest = load_manifest(cfg.quantized_export)
             if not q.precision_row.quantized:
-                raise ViewrtError(f"--quantized-export {cfg.quantized_export}: a {q.precision} export; make one with "
-                                  f"`viewrt calib {cfg.export_dir} --out DIR --precision int8`")
+                raise ViewrtError(
+                    f"--quantized-export {cfg.quantized_export}: a {q.precision} export; make one with "
+                    f"`viewrt calib {cfg.export_dir} --out DIR --precision int8`"
+                )
             src = (q.quantization or {}).get("source_export", {}).get("weights_sha256")
             if src != m.weights_sha256:
-                raise ViewrtError(f"--quantized-export {cfg.quantized_export} was quantized from other weights than {cfg.export_dir}")
+                raise ViewrtError(
+                    f"--quantized-export {cfg.quantized_export} was quantized from other weights than {cfg.export_dir}"
+                )
             if max(cfg.views) > q.max_views:
-                raise ViewrtError(f"--views up to {max(cfg.views)}: {cfg.quantized_export} has max_views {q.max_views}")
-        if self.make_baselines is not None and (cfg.backends is None or set(cfg.backends) - set(RUNTIME) - set(QUANTIZED)):
+                raise ViewrtError(
+                    f"--views up to {max(cfg.views)}: {cfg.quantized_export} has max_views {q.max_views}"
+                )
+        if self.make_baselines is not None and (
+            cfg.backends is None or set(cfg.backends) - set(RUNTIME) - set(QUANTIZED)
+        ):
             self.base = self.make_baselines(m)
             self.notes += self.base.notes
         self.selected, self.skipped = self._available(cfg.backends)
         if not self.selected:
-            raise ViewrtError("no backend can run here: " + "; ".join(f"{b}: {why}" for b, why in self.skipped.items()))
+            raise ViewrtError(
+                "no backend can run here: "
+                + "; ".join(f"{b}: {why}" for b, why in self.skipped.items())
+            )
 
     def _available(self, names: list[str] | None) -> tuple[list[str], dict[str, str]]:
         import importlib.util
@@ -236,7 +265,9 @@ class Bench:
 
         providers = ort.get_available_providers()
         if names is None:
-            names = all_backend_names(self.base, self.qmanifest.precision if self.qmanifest is not None else None)
+            names = all_backend_names(
+                self.base, self.qmanifest.precision if self.qmanifest is not None else None
+            )
         selected, skipped = [], {}
         for b in names:
             why = None
@@ -257,7 +288,11 @@ class Bench:
                 why = devices.tensorrt_status().reason
             elif b == "trt" and not self.manifest.engines:
                 why = f"no engines in {self.cfg.export_dir} (run `viewrt build`)"
-            elif b in RUNTIME and RUNTIME[b].backend == "openvino" and importlib.util.find_spec("openvino") is None:
+            elif (
+                b in RUNTIME
+                and RUNTIME[b].backend == "openvino"
+                and importlib.util.find_spec("openvino") is None
+            ):
                 why = "openvino is not installed (pip install '.[openvino]')"
             if why is None:
                 selected.append(b)
@@ -275,13 +310,17 @@ class Bench:
         if self.base is not None:
             self.machine.update(self.base.machine())
         self.machine["load_average_before"] = loadavg()
-        self.machine["threads"] = cfg.threads or "default (ONNX Runtime: one per physical core; torch: its default)"
+        self.machine["threads"] = (
+            cfg.threads or "default (ONNX Runtime: one per physical core; torch: its default)"
+        )
         self.matmul = self.base.matmul_rate() if self.base is not None else numpy_matmul_rate()
         self.rate = self.matmul["gflops"] * 1e9  # FLOP/s
         self.isa, self.renders = cpu.cpu_isa(), {}
         self.precisions = dict(self.base.precisions) if self.base is not None else {}
         n_in, n_tg = max(cfg.views), max(cfg.targets)
-        path = make_synthetic_scene(cfg.out / "_scene", "bench", n_views=n_in + n_tg, size=m.image_size, seed=cfg.seed)
+        path = make_synthetic_scene(
+            cfg.out / "_scene", "bench", n_views=n_in + n_tg, size=m.image_size, seed=cfg.seed
+        )
         frames = [load_frame(f, m.image_size) for f in load_scene(path).frames]
         cams = [Camera(c2w, k) for _, k, c2w in frames]
         self.images = [img for img, _, _ in frames[:n_in]]
@@ -307,10 +346,32 @@ class Bench:
         return self.base.flops(backend, n, t)
 
     # -- rows ---------------------------------------------------------------------------------
-    def _row(self, backend, n, t, status, reps, warmup, times=None, comps=None, note="", est_ms=None, **mem) -> dict:
+    def _row(
+        self,
+        backend,
+        n,
+        t,
+        status,
+        reps,
+        warmup,
+        times=None,
+        comps=None,
+        note="",
+        est_ms=None,
+        **mem,
+    ) -> dict:
         fl = self.flops(backend, n, t)
         row = {k: "" for k in CSV_FIELDS}
-        row.update(backend=backend, n_views=n, n_targets=t, status=status, reps=reps, warmup=warmup, note=note, flops=fl["total"])
+        row.update(
+            backend=backend,
+            n_views=n,
+            n_targets=t,
+            status=status,
+            reps=reps,
+            warmup=warmup,
+            note=note,
+            flops=fl["total"],
+        )
         row.update(mem)
         if times:
             row.update(_stats(times))
@@ -334,9 +395,19 @@ class Bench:
         if self._runtime(backend):
             import viewrt.runtime as vrt
 
-            folder, config = (self.cfg.quantized_export, QUANTIZED[backend][0]) if backend in QUANTIZED else (self.cfg.export_dir, backend)
-            r = vrt.open(folder, config, max_views=max(self.cfg.views), frame=self.frame,
-                         threads=self.cfg.threads, attention_budget_mib=self.cfg.attention_budget_mib)
+            folder, config = (
+                (self.cfg.quantized_export, QUANTIZED[backend][0])
+                if backend in QUANTIZED
+                else (self.cfg.export_dir, backend)
+            )
+            r = vrt.open(
+                folder,
+                config,
+                max_views=max(self.cfg.views),
+                frame=self.frame,
+                threads=self.cfg.threads,
+                attention_budget_mib=self.cfg.attention_budget_mib,
+            )
             self.precisions[backend] = r.info()["precision"]
             return r
         return self.base.open(backend, max(self.cfg.views), self.frame)
@@ -391,19 +462,35 @@ class Bench:
                             c["_overhead"] = step - c["encode"] - c["decode"]
                             comps.append(c)
                             raw.append({"step_ms": step, "add": add, "render": ren})
-                    self.renders[(backend, n, t)] = np.asarray(images, np.float32)  # for the reduced-precision error
+                    self.renders[(backend, n, t)] = np.asarray(
+                        images, np.float32
+                    )  # for the reduced-precision error
                     med = _median_components(comps)
                     med["_overhead"] = float(np.median([c["_overhead"] for c in comps]))
                     info = r.info()
-                    row = self._row(backend, n, t, "measured", cfg.repeats, cfg.warmup, times, med,
-                                    cache_bytes_manifest=self.manifest.kv_bytes_per_view * n,
-                                    cache_bytes_used=info["bytes_used"], cache_bytes_reserved=info["bytes_reserved"],
-                                    rss_bytes=mem.rss(), peak_rss_bytes=mem.peak(), device_peak_bytes=self._device_peak(backend))
+                    row = self._row(
+                        backend,
+                        n,
+                        t,
+                        "measured",
+                        cfg.repeats,
+                        cfg.warmup,
+                        times,
+                        med,
+                        cache_bytes_manifest=self.manifest.kv_bytes_per_view * n,
+                        cache_bytes_used=info["bytes_used"],
+                        cache_bytes_reserved=info["bytes_reserved"],
+                        rss_bytes=mem.rss(),
+                        peak_rss_bytes=mem.peak(),
+                        device_peak_bytes=self._device_peak(backend),
+                    )
                     self.steps[f"{backend} N={n} T={t}"] = raw
                     if backend == "torch-cat":
                         row["note"] = "cache copy (torch.cat) is inside encode"
                 bar.update()
-            later = deltas[1:] or deltas  # the first add also allocates the encoder's working memory
+            later = (
+                deltas[1:] or deltas
+            )  # the first add also allocates the encoder's working memory
             n_buf = 2 * self.manifest.n_layers  # one K and one V buffer per layer
             page = rss_page_bytes(max(cfg.views) * self.manifest.kv_bytes_per_view // n_buf)
             self.growth[backend] = {
@@ -444,16 +531,26 @@ class Bench:
                         t_run, status = 1, "scaled"
                         note = f"measured with 1 target, scaled by the FLOP ratio {full / one:.2f} (estimated {est:.1f} s > budget {budget:g} s)"
                     else:
-                        basis = f"{last_rate / 1e9:.1f} GFLOP/s measured at a smaller N" if last_rate else f"half the matmul rate ({0.5 * self.rate / 1e9:.0f} GFLOP/s)"
+                        basis = (
+                            f"{last_rate / 1e9:.1f} GFLOP/s measured at a smaller N"
+                            if last_rate
+                            else f"half the matmul rate ({0.5 * self.rate / 1e9:.0f} GFLOP/s)"
+                        )
                         note = f"not run (estimated {est:.1f} s > budget {budget:g} s); extrapolated from FLOPs at {basis}"
                         self._row(backend, n, t, "extrapolated", 0, 0, note=note, est_ms=est * 1e3)
                         continue
                 run_flops = self.flops(backend, n, t_run)["total"]
-                runs = max(1, int(budget // (run_flops / rate))) if budget < math.inf else cfg.warmup + cfg.repeats
+                runs = (
+                    max(1, int(budget // (run_flops / rate)))
+                    if budget < math.inf
+                    else cfg.warmup + cfg.repeats
+                )
                 reps = min(cfg.repeats, runs)
                 warm = min(cfg.warmup, runs - reps)
                 if reps < cfg.repeats:
-                    note = (note + "; " if note else "") + f"{reps} of {cfg.repeats} repetitions ({warm} warm-up) to fit the budget"
+                    note = (
+                        note + "; " if note else ""
+                    ) + f"{reps} of {cfg.repeats} repetitions ({warm} warm-up) to fit the budget"
                 self._device_peak_reset(backend)
                 mem.reset_peak()
                 for _ in range(warm):
@@ -464,8 +561,20 @@ class Bench:
                     times = [x * full / run_flops for x in times]
                 comps = {c: 0.0 for c in COMPONENTS}
                 comps["forward"] = float(np.median(times))
-                self._row(backend, n, t, status, reps, warm, times, comps, note=note, rss_bytes=mem.rss(),
-                          peak_rss_bytes=mem.peak(), device_peak_bytes=self._device_peak(backend))
+                self._row(
+                    backend,
+                    n,
+                    t,
+                    status,
+                    reps,
+                    warm,
+                    times,
+                    comps,
+                    note=note,
+                    rss_bytes=mem.rss(),
+                    peak_rss_bytes=mem.peak(),
+                    device_peak_bytes=self._device_peak(backend),
+                )
             bar.update()
         del forward
         gc.collect()
@@ -478,8 +587,13 @@ class Bench:
         t_start = time.perf_counter()
         try:
             self.setup()
-            with tqdm(total=len(self.selected) * len(cfg.views), desc="bench", unit="point",
-                      disable=not (self.progress and sys.stderr.isatty()), file=sys.stderr) as bar:
+            with tqdm(
+                total=len(self.selected) * len(cfg.views),
+                desc="bench",
+                unit="point",
+                disable=not (self.progress and sys.stderr.isatty()),
+                file=sys.stderr,
+            ) as bar:
                 for b in list(self.selected):
                     if self.kind(b) == "recompute":
                         self.recompute(b, bar)
@@ -488,14 +602,26 @@ class Bench:
             # the machine's speed again: the rate is the better of the two, and a change says the run was disturbed
             after = self.base.matmul_rate() if self.base is not None else numpy_matmul_rate()
             m = self.manifest
-            mlp = (m.max_targets * m.tokens_per_view, m.d_model, int(m.config.get("mlp_mult", 4)) * m.d_model)
+            mlp = (
+                m.max_targets * m.tokens_per_view,
+                m.d_model,
+                int(m.config.get("mlp_mult", 4)) * m.d_model,
+            )
             # the peak of each other precision a backend computes in (bf16: PyTorch's probe, same threads)
-            low = cpu.peak_rates(after, {b: self.precisions.get(b) for b in self.selected}, self.isa, mlp,
-                                 measure=self.base.precision_rate if self.base is not None else None)
+            low = cpu.peak_rates(
+                after,
+                {b: self.precisions.get(b) for b in self.selected},
+                self.isa,
+                mlp,
+                measure=self.base.precision_rate if self.base is not None else None,
+            )
         finally:
             if self.base is not None:
                 self.base.close()
-        self.matmul["before_gflops"], self.matmul["after_gflops"] = self.matmul["gflops"], after["gflops"]
+        self.matmul["before_gflops"], self.matmul["after_gflops"] = (
+            self.matmul["gflops"],
+            after["gflops"],
+        )
         if after["gflops"] > self.matmul["gflops"]:
             self.matmul.update({k: after[k] for k in ("gflops", "best", "runs", "bf16_gflops")})
             self.rate = after["gflops"] * 1e9
@@ -503,7 +629,10 @@ class Bench:
                 for k in ("gflops", "decode_gflops"):
                     if r[k] != "":
                         r[k.replace("gflops", "ratio_to_matmul")] = r[k] * 1e9 / self.rate
-        self.peak_rates = {**low, "fp32": {**low["fp32"], **{k: self.matmul[k] for k in ("gflops", "best", "runs")}}}
+        self.peak_rates = {
+            **low,
+            "fp32": {**low["fp32"], **{k: self.matmul[k] for k in ("gflops", "best", "runs")}},
+        }
         self.wall_s = time.perf_counter() - t_start
         self.machine["load_average_after"] = loadavg()
         return self.results()
@@ -511,27 +640,58 @@ class Bench:
     def results(self) -> dict:
         m = self.manifest
         descriptions = {b: RUNTIME[b].description for b in RUNTIME}
-        descriptions.update({b: f"{RUNTIME[c].description}, on the {p} Q/DQ export ({self.cfg.quantized_export})"
-                             for b, (c, p) in QUANTIZED.items()})
+        descriptions.update(
+            {
+                b: f"{RUNTIME[c].description}, on the {p} Q/DQ export ({self.cfg.quantized_export})"
+                for b, (c, p) in QUANTIZED.items()
+            }
+        )
         if self.base is not None:
             descriptions.update(self.base.descriptions)
         base = self.base
         return {
-            "export_dir": str(self.cfg.export_dir), "preset": m.preset, "precision": m.precision,
-            "model": {**m.config, "n_layers": m.n_layers, "d_model": m.d_model, "image_size": m.image_size, "patch_size": m.patch_size},
-            "lvsm_baseline": {"preset": base.lvsm_name, **base.lvsm_cfg.to_dict()} if base is not None else None,
-            "kv_bytes_per_view": m.kv_bytes_per_view, "views": self.cfg.views, "targets": self.cfg.targets,
-            "repeats": self.cfg.repeats, "warmup": self.cfg.warmup, "max_seconds_per_point": self.cfg.max_seconds_per_point,
+            "export_dir": str(self.cfg.export_dir),
+            "preset": m.preset,
+            "precision": m.precision,
+            "model": {
+                **m.config,
+                "n_layers": m.n_layers,
+                "d_model": m.d_model,
+                "image_size": m.image_size,
+                "patch_size": m.patch_size,
+            },
+            "lvsm_baseline": {"preset": base.lvsm_name, **base.lvsm_cfg.to_dict()}
+            if base is not None
+            else None,
+            "kv_bytes_per_view": m.kv_bytes_per_view,
+            "views": self.cfg.views,
+            "targets": self.cfg.targets,
+            "repeats": self.cfg.repeats,
+            "warmup": self.cfg.warmup,
+            "max_seconds_per_point": self.cfg.max_seconds_per_point,
             "attention_budget_mib": self.cfg.attention_budget_mib,
-            "backends": self.selected, "skipped": self.skipped, "descriptions": {b: descriptions[b] for b in self.selected},
-            "kinds": {b: self.kind(b) for b in self.selected}, "labels": dict(base.labels) if base is not None else {},
-            "machine": self.machine, "matmul": self.matmul, "memory_peak": self.mem.peak_kind,
-            "scene": str(self.scene_path), "rows": self.rows, "cache_growth": self.growth, "steps": self.steps,
-            "notes": self.notes, "wall_seconds": round(self.wall_s, 1),
-            "cpu_precision": {"isa": self.isa, "precisions": {b: self.precisions.get(b) for b in self.selected},
-                              "peak_rates": self.peak_rates,
-                              "accuracy": cpu.accuracy(self.renders, self.precisions, self.selected)},
-            "timing": "time.perf_counter around add_view + render" + (" with device synchronization" if self.cfg.device == "cuda" else ""),
+            "backends": self.selected,
+            "skipped": self.skipped,
+            "descriptions": {b: descriptions[b] for b in self.selected},
+            "kinds": {b: self.kind(b) for b in self.selected},
+            "labels": dict(base.labels) if base is not None else {},
+            "machine": self.machine,
+            "matmul": self.matmul,
+            "memory_peak": self.mem.peak_kind,
+            "scene": str(self.scene_path),
+            "rows": self.rows,
+            "cache_growth": self.growth,
+            "steps": self.steps,
+            "notes": self.notes,
+            "wall_seconds": round(self.wall_s, 1),
+            "cpu_precision": {
+                "isa": self.isa,
+                "precisions": {b: self.precisions.get(b) for b in self.selected},
+                "peak_rates": self.peak_rates,
+                "accuracy": cpu.accuracy(self.renders, self.precisions, self.selected),
+            },
+            "timing": "time.perf_counter around add_view + render"
+            + (" with device synchronization" if self.cfg.device == "cuda" else ""),
         }
 
 
@@ -551,9 +711,11 @@ def run_bench(cfg: BenchConfig, make_baselines=None, progress: bool = True) -> t
 
     b = Bench(cfg, make_baselines, progress)
     b.check()
-    echo_estimate(cfg.export_dir, max(cfg.views), max(cfg.targets), cfg.device)  # the memory estimate first
-    with locked_folder(cfg.out, "--out", clean_on_error=True):  # a failed run leaves no empty folder behind
+    echo_estimate(
+        cfg.export_dir, max(cfg.views), max(cfg.targets), cfg.device
+    )  # the memory estimate first
+    with locked_folder(
+        cfg.out, "--out", clean_on_error=True
+    ):  # a failed run leaves no empty folder behind
         res = b.run()
         return res, write_outputs(res, cfg.out)
-
-

@@ -11,7 +11,17 @@ from pathlib import Path
 import numpy as np
 
 # CPU features that decide which precisions run fast (x86 /proc/cpuinfo flag names).
-ISA_FLAGS = ("amx_tile", "amx_bf16", "amx_int8", "avx512_bf16", "avx512_vnni", "avx_vnni", "avx512f", "avx2", "fma")
+ISA_FLAGS = (
+    "amx_tile",
+    "amx_bf16",
+    "amx_int8",
+    "avx512_bf16",
+    "avx512_vnni",
+    "avx_vnni",
+    "avx512f",
+    "avx2",
+    "fma",
+)
 
 
 def cpu_flags() -> list[str]:
@@ -42,7 +52,11 @@ class Memory:
             Path("/proc/self/clear_refs").write_text("5")
         except OSError:
             self.resettable = False
-        self.peak_kind = "per point (VmHWM reset before each point)" if self.resettable else "process lifetime peak (getrusage)"
+        self.peak_kind = (
+            "per point (VmHWM reset before each point)"
+            if self.resettable
+            else "process lifetime peak (getrusage)"
+        )
 
     def rss(self) -> int:
         if self._proc is not None:
@@ -89,8 +103,15 @@ def machine_info() -> dict:
                 break
     except OSError:
         pass
-    info = {"cpu": cpu, "logical_cores": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-            "numpy": np.__version__, "onnxruntime": onnxruntime.__version__, "cpu_flags": cpu_flags()}
+    info = {
+        "cpu": cpu,
+        "logical_cores": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "cpu_flags": cpu_flags(),
+    }
     if hasattr(os, "sched_getaffinity"):
         info["usable_cores"] = len(os.sched_getaffinity(0))
     try:
@@ -119,5 +140,3 @@ def loadavg():
         return [round(x, 2) for x in os.getloadavg()]
     except OSError:
         return None
-
-

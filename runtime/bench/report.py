@@ -12,32 +12,92 @@ import numpy as np
 
 from viewrt.runtime.bench import cpu
 
-COMPONENTS = ("preprocess", "h2d", "encode", "cache", "decode", "d2h", "postprocess", "forward", "other")
+COMPONENTS = (
+    "preprocess",
+    "h2d",
+    "encode",
+    "cache",
+    "decode",
+    "d2h",
+    "postprocess",
+    "forward",
+    "other",
+)
 
 CSV_FIELDS = [
-    "backend", "n_views", "n_targets", "status", "reps", "warmup", "median_ms", "min_ms", "max_ms", "q1_ms", "q3_ms",
-    *[f"{c}_ms" for c in COMPONENTS], "overhead_ms", "flops", "gflops", "ratio_to_matmul", "decode_gflops",
-    "decode_ratio_to_matmul", "cache_bytes_manifest", "cache_bytes_used", "cache_bytes_reserved", "rss_bytes",
-    "peak_rss_bytes", "device_peak_bytes", "note",
+    "backend",
+    "n_views",
+    "n_targets",
+    "status",
+    "reps",
+    "warmup",
+    "median_ms",
+    "min_ms",
+    "max_ms",
+    "q1_ms",
+    "q3_ms",
+    *[f"{c}_ms" for c in COMPONENTS],
+    "overhead_ms",
+    "flops",
+    "gflops",
+    "ratio_to_matmul",
+    "decode_gflops",
+    "decode_ratio_to_matmul",
+    "cache_bytes_manifest",
+    "cache_bytes_used",
+    "cache_bytes_reserved",
+    "rss_bytes",
+    "peak_rss_bytes",
+    "device_peak_bytes",
+    "note",
 ]
 
 # Upstream README, "Published efficiency": N -> (Efficient-LVSM ms, LVSM dec-only ms, speedup),
 # one GPU, res256, 8 targets, bf16 autocast, mean of 20, no warm-up, one view repeated.
-UPSTREAM = {4: (24.37, 123.1, 5.1), 8: (28.62, 286.0, 10.0), 16: (42.96, 801.7, 18.7),
-            32: (72.84, 2592, 35.6), 48: (103.26, 5408, 52.4), 64: (138.43, 9231, 66.7)}
+UPSTREAM = {
+    4: (24.37, 123.1, 5.1),
+    8: (28.62, 286.0, 10.0),
+    16: (42.96, 801.7, 18.7),
+    32: (72.84, 2592, 35.6),
+    48: (103.26, 5408, 52.4),
+    64: (138.43, 9231, 66.7),
+}
 
 # The performance targets each run is evaluated against (not asserted): data, read by _check_lines.
 TARGETS = {
-    "speedup_vs_eager": {"min": 2.0, "views": (4, 64),
-                         "text": "runtime faster than the faster PyTorch eager baseline (fp32 or bf16 autocast)"},
-    "decoder_matmul_fraction": {"min": 0.8, "at_views": 64,
-                                "text": "decoder FLOP rate as a fraction of the measured fp32 matmul rate"},
-    "overhead_flat": {"abs_ms": 1.0, "rel": 0.2, "text": "step minus the encoder and decoder runs, flat across N"},
-    "quantized_vs_eager": {"min": 1.5, "views": (4, 64), "backends": ("openvino-int8", "openvino-fp8"),
-                           "text": "the quantized export on OpenVINO faster than the faster PyTorch eager baseline"},
-    "speedup_vs_lvsm": {"reference": "UPSTREAM", "text": "speedup over LVSM decoder-only at least the upstream factors"},
-    "cache_growth": {"rel": 0.05, "text": "resident memory growth per added view equals the cache bytes per view"},
-    "peak_growth": {"rel": 0.05, "text": "peak resident memory grows by no more than the cache per view"},
+    "speedup_vs_eager": {
+        "min": 2.0,
+        "views": (4, 64),
+        "text": "runtime faster than the faster PyTorch eager baseline (fp32 or bf16 autocast)",
+    },
+    "decoder_matmul_fraction": {
+        "min": 0.8,
+        "at_views": 64,
+        "text": "decoder FLOP rate as a fraction of the measured fp32 matmul rate",
+    },
+    "overhead_flat": {
+        "abs_ms": 1.0,
+        "rel": 0.2,
+        "text": "step minus the encoder and decoder runs, flat across N",
+    },
+    "quantized_vs_eager": {
+        "min": 1.5,
+        "views": (4, 64),
+        "backends": ("openvino-int8", "openvino-fp8"),
+        "text": "the quantized export on OpenVINO faster than the faster PyTorch eager baseline",
+    },
+    "speedup_vs_lvsm": {
+        "reference": "UPSTREAM",
+        "text": "speedup over LVSM decoder-only at least the upstream factors",
+    },
+    "cache_growth": {
+        "rel": 0.05,
+        "text": "resident memory growth per added view equals the cache bytes per view",
+    },
+    "peak_growth": {
+        "rel": 0.05,
+        "text": "peak resident memory grows by no more than the cache per view",
+    },
 }
 
 
@@ -91,14 +151,22 @@ def _check_lines(res: dict) -> list[str]:
         if not lo <= n <= hi:
             continue
         a = _num(L.get((rt, n, T)))
-        tor = [x for x in (_num(L.get((b, n, T))) for b in eager if b != "torch-cat") if x is not None]
+        tor = [
+            x for x in (_num(L.get((b, n, T))) for b in eager if b != "torch-cat") if x is not None
+        ]
         if a is not None and tor:
             pts.append((n, min(tor) / a))
     if pts:
         ok = all(s >= tg["min"] for _, s in pts)
-        out.append(f"- {'PASS' if ok else 'FAIL'}: {rt} >= {tg['min']:g}x faster than the faster of {'/'.join(b for b in eager if b != 'torch-cat')} at N {lo}..{hi}{tnote}: "
-                   + ", ".join(f"N={n} {s:.2f}x" for n, s in pts)
-                   + ("" if {4, 8, 16, 32, 48, 64} <= {n for n, _ in pts} else " (not every N of 4,8,16,32,48,64 was run)"))
+        out.append(
+            f"- {'PASS' if ok else 'FAIL'}: {rt} >= {tg['min']:g}x faster than the faster of {'/'.join(b for b in eager if b != 'torch-cat')} at N {lo}..{hi}{tnote}: "
+            + ", ".join(f"N={n} {s:.2f}x" for n, s in pts)
+            + (
+                ""
+                if {4, 8, 16, 32, 48, 64} <= {n for n, _ in pts}
+                else " (not every N of 4,8,16,32,48,64 was run)"
+            )
+        )
     else:
         out.append("- n/a: runtime vs PyTorch eager at N 4..64 (no such points in this run)")
 
@@ -108,13 +176,20 @@ def _check_lines(res: dict) -> list[str]:
         qpts = []
         for n in res["views"]:
             a = _num(L.get((qb, n, T)))
-            tor = [x for x in (_num(L.get((b, n, T))) for b in eager if b != "torch-cat") if x is not None]
+            tor = [
+                x
+                for x in (_num(L.get((b, n, T))) for b in eager if b != "torch-cat")
+                if x is not None
+            ]
             if tq["views"][0] <= n <= tq["views"][1] and a is not None and tor:
                 qpts.append((n, min(tor) / a))
         if qpts:
             ok = all(s >= tq["min"] for _, s in qpts)
-            out.append(f"- {'PASS' if ok else 'FAIL'}: {qb} >= {tq['min']:g}x faster than the faster PyTorch eager baseline at N "
-                       f"{tq['views'][0]}..{tq['views'][1]}{tnote}: " + ", ".join(f"N={n} {s:.2f}x" for n, s in qpts))
+            out.append(
+                f"- {'PASS' if ok else 'FAIL'}: {qb} >= {tq['min']:g}x faster than the faster PyTorch eager baseline at N "
+                f"{tq['views'][0]}..{tq['views'][1]}{tnote}: "
+                + ", ".join(f"N={n} {s:.2f}x" for n, s in qpts)
+            )
 
     # 2. decoder at N=64 >= 80% of the measured matmul rate
     nmax = 64 if 64 in res["views"] else max(res["views"])
@@ -123,9 +198,15 @@ def _check_lines(res: dict) -> list[str]:
     if d is not None:
         frac = d / rate
         want = TARGETS["decoder_matmul_fraction"]["min"]
-        verdict = ("PASS" if frac >= want else "FAIL") if nmax == 64 else "n/a (N=64 not run; value at N=%d)" % nmax
-        out.append(f"- {verdict}: {rt} decoder at N={nmax} runs {d:.1f} GFLOP/s = {100 * frac:.0f}% of the measured fp32 matmul rate "
-                   f"{rate:.1f} GFLOP/s (target >= {100 * want:.0f}% at N=64){tnote}")
+        verdict = (
+            ("PASS" if frac >= want else "FAIL")
+            if nmax == 64
+            else "n/a (N=64 not run; value at N=%d)" % nmax
+        )
+        out.append(
+            f"- {verdict}: {rt} decoder at N={nmax} runs {d:.1f} GFLOP/s = {100 * frac:.0f}% of the measured fp32 matmul rate "
+            f"{rate:.1f} GFLOP/s (target >= {100 * want:.0f}% at N=64){tnote}"
+        )
 
     # 3. overhead (step - encode - decode) flat across N
     ov = [(n, _num(L.get((rt, n, T)), "overhead_ms")) for n in res["views"]]
@@ -133,10 +214,15 @@ def _check_lines(res: dict) -> list[str]:
     if len(ov) >= 2:
         vals = [v for _, v in ov]
         flat = TARGETS["overhead_flat"]
-        spread, tol = max(vals) - min(vals), max(flat["abs_ms"], flat["rel"] * float(np.median(vals)))
-        out.append(f"- {'PASS' if spread <= tol else 'FAIL'}: overhead (step minus the encoder and decoder runs, i.e. minus analytic FLOPs at "
-                   f"their achieved rate) flat across N: {', '.join(f'N={n} {v:.2f}' for n, v in ov)} ms; range {spread:.2f} ms "
-                   f"(flat: <= max(1 ms, 20% of the median)){tnote}")
+        spread, tol = (
+            max(vals) - min(vals),
+            max(flat["abs_ms"], flat["rel"] * float(np.median(vals))),
+        )
+        out.append(
+            f"- {'PASS' if spread <= tol else 'FAIL'}: overhead (step minus the encoder and decoder runs, i.e. minus analytic FLOPs at "
+            f"their achieved rate) flat across N: {', '.join(f'N={n} {v:.2f}' for n, v in ov)} ms; range {spread:.2f} ms "
+            f"(flat: <= max(1 ms, 20% of the median)){tnote}"
+        )
 
     # 4. speedup over LVSM dec-only at least the upstream factors
     sp = []
@@ -148,31 +234,51 @@ def _check_lines(res: dict) -> list[str]:
     if sp:
         ok = all(s >= u for _, s, u, _ in sp)
         mark = {"scaled": "†", "extrapolated": "‡"}
-        out.append(f"- {'PASS' if ok else 'FAIL'}: speedup over LVSM dec-only >= upstream (GPU, res256){tnote}: "
-                   + ", ".join(f"N={n} {s:.1f}x{mark.get(st, '')} vs {u}x" for n, s, u, st in sp))
+        out.append(
+            f"- {'PASS' if ok else 'FAIL'}: speedup over LVSM dec-only >= upstream (GPU, res256){tnote}: "
+            + ", ".join(f"N={n} {s:.1f}x{mark.get(st, '')} vs {u}x" for n, s, u, st in sp)
+        )
     else:
-        out.append("- n/a: speedup over LVSM dec-only at the upstream N (4..64) (no such points in this run)")
+        out.append(
+            "- n/a: speedup over LVSM dec-only at the upstream N (4..64) (no such points in this run)"
+        )
 
     # 5. + 6. memory
     g = res["cache_growth"].get(rt)
     if g:
-        per, want, res_b = g["mean_rss_delta_per_add_bytes"], g["manifest_bytes_per_view"], g["rss_resolution_bytes_per_view"]
+        per, want, res_b = (
+            g["mean_rss_delta_per_add_bytes"],
+            g["manifest_bytes_per_view"],
+            g["rss_resolution_bytes_per_view"],
+        )
         err = (per - want) / want
-        verdict = "PASS" if abs(err) <= TARGETS["cache_growth"]["rel"] else ("UNRESOLVED" if abs(per - want) <= res_b else "FAIL")
-        out.append(f"- {verdict}: measured cache growth per added view (mean RSS change of add_view calls 2..{len(g['rss_delta_per_add_bytes'])} "
-                   f"while filling the cache) {per / 2**20:.3f} MiB vs manifest {want / 2**20:.3f} MiB ({100 * err:+.1f}%; target within 5%; "
-                   f"RSS resolution here ±{res_b / 2**20:.2f} MiB per view: {g['rss_page_bytes'] // 1024} KiB pages x {2 * res['model']['n_layers']} buffers "
-                   f"over {len(g['rss_delta_per_add_bytes']) - 1} adds)"
-                   + (": the cache's pages were resident before the adds (allocated eagerly or from reused heap memory), so RSS "
-                      "cannot see them fill" if per < 0.05 * want else ""))
+        verdict = (
+            "PASS"
+            if abs(err) <= TARGETS["cache_growth"]["rel"]
+            else ("UNRESOLVED" if abs(per - want) <= res_b else "FAIL")
+        )
+        out.append(
+            f"- {verdict}: measured cache growth per added view (mean RSS change of add_view calls 2..{len(g['rss_delta_per_add_bytes'])} "
+            f"while filling the cache) {per / 2**20:.3f} MiB vs manifest {want / 2**20:.3f} MiB ({100 * err:+.1f}%; target within 5%; "
+            f"RSS resolution here ±{res_b / 2**20:.2f} MiB per view: {g['rss_page_bytes'] // 1024} KiB pages x {2 * res['model']['n_layers']} buffers "
+            f"over {len(g['rss_delta_per_add_bytes']) - 1} adds)"
+            + (
+                ": the cache's pages were resident before the adds (allocated eagerly or from reused heap memory), so RSS "
+                "cannot see them fill"
+                if per < 0.05 * want
+                else ""
+            )
+        )
     pk = [(n, _num(L.get((rt, n, T)), "peak_rss_bytes")) for n in res["views"]]
     pk = [(n, v) for n, v in pk if v is not None]
     if len(pk) >= 2 and g:
         (n0, p0), (n1, p1) = pk[0], pk[-1]
         slope = (p1 - p0) / (n1 - n0)
         want = g["manifest_bytes_per_view"]
-        out.append(f"- {'PASS' if slope <= (1 + TARGETS['peak_growth']['rel']) * want else 'FAIL'}: peak resident memory growth N={n0}..{n1}: {slope / 2**20:.3f} MiB per view "
-                   f"vs cache {want / 2**20:.3f} MiB per view (no growth beyond the cache: <= +5%){tnote}")
+        out.append(
+            f"- {'PASS' if slope <= (1 + TARGETS['peak_growth']['rel']) * want else 'FAIL'}: peak resident memory growth N={n0}..{n1}: {slope / 2**20:.3f} MiB per view "
+            f"vs cache {want / 2**20:.3f} MiB per view (no growth beyond the cache: <= +5%){tnote}"
+        )
     return out
 
 
@@ -194,21 +300,32 @@ def summary_markdown(res: dict) -> str:
         f"bf16 (torch 2048^3, for reference): {res['matmul']['bf16_gflops'] or float('nan'):.1f} GFLOP/s. Rates below are relative to the fp32 rate, so a bf16 backend can exceed 100%.",
         f"- Load average (1, 5, 15 min) before / after the run: {mach.get('load_average_before')} / {mach.get('load_average_after')}; "
         f"fp32 matmul rate at the start / end: {res['matmul']['before_gflops']:.1f} / {res['matmul']['after_gflops']:.1f} GFLOP/s (the better is used)."
-        + (" **Warning: the machine's speed changed by more than 20% during the run (other load?): timings are not reliable.**"
-           if abs(res['matmul']['after_gflops'] - res['matmul']['before_gflops']) > 0.2 * max(res['matmul']['after_gflops'], res['matmul']['before_gflops']) else ""),
+        + (
+            " **Warning: the machine's speed changed by more than 20% during the run (other load?): timings are not reliable.**"
+            if abs(res["matmul"]["after_gflops"] - res["matmul"]["before_gflops"])
+            > 0.2 * max(res["matmul"]["after_gflops"], res["matmul"]["before_gflops"])
+            else ""
+        ),
         f"- Model: Efficient-LVSM `{res['preset']}` (d {m['d_model']}, {m['n_layers']}+{m['n_layers']} layers, "
         f"{(m['image_size'] // m['patch_size']) ** 2} tokens/view, {m['image_size']} px); KV {res['kv_bytes_per_view'] / 2**20:.3f} MiB per view. "
-        + (f"LVSM dec-only baseline: `{res['lvsm_baseline']['preset']}` (d {res['lvsm_baseline']['d_model']}, {res['lvsm_baseline']['n_layers']} layers)."
-         if res.get("lvsm_baseline") else "No PyTorch baselines in this run."),
+        + (
+            f"LVSM dec-only baseline: `{res['lvsm_baseline']['preset']}` (d {res['lvsm_baseline']['d_model']}, {res['lvsm_baseline']['n_layers']} layers)."
+            if res.get("lvsm_baseline")
+            else "No PyTorch baselines in this run."
+        ),
         f"- Step: add one view into N-1 cached views + render the targets (real distinct views of one synthetic scene); "
         f"{res['warmup']} warm-up + median of {res['repeats']} repetitions; {res['timing']}. Full-recompute baselines: one forward "
         f"over all N views, inputs prepared outside the timed region, budget {res['max_seconds_per_point']:g} s per point. "
         f"Runtime attention memory budget: {res['attention_budget_mib']:g} MiB (targets per decoder call follow from it).",
-        "- Backends: " + "; ".join(f"`{b}`: {res['descriptions'][b]}" for b in res["backends"]) + ".",
+        "- Backends: "
+        + "; ".join(f"`{b}`: {res['descriptions'][b]}" for b in res["backends"])
+        + ".",
     ]
     lines += cpu.header_lines(res)
     if res["skipped"]:
-        lines.append("- Skipped: " + "; ".join(f"`{b}` ({why})" for b, why in res["skipped"].items()) + ".")
+        lines.append(
+            "- Skipped: " + "; ".join(f"`{b}` ({why})" for b, why in res["skipped"].items()) + "."
+        )
     lines.append(f"- Wall time of this run: {res['wall_seconds']:.0f} s.")
     lines.append("")
     upstream_col = 8 in res["targets"]
@@ -216,14 +333,23 @@ def summary_markdown(res: dict) -> str:
         lines += [f"## Add-view latency, {t} target{'s' if t > 1 else ''} (ms, median)", ""]
         head = ["N", *[_label(res, b) for b in cols]]
         if rt:
-            head += ["speedup vs LVSM"] + (["upstream speedup (GPU)"] if t == 8 and upstream_col else []) + ["speedup vs best torch eager", f"{rt} overhead (ms)"]
+            head += (
+                ["speedup vs LVSM"]
+                + (["upstream speedup (GPU)"] if t == 8 and upstream_col else [])
+                + ["speedup vs best torch eager", f"{rt} overhead (ms)"]
+            )
         lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for n in res["views"]:
             cells = [str(n), *[_fmt_ms(L.get((b, n, t))) for b in cols]]
             if rt:
                 a = _num(L.get((rt, n, t)))
                 lv = L.get(("lvsm", n, t))
-                cells.append(f"{_num(lv) / a:.1f}x" + {"scaled": "†", "extrapolated": "‡"}.get(lv["status"], "") if a and _num(lv) else "—")
+                cells.append(
+                    f"{_num(lv) / a:.1f}x"
+                    + {"scaled": "†", "extrapolated": "‡"}.get(lv["status"], "")
+                    if a and _num(lv)
+                    else "—"
+                )
                 if t == 8 and upstream_col:
                     cells.append(f"{UPSTREAM[n][2]}x" if n in UPSTREAM else "—")
                 best = [x for x in (_num(L.get((b, n, t))) for b in torch_b) if x is not None]
@@ -232,31 +358,55 @@ def summary_markdown(res: dict) -> str:
                 cells.append("—" if ov is None else f"{ov:.2f}")
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
-    lines += ["† measured with 1 target and scaled by the FLOP ratio; ‡ not run (over the budget): extrapolated from FLOPs at the rate "
-              "measured at a smaller N. Overhead: step time minus the encoder and decoder runs (preprocessing, copies, cache "
-              "bookkeeping, Python)." + (f" Speedup vs best torch eager: over the fastest of {', '.join(torch_b)}." if torch_b else ""), ""]
+    lines += [
+        "† measured with 1 target and scaled by the FLOP ratio; ‡ not run (over the budget): extrapolated from FLOPs at the rate "
+        "measured at a smaller N. Overhead: step time minus the encoder and decoder runs (preprocessing, copies, cache "
+        "bookkeeping, Python)."
+        + (
+            f" Speedup vs best torch eager: over the fastest of {', '.join(torch_b)}."
+            if torch_b
+            else ""
+        ),
+        "",
+    ]
     meas = [r for r in res["rows"] if r["status"] == "measured" and r["min_ms"] != ""]
     if meas:
         worst = max(meas, key=lambda r: (r["max_ms"] - r["min_ms"]) / r["median_ms"])
-        lines += [f"Spread: the widest (max - min) / median over all measured points is "
-                  f"{100 * (worst['max_ms'] - worst['min_ms']) / worst['median_ms']:.0f}% ({worst['backend']}, N={worst['n_views']}, "
-                  f"{worst['n_targets']} targets); min, max and quartiles of every point are in results.csv.", ""]
+        lines += [
+            f"Spread: the widest (max - min) / median over all measured points is "
+            f"{100 * (worst['max_ms'] - worst['min_ms']) / worst['median_ms']:.0f}% ({worst['backend']}, N={worst['n_views']}, "
+            f"{worst['n_targets']} targets); min, max and quartiles of every point are in results.csv.",
+            "",
+        ]
 
     tmax = max(res["targets"])
-    lines += [f"## Achieved rate, {tmax} targets (GFLOP/s from analytic FLOPs / median step; % of the matmul rate)", ""]
-    lines += ["| backend | " + " | ".join(f"N={n}" for n in res["views"]) + " |", "|---|" + "---|" * len(res["views"])]
+    lines += [
+        f"## Achieved rate, {tmax} targets (GFLOP/s from analytic FLOPs / median step; % of the matmul rate)",
+        "",
+    ]
+    lines += [
+        "| backend | " + " | ".join(f"N={n}" for n in res["views"]) + " |",
+        "|---|" + "---|" * len(res["views"]),
+    ]
     for b in cols:
         cells = []
         for n in res["views"]:
             r = L.get((b, n, tmax))
             g = _num(r, "gflops")
-            cells.append("—" if g is None else f"{g:.1f} ({100 * g / res['matmul']['gflops']:.0f}%)" + {"scaled": "†", "extrapolated": "‡"}.get(r["status"], ""))
+            cells.append(
+                "—"
+                if g is None
+                else f"{g:.1f} ({100 * g / res['matmul']['gflops']:.0f}%)"
+                + {"scaled": "†", "extrapolated": "‡"}.get(r["status"], "")
+            )
         lines.append(f"| {b} | " + " | ".join(cells) + " |")
     for b in inc:
         cells = []
         for n in res["views"]:
             g = _num(L.get((b, n, tmax)), "decode_gflops")
-            cells.append("—" if g is None else f"{g:.1f} ({100 * g / res['matmul']['gflops']:.0f}%)")
+            cells.append(
+                "—" if g is None else f"{g:.1f} ({100 * g / res['matmul']['gflops']:.0f}%)"
+            )
         lines.append(f"| {b} decoder only | " + " | ".join(cells) + " |")
     lines.append("")
 
@@ -267,11 +417,20 @@ def summary_markdown(res: dict) -> str:
         for n in res["views"]:
             r = L.get((rt, n, tmax))
             if r is not None and r["status"] == "measured":
-                lines.append(f"| {n} | " + " | ".join(f"{float(r[c + '_ms']):.2f}" for c in comp) + f" | {float(r['median_ms']):.2f} |")
+                lines.append(
+                    f"| {n} | "
+                    + " | ".join(f"{float(r[c + '_ms']):.2f}" for c in comp)
+                    + f" | {float(r['median_ms']):.2f} |"
+                )
         lines.append("")
 
     lines += [f"## Memory, {tmax} targets (MiB; peak resident memory is {res['memory_peak']})", ""]
-    head = ["N", "cache (manifest)", *[f"{b} cache used" for b in inc], *[f"{b} peak RSS" for b in cols]]
+    head = [
+        "N",
+        "cache (manifest)",
+        *[f"{b} cache used" for b in inc],
+        *[f"{b} peak RSS" for b in cols],
+    ]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     mib = lambda v: "—" if v is None else f"{v / 2**20:.1f}"  # noqa: E731
     for n in res["views"]:
@@ -281,13 +440,25 @@ def summary_markdown(res: dict) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
     for b, g in res["cache_growth"].items():
-        lines.append(f"- `{b}`: resident memory change per add_view while filling the cache: mean {g['mean_rss_delta_per_add_bytes'] / 2**20:.3f} MiB "
-                     f"(cache bytes per view: {g['bytes_per_view'] / 2**20:.3f} MiB; manifest: {g['manifest_bytes_per_view'] / 2**20:.3f} MiB).")
+        lines.append(
+            f"- `{b}`: resident memory change per add_view while filling the cache: mean {g['mean_rss_delta_per_add_bytes'] / 2**20:.3f} MiB "
+            f"(cache bytes per view: {g['bytes_per_view'] / 2**20:.3f} MiB; manifest: {g['manifest_bytes_per_view'] / 2**20:.3f} MiB)."
+        )
     lines.append("")
     lines += cpu.sections(res)
-    lines += ["## Targets (evaluated on this run, not asserted)", "", *_check_lines(res), *cpu.check_lines(res), ""]
+    lines += [
+        "## Targets (evaluated on this run, not asserted)",
+        "",
+        *_check_lines(res),
+        *cpu.check_lines(res),
+        "",
+    ]
     notes = list(res["notes"])
-    notes += [f"{r['backend']} N={r['n_views']} T={r['n_targets']}: {r['note']}" for r in res["rows"] if r["note"] and res["kinds"].get(r["backend"]) == "recompute"]
+    notes += [
+        f"{r['backend']} N={r['n_views']} T={r['n_targets']}: {r['note']}"
+        for r in res["rows"]
+        if r["note"] and res["kinds"].get(r["backend"]) == "recompute"
+    ]
     if notes:
         lines += ["## Notes", "", *[f"- {x}" for x in notes], ""]
     return "\n".join(lines)
@@ -312,10 +483,21 @@ def _plots(res: dict, out: Path) -> None:
             pts = [(n, L[(b, n, t)]) for n in res["views"] if _num(L.get((b, n, t))) is not None]
             if not pts:
                 continue
-            ax.plot([n for n, _ in pts], [_num(r) for _, r in pts], "-", color=color[b], label=_label(res, b))
+            ax.plot(
+                [n for n, _ in pts],
+                [_num(r) for _, r in pts],
+                "-",
+                color=color[b],
+                label=_label(res, b),
+            )
             for n, r in pts:
-                ax.plot(n, _num(r), "o" if r["status"] == "measured" else "s", color=color[b],
-                        mfc=color[b] if r["status"] == "measured" else "none")
+                ax.plot(
+                    n,
+                    _num(r),
+                    "o" if r["status"] == "measured" else "s",
+                    color=color[b],
+                    mfc=color[b] if r["status"] == "measured" else "none",
+                )
         ax.set_yscale("log")
         ax.set_xscale("log", base=2)
         ax.set_xticks(res["views"], [str(n) for n in res["views"]])
@@ -336,12 +518,20 @@ def _plots(res: dict, out: Path) -> None:
             for b in backends:
                 if b == rt:
                     continue
-                pts = [(n, _num(L.get((b, n, t))) / _num(L.get((rt, n, t)))) for n in res["views"]
-                       if _num(L.get((b, n, t))) and _num(L.get((rt, n, t)))]
+                pts = [
+                    (n, _num(L.get((b, n, t))) / _num(L.get((rt, n, t))))
+                    for n in res["views"]
+                    if _num(L.get((b, n, t))) and _num(L.get((rt, n, t)))
+                ]
                 if pts:
                     ax.plot(*zip(*pts), "o-", color=color[b], label=f"{rt} vs {_label(res, b)}")
             if t == 8:
-                ax.plot(list(UPSTREAM), [v[2] for v in UPSTREAM.values()], "kx--", label="upstream vs LVSM (GPU, res256)")
+                ax.plot(
+                    list(UPSTREAM),
+                    [v[2] for v in UPSTREAM.values()],
+                    "kx--",
+                    label="upstream vs LVSM (GPU, res256)",
+                )
         ax.axhline(1.0, color="grey", lw=0.8)
         ax.set_yscale("log")
         ax.set_xscale("log", base=2)
@@ -359,7 +549,9 @@ def _plots(res: dict, out: Path) -> None:
     inc = [b for b in backends if res["kinds"].get(b) in ("runtime", "eager")]
     tmax = max(targets)
     comp = [c for c in COMPONENTS if c != "forward"]
-    fig, axes = plt.subplots(1, max(1, len(inc)), figsize=(4.5 * max(1, len(inc)), 4.5), squeeze=False)
+    fig, axes = plt.subplots(
+        1, max(1, len(inc)), figsize=(4.5 * max(1, len(inc)), 4.5), squeeze=False
+    )
     for ax, b in zip(axes[0], inc):
         ns = [n for n in res["views"] if (b, n, tmax) in L]
         x = np.arange(len(ns))
@@ -392,5 +584,3 @@ def write_outputs(res: dict, out: Path) -> str:
     (out / "summary.md").write_text(text)
     _plots(res, out)
     return text
-
-

@@ -68,7 +68,11 @@ def test_qdq_export_passes_trt_rules_and_matches_fp32_on_ort(tiny_export, quanti
     m = vrt.load_manifest(d)  # checksums verified: a complete export
     assert m.precision == precision
     q = m.quantization
-    assert q["symmetric"] and q["calibration"]["encoder_samples"] > 0 and q["calibration"]["decoder_samples"] > 0
+    assert (
+        q["symmetric"]
+        and q["calibration"]["encoder_samples"] > 0
+        and q["calibration"]["decoder_samples"] > 0
+    )
     assert q["method"] == "minmax"
     want = {"int8": {"int8"}, "fp8": {"float8e4m3fn"}}[precision]
     for g in ("encoder", "decoder"):
@@ -77,7 +81,10 @@ def test_qdq_export_passes_trt_rules_and_matches_fp32_on_ort(tiny_export, quanti
         assert qdq_types(path) == want
         assert q["graphs"][g]["quantized_nodes"] and q["graphs"][g]["tensors"]["weights"]
         model = onnx.load(str(path))
-        assert any(n.op_type == "DequantizeLinear" and any(a.name == "axis" for a in n.attribute) for n in model.graph.node)
+        assert any(
+            n.op_type == "DequantizeLinear" and any(a.name == "axis" for a in n.attribute)
+            for n in model.graph.node
+        )
     assert m.opset == (19 if precision == "fp8" else 18)
 
     views, rays = _feeds(m, np.random.default_rng())
@@ -90,7 +97,10 @@ def test_qdq_export_passes_trt_rules_and_matches_fp32_on_ort(tiny_export, quanti
 
     with vrt.open(d, "ort") as r:  # the runtime API runs it like any export
         c2ws, fx = __import__("viewrt.data", fromlist=["x"]).synthetic_cameras(3, m.image_size)
-        r.add_view(np.random.default_rng(0).random((3, m.image_size, m.image_size), dtype=np.float32), vrt.Camera(c2ws[0], fx))
+        r.add_view(
+            np.random.default_rng(0).random((3, m.image_size, m.image_size), dtype=np.float32),
+            vrt.Camera(c2ws[0], fx),
+        )
         img = r.render([vrt.Camera(c2ws[2], fx)])
         assert img.shape == (1, 3, m.image_size, m.image_size) and np.isfinite(img).all()
 
@@ -117,8 +127,14 @@ def test_int8_export_on_openvino_within_tolerance_of_fp32(tiny_export, quantized
 def test_exclude_keeps_modules_in_fp32(tiny_export, tmp_path):
     from viewrt.calib.quantize import quantize_export
 
-    m = quantize_export(tiny_export[0], tmp_path / "x", "int8", synthetic=1, exclude=["self_cross_blocks.0", "image_token_decoder"],
-                        attention=False)
+    m = quantize_export(
+        tiny_export[0],
+        tmp_path / "x",
+        "int8",
+        synthetic=1,
+        exclude=["self_cross_blocks.0", "image_token_decoder"],
+        attention=False,
+    )
     dec = m.quantization["graphs"]["decoder"]
     model = onnx.load(str(tmp_path / "x" / "decoder.onnx"))
     dq_out = {n.output[0] for n in model.graph.node if n.op_type == "DequantizeLinear"}
@@ -129,7 +145,9 @@ def test_exclude_keeps_modules_in_fp32(tiny_export, tmp_path):
     for name in dec["quantized_nodes"]:
         assert any(i in dq_out for i in by_name[name].input), name
     with pytest.raises(ViewrtError, match="no matmul"):
-        quantize_export(tiny_export[0], tmp_path / "y", "int8", synthetic=1, exclude=["no_such_block"])
+        quantize_export(
+            tiny_export[0], tmp_path / "y", "int8", synthetic=1, exclude=["no_such_block"]
+        )
     assert not (tmp_path / "y").exists()
 
 
@@ -163,25 +181,48 @@ def _qdq_graph(break_rule: str | None = None) -> onnx.ModelProto:
         w_scale = np.full((5,), 0.01, np.float32)
     elif break_rule == "placement":
         consumer = "Softmax"
-    zp_arr = (helper.make_tensor("zp", act_t, [], [int(zp) if act_t == TensorProto.INT8 else 0]) if break_rule != "zero_point"
-              else numpy_helper.from_array(zp, "zp"))
-    inits += [zp_arr, numpy_helper.from_array(np.asarray(scale, np.float32), "s"),
-              numpy_helper.from_array(w, "w_q"), numpy_helper.from_array(w_scale, "w_s"),
-              numpy_helper.from_array(np.zeros(w_scale.shape, np.int8), "w_zp")]
+    zp_arr = (
+        helper.make_tensor("zp", act_t, [], [int(zp) if act_t == TensorProto.INT8 else 0])
+        if break_rule != "zero_point"
+        else numpy_helper.from_array(zp, "zp")
+    )
+    inits += [
+        zp_arr,
+        numpy_helper.from_array(np.asarray(scale, np.float32), "s"),
+        numpy_helper.from_array(w, "w_q"),
+        numpy_helper.from_array(w_scale, "w_s"),
+        numpy_helper.from_array(np.zeros(w_scale.shape, np.int8), "w_zp"),
+    ]
     q_inputs = ["x", "s"] if break_rule == "no_zero_point" else ["x", "s", "zp"]
     nodes = [helper.make_node("QuantizeLinear", q_inputs, ["xq"], name="q_x")]
     if break_rule == "q_without_dq":
         nodes.append(helper.make_node("Cast", ["xq"], ["xd"], name="cast", to=TensorProto.FLOAT))
     else:
-        nodes.append(helper.make_node("DequantizeLinear", ["xq", "s"] + ([] if break_rule == "no_zero_point" else ["zp"]), ["xd"], name="dq_x"))
-    nodes.append(helper.make_node("DequantizeLinear", ["w_q", "w_s", "w_zp"], ["wd"], name="dq_w", axis=w_axis))
+        nodes.append(
+            helper.make_node(
+                "DequantizeLinear",
+                ["xq", "s"] + ([] if break_rule == "no_zero_point" else ["zp"]),
+                ["xd"],
+                name="dq_x",
+            )
+        )
+    nodes.append(
+        helper.make_node(
+            "DequantizeLinear", ["w_q", "w_s", "w_zp"], ["wd"], name="dq_w", axis=w_axis
+        )
+    )
     if consumer == "MatMul":
         nodes.append(helper.make_node("MatMul", ["xd", "wd"], ["y"], name="mm"))
     else:
         nodes.append(helper.make_node("Softmax", ["xd"], ["sm"], name="softmax"))
         nodes.append(helper.make_node("MatMul", ["sm", "wd"], ["y"], name="mm"))
-    g = helper.make_graph(nodes, "qdq", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])], inits)
+    g = helper.make_graph(
+        nodes,
+        "qdq",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])],
+        inits,
+    )
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", 19)])
 
 
@@ -194,18 +235,21 @@ def test_rule_check_accepts_a_good_pair_that_runs():
     assert s.run(None, {"x": np.ones((2, 4), np.float32)})[0].shape == (2, 3)
 
 
-@pytest.mark.parametrize("rule, phrase", [
-    ("zero_point", "zero point not 0"),
-    ("no_zero_point", "no zero point"),
-    ("type", "quantized type UINT8"),
-    ("scale_negative", "positive and finite"),
-    ("scale_inf", "positive and finite"),
-    ("per_channel_activation", "per-channel scale on activation"),
-    ("weight_axis", "not the output-channel axis"),
-    ("weight_axis_length", "per-channel scale has 5 values"),
-    ("placement", "TensorRT fuses Q/DQ into"),
-    ("q_without_dq", "a Q must feed DequantizeLinear"),
-])
+@pytest.mark.parametrize(
+    "rule, phrase",
+    [
+        ("zero_point", "zero point not 0"),
+        ("no_zero_point", "no zero point"),
+        ("type", "quantized type UINT8"),
+        ("scale_negative", "positive and finite"),
+        ("scale_inf", "positive and finite"),
+        ("per_channel_activation", "per-channel scale on activation"),
+        ("weight_axis", "not the output-channel axis"),
+        ("weight_axis_length", "per-channel scale has 5 values"),
+        ("placement", "TensorRT fuses Q/DQ into"),
+        ("q_without_dq", "a Q must feed DequantizeLinear"),
+    ],
+)
 def test_rule_check_rejects_each_broken_rule(rule, phrase):
     from viewrt.export.qdq_check import check_qdq
 
@@ -242,7 +286,9 @@ def test_accuracy_report(quantized, tmp_path):
         assert (tmp_path / "rep" / f).stat().st_size > 0
     assert [b["views"] for b in r["by_views"]] == [1, 2]
     assert all(b["psnr_q_vs_fp32"] >= MIN_PSNR["int8"] for b in r["by_views"])
-    assert len(r["kv_error_by_layer"]) == 2 and all(0 < x["key_rel_error"] < 0.2 for x in r["kv_error_by_layer"])
+    assert len(r["kv_error_by_layer"]) == 2 and all(
+        0 < x["key_rel_error"] < 0.2 for x in r["kv_error_by_layer"]
+    )
     assert r["sensitive_layers"] and "untrained" in (tmp_path / "rep" / "report.md").read_text()
     assert json.loads((tmp_path / "rep" / "report.json").read_text())["precision"] == "int8"
 
@@ -261,7 +307,9 @@ def test_estimate_cli(tiny_export):
     rows = {(x["precision"], x["device"]): x for x in est["rows"]}
     assert len(rows) == 8
     assert rows[("fp16", "gpu")]["kv_cache"] * 2 == rows[("fp32", "gpu")]["kv_cache"]
-    assert rows[("int8", "gpu")]["weights"] * 4 == pytest.approx(rows[("fp32", "gpu")]["weights"], rel=1e-3)
+    assert rows[("int8", "gpu")]["weights"] * 4 == pytest.approx(
+        rows[("fp32", "gpu")]["weights"], rel=1e-3
+    )
     r = CliRunner().invoke(main, ["estimate", str(tiny_export[0]), "--max-views", "99"])
     assert r.exit_code == 1 and "--max-views" in r.stderr
 
@@ -276,9 +324,21 @@ def empty_list(tmp_path_factory):
     return p
 
 
-@pytest.mark.parametrize("case", ["missing_export", "fp16_export", "empty_scene_list", "unknown_precision", "unknown_method",
-                                  "no_scene_source", "fp8_entropy"])
-def test_calib_user_errors_one_line_nothing_written(case, tiny_export, tiny_export_fp16, empty_list, tmp_path):
+@pytest.mark.parametrize(
+    "case",
+    [
+        "missing_export",
+        "fp16_export",
+        "empty_scene_list",
+        "unknown_precision",
+        "unknown_method",
+        "no_scene_source",
+        "fp8_entropy",
+    ],
+)
+def test_calib_user_errors_one_line_nothing_written(
+    case, tiny_export, tiny_export_fp16, empty_list, tmp_path
+):
     out = tmp_path / "out"
     export, extra = str(tiny_export[0]), ["--precision", "int8", "--synthetic", "1"]
     if case == "missing_export":
@@ -304,16 +364,47 @@ def test_calib_user_errors_one_line_nothing_written(case, tiny_export, tiny_expo
 
 
 def test_calib_cli_writes_an_export(tiny_export, tmp_path):
-    r = CliRunner().invoke(main, ["calib", str(tiny_export[0]), "--out", str(tmp_path / "q"), "--precision", "int8",
-                                  "--synthetic", "1", "--report", str(tmp_path / "rep")])
+    r = CliRunner().invoke(
+        main,
+        [
+            "calib",
+            str(tiny_export[0]),
+            "--out",
+            str(tmp_path / "q"),
+            "--precision",
+            "int8",
+            "--synthetic",
+            "1",
+            "--report",
+            str(tmp_path / "rep"),
+        ],
+    )
     assert r.exit_code == 0, r.output
-    assert "passes the TensorRT Q/DQ check" in r.output and (tmp_path / "rep" / "report.md").is_file()
-    r = CliRunner().invoke(main, ["calib", str(tiny_export[0]), "--out", str(tmp_path / "q"), "--precision", "int8", "--synthetic", "1"])
-    assert r.exit_code == 1 and "not an empty folder" in r.stderr  # an existing export is not overwritten
+    assert (
+        "passes the TensorRT Q/DQ check" in r.output and (tmp_path / "rep" / "report.md").is_file()
+    )
+    r = CliRunner().invoke(
+        main,
+        [
+            "calib",
+            str(tiny_export[0]),
+            "--out",
+            str(tmp_path / "q"),
+            "--precision",
+            "int8",
+            "--synthetic",
+            "1",
+        ],
+    )
+    assert (
+        r.exit_code == 1 and "not an empty folder" in r.stderr
+    )  # an existing export is not overwritten
 
 
 def test_estimate_printed_before_infer_and_build(tiny_export, tmp_path):
-    r = CliRunner().invoke(main, ["infer", str(tiny_export[0]), "--out", str(tmp_path / "run"), "--views", "2"])
+    r = CliRunner().invoke(
+        main, ["infer", str(tiny_export[0]), "--out", str(tmp_path / "run"), "--views", "2"]
+    )
     assert r.exit_code == 0, r.output
     assert r.stdout.splitlines()[0].startswith("[estimate] fp32 on CPU, 2 views")
     r = CliRunner().invoke(main, ["build", str(tiny_export[0]), "--if-available"])

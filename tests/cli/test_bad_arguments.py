@@ -13,8 +13,14 @@ import pytest
 
 def _viewrt(*args, cwd=None):
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    return subprocess.run([sys.executable, "-m", "viewrt.cli", *map(str, args)], capture_output=True, text=True, env=env,
-                          cwd=cwd, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "viewrt.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=300,
+    )
 
 
 def _table(export: Path, tmp: Path):
@@ -36,7 +42,9 @@ def _table(export: Path, tmp: Path):
             ["export", "--preset", "tiny", "--out", out, "--precision", "int4"],
             ["export", "--preset", "tiny", "--out", afile / "sub"],
             ["export", "--preset", "tiny", "--out", "/proc/x"],
-            ["export", "--preset", "tiny", "--out", ro / "sub"] if os.geteuid() != 0 else ["export", "--preset", "tiny", "--out", "/proc/y"],
+            ["export", "--preset", "tiny", "--out", ro / "sub"]
+            if os.geteuid() != 0
+            else ["export", "--preset", "tiny", "--out", "/proc/y"],
             ["export", "--preset", "tiny", "--out", out, "--checkpoint", tmp / "missing.pt"],
             ["export", "--bogus"],
         ],
@@ -101,7 +109,21 @@ def test_every_subcommand_is_in_the_table(tiny_export, tmp_path):
     assert set(main.commands) <= set(_table(tiny_export[0], tmp_path))
 
 
-@pytest.mark.parametrize("command", ["export", "build", "info", "scene", "infer", "bench", "calib", "calib-report", "estimate", "train"])
+@pytest.mark.parametrize(
+    "command",
+    [
+        "export",
+        "build",
+        "info",
+        "scene",
+        "infer",
+        "bench",
+        "calib",
+        "calib-report",
+        "estimate",
+        "train",
+    ],
+)
 def test_bad_arguments_end_in_one_line(tiny_export, tmp_path, command):
     export = tiny_export[0]
     before = sorted(p.name for p in export.iterdir())
@@ -126,8 +148,15 @@ def test_runtime_only_install_fails_before_writing(tiny_export, tmp_path, monkey
     from viewrt.cli import main
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name in ("skimage", "matplotlib") else real(name, *a))
-    for cmd in (["infer", tiny_export[0], "--out", tmp_path / "o"], ["bench", tiny_export[0], "--out", tmp_path / "o", "--views", "1"]):
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name in ("skimage", "matplotlib") else real(name, *a),
+    )
+    for cmd in (
+        ["infer", tiny_export[0], "--out", tmp_path / "o"],
+        ["bench", tiny_export[0], "--out", tmp_path / "o", "--views", "1"],
+    ):
         r = CliRunner().invoke(main, [str(c) for c in cmd])
         assert r.exit_code != 0
         lines = r.stderr.strip().splitlines()
@@ -143,6 +172,13 @@ def test_export_refuses_a_cache_larger_than_memory_up_front(tmp_path):
     from viewrt.cli import main
 
     t0 = time.perf_counter()
-    r = CliRunner().invoke(main, ["export", "--preset", "small", "--max-views", "1000000", "--out", str(tmp_path / "x")])
-    assert r.exit_code != 0 and "more than this machine's" in r.stderr and not (tmp_path / "x").exists()
+    r = CliRunner().invoke(
+        main,
+        ["export", "--preset", "small", "--max-views", "1000000", "--out", str(tmp_path / "x")],
+    )
+    assert (
+        r.exit_code != 0
+        and "more than this machine's" in r.stderr
+        and not (tmp_path / "x").exists()
+    )
     assert time.perf_counter() - t0 < 60  # refused from the estimate, before any graph is exported

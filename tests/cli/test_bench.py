@@ -20,7 +20,15 @@ from viewrt.cli import main
 from viewrt.errors import ViewrtError
 
 HAS_OV = importlib.util.find_spec("openvino") is not None
-CPU_BACKENDS = ["ort", *(["openvino", "openvino-f32"] if HAS_OV else []), "torch-fp32", "torch-bf16", "torch-cat", "efflvsm-nocache", "lvsm"]
+CPU_BACKENDS = [
+    "ort",
+    *(["openvino", "openvino-f32"] if HAS_OV else []),
+    "torch-fp32",
+    "torch-bf16",
+    "torch-cat",
+    "efflvsm-nocache",
+    "lvsm",
+]
 VIEWS, TARGETS = [1, 2, 3], [1, 2]
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -33,8 +41,20 @@ def _bench(export_dir, out, *extra):
 @pytest.fixture(scope="module")
 def bench_run(tiny_export, tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
-    res = _bench(tiny_export[0], out, "--views", "1,2,3", "--targets", "1,2", "--repeats", "1", "--warmup", "0",
-                 "--backends", ",".join(CPU_BACKENDS))
+    res = _bench(
+        tiny_export[0],
+        out,
+        "--views",
+        "1,2,3",
+        "--targets",
+        "1,2",
+        "--repeats",
+        "1",
+        "--warmup",
+        "0",
+        "--backends",
+        ",".join(CPU_BACKENDS),
+    )
     return res, out
 
 
@@ -64,8 +84,16 @@ def test_bench_summary_json_and_plots(bench_run):
     for t in TARGETS:
         assert f"## Add-view latency, {t} target" in text
     header = next(line for line in text.splitlines() if line.startswith("| N | ort |"))
-    for col in ("torch-fp32", "torch-bf16", "torch-cat", "effLVSM no-cache", "LVSM dec-only", "speedup vs LVSM",
-                "speedup vs best torch eager", "overhead"):
+    for col in (
+        "torch-fp32",
+        "torch-bf16",
+        "torch-cat",
+        "effLVSM no-cache",
+        "LVSM dec-only",
+        "speedup vs LVSM",
+        "speedup vs best torch eager",
+        "overhead",
+    ):
         assert col in header
     for n in VIEWS:
         assert sum(line.startswith(f"| {n} | ") for line in text.splitlines()) >= len(TARGETS)
@@ -75,15 +103,31 @@ def test_bench_summary_json_and_plots(bench_run):
     assert len(data["rows"]) == len(CPU_BACKENDS) * len(VIEWS) * len(TARGETS)
     assert set(data["cache_growth"]) == {b for b in CPU_BACKENDS if b not in RECOMPUTE}
     comps = data["steps"]["ort N=3 T=2"][0]
-    assert {"encode", "preprocess"} <= set(comps["add"]) and {"decode", "d2h"} <= set(comps["render"])
+    assert {"encode", "preprocess"} <= set(comps["add"]) and {"decode", "d2h"} <= set(
+        comps["render"]
+    )
     for name in ("latency_vs_views.png", "speedup.png", "components.png"):
         blob = (out / name).read_bytes()
         assert blob[:8] == PNG and len(blob) > 1000, name
 
 
 def test_bench_over_budget_is_extrapolated_and_marked(tiny_export, tmp_path):
-    res = _bench(tiny_export[0], tmp_path, "--views", "1,2", "--targets", "2", "--repeats", "1", "--warmup", "0",
-                 "--backends", "ort,lvsm", "--max-seconds-per-point", "1e-9")
+    res = _bench(
+        tiny_export[0],
+        tmp_path,
+        "--views",
+        "1,2",
+        "--targets",
+        "2",
+        "--repeats",
+        "1",
+        "--warmup",
+        "0",
+        "--backends",
+        "ort,lvsm",
+        "--max-seconds-per-point",
+        "1e-9",
+    )
     assert res.exit_code == 0, res.output
     with open(tmp_path / "results.csv", newline="") as f:
         rows = [r for r in csv.DictReader(f) if r["backend"] == "lvsm"]
@@ -144,12 +188,21 @@ def test_bench_reports_isa_precisions_and_reduced_precision_error(bench_run):
     acc = {(a["backend"], a["n_views"], a["n_targets"]): a for a in cpu["accuracy"]}
     assert set(acc) >= {("torch-bf16", n, t) for n in VIEWS for t in TARGETS}
     for a in acc.values():
-        assert 0 < a["max_abs"] < 0.1 and a["psnr_db"] > 20, a  # bf16 of untrained weights vs fp32: close, not equal
+        assert 0 < a["max_abs"] < 0.1 and a["psnr_db"] > 20, (
+            a
+        )  # bf16 of untrained weights vs fp32: close, not equal
     if HAS_OV:
-        assert cpu["precisions"]["openvino-f32"] == "fp32" and cpu["precisions"]["openvino"] in ("fp32", "bf16", "fp16")
+        assert cpu["precisions"]["openvino-f32"] == "fp32" and cpu["precisions"]["openvino"] in (
+            "fp32",
+            "bf16",
+            "fp16",
+        )
         header = next(line for line in text.splitlines() if line.startswith("| N | ort |"))
         assert "openvino" in header and "openvino-f32" in header
-        assert "`openvino-f32` peak resident memory grows" in text and "`openvino` step minus the encoder and decoder runs" in text
+        assert (
+            "`openvino-f32` peak resident memory grows" in text
+            and "`openvino` step minus the encoder and decoder runs" in text
+        )
 
 
 def test_quantized_export_columns(tiny_export, tmp_path):
@@ -160,8 +213,22 @@ def test_quantized_export_columns(tiny_export, tmp_path):
     q = tmp_path / "int8"
     quantize_export(tiny_export[0], q, "int8", None, 2, progress=False)
     out = tmp_path / "b"
-    res = _bench(tiny_export[0], out, "--views", "1,2", "--targets", "2", "--repeats", "1", "--warmup", "0",
-                 "--backends", "ort,ort-int8,openvino-int8", "--quantized-export", q)
+    res = _bench(
+        tiny_export[0],
+        out,
+        "--views",
+        "1,2",
+        "--targets",
+        "2",
+        "--repeats",
+        "1",
+        "--warmup",
+        "0",
+        "--backends",
+        "ort,ort-int8,openvino-int8",
+        "--quantized-export",
+        q,
+    )
     assert res.exit_code == 0, res.output
     data = json.loads((out / "results.json").read_text())
     assert data["cpu_precision"]["precisions"]["ort-int8"] == "int8"

@@ -17,13 +17,21 @@ from viewrt.folders import recover, staging_folder, swap_in
 
 
 def _start(*args):
-    return subprocess.Popen([sys.executable, "-m", "viewrt.cli", *map(str, args)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    return subprocess.Popen(
+        [sys.executable, "-m", "viewrt.cli", *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
 
 
 def test_two_exports_of_different_models_into_one_new_folder(tmp_path):
     out = tmp_path / "shared"
-    procs = [_start("export", "--preset", "tiny", "--max-views", "2", "--precision", p, "--out", out) for p in ("fp32", "fp16")]
+    procs = [
+        _start("export", "--preset", "tiny", "--max-views", "2", "--precision", p, "--out", out)
+        for p in ("fp32", "fp16")
+    ]
     results = [(p.wait(timeout=600), *p.communicate()) for p in procs]
     codes = sorted(rc for rc, _, _ in results)
     assert codes[0] == 0 and codes[1] != 0, results  # one wins, the other is told
@@ -37,8 +45,24 @@ def test_two_exports_of_different_models_into_one_new_folder(tmp_path):
 def test_two_infer_runs_into_one_folder_do_not_mix(tiny_export, tmp_path):
     export = tiny_export[0]
     scenes = tmp_path / "scenes"
-    res = subprocess.run([sys.executable, "-m", "viewrt.cli", "scene", "--out", scenes, "--scenes", "2", "--views", "6",
-                          "--for", export], capture_output=True, text=True)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "viewrt.cli",
+            "scene",
+            "--out",
+            scenes,
+            "--scenes",
+            "2",
+            "--views",
+            "6",
+            "--for",
+            export,
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert res.returncode == 0, res.stderr
     jsons = sorted(scenes.rglob("*.json"))
     jsons = [j for j in jsons if "frames" in j.read_text()][:2]
@@ -57,7 +81,9 @@ def _files(folder: Path) -> dict[str, bytes]:
 
 
 @pytest.mark.parametrize("kill_at", [1, 2, 3, 4, 5])
-def test_replacing_an_export_is_restorable_after_a_kill(tiny_export, tiny_export_fp16, tmp_path, monkeypatch, kill_at):
+def test_replacing_an_export_is_restorable_after_a_kill(
+    tiny_export, tiny_export_fp16, tmp_path, monkeypatch, kill_at
+):
     """Replace the fp32 export by the fp16 one, killed after ``kill_at`` renames: the folder
     never holds a manifest that does not match its graphs, and the next export's recovery
     brings the old export back whole (or keeps the new one, once committed)."""
@@ -78,8 +104,13 @@ def test_replacing_an_export_is_restorable_after_a_kill(tiny_export, tiny_export
 
     monkeypatch.setattr(os, "replace", killed)
     with pytest.raises(KeyboardInterrupt):
-        swap_in(staging, out, ["encoder.onnx", "decoder.onnx", "manifest.json"], "manifest.json",
-                ["manifest.json", "encoder.onnx", "decoder.onnx"])
+        swap_in(
+            staging,
+            out,
+            ["encoder.onnx", "decoder.onnx", "manifest.json"],
+            "manifest.json",
+            ["manifest.json", "encoder.onnx", "decoder.onnx"],
+        )
     monkeypatch.setattr(os, "replace", real)
     if (out / "manifest.json").exists():
         load_manifest(out)  # whatever manifest is there matches its graphs

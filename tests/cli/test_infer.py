@@ -31,7 +31,9 @@ def _invoke(*args):
 
 
 def _png(path: Path) -> np.ndarray:
-    return np.asarray(Image.open(path).convert("RGB"), np.float64).transpose(2, 0, 1) / 255.0  # [3, H, W]
+    return (
+        np.asarray(Image.open(path).convert("RGB"), np.float64).transpose(2, 0, 1) / 255.0
+    )  # [3, H, W]
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +48,9 @@ def runs(tiny_export, scene32, tmp_path_factory):
     out = {}
     for backend in ("ort", "torch"):
         d = tmp_path_factory.mktemp(f"infer_{backend}")
-        r = _invoke(tiny_export[0], "--scene", scene32, "--views", VIEWS, "--backend", backend, "--out", d)
+        r = _invoke(
+            tiny_export[0], "--scene", scene32, "--views", VIEWS, "--backend", backend, "--out", d
+        )
         assert r.exit_code == 0, r.output
         assert "3 views, PSNR" in r.output
         out[backend] = d
@@ -72,7 +76,10 @@ def test_output_tree(runs):
     rows = list(csv.DictReader(open(out / "summary.csv")))
     assert [int(r["views"]) for r in rows] == [1, 2, 3]
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["input_frames"] == [0, 1, 4] and summary["target_frames"] == [2, 3]  # default targets of 6 frames
+    assert summary["input_frames"] == [0, 1, 4] and summary["target_frames"] == [
+        2,
+        3,
+    ]  # default targets of 6 frames
     assert summary["lpips"] is None and "LPIPS" in summary["lpips_note"]
     assert summary["frame_source"].startswith("all input and target cameras")
     assert summary["backend"] == "ort" and summary["image_size"] == 32
@@ -89,20 +96,31 @@ def test_metrics_finite_and_consistent_with_pngs(runs):
         assert m["peak_rss_bytes"] > 0
         for call in ("add_view", "render"):
             assert all(math.isfinite(v) and v >= 0 for v in m["latency_ms"][call].values())
-        assert m["latency_ms"]["total"] == pytest.approx(m["latency_ms"]["add_view"]["total"] + m["latency_ms"]["render"]["total"])
+        assert m["latency_ms"]["total"] == pytest.approx(
+            m["latency_ms"]["add_view"]["total"] + m["latency_ms"]["render"]["total"]
+        )
         step_dir = out / f"view_{i:03d}"
         for t in m["targets"]:
             assert math.isfinite(t["psnr"]) and math.isfinite(t["ssim"])
             pred, gt = _png(step_dir / t["pred"]), _png(step_dir / t["gt"])
-            assert abs(peak_signal_noise_ratio(gt, pred, data_range=1.0) - t["psnr"]) <= PSNR_RECOMPUTE_TOL
-            sk = structural_similarity(gt, pred, win_size=11, gaussian_weights=True, data_range=1.0, channel_axis=0)
+            assert (
+                abs(peak_signal_noise_ratio(gt, pred, data_range=1.0) - t["psnr"])
+                <= PSNR_RECOMPUTE_TOL
+            )
+            sk = structural_similarity(
+                gt, pred, win_size=11, gaussian_weights=True, data_range=1.0, channel_axis=0
+            )
             assert abs(sk - t["ssim"]) <= 1e-9
-        assert m["psnr_mean"] == pytest.approx(np.mean([t["psnr"] for t in m["targets"]]), abs=1e-12)
+        assert m["psnr_mean"] == pytest.approx(
+            np.mean([t["psnr"] for t in m["targets"]]), abs=1e-12
+        )
         assert float(rows[i]["psnr_mean"]) == pytest.approx(m["psnr_mean"], abs=1e-9)
         assert summary["steps"][i]["psnr_mean"] == pytest.approx(m["psnr_mean"], abs=1e-12)
     gt0 = _png(out / "view_000" / "images" / "target_0_gt.png")
     scene = load_scene(summary["scene_json"])
-    assert np.array_equal(gt0, _png(scene.frames[2].image_path))  # 32 px scene: GT is the stored frame
+    assert np.array_equal(
+        gt0, _png(scene.frames[2].image_path)
+    )  # 32 px scene: GT is the stored frame
 
 
 def test_ort_torch_parity(runs):
@@ -118,7 +136,9 @@ def test_default_synthetic_scene(tiny_export, tmp_path):
     r = _invoke(tiny_export[0], "--views", 2, "--out", tmp_path)
     assert r.exit_code == 0, r.output
     assert (tmp_path / "_scene" / "synthetic" / "scene.json").is_file()
-    assert (tmp_path / "view_001" / "metrics.json").is_file() and not (tmp_path / "view_002").exists()
+    assert (tmp_path / "view_001" / "metrics.json").is_file() and not (
+        tmp_path / "view_002"
+    ).exists()
 
 
 def test_list_runs_other_scenes_and_reports_failures(tiny_export, tmp_path):
@@ -129,8 +149,10 @@ def test_list_runs_other_scenes_and_reports_failures(tiny_export, tmp_path):
     out = tmp_path / "out"
     r = _invoke(tiny_export[0], "--list", lst, "--views", 2, "--out", out)
     assert r.exit_code == 1
-    assert ("error: 2 of 4 scenes failed: 1 cannot read image (first: synthetic_001, .../00002.png), "
-            "1 scene file not found (first: .../scene.json); all in ") in r.output
+    assert (
+        "error: 2 of 4 scenes failed: 1 cannot read image (first: synthetic_001, .../00002.png), "
+        "1 scene file not found (first: .../scene.json); all in "
+    ) in r.output
     summary = json.loads((out / "summary.json").read_text())
     assert (summary["n_scenes"], summary["n_ok"], summary["n_failed"]) == (4, 2, 2)
     failed = {f["scene"]: f["error"] for f in summary["failed"]}
@@ -147,17 +169,29 @@ def test_list_runs_other_scenes_and_reports_failures(tiny_export, tmp_path):
 
 
 def test_index_selection_and_null_scene(tiny_export, tmp_path):
-    lst = make_synthetic_list(tmp_path / "data", 3, n_views=5, size=32)  # synthetic_002: not in the index
+    lst = make_synthetic_list(
+        tmp_path / "data", 3, n_views=5, size=32
+    )  # synthetic_002: not in the index
     index = tmp_path / "index.json"
-    index.write_text(json.dumps({"synthetic_000": {"context": [4, 0], "target": [2]}, "synthetic_001": None}))
+    index.write_text(
+        json.dumps({"synthetic_000": {"context": [4, 0], "target": [2]}, "synthetic_001": None})
+    )
     out = tmp_path / "out"
     r = _invoke(tiny_export[0], "--list", lst, "--index", index, "--out", out)
     assert r.exit_code == 0, r.output
     summary = json.loads((out / "summary.json").read_text())
-    assert (summary["n_ok"], summary["n_skipped"], summary["n_failed"]) == (1, 2, 0)  # absent: skipped, as upstream
+    assert (summary["n_ok"], summary["n_skipped"], summary["n_failed"]) == (
+        1,
+        2,
+        0,
+    )  # absent: skipped, as upstream
     assert not (out / "synthetic_002").exists()
     s0 = json.loads((out / "synthetic_000" / "summary.json").read_text())
-    assert s0["input_frames"] == [4, 0] and s0["target_frames"] == [2] and s0["selection"].startswith("evaluation index")
+    assert (
+        s0["input_frames"] == [4, 0]
+        and s0["target_frames"] == [2]
+        and s0["selection"].startswith("evaluation index")
+    )
 
 
 @pytest.mark.parametrize(
@@ -208,7 +242,11 @@ def test_run_scene_with_a_renderer(tiny_export, scene32, tmp_path):
 
 def test_select_frames():
     scene = load_scene_stub(8)
-    assert default_targets(8) == [2, 5] and default_targets(6) == [2, 3] and default_targets(3) == [1, 2]
+    assert (
+        default_targets(8) == [2, 5]
+        and default_targets(6) == [2, 3]
+        and default_targets(3) == [1, 2]
+    )
     with pytest.raises(ViewrtError, match="at least 3 frames"):
         default_targets(2)
     sel = select_frames(scene)
@@ -230,27 +268,64 @@ def load_scene_stub(n: int):
 
 
 def test_json_has_no_infinity():
-    assert _jsonable({"psnr": math.inf, "x": [np.float32(1.5), np.int64(2), math.nan]}) == {"psnr": None, "x": [1.5, 2, None]}
+    assert _jsonable({"psnr": math.inf, "x": [np.float32(1.5), np.int64(2), math.nan]}) == {
+        "psnr": None,
+        "x": [1.5, 2, None],
+    }
 
 
 def test_openvino_backend_and_bf16_against_f32(tiny_export, scene32, runs, tmp_path):
     """--backend openvino in f32 scores like ORT; in bf16 it also reports its image error
     against f32 per step; --precision with another backend is a clear error."""
-    pytest.importorskip("openvino", reason="OpenVINO is not installed (pip install 'viewrt[openvino]')")
-    r = _invoke(tiny_export[0], "--scene", scene32, "--views", VIEWS, "--backend", "openvino", "--precision", "f32", "--out", tmp_path / "f32")
+    pytest.importorskip(
+        "openvino", reason="OpenVINO is not installed (pip install 'viewrt[openvino]')"
+    )
+    r = _invoke(
+        tiny_export[0],
+        "--scene",
+        scene32,
+        "--views",
+        VIEWS,
+        "--backend",
+        "openvino",
+        "--precision",
+        "f32",
+        "--out",
+        tmp_path / "f32",
+    )
     assert r.exit_code == 0, r.output
     for a, b in zip(_metrics(runs["ort"]), _metrics(tmp_path / "f32")):
         for ta, tb in zip(a["targets"], b["targets"]):
             assert abs(ta["psnr"] - tb["psnr"]) <= PARITY_TOL
     s = json.loads((tmp_path / "f32" / "summary.json").read_text())
-    assert s["renderer"] == "openvino" and s["precision_in_use"] == "fp32" and "precision_vs_fp32" not in s
-    r = _invoke(tiny_export[0], "--scene", scene32, "--views", VIEWS, "--backend", "openvino", "--precision", "bf16", "--out", tmp_path / "bf16")
+    assert (
+        s["renderer"] == "openvino"
+        and s["precision_in_use"] == "fp32"
+        and "precision_vs_fp32" not in s
+    )
+    r = _invoke(
+        tiny_export[0],
+        "--scene",
+        scene32,
+        "--views",
+        VIEWS,
+        "--backend",
+        "openvino",
+        "--precision",
+        "bf16",
+        "--out",
+        tmp_path / "bf16",
+    )
     assert r.exit_code == 0, r.output
     s = json.loads((tmp_path / "bf16" / "summary.json").read_text())
     cmp = s["precision_vs_fp32"]
-    assert s["precision_in_use"] == cmp["precision"] == "bf16" and cmp["reference_precision"] == "fp32"
+    assert (
+        s["precision_in_use"] == cmp["precision"] == "bf16" and cmp["reference_precision"] == "fp32"
+    )
     assert [st["views"] for st in cmp["steps"]] == [1, 2, 3]
-    assert 0 < cmp["max_abs"] <= 1e-2 and cmp["psnr_db_min"] > 30  # DESIGN.md: bf16 within 1e-2 of fp32
+    assert (
+        0 < cmp["max_abs"] <= 1e-2 and cmp["psnr_db_min"] > 30
+    )  # DESIGN.md: bf16 within 1e-2 of fp32
     assert "bf16 vs fp32" in r.output and "PSNR" in r.output
     r = _invoke(tiny_export[0], "--scene", scene32, "--precision", "bf16", "--out", tmp_path / "o")
     assert r.exit_code == 1 and "--precision applies to --backend openvino" in r.output

@@ -12,8 +12,22 @@ ROOT = Path(__file__).resolve().parents[2]
 
 # folder -> (import package, imports it must never make)
 LAYERS = {
-    "viewrt": ("viewrt", ("viewrt.models", "viewrt.export", "viewrt.runtime", "viewrt.calib", "viewrt.cli", "torch", "onnx")),
-    "runtime": ("viewrt.runtime", ("viewrt.models", "viewrt.export", "viewrt.calib", "viewrt.cli", "torch")),
+    "viewrt": (
+        "viewrt",
+        (
+            "viewrt.models",
+            "viewrt.export",
+            "viewrt.runtime",
+            "viewrt.calib",
+            "viewrt.cli",
+            "torch",
+            "onnx",
+        ),
+    ),
+    "runtime": (
+        "viewrt.runtime",
+        ("viewrt.models", "viewrt.export", "viewrt.calib", "viewrt.cli", "torch"),
+    ),
     "models": ("viewrt.models", ("viewrt.export", "viewrt.runtime", "viewrt.calib", "viewrt.cli")),
     "export": ("viewrt.export", ("viewrt.runtime", "viewrt.calib", "viewrt.cli")),
     "calib": ("viewrt.calib", ("viewrt.cli",)),
@@ -41,12 +55,21 @@ def _imports(path: Path) -> list[tuple[int, str]]:
     return out
 
 
-@pytest.mark.parametrize("folder, path", list(_modules()), ids=lambda x: str(x.relative_to(ROOT)) if isinstance(x, Path) else x)
+@pytest.mark.parametrize(
+    "folder, path",
+    list(_modules()),
+    ids=lambda x: str(x.relative_to(ROOT)) if isinstance(x, Path) else x,
+)
 def test_module_imports_only_layers_below(folder, path):
     _, forbidden = LAYERS[folder]
-    bad = [f"line {ln}: {name}" for ln, name in _imports(path)
-           if any(name == f or name.startswith(f + ".") for f in forbidden)]
-    assert not bad, f"{path.relative_to(ROOT)} imports a layer above it or a heavy dependency: {bad}"
+    bad = [
+        f"line {ln}: {name}"
+        for ln, name in _imports(path)
+        if any(name == f or name.startswith(f + ".") for f in forbidden)
+    ]
+    assert not bad, (
+        f"{path.relative_to(ROOT)} imports a layer above it or a heavy dependency: {bad}"
+    )
 
 
 def test_the_check_sees_function_local_imports(tmp_path):

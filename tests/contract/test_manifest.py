@@ -43,14 +43,26 @@ def _swap_past_key_value(d):
 
 # The issue's failing inputs (a)-(e) and their right value: one ViewrtError naming the field and the values.
 CASES = {
-    "a_swapped_past_names": (_swap_past_key_value, r"decoder input 1 name: manifest has 'past_value\.0'.*'past_key\.0'"),
-    "b_tokens_per_view": (lambda d: d.update(tokens_per_view=32), r"tokens_per_view 32 does not match .*expected 16"),
-    "c_huge_max_views": (lambda d: d.update(max_views=1_000_000_000), r"max_views 1000000000: its KV cache needs .* GiB, more than this machine's"),
+    "a_swapped_past_names": (
+        _swap_past_key_value,
+        r"decoder input 1 name: manifest has 'past_value\.0'.*'past_key\.0'",
+    ),
+    "b_tokens_per_view": (
+        lambda d: d.update(tokens_per_view=32),
+        r"tokens_per_view 32 does not match .*expected 16",
+    ),
+    "c_huge_max_views": (
+        lambda d: d.update(max_views=1_000_000_000),
+        r"max_views 1000000000: its KV cache needs .* GiB, more than this machine's",
+    ),
     "d_zero_max_targets": (lambda d: d.update(max_targets=0), r"max_targets must be >= 1, got 0"),
     "e_zero_max_views": (lambda d: d.update(max_views=0), r"max_views must be >= 1, got 0"),
     "string_number": (lambda d: d.update(n_heads="2"), r"n_heads must be an integer, got '2'"),
     "unknown_precision": (lambda d: d.update(precision="int4"), r"precision 'int4' is not one of"),
-    "bad_dtype": (lambda d: d["graphs"]["encoder"]["outputs"][0].update(dtype="float16"), r"encoder output 0 dtype: manifest has 'float16'"),
+    "bad_dtype": (
+        lambda d: d["graphs"]["encoder"]["outputs"][0].update(dtype="float16"),
+        r"encoder output 0 dtype: manifest has 'float16'",
+    ),
     "missing_field": (lambda d: d.pop("head_dim"), r"malformed manifest \(KeyError: 'head_dim'\)"),
 }
 
@@ -69,7 +81,11 @@ def test_bad_manifest_through_the_cli_is_one_line(edited, tmp_path, case):
     out = tmp_path / "run"
     res = CliRunner().invoke(main, ["infer", str(folder), "--out", str(out)])
     assert res.exit_code != 0
-    err = res.stderr.strip().splitlines() if hasattr(res, "stderr") else res.output.strip().splitlines()
+    err = (
+        res.stderr.strip().splitlines()
+        if hasattr(res, "stderr")
+        else res.output.strip().splitlines()
+    )
     assert len(err) == 1 and err[0].startswith("error: ") and "Traceback" not in res.output
     assert "scene" not in err[0]  # (e) used to blame the scene
 
@@ -77,6 +93,7 @@ def test_bad_manifest_through_the_cli_is_one_line(edited, tmp_path, case):
 def test_manifest_that_disagrees_with_its_graph(edited):
     """Consistent with itself (2 heads of 32 -> 4 heads of 16), but not with encoder.onnx:
     the graph check at open names the tensor and both shapes."""
+
     def heads(d):
         d["n_heads"], d["head_dim"] = 4, 16
         for g in d["graphs"].values():
@@ -86,7 +103,10 @@ def test_manifest_that_disagrees_with_its_graph(edited):
 
     folder = edited(heads)
     load_manifest(folder)  # the manifest alone is fine
-    with pytest.raises(ViewrtError, match=r"manifest encoder output 'present_key\.0': shape \[1, 16, 4, 16\], but encoder\.onnx declares \[1, 16, 2, 32\]"):
+    with pytest.raises(
+        ViewrtError,
+        match=r"manifest encoder output 'present_key\.0': shape \[1, 16, 4, 16\], but encoder\.onnx declares \[1, 16, 2, 32\]",
+    ):
         vrt.open(folder)
 
 
@@ -94,7 +114,13 @@ def test_check_graph_io_rules(tiny_export):
     m = load_manifest(tiny_export[0])
     want = [(t.name, t.dtype, tuple(t.shape)) for t in m.tensors("decoder", "inputs")]
     check_graph_io(m, "decoder", "inputs", want, "x")  # itself: fine
-    check_graph_io(m, "decoder", "inputs", [(n, d, tuple(None if isinstance(s, str) else s for s in sh)) for n, d, sh in want], "x")  # unnamed dynamic dims are fine
+    check_graph_io(
+        m,
+        "decoder",
+        "inputs",
+        [(n, d, tuple(None if isinstance(s, str) else s for s in sh)) for n, d, sh in want],
+        "x",
+    )  # unnamed dynamic dims are fine
     bad_order = [want[0], want[2], want[1], *want[3:]]
     with pytest.raises(ViewrtError, match="name 'past_key.0', but x declares 'past_value.0'"):
         check_graph_io(m, "decoder", "inputs", bad_order, "x")
@@ -130,7 +156,11 @@ def test_dynamic_ranges_and_memory_arithmetic(tiny_export):
     assert m.dynamic_ranges(max_views=2, opt_views=1)[names.PAST_TOKENS] == (T, T, 2 * T)
     with pytest.raises(ViewrtError, match="max_views must be in 1..8"):
         m.dynamic_ranges(max_views=9)
-    assert m.kv_bytes_per_view == kv_bytes_per_view(m.n_layers, T, m.n_heads, m.head_dim, 4) == m.n_layers * 2 * T * m.d_model * 4
+    assert (
+        m.kv_bytes_per_view
+        == kv_bytes_per_view(m.n_layers, T, m.n_heads, m.head_dim, 4)
+        == m.n_layers * 2 * T * m.d_model * 4
+    )
 
 
 def test_precision_table_rows():
@@ -138,23 +168,31 @@ def test_precision_table_rows():
     for p in PRECISIONS.values():
         assert np.dtype(p.kv_dtype).itemsize == p.itemsize and p.atol_kv > 0 and p.atol_images > 0
     assert get_precision("fp16").trt_strongly_typed and not get_precision("fp16").ort_trt_fp16
-    assert get_precision("fp16").kv_tolerance(8.0) == pytest.approx(0.08) and get_precision("fp32").kv_tolerance(8.0) == 1e-4
+    assert (
+        get_precision("fp16").kv_tolerance(8.0) == pytest.approx(0.08)
+        and get_precision("fp32").kv_tolerance(8.0) == 1e-4
+    )
     with pytest.raises(ViewrtError, match="unknown precision"):
         get_precision("int4")
 
 
 def test_kv_names_pair_by_layer_and_kind():
     assert names.kv_name("present", "key", 3) == "present_key.3"
-    assert names.paired_name("present_value.11") == "past_value.11" and names.paired_name("past_key.0") == "present_key.0"
+    assert (
+        names.paired_name("present_value.11") == "past_value.11"
+        and names.paired_name("past_key.0") == "present_key.0"
+    )
     assert names.parse_kv_name("images") is None
     with pytest.raises(ValueError):
         names.kv_name("future", "key", 0)
 
 
 def test_contract_imports_neither_torch_nor_onnx():
-    code = ("import sys, viewrt.contract, viewrt.runtime; "
-            "bad = [m for m in ('torch', 'onnx', 'viewrt.models', 'viewrt.export') if m in sys.modules]; "
-            "print(bad); sys.exit(1 if bad else 0)")
+    code = (
+        "import sys, viewrt.contract, viewrt.runtime; "
+        "bad = [m for m in ('torch', 'onnx', 'viewrt.models', 'viewrt.export') if m in sys.modules]; "
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert res.returncode == 0, res.stdout + res.stderr
 
@@ -169,7 +207,9 @@ def test_manifest_dataclass_rejects_inconsistent_lists(tiny_export):
 
 def test_an_edited_graph_checksum_is_refused(edited):
     folder = edited(lambda d: d["graphs"]["encoder"].update(sha256="0" * 64))
-    with pytest.raises(ViewrtError, match=r"graphs.encoder.sha256 .* differs from files\['encoder.onnx'\].sha256"):
+    with pytest.raises(
+        ViewrtError, match=r"graphs.encoder.sha256 .* differs from files\['encoder.onnx'\].sha256"
+    ):
         load_manifest(folder)
 
 

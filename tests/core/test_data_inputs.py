@@ -34,34 +34,53 @@ def _frame(path: Path, k) -> Frame:
 # --------------------------------------------------------------------------- intrinsics
 
 
-@pytest.mark.parametrize("k, w, h, match", [
-    # the reported input: normalized intrinsics on a 640x360 frame (179.4 deg horizontal)
-    ([0.89, 1.58, 0.5, 0.5], 640, 360, "horizontal field of view 179.[0-9] deg.*principal point.*look normalized"),
-    # the same kind on a square image and on a tall one
-    ([1.0, 1.0, 0.5, 0.5], 256, 256, "look normalized"),
-    ([0.7, 0.4, 0.5, 0.5], 360, 640, "look normalized"),
-    # pixels of another resolution: twice (principal point at the corner), half (a quarter in)
-    ([1000.0, 1000.0, 640.0, 360.0], 640, 360, r"principal point \(640, 360\) px outside"),
-    ([250.0, 250.0, 80.0, 45.0], 640, 360, r"principal point \(80, 45\) px outside"),
-    # a focal length of a few pixels, or a pinhole narrower than 1 degree
-    ([3.0, 3.0, 320.0, 180.0], 640, 360, "horizontal field of view 17[0-9]"),
-    ([1e5, 1e5, 320.0, 180.0], 640, 360, "horizontal field of view 0.4 deg.*vertical field of view 0.2 deg"),
-])
+@pytest.mark.parametrize(
+    "k, w, h, match",
+    [
+        # the reported input: normalized intrinsics on a 640x360 frame (179.4 deg horizontal)
+        (
+            [0.89, 1.58, 0.5, 0.5],
+            640,
+            360,
+            "horizontal field of view 179.[0-9] deg.*principal point.*look normalized",
+        ),
+        # the same kind on a square image and on a tall one
+        ([1.0, 1.0, 0.5, 0.5], 256, 256, "look normalized"),
+        ([0.7, 0.4, 0.5, 0.5], 360, 640, "look normalized"),
+        # pixels of another resolution: twice (principal point at the corner), half (a quarter in)
+        ([1000.0, 1000.0, 640.0, 360.0], 640, 360, r"principal point \(640, 360\) px outside"),
+        ([250.0, 250.0, 80.0, 45.0], 640, 360, r"principal point \(80, 45\) px outside"),
+        # a focal length of a few pixels, or a pinhole narrower than 1 degree
+        ([3.0, 3.0, 320.0, 180.0], 640, 360, "horizontal field of view 17[0-9]"),
+        (
+            [1e5, 1e5, 320.0, 180.0],
+            640,
+            360,
+            "horizontal field of view 0.4 deg.*vertical field of view 0.2 deg",
+        ),
+    ],
+)
 def test_implausible_intrinsics_refused(k, w, h, match):
     with pytest.raises(ViewrtError, match=match) as info:
         check_intrinsics_plausible(k, w, h, name="scene 'x' frame 3")
     msg = str(info.value)
-    assert msg.startswith("scene 'x' frame 3: implausible intrinsics") and "--no-intrinsics-check" in msg
+    assert (
+        msg.startswith("scene 'x' frame 3: implausible intrinsics")
+        and "--no-intrinsics-check" in msg
+    )
     assert "\n" not in msg
 
 
-@pytest.mark.parametrize("k, w, h", [
-    ([64.0, 64.0, 32.0, 32.0], 64, 64),  # the synthetic generator's cameras (53 deg)
-    ([0.9 * 640, 1.6 * 360, 320.0, 180.0], 640, 360),  # RealEstate10K-like, in pixels
-    ([300.0, 300.0, 340.0, 170.0], 640, 360),  # off-centre a little, wide (94 deg)
-    ([60.0, 60.0, 320.0, 180.0], 640, 360),  # 158 deg: still a pinhole here
-    ([1e4, 1e4, 480.0, 270.0], 640, 360),  # 3.7 deg telephoto, principal point at 3/4
-])
+@pytest.mark.parametrize(
+    "k, w, h",
+    [
+        ([64.0, 64.0, 32.0, 32.0], 64, 64),  # the synthetic generator's cameras (53 deg)
+        ([0.9 * 640, 1.6 * 360, 320.0, 180.0], 640, 360),  # RealEstate10K-like, in pixels
+        ([300.0, 300.0, 340.0, 170.0], 640, 360),  # off-centre a little, wide (94 deg)
+        ([60.0, 60.0, 320.0, 180.0], 640, 360),  # 158 deg: still a pinhole here
+        ([1e4, 1e4, 480.0, 270.0], 640, 360),  # 3.7 deg telephoto, principal point at 3/4
+    ],
+)
 def test_plausible_intrinsics_accepted(k, w, h):
     check_intrinsics_plausible(k, w, h)
 
@@ -71,7 +90,9 @@ def test_intrinsics_checked_at_load_with_opt_out(tmp_path):
     frame = _frame(tmp_path / "f.png", [0.89, 1.58, 0.5, 0.5])
     with pytest.raises(ViewrtError, match=r"f\.png: implausible intrinsics.*640x360"):
         load_frame(frame, 32)
-    image, _, _ = load_frame(frame, 32, check_intrinsics=False)  # an unusual lens: the caller says so
+    image, _, _ = load_frame(
+        frame, 32, check_intrinsics=False
+    )  # an unusual lens: the caller says so
     np.testing.assert_allclose(image[:, 0, 0], np.array([10, 20, 30]) / 255, atol=EXACT)
 
 
@@ -85,16 +106,35 @@ def test_infer_names_scene_and_frame_and_opt_out(tiny_export, tmp_path):
         c[:3, 3] = [0.1 * i, 0.0, 0.0]
     for i in range(3):
         Image.fromarray(np.full((360, 640, 3), 40 * i + 20, np.uint8)).save(tmp_path / f"{i}.png")
-    frames = [{"image_path": f"{i}.png", "fxfycxcy": [576.0, 576.0, 320.0, 180.0], "w2c": np.linalg.inv(c).tolist()}
-              for i, c in enumerate(c2ws)]
+    frames = [
+        {
+            "image_path": f"{i}.png",
+            "fxfycxcy": [576.0, 576.0, 320.0, 180.0],
+            "w2c": np.linalg.inv(c).tolist(),
+        }
+        for i, c in enumerate(c2ws)
+    ]
     frames[1]["fxfycxcy"] = [0.89, 1.58, 0.5, 0.5]
     scene = tmp_path / "s.json"
     scene.write_text(json.dumps({"scene_name": "lens", "frames": frames}))
-    args = ["infer", str(tiny_export[0]), "--scene", str(scene), "--targets", "2", "--out", str(tmp_path / "o")]
+    args = [
+        "infer",
+        str(tiny_export[0]),
+        "--scene",
+        str(scene),
+        "--targets",
+        "2",
+        "--out",
+        str(tmp_path / "o"),
+    ]
     r = CliRunner().invoke(main, args, catch_exceptions=False)
     assert r.exit_code == 1
     (line,) = r.stderr.strip().splitlines()  # stdout starts with the memory estimate
-    assert line.startswith("error: scene 'lens'") and "frame 1: " in line and "implausible intrinsics" in line
+    assert (
+        line.startswith("error: scene 'lens'")
+        and "frame 1: " in line
+        and "implausible intrinsics" in line
+    )
     r = CliRunner().invoke(main, [*args, "--no-intrinsics-check"], catch_exceptions=False)
     assert r.exit_code == 0, r.output
 
@@ -102,7 +142,9 @@ def test_infer_names_scene_and_frame_and_opt_out(tiny_export, tmp_path):
 # --------------------------------------------------------------------------- image modes
 
 
-RAMP16 = np.tile(np.linspace(0, 65535, 64).round().astype(np.uint16), (64, 1))  # [64, 64], 0..65535 along x
+RAMP16 = np.tile(
+    np.linspace(0, 65535, 64).round().astype(np.uint16), (64, 1)
+)  # [64, 64], 0..65535 along x
 RAMP8 = np.tile(np.arange(0, 256, 4, dtype=np.uint8), (64, 1))  # [64, 64]
 
 
@@ -135,7 +177,9 @@ def _modes_cases():
     pal = Image.new("P", (6, 4))
     pal.putpalette([0, 0, 0, 255, 0, 0, 0, 255, 0] + [0] * (256 * 3 - 9))
     pal.putdata([0, 1, 2, 1, 0, 2] * 4)
-    pal_rgb = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0]], float)[np.array([0, 1, 2, 1, 0, 2] * 4).reshape(4, 6)]
+    pal_rgb = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0]], float)[
+        np.array([0, 1, 2, 1, 0, 2] * 4).reshape(4, 6)
+    ]
     pa = pal.convert("PA")
     bits = Image.fromarray(g > 128)
     i16 = RAMP16[:4, :6]
@@ -153,10 +197,18 @@ def _modes_cases():
         ("I;16B", _i16b(i16), i16f),
         ("I", Image.fromarray(i16.astype(np.int32), "I"), i16f),
         ("F", Image.fromarray((g / 255.0).astype(np.float32), "F"), grey),
-        ("CMYK", Image.new("CMYK", (6, 4), (0, 255, 255, 0)), np.broadcast_to([1.0, 0, 0], (4, 6, 3))),
+        (
+            "CMYK",
+            Image.new("CMYK", (6, 4), (0, 255, 255, 0)),
+            np.broadcast_to([1.0, 0, 0], (4, 6, 3)),
+        ),
         ("YCbCr", Image.new("YCbCr", (6, 4), (255, 128, 128)), np.ones((4, 6, 3))),
         ("HSV", Image.new("HSV", (6, 4), (0, 255, 255)), np.broadcast_to([1.0, 0, 0], (4, 6, 3))),
-        ("RGBa", Image.new("RGBa", (6, 4), (100, 50, 0, 128)), np.broadcast_to(np.array([199, 99, 0]) / 255, (4, 6, 3))),
+        (
+            "RGBa",
+            Image.new("RGBa", (6, 4), (100, 50, 0, 128)),
+            np.broadcast_to(np.array([199, 99, 0]) / 255, (4, 6, 3)),
+        ),
         ("La", Image.new("La", (6, 4), (100, 128)), np.full((4, 6, 3), 199 / 255)),
         ("LAB", Image.new("LAB", (6, 4), (255, 128, 128)), np.ones((4, 6, 3))),
     ]
@@ -171,27 +223,51 @@ def test_every_mode_scaled(mode, im, want):
     assert im.mode == mode
     got = image_to_float_rgb(im)
     assert got.dtype == np.float32 and got.shape == (im.size[1], im.size[0], 3)
-    tol = 2 / 255 if mode in ("YCbCr", "LAB", "RGBa", "La") else EXACT  # PIL's colour conversions round
+    tol = (
+        2 / 255 if mode in ("YCbCr", "LAB", "RGBa", "La") else EXACT
+    )  # PIL's colour conversions round
     np.testing.assert_allclose(got, want, atol=tol)
 
 
-@pytest.mark.parametrize("fmt, mode", [("png", "1"), ("png", "P"), ("png", "LA"), ("png", "RGBA"),
-                                       ("tiff", "I;16B"), ("tiff", "F"), ("tiff", "CMYK"), ("tiff", "I")])
+@pytest.mark.parametrize(
+    "fmt, mode",
+    [
+        ("png", "1"),
+        ("png", "P"),
+        ("png", "LA"),
+        ("png", "RGBA"),
+        ("tiff", "I;16B"),
+        ("tiff", "F"),
+        ("tiff", "CMYK"),
+        ("tiff", "I"),
+    ],
+)
 def test_modes_from_files(tmp_path, fmt, mode):
-    (_, im, want), = [c for c in _modes_cases() if c[0] == mode]
+    ((_, im, want),) = [c for c in _modes_cases() if c[0] == mode]
     path = _roundtrip(im, fmt, tmp_path)
-    img, _, _ = load_frame(_frame(path, [6, 6, 3, 2]), 4)  # 6x4: no resize (short side 4), centre crop
+    img, _, _ = load_frame(
+        _frame(path, [6, 6, 3, 2]), 4
+    )  # 6x4: no resize (short side 4), centre crop
     assert img.shape == (3, 4, 4)
     # the crop is columns 1..4
     np.testing.assert_allclose(img.transpose(1, 2, 0), np.asarray(want)[:, 1:5], atol=EXACT)
 
 
-@pytest.mark.parametrize("im, match", [
-    (Image.fromarray(np.array([[0, 70000]], np.int32), "I"), r"mode I\) with values 0\.\.70000"),
-    (Image.fromarray(np.array([[-1, 5]], np.int32), "I"), "mode I"),
-    (Image.fromarray(np.array([[0.0, 2.0]], np.float32), "F"), r"mode F\) with values outside \[0, 1\]"),
-    (Image.fromarray(np.array([[0.0, np.nan]], np.float32), "F"), "not finite"),
-])
+@pytest.mark.parametrize(
+    "im, match",
+    [
+        (
+            Image.fromarray(np.array([[0, 70000]], np.int32), "I"),
+            r"mode I\) with values 0\.\.70000",
+        ),
+        (Image.fromarray(np.array([[-1, 5]], np.int32), "I"), "mode I"),
+        (
+            Image.fromarray(np.array([[0.0, 2.0]], np.float32), "F"),
+            r"mode F\) with values outside \[0, 1\]",
+        ),
+        (Image.fromarray(np.array([[0.0, np.nan]], np.float32), "F"), "not finite"),
+    ],
+)
 def test_out_of_range_modes_refused(im, match):
     with pytest.raises(ViewrtError, match=match):
         image_to_float_rgb(im, "x.tif")
@@ -201,7 +277,19 @@ def test_every_pil_mode_scaled_or_refused():
     """Whatever mode PIL can make: float32 RGB in [0, 1], or a ViewrtError (no other exception)."""
     from PIL import ImageMode
 
-    modes = set(Image.MODES) | {"I;16", "I;16L", "I;16B", "I;16N", "LA", "La", "PA", "RGBX", "RGBa", "LAB", "HSV"}
+    modes = set(Image.MODES) | {
+        "I;16",
+        "I;16L",
+        "I;16B",
+        "I;16N",
+        "LA",
+        "La",
+        "PA",
+        "RGBX",
+        "RGBa",
+        "LAB",
+        "HSV",
+    }
     made = 0
     for mode in sorted(modes):
         try:
@@ -223,15 +311,36 @@ def test_every_pil_mode_scaled_or_refused():
 
 
 def test_index_rule_known_values():
-    assert select_index_frames([0, 3, 6, 9], 2) == [0, 9]  # upstream: first and last (viewrt took [0, 3])
+    assert select_index_frames([0, 3, 6, 9], 2) == [
+        0,
+        9,
+    ]  # upstream: first and last (viewrt took [0, 3])
     assert select_index_frames([0, 3, 6, 9], 3) == [0, 3, 9]
     assert select_index_frames([0, 3, 6, 9]) == [0, 3, 6, 9]
     assert select_index_frames([0, 3, 6, 9], 1) == [0]
-    assert select_index_frames([0, 9], 4) == [0, 3, 6, 9]  # more views than listed: spread (viewrt refused)
-    assert select_index_frames([0, 5], 3) == [0, 2, 5]  # rint: 2.5 rounds to even, as upstream's numpy
+    assert select_index_frames([0, 9], 4) == [
+        0,
+        3,
+        6,
+        9,
+    ]  # more views than listed: spread (viewrt refused)
+    assert select_index_frames([0, 5], 3) == [
+        0,
+        2,
+        5,
+    ]  # rint: 2.5 rounds to even, as upstream's numpy
     assert select_index_frames([0, 7], 3) == [0, 4, 7]  # 3.5 -> 4
-    assert select_index_frames([10, 2], 3) == [10, 6, 2]  # a context listed backwards keeps its order
-    assert select_index_frames([4, 5], 4) == [4, 4, 5, 5]  # fewer frames than views: repeats, as upstream
+    assert select_index_frames([10, 2], 3) == [
+        10,
+        6,
+        2,
+    ]  # a context listed backwards keeps its order
+    assert select_index_frames([4, 5], 4) == [
+        4,
+        4,
+        5,
+        5,
+    ]  # fewer frames than views: repeats, as upstream
     for bad in (0, -1):
         with pytest.raises(ViewrtError, match="views"):
             select_index_frames([0, 1], bad)
@@ -265,7 +374,9 @@ def test_select_frames_follows_upstream():
     index = {"stub": {"context": [0, 3, 6, 9], "target": [4, 5]}, "gone": None}
     sel = select_frames(scene, views=2, index=index)
     assert sel["inputs"] == [0, 9] and sel["targets"] == [4, 5]
-    assert select_frames(_stub(12), views=6, index={"stub": {"context": [0, 10], "target": [4]}})["inputs"] == [0, 2, 4, 6, 8, 10]
+    assert select_frames(_stub(12), views=6, index={"stub": {"context": [0, 10], "target": [4]}})[
+        "inputs"
+    ] == [0, 2, 4, 6, 8, 10]
     with pytest.raises(SceneSkipped, match="lists it as null"):
         select_frames(_stub(12, "gone"), index=index)
     with pytest.raises(SceneSkipped, match="does not list it"):  # not run with default frames
@@ -285,11 +396,22 @@ def test_16bit_rgb_png_scaled(tmp_path):
     a[..., 0], a[..., 1], a[..., 2] = 65535, 32768, 256
 
     def chunk(tag: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+        return (
+            struct.pack(">I", len(data))
+            + tag
+            + data
+            + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+        )
 
     raw = b"".join(b"\x00" + a[y].tobytes() for y in range(h))
-    png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0))
-           + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+    png = (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(raw))
+        + chunk(b"IEND", b"")
+    )
     (tmp_path / "rgb16.png").write_bytes(png)
     img, _, _ = load_frame(_frame(tmp_path / "rgb16.png", [4, 4, 2, 2]), 4)
-    np.testing.assert_allclose(img[:, 0, 0], [1.0, 128 / 255, 1 / 255], atol=EXACT)  # 65535, 32768, 256 >> 8
+    np.testing.assert_allclose(
+        img[:, 0, 0], [1.0, 128 / 255, 1 / 255], atol=EXACT
+    )  # 65535, 32768, 256 >> 8

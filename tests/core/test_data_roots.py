@@ -69,7 +69,10 @@ def test_moved_dataset_paths_are_absolute_and_stale(moved):
     frame0 = json.loads((new / "metadata" / "synthetic_000.json").read_text())["frames"][0]
     assert frame0["image_path"] == str(old / "images" / "synthetic_000" / "00000.png")
     # without help, nothing is found, and the error gives the path as written
-    with pytest.raises(ViewrtError, match=r"^scene file not found: .*cluster/re10k/test/metadata/synthetic_000\.json$"):
+    with pytest.raises(
+        ViewrtError,
+        match=r"^scene file not found: .*cluster/re10k/test/metadata/synthetic_000\.json$",
+    ):
         load_scene(load_scene_list(new / "full_list.txt")[0], DataRoots(fallback=False))
 
 
@@ -78,7 +81,9 @@ def test_data_root_option_resolves_list_scenes_and_images(moved):
     roots = DataRoots.parse([f"{old}={new}"], fallback=False)
     _check_scenes(load_scene_list(new / "full_list.txt"), roots, new, pixels)
     # a trailing slash and a shorter prefix map the same way; the longest matching prefix wins
-    roots = DataRoots.parse([f"{old.parent.parent}/={new.parent.parent}", f"{old}/={new}"], fallback=False)
+    roots = DataRoots.parse(
+        [f"{old.parent.parent}/={new.parent.parent}", f"{old}/={new}"], fallback=False
+    )
     _check_scenes(load_scene_list(new / "full_list.txt"), roots, new, pixels)
 
 
@@ -90,7 +95,12 @@ def test_fallback_under_the_files_own_roots(moved):
     sub = new / "lists"
     sub.mkdir(exist_ok=True)
     shutil.copy(lst, sub / "full_list.txt")
-    _check_scenes(load_scene_list(sub / "full_list.txt"), DataRoots().for_list(sub / "full_list.txt"), new, pixels)
+    _check_scenes(
+        load_scene_list(sub / "full_list.txt"),
+        DataRoots().for_list(sub / "full_list.txt"),
+        new,
+        pixels,
+    )
     # a scene JSON opened directly: its images are found under its own root (<root>/metadata/..)
     scene = load_scene(new / "metadata" / "synthetic_001.json")
     np.testing.assert_array_equal(load_frame(scene.frames[2], SIZE)[0], pixels["synthetic_001", 2])
@@ -123,12 +133,15 @@ def test_not_found_names_the_path_and_the_places_tried(moved, tmp_path):
     assert str(copy / "images" / "synthetic_000" / "00001.png") in msg
 
 
-@pytest.mark.parametrize("spec, match", [
-    ("noequals", "expected OLD=NEW"),
-    ("=/x", "expected OLD=NEW"),
-    ("/x=", "expected OLD=NEW"),
-    ("/x=/surely/not/a/folder", "is not a folder"),
-])
+@pytest.mark.parametrize(
+    "spec, match",
+    [
+        ("noequals", "expected OLD=NEW"),
+        ("=/x", "expected OLD=NEW"),
+        ("/x=", "expected OLD=NEW"),
+        ("/x=/surely/not/a/folder", "is not a folder"),
+    ],
+)
 def test_data_root_spec_errors(spec, match):
     with pytest.raises(ViewrtError, match=match):
         DataRoots.parse([spec])
@@ -137,11 +150,20 @@ def test_data_root_spec_errors(spec, match):
 def test_candidates_order():
     roots = DataRoots(maps=(("/a", "/n1"), ("/a/b", "/n2")), search=(Path("/s"),))
     c = roots.candidates("/a/b/images/sc/00001.png", Path("/base"), "image", own=(Path("/own"),))
-    assert c == [Path("/n2/images/sc/00001.png"), Path("/n1/b/images/sc/00001.png"), Path("/a/b/images/sc/00001.png"),
-                 Path("/own/images/sc/00001.png"), Path("/s/images/sc/00001.png")]
+    assert c == [
+        Path("/n2/images/sc/00001.png"),
+        Path("/n1/b/images/sc/00001.png"),
+        Path("/a/b/images/sc/00001.png"),
+        Path("/own/images/sc/00001.png"),
+        Path("/s/images/sc/00001.png"),
+    ]
     # whole components only: /a does not match /ab; relative paths join the base
-    assert DataRoots(maps=(("/a", "/n"),), fallback=False).candidates("/ab/x.json", None, "scene") == [Path("/ab/x.json")]
-    assert DataRoots(fallback=False).candidates("m/x.json", Path("/l"), "scene") == [Path("/l/m/x.json")]
+    assert DataRoots(maps=(("/a", "/n"),), fallback=False).candidates(
+        "/ab/x.json", None, "scene"
+    ) == [Path("/ab/x.json")]
+    assert DataRoots(fallback=False).candidates("m/x.json", Path("/l"), "scene") == [
+        Path("/l/m/x.json")
+    ]
 
 
 # --------------------------------------------------------------------------- mass failures
@@ -149,27 +171,56 @@ def test_candidates_order():
 
 def _missing(n: int) -> list[dict]:
     paths = [f"/cluster/re10k/test/metadata/{k:016x}.json" for k in range(n)]
-    return [{"scene": p, "scene_json": p, "error": f"scene file not found: {p} (also tried: /here/metadata/{Path(p).name})"}
-            for p in paths]
+    return [
+        {
+            "scene": p,
+            "scene_json": p,
+            "error": f"scene file not found: {p} (also tried: /here/metadata/{Path(p).name})",
+        }
+        for p in paths
+    ]
 
 
 def test_summarize_failures_one_kind():
     line = summarize_failures(_missing(19), 19, "out/summary.json")
-    assert line == "19 of 19 scenes failed: scene file not found (first: .../0000000000000000.json); all in out/summary.json"
-    assert len(summarize_failures(_missing(7194), 7194, "out/summary.json")) <= len(line) + 6  # does not grow with n
+    assert (
+        line
+        == "19 of 19 scenes failed: scene file not found (first: .../0000000000000000.json); all in out/summary.json"
+    )
+    assert (
+        len(summarize_failures(_missing(7194), 7194, "out/summary.json")) <= len(line) + 6
+    )  # does not grow with n
 
 
 def test_summarize_failures_several_kinds():
     failures = _missing(2) + [
-        {"scene": "s1", "scene_json": "/d/s1.json", "error": "scene 's1' (/d/s1.json) frame 2: image not found: /d/images/s1/00002.png"},
-        {"scene": "s2", "scene_json": "/d/s2.json", "error": "scene 's2' (/d/s2.json) frame 0: cannot read image /d/x.png: bad"},
-        {"scene": "s3", "scene_json": "/d/s3.json", "error": "scene 's3' (/d/s3.json) frame 0: /d/y.png: implausible intrinsics: ..."},
-        {"scene": "s4", "scene_json": "/d/s4.json", "error": "/d/s4.json frame 1: missing key 'w2c'"},
+        {
+            "scene": "s1",
+            "scene_json": "/d/s1.json",
+            "error": "scene 's1' (/d/s1.json) frame 2: image not found: /d/images/s1/00002.png",
+        },
+        {
+            "scene": "s2",
+            "scene_json": "/d/s2.json",
+            "error": "scene 's2' (/d/s2.json) frame 0: cannot read image /d/x.png: bad",
+        },
+        {
+            "scene": "s3",
+            "scene_json": "/d/s3.json",
+            "error": "scene 's3' (/d/s3.json) frame 0: /d/y.png: implausible intrinsics: ...",
+        },
+        {
+            "scene": "s4",
+            "scene_json": "/d/s4.json",
+            "error": "/d/s4.json frame 1: missing key 'w2c'",
+        },
     ]
     line = summarize_failures(failures, 9, "o/summary.json")
-    assert line == ("6 of 9 scenes failed: 2 scene file not found (first: .../0000000000000000.json), "
-                    "1 image not found (first: s1, .../00002.png), 1 cannot read image (first: s2, .../x.png), "
-                    "2 more of 2 other kinds; all in o/summary.json")
+    assert line == (
+        "6 of 9 scenes failed: 2 scene file not found (first: .../0000000000000000.json), "
+        "1 image not found (first: s1, .../00002.png), 1 cannot read image (first: s2, .../x.png), "
+        "2 more of 2 other kinds; all in o/summary.json"
+    )
     assert failure_kind(failures[-1]["error"]) == "missing key 'w2c'"
     assert failure_kind(failures[-2]["error"]) == "implausible intrinsics"
 
@@ -199,7 +250,18 @@ def test_infer_runs_a_moved_list(tiny_export, moved32, tmp_path, how):
     old, new = moved32
     extra = ["--data-root", f"{old}={new}"] if how == "data-root" else []
     out = tmp_path / "out"
-    r = _invoke(tiny_export[0], "--list", new / "full_list.txt", *extra, "--views", 2, "--targets", 2, "--out", out)
+    r = _invoke(
+        tiny_export[0],
+        "--list",
+        new / "full_list.txt",
+        *extra,
+        "--views",
+        2,
+        "--targets",
+        2,
+        "--out",
+        out,
+    )
     assert r.exit_code == 0, r.output
     summary = json.loads((out / "summary.json").read_text())
     assert (summary["n_ok"], summary["n_failed"]) == (2, 0)
@@ -208,7 +270,9 @@ def test_infer_runs_a_moved_list(tiny_export, moved32, tmp_path, how):
         s = json.loads((out / name / "summary.json").read_text())
         assert s["scene_json"] == str(new / "metadata" / f"{name}.json")
         gt = _pixels(out / name / "view_001" / "images" / "target_0_gt.png")
-        np.testing.assert_array_equal(gt, _pixels(new / "images" / name / "00002.png"))  # frame 2, this scene's
+        np.testing.assert_array_equal(
+            gt, _pixels(new / "images" / name / "00002.png")
+        )  # frame 2, this scene's
 
 
 def test_infer_mass_failure_is_one_short_line(tiny_export, moved32, tmp_path):
@@ -220,14 +284,32 @@ def test_infer_mass_failure_is_one_short_line(tiny_export, moved32, tmp_path):
     r = _invoke(tiny_export[0], "--list", lst, "--out", out)
     assert r.exit_code == 1
     err = r.stderr.strip().splitlines()
-    assert err == [f"error: {n} of {n} scenes failed: scene file not found (first: .../0000000000000000.json); "
-                   f"all in {out / 'summary.json'}"]
-    assert len(r.stdout.strip().splitlines()) <= 6  # the estimate, 3 failures echoed, the count line, the weights note
+    assert err == [
+        f"error: {n} of {n} scenes failed: scene file not found (first: .../0000000000000000.json); "
+        f"all in {out / 'summary.json'}"
+    ]
+    assert (
+        len(r.stdout.strip().splitlines()) <= 6
+    )  # the estimate, 3 failures echoed, the count line, the weights note
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["n_failed"] == n and all("(also tried: " in f["error"] for f in summary["failed"])
+    assert summary["n_failed"] == n and all(
+        "(also tried: " in f["error"] for f in summary["failed"]
+    )
 
 
 def test_infer_bad_data_root(tiny_export, moved32, tmp_path):
-    r = _invoke(tiny_export[0], "--list", moved32[1] / "full_list.txt", "--data-root", "nonsense", "--out", tmp_path / "o")
-    assert r.exit_code == 1 and r.output.count("\n") == 1 and "--data-root 'nonsense': expected OLD=NEW" in r.output
+    r = _invoke(
+        tiny_export[0],
+        "--list",
+        moved32[1] / "full_list.txt",
+        "--data-root",
+        "nonsense",
+        "--out",
+        tmp_path / "o",
+    )
+    assert (
+        r.exit_code == 1
+        and r.output.count("\n") == 1
+        and "--data-root 'nonsense': expected OLD=NEW" in r.output
+    )
     assert not (tmp_path / "o").exists()

@@ -15,7 +15,9 @@ ATOL = 1e-12  # same float64 inputs, same formula: equal up to rounding
 
 
 def _sk_ssim(pred, gt):
-    return structural_similarity(gt, pred, win_size=11, gaussian_weights=True, data_range=1.0, channel_axis=0)
+    return structural_similarity(
+        gt, pred, win_size=11, gaussian_weights=True, data_range=1.0, channel_axis=0
+    )
 
 
 def _pair(seed: int, shape=(3, 32, 40), noise=0.1):
@@ -29,7 +31,9 @@ def _pair(seed: int, shape=(3, 32, 40), noise=0.1):
 @pytest.mark.parametrize("noise", [0.01, 0.1, 0.5])
 def test_random_pairs_match_skimage(seed, noise):
     pred, gt = _pair(seed, noise=noise)
-    assert psnr(pred, gt) == pytest.approx(peak_signal_noise_ratio(gt, pred, data_range=1.0), abs=ATOL)
+    assert psnr(pred, gt) == pytest.approx(
+        peak_signal_noise_ratio(gt, pred, data_range=1.0), abs=ATOL
+    )
     assert ssim(pred, gt) == pytest.approx(_sk_ssim(pred, gt), abs=ATOL)
 
 
@@ -38,7 +42,9 @@ def test_structured_pair_matches_skimage():
     gt = np.stack([x, y, 0.5 * (x + y)])  # smooth gradients
     pred = gt.copy()
     pred[:, 10:30, 10:30] = 0.2  # a flat patch where the gradient was
-    assert psnr(pred, gt) == pytest.approx(peak_signal_noise_ratio(gt, pred, data_range=1.0), abs=ATOL)
+    assert psnr(pred, gt) == pytest.approx(
+        peak_signal_noise_ratio(gt, pred, data_range=1.0), abs=ATOL
+    )
     assert ssim(pred, gt) == pytest.approx(_sk_ssim(pred, gt), abs=ATOL)
     assert ssim(pred, gt) < 1.0
 
@@ -47,7 +53,9 @@ def test_known_psnr_values():
     gt = np.full((3, 16, 16), 0.25)
     assert psnr(gt + 0.1, gt) == pytest.approx(20.0, abs=1e-9)  # MSE 0.01
     assert psnr(gt + 0.01, gt) == pytest.approx(40.0, abs=1e-9)  # MSE 1e-4
-    assert psnr(np.ones((3, 16, 16)), np.zeros((3, 16, 16))) == pytest.approx(0.0, abs=1e-12)  # MSE 1
+    assert psnr(np.ones((3, 16, 16)), np.zeros((3, 16, 16))) == pytest.approx(
+        0.0, abs=1e-12
+    )  # MSE 1
 
 
 def test_identical_images():
@@ -60,7 +68,9 @@ def test_float32_inputs_are_scored_in_float64():
     pred, gt = _pair(1)
     p32, g32 = pred.astype(np.float32), gt.astype(np.float32)
     p64, g64 = p32.astype(np.float64), g32.astype(np.float64)
-    assert psnr(p32, g32) == pytest.approx(peak_signal_noise_ratio(g64, p64, data_range=1.0), abs=ATOL)
+    assert psnr(p32, g32) == pytest.approx(
+        peak_signal_noise_ratio(g64, p64, data_range=1.0), abs=ATOL
+    )
     assert ssim(p32, g32) == pytest.approx(_sk_ssim(p64, g64), abs=ATOL)
 
 

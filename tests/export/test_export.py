@@ -49,8 +49,6 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 # ----------------------------------------------------------------------------- inputs
 
 
-
-
 def _session(path: Path) -> ort.InferenceSession:
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
@@ -64,13 +62,18 @@ class Graphs:
     def __init__(self, folder: Path):
         self.manifest = json.loads((folder / "manifest.json").read_text())
         g = self.manifest["graphs"]
-        self.enc, self.dec = _session(folder / g["encoder"]["file"]), _session(folder / g["decoder"]["file"])
+        self.enc, self.dec = (
+            _session(folder / g["encoder"]["file"]),
+            _session(folder / g["decoder"]["file"]),
+        )
         self.present = [t["name"] for t in g["encoder"]["outputs"]]
         self.past = [t["name"] for t in g["decoder"]["inputs"][1:]]
 
     def encode(self, views: np.ndarray) -> list[list[np.ndarray]]:
         """Per view: [K0, V0, K1, V1, ...] each [1, T, H, Dh]."""
-        return [self.enc.run(self.present, {spec.VIEW: views[i : i + 1]}) for i in range(len(views))]
+        return [
+            self.enc.run(self.present, {spec.VIEW: views[i : i + 1]}) for i in range(len(views))
+        ]
 
     def render(self, targets: np.ndarray, per_view_kv: list[list[np.ndarray]]) -> np.ndarray:
         feed = {spec.TARGET_RAYS: targets}
@@ -95,7 +98,9 @@ def _err(a, b) -> float:
 
 
 def _snapshot(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()
+    }
 
 
 def _temp_dirs(folder: Path) -> list[str]:
@@ -117,33 +122,77 @@ def test_export_is_validated_and_recorded(request, fixture):
     assert v["tolerance"]["images"] == FP32_ATOL  # images are in [0, 1]: held to atol itself
     assert set(v["tolerance"]) == {spec.IMAGES, *spec.kv_names("present", cfg.n_layers)}
     cases = {(c["views"], c["targets"]) for c in v["decoder_cases"]}
-    assert (1, 1) in cases and max(n for n, _ in cases) == FIXTURE_MAX_VIEWS and max(t for _, t in cases) > 1
-    assert m["precision"] == "fp32" and m["kv_dtype"] == "float32" and m["max_views"] == FIXTURE_MAX_VIEWS
+    assert (
+        (1, 1) in cases
+        and max(n for n, _ in cases) == FIXTURE_MAX_VIEWS
+        and max(t for _, t in cases) > 1
+    )
+    assert (
+        m["precision"] == "fp32"
+        and m["kv_dtype"] == "float32"
+        and m["max_views"] == FIXTURE_MAX_VIEWS
+    )
     assert m["config"] == cfg.to_dict() and m["weights_sha256"] == weights_digest(model)
     assert m["tokens_per_view"] == cfg.tokens_per_view == (cfg.image_size // cfg.patch_size) ** 2
-    assert {k: m["kv_bytes_per_view"][k] for k in ("fp32", "fp16")} == {"fp32": cfg.n_layers * 2 * cfg.tokens_per_view * cfg.d_model * 4, "fp16": cfg.n_layers * 2 * cfg.tokens_per_view * cfg.d_model * 2}
+    assert {k: m["kv_bytes_per_view"][k] for k in ("fp32", "fp16")} == {
+        "fp32": cfg.n_layers * 2 * cfg.tokens_per_view * cfg.d_model * 4,
+        "fp16": cfg.n_layers * 2 * cfg.tokens_per_view * cfg.d_model * 2,
+    }
     # checksums of what is on disk
     assert set(m["files"]) == {"encoder.onnx", "decoder.onnx", "decoder_ort_cpu.onnx"}
-    assert sorted(p.name for p in folder.iterdir()) == ["decoder.onnx", "decoder_ort_cpu.onnx", "encoder.onnx", "manifest.json"]
-    var = m["variants"]["decoder"]["onnxruntime-cpu"]  # ONNX Runtime's fused-attention decoder, checked against decoder.onnx
-    assert var["file"] == "decoder_ort_cpu.onnx" and 0 < var["validation"]["max_abs_error"] <= FP32_ATOL
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "decoder.onnx",
+        "decoder_ort_cpu.onnx",
+        "encoder.onnx",
+        "manifest.json",
+    ]
+    var = m["variants"]["decoder"][
+        "onnxruntime-cpu"
+    ]  # ONNX Runtime's fused-attention decoder, checked against decoder.onnx
+    assert (
+        var["file"] == "decoder_ort_cpu.onnx"
+        and 0 < var["validation"]["max_abs_error"] <= FP32_ATOL
+    )
     for name, rec in m["files"].items():
         data = (folder / name).read_bytes()
         assert rec["sha256"] == hashlib.sha256(data).hexdigest() and rec["size_bytes"] == len(data)
     for g in m["graphs"].values():
         assert g["sha256"] == m["files"][g["file"]]["sha256"]
     # the manifest's graph records are the spec, names from kv_names
-    assert {k: m["graphs"]["encoder"][k] for k in ("inputs", "outputs")} == EXPORT_SPECS["efficient-lvsm"].encoder_spec(cfg, "float32").to_dict()
-    assert {k: m["graphs"]["decoder"][k] for k in ("inputs", "outputs")} == EXPORT_SPECS["efficient-lvsm"].decoder_spec(cfg, "float32").to_dict()
-    assert [t["name"] for t in m["graphs"]["encoder"]["outputs"]] == spec.kv_names("present", cfg.n_layers)
-    assert [t["name"] for t in m["graphs"]["decoder"]["inputs"]] == [spec.TARGET_RAYS, *spec.kv_names("past", cfg.n_layers)]
+    assert {k: m["graphs"]["encoder"][k] for k in ("inputs", "outputs")} == EXPORT_SPECS[
+        "efficient-lvsm"
+    ].encoder_spec(cfg, "float32").to_dict()
+    assert {k: m["graphs"]["decoder"][k] for k in ("inputs", "outputs")} == EXPORT_SPECS[
+        "efficient-lvsm"
+    ].decoder_spec(cfg, "float32").to_dict()
+    assert [t["name"] for t in m["graphs"]["encoder"]["outputs"]] == spec.kv_names(
+        "present", cfg.n_layers
+    )
+    assert [t["name"] for t in m["graphs"]["decoder"]["inputs"]] == [
+        spec.TARGET_RAYS,
+        *spec.kv_names("past", cfg.n_layers),
+    ]
 
 
 def _io(tensors) -> list[tuple[str, int, tuple]]:
-    return [(t.name, t.type.tensor_type.elem_type, tuple(d.dim_param or d.dim_value for d in t.type.tensor_type.shape.dim)) for t in tensors]
+    return [
+        (
+            t.name,
+            t.type.tensor_type.elem_type,
+            tuple(d.dim_param or d.dim_value for d in t.type.tensor_type.shape.dim),
+        )
+        for t in tensors
+    ]
 
 
-@pytest.mark.parametrize("fixture, kv_type", [("tiny_export", onnx.TensorProto.FLOAT), ("small_export", onnx.TensorProto.FLOAT), ("tiny_export_fp16", onnx.TensorProto.FLOAT16)])
+@pytest.mark.parametrize(
+    "fixture, kv_type",
+    [
+        ("tiny_export", onnx.TensorProto.FLOAT),
+        ("small_export", onnx.TensorProto.FLOAT),
+        ("tiny_export_fp16", onnx.TensorProto.FLOAT16),
+    ],
+)
 def test_graph_io_and_dynamic_axes_are_the_spec(request, fixture, kv_type):
     folder, model = request.getfixturevalue(fixture)
     cfg, F32 = model.cfg, onnx.TensorProto.FLOAT
@@ -151,11 +200,17 @@ def test_graph_io_and_dynamic_axes_are_the_spec(request, fixture, kv_type):
     enc = onnx.load(str(folder / "encoder.onnx"))
     dec = onnx.load(str(folder / "decoder.onnx"))
     assert _io(enc.graph.input) == [("view", F32, (1, 9, s, s))]
-    assert _io(enc.graph.output) == [(n, kv_type, (1, T, H, Dh)) for n in spec.kv_names("present", cfg.n_layers)]
-    assert _io(dec.graph.input) == [("target_rays", F32, (1, "num_targets", 6, s, s))] + [(n, kv_type, (1, "past_tokens", H, Dh)) for n in spec.kv_names("past", cfg.n_layers)]
+    assert _io(enc.graph.output) == [
+        (n, kv_type, (1, T, H, Dh)) for n in spec.kv_names("present", cfg.n_layers)
+    ]
+    assert _io(dec.graph.input) == [("target_rays", F32, (1, "num_targets", 6, s, s))] + [
+        (n, kv_type, (1, "past_tokens", H, Dh)) for n in spec.kv_names("past", cfg.n_layers)
+    ]
     assert _io(dec.graph.output) == [("images", F32, (1, "num_targets", 3, s, s))]
     for g in (enc, dec):
-        assert [o.version for o in g.opset_import if o.domain in ("", "ai.onnx")] == [onnx_export.OPSET]
+        assert [o.version for o in g.opset_import if o.domain in ("", "ai.onnx")] == [
+            onnx_export.OPSET
+        ]
         onnx.checker.check_model(g)
 
 
@@ -185,7 +240,9 @@ def test_tiny_graphs_match_torch_on_fresh_inputs(tiny_export):
     order = rng.permutation(FIXTURE_MAX_VIEWS)
     shuffled = graphs.render(targets, [ort_kv[i] for i in order])
     assert _err(shuffled, graphs.render(targets, ort_kv)) <= FP32_ATOL
-    assert _err(graphs.render(targets, ort_kv[:2]), graphs.render(targets, ort_kv)) > 1e-3  # views matter
+    assert (
+        _err(graphs.render(targets, ort_kv[:2]), graphs.render(targets, ort_kv)) > 1e-3
+    )  # views matter
 
 
 def test_small_graphs_match_torch_end_to_end(small_export):
@@ -209,7 +266,9 @@ def test_fp16_export_manifest(tiny_export_fp16):
     assert all(0 < e for e in m["validation"]["max_abs_error"].values())
     assert m["validation"]["max_abs_error"]["images"] <= FP16_ATOL
     assert {t["dtype"] for t in m["graphs"]["encoder"]["outputs"]} == {"float16"}
-    assert [t["dtype"] for t in m["graphs"]["decoder"]["inputs"]] == ["float32"] + ["float16"] * 2 * model.cfg.n_layers
+    assert [t["dtype"] for t in m["graphs"]["decoder"]["inputs"]] == ["float32"] + [
+        "float16"
+    ] * 2 * model.cfg.n_layers
     assert m["graphs"]["decoder"]["outputs"][0]["dtype"] == "float32"
 
 
@@ -265,14 +324,19 @@ def test_fp16_graphs_normalize_and_softmax_in_fp32(tiny_export_fp16, graph):
     for node in nodes:
         for name in node.input:
             if name:
-                assert types.get(name) == onnx.TensorProto.FLOAT, f"{node.op_type} '{node.name}' input '{name}' is {types.get(name)}"
+                assert types.get(name) == onnx.TensorProto.FLOAT, (
+                    f"{node.op_type} '{node.name}' input '{name}' is {types.get(name)}"
+                )
         assert types.get(node.output[0]) == onnx.TensorProto.FLOAT
     # RMSNorm's mean of squares, too (plain arithmetic in the graph)
     for node in proto.graph.node:
         if node.op_type == "ReduceMean":
             assert types.get(node.input[0]) == onnx.TensorProto.FLOAT
     # and the weights really are fp16 (this is not an fp32 graph with fp16 I/O)
-    assert any(t.data_type == onnx.TensorProto.FLOAT16 and len(t.dims) == 2 for t in proto.graph.initializer)
+    assert any(
+        t.data_type == onnx.TensorProto.FLOAT16 and len(t.dims) == 2
+        for t in proto.graph.initializer
+    )
 
 
 # ------------------------------------------------------------------ TensorRT 10.3 ops
@@ -285,12 +349,19 @@ def test_exported_graphs_are_trt_10_3_compatible(request, fixture):
         check_trt_compatible(folder / graph, opset_range=(onnx_export.OPSET, onnx_export.OPSET))
 
 
-@pytest.mark.parametrize("op, domain, named", [("Attention", "", "Attention x1"), ("FusedMHA", "com.example", "com.example::FusedMHA x1")])
-def test_a_graph_with_an_unsupported_op_fails_the_trt_check(tiny_export, tmp_path, op, domain, named):
+@pytest.mark.parametrize(
+    "op, domain, named",
+    [("Attention", "", "Attention x1"), ("FusedMHA", "com.example", "com.example::FusedMHA x1")],
+)
+def test_a_graph_with_an_unsupported_op_fails_the_trt_check(
+    tiny_export, tmp_path, op, domain, named
+):
     proto = onnx.load(str(tiny_export[0] / "decoder.onnx"))
     check_trt_compatible(proto)  # the original passes
     k, v = proto.graph.input[1].name, proto.graph.input[2].name
-    proto.graph.node.append(onnx.helper.make_node(op, [k, k, v], ["extra_attn_out"], name="extra_attn", domain=domain))
+    proto.graph.node.append(
+        onnx.helper.make_node(op, [k, k, v], ["extra_attn_out"], name="extra_attn", domain=domain)
+    )
     if domain:
         proto.opset_import.append(onnx.helper.make_opsetid(domain, 1))
     with pytest.raises(ViewrtError, match=rf"{named} \(first: 'extra_attn'\)"):
@@ -306,7 +377,9 @@ def test_a_graph_with_an_unsupported_op_fails_the_trt_check(tiny_export, tmp_pat
 
 def _invoke(args: list) -> SimpleNamespace:
     r = CliRunner().invoke(main, [str(a) for a in args])
-    return SimpleNamespace(code=r.exit_code, stdout=r.stdout, stderr=r.stderr, output=r.output, exception=r.exception)
+    return SimpleNamespace(
+        code=r.exit_code, stdout=r.stdout, stderr=r.stderr, output=r.output, exception=r.exception
+    )
 
 
 def _assert_one_error_line(r, *fragments: str) -> None:
@@ -314,7 +387,11 @@ def _assert_one_error_line(r, *fragments: str) -> None:
     assert r.exception is None or isinstance(r.exception, SystemExit), repr(r.exception)
     assert "Traceback" not in r.output
     # the export progress bar (tqdm, on stderr) may precede the error; nothing else may
-    lines = [ln for ln in r.stderr.strip().splitlines() if ln.strip() and not re.match(r"export \S+ \S+: +\d+%\|", ln)]
+    lines = [
+        ln
+        for ln in r.stderr.strip().splitlines()
+        if ln.strip() and not re.match(r"export \S+ \S+: +\d+%\|", ln)
+    ]
     assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
     assert r.stderr.rstrip().endswith(lines[0])
     for f in fragments:
@@ -326,8 +403,13 @@ def foreign_checkpoint(tmp_path_factory):
     """An upstream-layout checkpoint of the tiny architecture with weights unlike the
     built-in ones: (path, model)."""
     model = init_weights(EfficientLVSM(get_preset("tiny")), seed=secrets.randbits(31) + 1)
-    extra = {"loss_computer.vgg.0.weight": torch.randn(8, 3, 3, 3), "repa_proj.weight": torch.randn(4, 64)}
-    path = save_upstream_checkpoint(model, tmp_path_factory.mktemp("ckpt") / "efficient_lvsm_tiny.pt", extra=extra)
+    extra = {
+        "loss_computer.vgg.0.weight": torch.randn(8, 3, 3, 3),
+        "repa_proj.weight": torch.randn(4, 64),
+    }
+    path = save_upstream_checkpoint(
+        model, tmp_path_factory.mktemp("ckpt") / "efficient_lvsm_tiny.pt", extra=extra
+    )
     return path, model
 
 
@@ -337,13 +419,30 @@ def cli_export(tmp_path_factory, tiny_export, foreign_checkpoint):
     first refused, then with --force. Records both runs and the folder in between."""
     out = tmp_path_factory.mktemp("cli") / "occupied"
     shutil.copytree(tiny_export[0], out)
-    args = ["export", "--preset", "tiny", "--checkpoint", foreign_checkpoint[0], "--out", out, "--max-views", "4"]
+    args = [
+        "export",
+        "--preset",
+        "tiny",
+        "--checkpoint",
+        foreign_checkpoint[0],
+        "--out",
+        out,
+        "--max-views",
+        "4",
+    ]
     before = _snapshot(out)
     refused = _invoke(args)
     after_refused = _snapshot(out)
     leftovers = _temp_dirs(out)
     forced = _invoke([*args, "--force"])
-    return SimpleNamespace(out=out, before=before, refused=refused, after_refused=after_refused, leftovers=leftovers, forced=forced)
+    return SimpleNamespace(
+        out=out,
+        before=before,
+        refused=refused,
+        after_refused=after_refused,
+        leftovers=leftovers,
+        forced=forced,
+    )
 
 
 def test_cli_refuses_to_overwrite_another_model(cli_export):
@@ -359,12 +458,23 @@ def test_cli_force_exports_the_checkpoint(cli_export, foreign_checkpoint):
     assert "wrote" in r.stdout and "Traceback" not in r.output
     m = json.loads((cli_export.out / "manifest.json").read_text())
     assert m["checkpoint"] == str(foreign_checkpoint[0]) and m["max_views"] == 4
-    assert m["weights_sha256"] == weights_digest(foreign_checkpoint[1]) != json.loads(cli_export.before["manifest.json"])["weights_sha256"]
+    assert (
+        m["weights_sha256"]
+        == weights_digest(foreign_checkpoint[1])
+        != json.loads(cli_export.before["manifest.json"])["weights_sha256"]
+    )
     assert all(0 < e <= FP32_ATOL for e in m["validation"]["max_abs_error"].values())
-    assert sorted(p.name for p in cli_export.out.iterdir()) == ["decoder.onnx", "decoder_ort_cpu.onnx", "encoder.onnx", "manifest.json"]
+    assert sorted(p.name for p in cli_export.out.iterdir()) == [
+        "decoder.onnx",
+        "decoder_ort_cpu.onnx",
+        "encoder.onnx",
+        "manifest.json",
+    ]
 
 
-def test_cli_checkpoint_export_reproduces_the_checkpoint_model(cli_export, foreign_checkpoint, tiny_export):
+def test_cli_checkpoint_export_reproduces_the_checkpoint_model(
+    cli_export, foreign_checkpoint, tiny_export
+):
     assert cli_export.forced.code == 0, cli_export.forced.output
     loaded, _ = build_model("tiny", str(foreign_checkpoint[0]))  # PyTorch, from the same file
     graphs, rng, s = Graphs(cli_export.out), np.random.default_rng(), loaded.cfg.image_size
@@ -387,7 +497,10 @@ def test_cli_user_errors_are_one_line(tmp_path):
     corrupt.write_bytes(b"\0" + rng.bytes(2048))
     out = tmp_path / "out"
     cases = [
-        (["--preset", "tiny", "--checkpoint", tmp_path / "missing.pt"], ("missing.pt", "no such file")),
+        (
+            ["--preset", "tiny", "--checkpoint", tmp_path / "missing.pt"],
+            ("missing.pt", "no such file"),
+        ),
         (["--preset", "tiny", "--checkpoint", corrupt], ("corrupt.pt", "cannot be read")),
         (["--preset", "huge"], ("unknown preset 'huge'",)),
         (["--preset", "tiny", "--max-views", "0"], ("'--max-views': 0 is not in the range x>=1",)),
@@ -408,8 +521,15 @@ def test_failed_validation_leaves_the_folder_untouched(tiny_export, tmp_path, mo
     out = tmp_path / "existing"
     shutil.copytree(folder, out)
     before = _snapshot(out)
-    monkeypatch.setitem(PRECISIONS, "fp32", dataclasses.replace(PRECISIONS["fp32"], atol_kv=1e-12, atol_images=1e-12))
-    with pytest.raises(ViewrtError, match=r"validation of encoder\.onnx failed: output 'present_(key|value)\.\d' max abs error"):
+    monkeypatch.setitem(
+        PRECISIONS,
+        "fp32",
+        dataclasses.replace(PRECISIONS["fp32"], atol_kv=1e-12, atol_images=1e-12),
+    )
+    with pytest.raises(
+        ViewrtError,
+        match=r"validation of encoder\.onnx failed: output 'present_(key|value)\.\d' max abs error",
+    ):
         export_model(model, out, "tiny", max_views=FIXTURE_MAX_VIEWS, progress=False)
     assert _snapshot(out) == before
     assert _temp_dirs(out) == []
@@ -434,8 +554,12 @@ def test_validation_error_leaves_no_trace(tiny_export, tmp_path, monkeypatch, ex
     calls = []
 
     def failing_validation(*args, **kwargs):
-        calls.append(sorted(p.name for p in args[1].iterdir()))  # the graphs are there, in the temp folder
-        raise ViewrtError("validation of decoder.onnx failed: output 'images' max abs error 1 > 0.0001 against PyTorch")
+        calls.append(
+            sorted(p.name for p in args[1].iterdir())
+        )  # the graphs are there, in the temp folder
+        raise ViewrtError(
+            "validation of decoder.onnx failed: output 'images' max abs error 1 > 0.0001 against PyTorch"
+        )
 
     monkeypatch.setattr(onnx_export, "_export", _fake_export(folder))
     monkeypatch.setattr(onnx_export, "validate_numbers", failing_validation)
@@ -454,7 +578,11 @@ def test_cli_failed_validation_is_one_line_and_changes_nothing(tiny_export, tmp_
     shutil.copytree(folder, out)
     before = _snapshot(out)
     monkeypatch.setattr(onnx_export, "_export", _fake_export(folder))  # the built-in tiny graphs
-    monkeypatch.setitem(PRECISIONS, "fp32", dataclasses.replace(PRECISIONS["fp32"], atol_kv=1e-12, atol_images=1e-12))
+    monkeypatch.setitem(
+        PRECISIONS,
+        "fp32",
+        dataclasses.replace(PRECISIONS["fp32"], atol_kv=1e-12, atol_images=1e-12),
+    )
     r = _invoke(["export", "--preset", "tiny", "--out", out, "--max-views", "8"])
     _assert_one_error_line(r, "validation of encoder.onnx failed", "against PyTorch")
     assert _snapshot(out) == before and _temp_dirs(out) == []
@@ -462,7 +590,10 @@ def test_cli_failed_validation_is_one_line_and_changes_nothing(tiny_export, tmp_
 
 def test_export_rejects_bad_arguments_before_writing(tiny_export, tmp_path):
     _, model = tiny_export
-    for kwargs, match in (({"max_views": 0}, "at least 1"), ({"precision": "int8"}, "unknown precision 'int8'")):
+    for kwargs, match in (
+        ({"max_views": 0}, "at least 1"),
+        ({"precision": "int8"}, "unknown precision 'int8'"),
+    ):
         with pytest.raises(ViewrtError, match=match):
             export_model(model, tmp_path / "x", "tiny", progress=False, **kwargs)
         assert not (tmp_path / "x").exists()
@@ -473,12 +604,17 @@ def test_single_view_cache_exports_and_validates(tmp_path):
     dynamic range, and validation with a single encoder feed must work."""
     model = init_weights(EfficientLVSM(get_preset("tiny")), seed=secrets.randbits(31) + 1)
     m = export_model(model, tmp_path / "one", "tiny", max_views=1, progress=False)
-    assert m.max_views == 1 and all(0 < e <= FP32_ATOL for e in m.validation["max_abs_error"].values())
+    assert m.max_views == 1 and all(
+        0 < e <= FP32_ATOL for e in m.validation["max_abs_error"].values()
+    )
     assert {c["views"] for c in m.validation["decoder_cases"]} == {1}
     graphs, rng, s = Graphs(tmp_path / "one"), np.random.default_rng(), model.cfg.image_size
     views, targets = posed_views(rng, 1, s), target_rays(rng, 3, s)[None]
     expected = _torch_images(model, views, targets)
-    assert expected.std() > 1e-3 and _err(graphs.render(targets, graphs.encode(views)), expected) <= FP32_ATOL
+    assert (
+        expected.std() > 1e-3
+        and _err(graphs.render(targets, graphs.encode(views)), expected) <= FP32_ATOL
+    )
 
 
 # ---------------------------------------------------------------------------- res256
@@ -491,7 +627,12 @@ def test_res256_export_validates(tmp_path):
     m = export_model(model, tmp_path / "res256", "res256", max_views=2, progress=False)
     seconds = time.perf_counter() - t0
     assert all(0 < e <= FP32_ATOL for e in m.validation["max_abs_error"].values())
-    assert m.tokens_per_view == 1024 and m.to_dict()["kv_bytes_per_view"]["fp16"] == 1024 * 768 * 2 * 12 * 2
+    assert (
+        m.tokens_per_view == 1024
+        and m.to_dict()["kv_bytes_per_view"]["fp16"] == 1024 * 768 * 2 * 12 * 2
+    )
     for graph in ("encoder.onnx", "decoder.onnx"):
-        check_trt_compatible(tmp_path / "res256" / graph, opset_range=(onnx_export.OPSET, onnx_export.OPSET))
+        check_trt_compatible(
+            tmp_path / "res256" / graph, opset_range=(onnx_export.OPSET, onnx_export.OPSET)
+        )
     print(f"res256 export + validation: {seconds:.0f} s")

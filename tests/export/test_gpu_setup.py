@@ -48,7 +48,9 @@ def test_ort_trt_engine_cache_is_keyed_by_the_graph_sha256(tiny_export):
 
 
 def test_gpu_extras_pin_cuda_python_to_the_driver_major():
-    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
 
     def cuda_python(extra):
         (spec,) = [s for s in extras[extra] if s.startswith("cuda-python")]
@@ -64,16 +66,29 @@ def test_cache_refuses_slots_that_break_the_backend_alignment():
 
     def manifest(tokens, heads, head_dim, dtype):
         kv = np.dtype(dtype)
-        return types.SimpleNamespace(tokens_per_view=tokens, n_heads=heads, head_dim=head_dim, np_kv_dtype=kv,
-                                     present_names=["present_key.0"], kv_bytes_per_view=tokens * heads * head_dim * kv.itemsize)
+        return types.SimpleNamespace(
+            tokens_per_view=tokens,
+            n_heads=heads,
+            head_dim=head_dim,
+            np_kv_dtype=kv,
+            present_names=["present_key.0"],
+            kv_bytes_per_view=tokens * heads * head_dim * kv.itemsize,
+        )
 
     allocated = []
-    backend = types.SimpleNamespace(name="trt", address_alignment=256, alloc=lambda s, d: allocated.append(s) or s)
-    with pytest.raises(ViewrtError, match=r"= 120 bytes\) is not a multiple of the 256-byte address alignment the trt backend"):
+    backend = types.SimpleNamespace(
+        name="trt", address_alignment=256, alloc=lambda s, d: allocated.append(s) or s
+    )
+    with pytest.raises(
+        ViewrtError,
+        match=r"= 120 bytes\) is not a multiple of the 256-byte address alignment the trt backend",
+    ):
         KVCache(backend, manifest(5, 3, 4, "float16"), physical=5)
     assert allocated == []  # refused before allocating anything
     KVCache(backend, manifest(16, 2, 32, "float16"), physical=5)  # 2048 bytes per view: fine
-    KVCache(types.SimpleNamespace(name="ort", alloc=lambda s, d: s), manifest(5, 3, 4, "float16"), 5)  # host: no rule
+    KVCache(
+        types.SimpleNamespace(name="ort", alloc=lambda s, d: s), manifest(5, 3, 4, "float16"), 5
+    )  # host: no rule
 
 
 def _imports(path: Path) -> set[str]:
@@ -95,7 +110,9 @@ def test_one_tensorrt_import_and_gpu_probe():
             if path.name == "devices.py" and folder == "viewrt":
                 continue
             mods = _imports(path)
-            if mods & {"tensorrt", "cuda", "cuda.bindings", "cuda.cudart"} or any(m.startswith("cuda.") for m in mods):
+            if mods & {"tensorrt", "cuda", "cuda.bindings", "cuda.cudart"} or any(
+                m.startswith("cuda.") for m in mods
+            ):
                 offenders.append(str(path.relative_to(ROOT)))
     assert offenders == []
     dev = _imports(ROOT / "viewrt" / "devices.py")
@@ -106,7 +123,13 @@ def test_backends_share_one_memory_implementation():
     """Host and CUDA memory live in runtime/backends/memory.py; backend files hold none."""
     for name in ("ort.py", "trt.py"):
         tree = ast.parse((ROOT / "runtime" / "backends" / name).read_text())
-        methods = {f.name for c in ast.walk(tree) if isinstance(c, ast.ClassDef) for f in c.body if isinstance(f, ast.FunctionDef)}
+        methods = {
+            f.name
+            for c in ast.walk(tree)
+            if isinstance(c, ast.ClassDef)
+            for f in c.body
+            if isinstance(f, ast.FunctionDef)
+        }
         assert not methods & {"alloc", "copy", "upload", "download", "synchronize"}, name
 
 
@@ -123,8 +146,14 @@ def test_skip_policy_uses_markers_with_reasons(monkeypatch):
         def add_marker(self, mark):
             self.skips.append(mark.kwargs["reason"])
 
-    monkeypatch.setattr(devices, "probe_gpu", lambda: devices.GpuInfo(0, reason="cudaGetDeviceCount failed: cudaErrorNoDevice"))
-    monkeypatch.setattr(conftest, "_real_tensorrt", lambda: "TensorRT is not installed on this machine")
+    monkeypatch.setattr(
+        devices,
+        "probe_gpu",
+        lambda: devices.GpuInfo(0, reason="cudaGetDeviceCount failed: cudaErrorNoDevice"),
+    )
+    monkeypatch.setattr(
+        conftest, "_real_tensorrt", lambda: "TensorRT is not installed on this machine"
+    )
     gpu, trt, plain = Item("gpu"), Item("trt", "gpu"), Item()
     conftest.pytest_collection_modifyitems(None, [gpu, trt, plain])
     assert gpu.skips == ["no CUDA GPU: cudaGetDeviceCount failed: cudaErrorNoDevice"]
@@ -142,7 +171,10 @@ def test_viewrt_build_without_tensorrt_says_why(tiny_export, tmp_path):
     assert res.exit_code == 1 and "Traceback" not in res.output
     assert f"TensorRT engines not built: {status.reason}" in res.output
     res = CliRunner().invoke(main, ["build", str(tiny_export[0]), "--if-available"])
-    assert res.exit_code == 0 and f"engines NOT built in {tiny_export[0]}: {status.reason}" in res.output
+    assert (
+        res.exit_code == 0
+        and f"engines NOT built in {tiny_export[0]}: {status.reason}" in res.output
+    )
     assert not list(Path(tiny_export[0]).glob("*.engine"))
 
 
@@ -153,8 +185,12 @@ def test_gpu_check_says_why_and_exits_3_without_tensorrt(tmp_path):
     devices.reset()
     if devices.tensorrt_status().ok:
         pytest.skip("TensorRT and a GPU are usable here: `make gpu-check` would run for minutes")
-    res = subprocess.run([sys.executable, str(ROOT / ".ci" / "gpu_check.py"), "--out", str(tmp_path / "gc")],
-                         capture_output=True, text=True, timeout=120)
+    res = subprocess.run(
+        [sys.executable, str(ROOT / ".ci" / "gpu_check.py"), "--out", str(tmp_path / "gc")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert res.returncode == 3
     assert res.stderr.startswith("gpu-check NOT run: ") and res.stderr.count("\n") == 1
     assert not (tmp_path / "gc").exists()

@@ -22,7 +22,9 @@ def test_variant_replaces_every_cross_attention(tiny_export):
     plain = onnx.load(str(m.path("decoder")), load_external_data=False).graph
     softmax = lambda gr: sum(n.op_type == "Softmax" for n in gr.node)  # noqa: E731
     assert softmax(plain) - softmax(g) == model.cfg.n_layers  # target self-attention stays plain
-    assert not any(n.op_type == "MultiHeadAttention" for n in plain.node)  # the TensorRT graph is unchanged
+    assert not any(
+        n.op_type == "MultiHeadAttention" for n in plain.node
+    )  # the TensorRT graph is unchanged
 
 
 def test_ort_cpu_renders_with_the_variant_as_with_the_plain_decoder(tiny_export):
@@ -35,7 +37,9 @@ def test_ort_cpu_renders_with_the_variant_as_with_the_plain_decoder(tiny_export)
     got = {}
     for name in ("ort", "ort-plain"):
         with vrt.open(out_dir, name, frame=frame) as r:
-            assert r.info()["decoder_graph"] == ("decoder_ort_cpu.onnx" if name == "ort" else "decoder.onnx")
+            assert r.info()["decoder_graph"] == (
+                "decoder_ort_cpu.onnx" if name == "ort" else "decoder.onnx"
+            )
             assert r.backend.materializes_attention == (name == "ort-plain")
             for i in range(5):
                 r.add_view(imgs[i], vrt.Camera(c2ws[i], k))

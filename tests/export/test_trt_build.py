@@ -160,7 +160,6 @@ def test_build_engine_without_tensorrt_names_the_reason(tmp_path):
 # ---------------------------------------------------------------------------- TensorRT builds
 
 
-
 def needs_trt(test):
     """Mark a test `trt` and `gpu`: conftest skips it with the reason where either is missing."""
     return pytest.mark.trt(pytest.mark.gpu(test))
@@ -242,7 +241,9 @@ def test_fp16_per_tensorrt_version(tmp_path, toy_onnx):
             build_engine(toy_onnx, engine, X_PROFILE, "fp16")
         assert not engine.exists()
     else:
-        info = build_engine(toy_onnx, engine, X_PROFILE, "fp16")  # fp32 graph: FP16 flag, weakly typed
+        info = build_engine(
+            toy_onnx, engine, X_PROFILE, "fp16"
+        )  # fp32 graph: FP16 flag, weakly typed
         assert info["precision"].startswith("fp16") and info["typing"] == "weak"
         assert info["builder_flags"] == {"fp16": True, "tf32": False}
         assert _compare_with_onnxruntime(toy_onnx, engine, atol=1e-2, rtol=1e-2)

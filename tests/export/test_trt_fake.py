@@ -44,11 +44,18 @@ def _toy(path, fp16: bool = False):
     dt, np_dt = (TensorProto.FLOAT16, np.float16) if fp16 else (TensorProto.FLOAT, np.float32)
     w = np.random.default_rng(0).standard_normal((D, D)).astype(np_dt)
     graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "w"], ["m"], "proj"), helper.make_node("Softmax", ["m"], ["y"], "softmax", axis=-1)],
-        "toy", [helper.make_tensor_value_info("x", dt, [1, "T", D])], [helper.make_tensor_value_info("y", dt, [1, "T", D])],
+        [
+            helper.make_node("MatMul", ["x", "w"], ["m"], "proj"),
+            helper.make_node("Softmax", ["m"], ["y"], "softmax", axis=-1),
+        ],
+        "toy",
+        [helper.make_tensor_value_info("x", dt, [1, "T", D])],
+        [helper.make_tensor_value_info("y", dt, [1, "T", D])],
         initializer=[numpy_helper.from_array(w, "w")],
     )
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), path)
+    onnx.save(
+        helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), path
+    )
     return path
 
 
@@ -56,7 +63,7 @@ def _plan(path) -> dict:
     """What the fake recorded in its (fake) plan file: typing, flags, IO."""
     data = path.read_bytes()
     assert data.startswith(fake_tensorrt.FAKE_PLAN_MAGIC)
-    return json.loads(data[len(fake_tensorrt.FAKE_PLAN_MAGIC):])
+    return json.loads(data[len(fake_tensorrt.FAKE_PLAN_MAGIC) :])
 
 
 # ---------------------------------------------------------------------------- the fake itself
@@ -76,11 +83,15 @@ def test_the_fake_says_it_is_fake_and_is_never_taken_for_tensorrt(fake_trt, tmp_
 
 def test_version_dependent_enums(fake_trt):
     if fake_trt.__version__.startswith("11."):
-        assert not hasattr(fake_trt.BuilderFlag, "FP16") and not hasattr(fake_trt.BuilderFlag, "INT8")
+        assert not hasattr(fake_trt.BuilderFlag, "FP16") and not hasattr(
+            fake_trt.BuilderFlag, "INT8"
+        )
         assert not hasattr(fake_trt.NetworkDefinitionCreationFlag, "EXPLICIT_BATCH")
     else:
         assert hasattr(fake_trt.BuilderFlag, "FP16")
-    assert hasattr(fake_trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED") and hasattr(fake_trt.BuilderFlag, "TF32")
+    assert hasattr(fake_trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED") and hasattr(
+        fake_trt.BuilderFlag, "TF32"
+    )
 
 
 # ---------------------------------------------------------------------------- finding 1: truthiness
@@ -91,7 +102,9 @@ def test_build_engine_runs_the_documented_calls(fake_trt, tmp_path):
     engine = tmp_path / "toy.engine"
     cache = tmp_path / "timing.cache"
     info = build_engine(_toy(tmp_path / "toy.onnx"), engine, PROFILE, "fp32", timing_cache=cache)
-    assert info["tensorrt"] == fake_trt.__version__ and info["tensorrt"].endswith("+fake")  # never claims real TensorRT
+    assert info["tensorrt"] == fake_trt.__version__ and info["tensorrt"].endswith(
+        "+fake"
+    )  # never claims real TensorRT
     assert info["file"] == "toy.engine" and info["size_bytes"] == engine.stat().st_size
     assert info["profiles"] == {"x": {"min": [1, 1, D], "opt": [1, 4, D], "max": [1, 16, D]}}
     assert info["io"] == [
@@ -99,10 +112,15 @@ def test_build_engine_runs_the_documented_calls(fake_trt, tmp_path):
         {"name": "y", "mode": "output", "dtype": "float32", "shape": [1, -1, D]},
     ]
     assert engine_io(engine) == info["io"]
-    assert info["device_memory_bytes"] == fake_trt.Runtime(None).deserialize_cuda_engine(engine.read_bytes()).device_memory_size_v2
+    assert (
+        info["device_memory_bytes"]
+        == fake_trt.Runtime(None).deserialize_cuda_engine(engine.read_bytes()).device_memory_size_v2
+    )
     assert cache.read_bytes().startswith(b"FAKE-TIMING-CACHE")
     # The timing cache written by the first build is read by the second.
-    again = build_engine(_toy(tmp_path / "toy.onnx"), tmp_path / "again.engine", PROFILE, "fp32", timing_cache=cache)
+    again = build_engine(
+        _toy(tmp_path / "toy.onnx"), tmp_path / "again.engine", PROFILE, "fp32", timing_cache=cache
+    )
     assert again["sha256"] == info["sha256"]
 
 
@@ -111,7 +129,9 @@ def test_parser_errors_name_the_node(fake_trt, tmp_path):
     model.graph.node[1].domain = "com.example"
     model.opset_import.append(helper.make_opsetid("com.example", 1))
     onnx.save(model, tmp_path / "bad.onnx")
-    with pytest.raises(ViewrtError, match="cannot parse 'bad.onnx'.*at node 'softmax' \\(Softmax\\)"):
+    with pytest.raises(
+        ViewrtError, match="cannot parse 'bad.onnx'.*at node 'softmax' \\(Softmax\\)"
+    ):
         build_engine(tmp_path / "bad.onnx", tmp_path / "bad.engine", PROFILE)
     assert not (tmp_path / "bad.engine").exists()
 
@@ -124,7 +144,11 @@ def test_fp16_graph_is_built_strongly_typed_without_precision_flags(fake_trt, tm
     info = build_engine(_toy(tmp_path / "toy16.onnx", fp16=True), engine, PROFILE, "fp16")
     plan = _plan(engine)
     assert plan["strongly_typed"] and not plan["fp16_flag"]
-    assert (info["precision"], info["typing"], info["builder_flags"]["fp16"]) == ("fp16", "strong", False)
+    assert (info["precision"], info["typing"], info["builder_flags"]["fp16"]) == (
+        "fp16",
+        "strong",
+        False,
+    )
     assert info["io"][0]["dtype"] == "float16"
     with pytest.raises(ViewrtError, match="an fp32 engine needs an fp32 export"):
         build_engine(tmp_path / "toy16.onnx", tmp_path / "x.engine", PROFILE, "fp32")
@@ -144,7 +168,11 @@ def test_fp16_of_an_fp32_graph_per_version(fake_trt, tmp_path):
 
 def test_fp32_graph_is_strongly_typed_fp32(fake_trt, tmp_path):
     info = build_engine(_toy(tmp_path / "toy.onnx"), tmp_path / "a.engine", PROFILE, "fp32")
-    assert _plan(tmp_path / "a.engine")["strongly_typed"] and info["typing"] == "strong" and info["precision"] == "fp32"
+    assert (
+        _plan(tmp_path / "a.engine")["strongly_typed"]
+        and info["typing"] == "strong"
+        and info["precision"] == "fp32"
+    )
 
 
 # ---------------------------------------------------------------------------- finding 3: TF32
@@ -192,7 +220,11 @@ def test_whole_export_builds_with_recorded_typing_and_memory(fake_built, fake_tr
     dst, engines = fake_built
     for g in ("encoder", "decoder"):
         e = engines[g]
-        assert (e["precision"], e["typing"], e["builder_flags"]) == ("fp32", "strong", {"fp16": False, "tf32": False})
+        assert (e["precision"], e["typing"], e["builder_flags"]) == (
+            "fp32",
+            "strong",
+            {"fp16": False, "tf32": False},
+        )
         assert e["device_memory_bytes"] > 0
     prof = engines["decoder"]["profiles"]["target_rays"]
     assert prof["opt"][1] == prof["max"][1] == 3  # tuned for the most targets
@@ -240,12 +272,17 @@ def test_activate_checks_engine_dtypes_and_static_dims(fake_built, fake_trt):
         be.manifest.graphs["decoder"] = dataclasses.replace(dec, outputs=(t, *dec.outputs[1:]))
 
     with_output(dataclasses.replace(out, dtype="float16"))
-    with pytest.raises(ViewrtError, match=f"tensor '{out.name}' has dtype float32 in the engine, the manifest says float16"):
+    with pytest.raises(
+        ViewrtError,
+        match=f"tensor '{out.name}' has dtype float32 in the engine, the manifest says float16",
+    ):
         be._load_engines(fake_trt)
     shape = list(out.shape)
     shape[2] = 4  # channels: 3 in the engine
     with_output(dataclasses.replace(out, shape=tuple(shape)))
-    with pytest.raises(ViewrtError, match=f"tensor '{out.name}' has shape .* in the engine, the manifest says"):
+    with pytest.raises(
+        ViewrtError, match=f"tensor '{out.name}' has shape .* in the engine, the manifest says"
+    ):
         be._load_engines(fake_trt)
 
 
@@ -262,9 +299,14 @@ def test_output_shape_is_checked_before_execute(fake_built, fake_trt):
     dst, _ = fake_built
     be = _backend(dst, fake_trt)
     inputs, outputs = _decoder_io(be, 2, 2)
-    be._run("decoder", inputs, outputs)  # shapes agree: binds and "executes" (the fake computes nothing)
+    be._run(
+        "decoder", inputs, outputs
+    )  # shapes agree: binds and "executes" (the fake computes nothing)
     inputs, outputs = _decoder_io(be, 2, 3)
-    with pytest.raises(ViewrtError, match=r"output '.*' resolves to shape \(1, 2, 3, 32, 32\).*holds \(1, 3, 3, 32, 32\)"):
+    with pytest.raises(
+        ViewrtError,
+        match=r"output '.*' resolves to shape \(1, 2, 3, 32, 32\).*holds \(1, 3, 3, 32, 32\)",
+    ):
         be._run("decoder", inputs, outputs)
     inputs, outputs = _decoder_io(be, 2, 2, ptr=0x10080)  # not 256-byte aligned
     with pytest.raises(ViewrtError, match="256-byte alignment"):
@@ -310,4 +352,8 @@ def test_cuda_error_is_named_not_no_gpu(monkeypatch):
     finally:
         devices.reset()
     assert not ok
-    assert "cudaErrorInsufficientDriver" in why and "gpu-cu12" in why and "no CUDA GPU is visible" not in why
+    assert (
+        "cudaErrorInsufficientDriver" in why
+        and "gpu-cu12" in why
+        and "no CUDA GPU is visible" not in why
+    )

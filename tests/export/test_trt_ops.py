@@ -150,26 +150,52 @@ def test_op_list_has_core_ops_and_lacks_newer_ones():
 def test_axes_that_must_be_constant_are_checked():
     """ReduceMean/Squeeze/Unsqueeze/Slice `axes`: an initializer or a Constant node, never computed."""
     axes = numpy_helper.from_array(np.array([-1], np.int64), "axes")
-    ok = _model([helper.make_node("ReduceMean", ["x", "axes"], ["m"], "mean", keepdims=1),
-                  helper.make_node("Add", ["x", "m"], ["y"], "add")], opset=18, initializers=[axes])
+    ok = _model(
+        [
+            helper.make_node("ReduceMean", ["x", "axes"], ["m"], "mean", keepdims=1),
+            helper.make_node("Add", ["x", "m"], ["y"], "add"),
+        ],
+        opset=18,
+        initializers=[axes],
+    )
     check_trt_compatible(ok)
-    const = _model([helper.make_node("Constant", [], ["ax"], "ax", value=numpy_helper.from_array(np.array([-1], np.int64))),
-                    helper.make_node("ReduceMean", ["x", "ax"], ["m"], "mean", keepdims=1),
-                    helper.make_node("Add", ["x", "m"], ["y"], "add")], opset=18)
+    const = _model(
+        [
+            helper.make_node(
+                "Constant",
+                [],
+                ["ax"],
+                "ax",
+                value=numpy_helper.from_array(np.array([-1], np.int64)),
+            ),
+            helper.make_node("ReduceMean", ["x", "ax"], ["m"], "mean", keepdims=1),
+            helper.make_node("Add", ["x", "m"], ["y"], "add"),
+        ],
+        opset=18,
+    )
     assert non_constant_inputs(const) == []
 
-    computed = _model([
-        helper.make_node("Shape", ["x"], ["s"], "shape"),
-        helper.make_node("Size", ["s"], ["n"], "rank"),
-        helper.make_node("Sub", ["n", "one"], ["last"], "last_axis"),
-        helper.make_node("Unsqueeze", ["last", "zero"], ["ax"], "to_1d"),
-        helper.make_node("ReduceMean", ["x", "ax"], ["m"], "mean", keepdims=1),
-        helper.make_node("Add", ["x", "m"], ["y"], "add"),
-    ], opset=18, initializers=[numpy_helper.from_array(np.array(1, np.int64), "one"),
-                               numpy_helper.from_array(np.array([0], np.int64), "zero")])
+    computed = _model(
+        [
+            helper.make_node("Shape", ["x"], ["s"], "shape"),
+            helper.make_node("Size", ["s"], ["n"], "rank"),
+            helper.make_node("Sub", ["n", "one"], ["last"], "last_axis"),
+            helper.make_node("Unsqueeze", ["last", "zero"], ["ax"], "to_1d"),
+            helper.make_node("ReduceMean", ["x", "ax"], ["m"], "mean", keepdims=1),
+            helper.make_node("Add", ["x", "m"], ["y"], "add"),
+        ],
+        opset=18,
+        initializers=[
+            numpy_helper.from_array(np.array(1, np.int64), "one"),
+            numpy_helper.from_array(np.array([0], np.int64), "zero"),
+        ],
+    )
     assert unsupported_ops(computed) == []
     assert non_constant_inputs(computed) == [("ReduceMean", "mean", "axes", "ax")]
-    with pytest.raises(ViewrtError, match=r"needs as constants are computed: ReduceMean 'mean' input axes \(from 'ax'\)"):
+    with pytest.raises(
+        ViewrtError,
+        match=r"needs as constants are computed: ReduceMean 'mean' input axes \(from 'ax'\)",
+    ):
         check_trt_compatible(computed)
 
 

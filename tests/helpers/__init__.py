@@ -22,7 +22,12 @@ def random_cameras(rng: np.random.Generator, n: int, size: int):
 
 def posed_views(rng: np.random.Generator, n: int, size: int) -> np.ndarray:
     """[n, 9, S, S] float32: random images with the rays of random cameras."""
-    return np.stack([input_view(rng.uniform(0, 1, (3, size, size)), c, k) for c, k in random_cameras(rng, n, size)])
+    return np.stack(
+        [
+            input_view(rng.uniform(0, 1, (3, size, size)), c, k)
+            for c, k in random_cameras(rng, n, size)
+        ]
+    )
 
 
 def target_rays(rng: np.random.Generator, n: int, size: int) -> np.ndarray:

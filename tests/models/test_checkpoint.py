@@ -81,7 +81,9 @@ def _tiny_sd(model) -> dict[str, torch.Tensor]:
 def test_upstream_layout_loads_strictly_and_reproduces_outputs(tmp_path):
     model = _fresh()
     extra = {k: torch.randn(4, 3) for k in EXTRA_KEYS}
-    path = save_upstream_checkpoint(model, tmp_path / "efficient_lvsm_tiny.pt", compiled_prefix=True, extra=extra)
+    path = save_upstream_checkpoint(
+        model, tmp_path / "efficient_lvsm_tiny.pt", compiled_prefix=True, extra=extra
+    )
 
     raw = torch.load(path, weights_only=True)  # the layout really is upstream's
     assert {"model", "optimizer"} <= set(raw)
@@ -99,7 +101,12 @@ def test_upstream_layout_loads_strictly_and_reproduces_outputs(tmp_path):
     _assert_same_model(model, built)
     # and not the built-in weights: a loader that ignored the file would fail here
     views, targets = _inputs(TINY.image_size)
-    assert float((_run(built, views, targets) - _run(build_model("tiny")[0], views, targets)).abs().max()) > 1e-3
+    assert (
+        float(
+            (_run(built, views, targets) - _run(build_model("tiny")[0], views, targets)).abs().max()
+        )
+        > 1e-3
+    )
 
 
 @pytest.mark.parametrize("layout", ["bare", "module.", "module._orig_mod.", "state_dict", "fp16"])
@@ -119,7 +126,10 @@ def test_other_torch_layouts_load(tmp_path, layout):
         obj = {"model": {layout + k: v for k, v in sd.items()}}
     torch.save(obj, tmp_path / "ckpt.pth")
     loaded, report = load_checkpoint(tmp_path / "ckpt.pth", TINY)
-    expected_prefixes = {"module.": ["module."], "module._orig_mod.": ["_orig_mod.", "module."]}.get(layout, [])
+    expected_prefixes = {
+        "module.": ["module."],
+        "module._orig_mod.": ["_orig_mod.", "module."],
+    }.get(layout, [])
     assert report.stripped_prefixes == expected_prefixes and report.ignored_keys == []
     assert all(p.dtype == torch.float32 for p in loaded.parameters())
     _assert_same_model(model, loaded)
@@ -140,7 +150,9 @@ def test_patch_size_is_inferred_from_the_tokenizer_weight(tmp_path):
     assert model.rgbp_tokenizer[1].weight.shape == (64, 9 * 4 * 4)
     path = save_upstream_checkpoint(model, tmp_path / "patch4.pt")
     loaded, report = load_checkpoint(path, image_size=32)
-    assert report.config.patch_size == 4 and report.config == cfg4 and loaded.cfg.tokens_per_view == 64
+    assert (
+        report.config.patch_size == 4 and report.config == cfg4 and loaded.cfg.tokens_per_view == 64
+    )
     _assert_same_model(model, loaded)
     with pytest.raises(ViewrtError, match=r"patch_size: checkpoint 4, expected 8"):
         build_model("tiny", str(path))
@@ -149,7 +161,9 @@ def test_patch_size_is_inferred_from_the_tokenizer_weight(tmp_path):
 
 
 def test_head_dim_depth_and_width_are_inferred(tmp_path):
-    cfg = EfficientLVSMConfig(image_size=16, patch_size=8, d_model=48, n_layers=3, head_dim=16, mlp_mult=2)
+    cfg = EfficientLVSMConfig(
+        image_size=16, patch_size=8, d_model=48, n_layers=3, head_dim=16, mlp_mult=2
+    )
     path = save_upstream_checkpoint(_fresh(cfg=cfg), tmp_path / "odd.pt")
     _, report = load_checkpoint(path, image_size=16)
     assert report.config == cfg
@@ -158,11 +172,19 @@ def test_head_dim_depth_and_width_are_inferred(tmp_path):
 def test_lvsm_decoder_only_round_trip(tmp_path):
     cfg = LVSM_PRESETS["lvsm-tiny"]
     model = _fresh(LVSMDecoderOnly, cfg)
-    path = save_upstream_checkpoint(model, tmp_path / "lvsm.pt", extra={"loss_computer.lpips.weight": torch.ones(3)})
+    path = save_upstream_checkpoint(
+        model, tmp_path / "lvsm.pt", extra={"loss_computer.lpips.weight": torch.ones(3)}
+    )
     loaded, report = build_model("lvsm-tiny", str(path))
     assert isinstance(loaded, LVSMDecoderOnly)
-    assert report.family == "lvsm" and report.config == cfg and report.ignored_keys == ["loss_computer.lpips.weight"]
-    assert torch.equal(loaded.transformer_input_layernorm.weight, model.transformer_input_layernorm.weight)
+    assert (
+        report.family == "lvsm"
+        and report.config == cfg
+        and report.ignored_keys == ["loss_computer.lpips.weight"]
+    )
+    assert torch.equal(
+        loaded.transformer_input_layernorm.weight, model.transformer_input_layernorm.weight
+    )
     _assert_same_model(model, loaded)
     with pytest.raises(ViewrtError, match="holds a lvsm model, expected efficient-lvsm"):
         build_model("tiny", str(path))
@@ -182,27 +204,39 @@ def _save_sd(tmp_path, sd, name="bad.pt"):
 def test_missing_key_is_named(tmp_path):
     sd = _tiny_sd(_fresh())
     del sd["self_cross_blocks.1.cross_attn.fc.weight"]
-    with pytest.raises(ViewrtError, match=r"missing keys: self_cross_blocks\.1\.cross_attn\.fc\.weight$"):
+    with pytest.raises(
+        ViewrtError, match=r"missing keys: self_cross_blocks\.1\.cross_attn\.fc\.weight$"
+    ):
         build_model("tiny", str(_save_sd(tmp_path, sd)))
 
 
 def test_unexpected_key_is_named(tmp_path):
     sd = _tiny_sd(_fresh())
     sd["self_cross_blocks.0.cross_attn.to_q.bias"] = torch.zeros(64)
-    with pytest.raises(ViewrtError, match=r"unexpected keys: self_cross_blocks\.0\.cross_attn\.to_q\.bias$"):
+    with pytest.raises(
+        ViewrtError, match=r"unexpected keys: self_cross_blocks\.0\.cross_attn\.to_q\.bias$"
+    ):
         build_model("tiny", str(_save_sd(tmp_path, sd)))
 
 
 def test_misshaped_key_is_named_with_both_shapes(tmp_path):
     sd = _tiny_sd(_fresh())
     sd["self_cross_blocks.1.cross_attn.to_q.weight"] = torch.zeros(64, 65)
-    with pytest.raises(ViewrtError, match=r"mis-shaped keys: self_cross_blocks\.1\.cross_attn\.to_q\.weight \(64, 65\) \(expected \(64, 64\)\)"):
+    with pytest.raises(
+        ViewrtError,
+        match=r"mis-shaped keys: self_cross_blocks\.1\.cross_attn\.to_q\.weight \(64, 65\) \(expected \(64, 64\)\)",
+    ):
         build_model("tiny", str(_save_sd(tmp_path, sd)))
 
 
 def test_many_bad_keys_are_listed_briefly(tmp_path):
-    sd = {k: v for k, v in _tiny_sd(_fresh()).items() if not k.startswith("self_cross_blocks.")}  # 22 keys
-    with pytest.raises(ViewrtError, match=r"missing keys: (self_cross_blocks\.0\.[^,]*, ){11}self_cross_blocks\.1\.\S* \.\.\. and 10 more$") as err:
+    sd = {
+        k: v for k, v in _tiny_sd(_fresh()).items() if not k.startswith("self_cross_blocks.")
+    }  # 22 keys
+    with pytest.raises(
+        ViewrtError,
+        match=r"missing keys: (self_cross_blocks\.0\.[^,]*, ){11}self_cross_blocks\.1\.\S* \.\.\. and 10 more$",
+    ) as err:
         build_model("tiny", str(_save_sd(tmp_path, sd)))
     assert "\n" not in str(err.value)
 
@@ -288,7 +322,9 @@ def test_malicious_pickle_is_refused_for_safety_and_nothing_runs(tmp_path):
     marker = tmp_path / "ran"
     path = tmp_path / "evil.pt"
     torch.save({"model": {"w": torch.zeros(2)}, "payload": _Shell(f"touch {marker}")}, path)
-    with pytest.raises(ViewrtError, match=r"not weights-only: refused for safety \(it pickles posix\.system"):
+    with pytest.raises(
+        ViewrtError, match=r"not weights-only: refused for safety \(it pickles posix\.system"
+    ):
         read_state_dict(path)
     assert not marker.exists()
     corrupt = tmp_path / "corrupt.pt"

@@ -57,7 +57,9 @@ def _maxdiff(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def _assert_not_flat(images: torch.Tensor) -> None:
     """Images that are compared must carry signal (not constant, not saturated)."""
-    assert float(images.std()) > 1e-3, "rendered images are flat: the comparison would prove nothing"
+    assert float(images.std()) > 1e-3, (
+        "rendered images are flat: the comparison would prove nothing"
+    )
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -113,7 +115,9 @@ def test_removing_a_view_equals_never_adding_it(tiny, rng, n_views):
         got = cache.render(targets)
         _assert_not_flat(expected)
         assert _maxdiff(got, expected) <= ATOL
-        assert _maxdiff(got, full) > 1e-4, "removing a view changed nothing: the decoder ignores the cache"
+        assert _maxdiff(got, full) > 1e-4, (
+            "removing a view changed nothing: the decoder ignores the cache"
+        )
 
 
 def test_remove_then_add_reuses_the_freed_slot(tiny, rng):
@@ -182,13 +186,18 @@ def test_targets_render_independently_and_batch_items_do_not_mix(tiny, rng):
 # ------------------------------------------------------------------------ attention
 
 
-@pytest.mark.parametrize("shape_q, shape_k", [((2, 3, 16, 32), (2, 3, 48, 32)), ((1, 12, 64, 64), (1, 12, 64, 64))])
+@pytest.mark.parametrize(
+    "shape_q, shape_k", [((2, 3, 16, 32), (2, 3, 48, 32)), ((1, 12, 64, 64), (1, 12, 64, 64))]
+)
 def test_explicit_attention_equals_sdpa(shape_q, shape_k):
     q, k, v = torch.randn(shape_q) * 2, torch.randn(shape_k) * 2, torch.randn(shape_k)
     sdpa = attention(q, k, v)
     explicit = attention(q, k, v, explicit=True)
     # float64 reference: softmax(q k^T / sqrt(Dh)) v
-    ref = torch.softmax(q.double() @ k.double().transpose(-1, -2) / math.sqrt(q.shape[-1]), -1) @ v.double()
+    ref = (
+        torch.softmax(q.double() @ k.double().transpose(-1, -2) / math.sqrt(q.shape[-1]), -1)
+        @ v.double()
+    )
     assert float(ref.std()) > 1e-2
     assert _maxdiff(explicit, sdpa) <= ATOL
     assert _maxdiff(explicit, ref) <= ATOL
@@ -231,7 +240,9 @@ def test_patchify_token_layout_by_index_arithmetic():
     x = torch.randn(b, c, h, w)
     tok = patchify(x, p)
     assert tok.shape == (b, (h // p) * (w // p), p * p * c)
-    bi, ci, yi, xi = np.meshgrid(np.arange(b), np.arange(c), np.arange(h), np.arange(w), indexing="ij")
+    bi, ci, yi, xi = np.meshgrid(
+        np.arange(b), np.arange(c), np.arange(h), np.arange(w), indexing="ij"
+    )
     hh, ph = np.divmod(yi, p)
     ww, pw = np.divmod(xi, p)
     t = hh * (w // p) + ww
@@ -270,7 +281,11 @@ def test_cross_attention_kv_rows_are_k_then_v(tiny, rng):
         ln = F.layer_norm(enc.double(), (cfg.d_model,), eps=1e-5)
         w = ca.to_kv.weight.double()
         k_raw = (ln @ w[: cfg.d_model].T).unflatten(-1, (cfg.n_heads, cfg.head_dim))
-        k_ref = k_raw / torch.sqrt(k_raw.pow(2).mean(-1, keepdim=True) + 1e-5) * ca.k_norm.weight.double()
+        k_ref = (
+            k_raw
+            / torch.sqrt(k_raw.pow(2).mean(-1, keepdim=True) + 1e-5)
+            * ca.k_norm.weight.double()
+        )
         v_ref = (ln @ w[cfg.d_model :].T).unflatten(-1, (cfg.n_heads, cfg.head_dim))
     assert k.shape == v.shape == (2, cfg.tokens_per_view, cfg.n_heads, cfg.head_dim)
     assert _maxdiff(k, k_ref) <= ATOL
@@ -281,7 +296,9 @@ def test_cross_attention_kv_rows_are_k_then_v(tiny, rng):
 # ----------------------------------------------------------------- keys and shapes
 
 
-def _efficient_lvsm_keys(d: int, p: int, n_layers: int, head_dim: int) -> dict[str, tuple[int, ...]]:
+def _efficient_lvsm_keys(
+    d: int, p: int, n_layers: int, head_dim: int
+) -> dict[str, tuple[int, ...]]:
     """The released checkpoints' state-dict keys, from shared/reference/efficient-lvsm.md."""
     keys = {
         "rgbp_tokenizer.1.weight": (d, 9 * p * p),
@@ -308,7 +325,14 @@ def _efficient_lvsm_keys(d: int, p: int, n_layers: int, head_dim: int) -> dict[s
 
 def test_res256_state_dict_matches_the_released_checkpoint_keys():
     cfg = PRESETS["res256"]
-    assert (cfg.d_model, cfg.head_dim, cfg.n_heads, cfg.n_layers, cfg.patch_size, cfg.tokens_per_view) == (768, 64, 12, 12, 8, 1024)
+    assert (
+        cfg.d_model,
+        cfg.head_dim,
+        cfg.n_heads,
+        cfg.n_layers,
+        cfg.patch_size,
+        cfg.tokens_per_view,
+    ) == (768, 64, 12, 12, 8, 1024)
     with torch.device("meta"):
         model = EfficientLVSM(cfg)
     got = {k: tuple(v.shape) for k, v in model.state_dict().items()}
@@ -369,11 +393,15 @@ def test_layer_norm_is_plain_eps_1e5_and_lvsm_weight_has_no_bias():
     d = 64
     # variance ~1e-6, so eps = 1e-5 dominates: eps 1e-6 or 1e-12 would give other numbers
     x = 1e-3 * torch.randn(4, 10, d)
-    ref = (x.double() - x.double().mean(-1, keepdim=True)) / torch.sqrt(x.double().var(-1, unbiased=False, keepdim=True) + 1e-5)
+    ref = (x.double() - x.double().mean(-1, keepdim=True)) / torch.sqrt(
+        x.double().var(-1, unbiased=False, keepdim=True) + 1e-5
+    )
     got = LayerNorm(d)(x)
     assert float(ref.abs().max()) > 0.1
     assert _maxdiff(got, ref) <= 1e-4
-    wrong_eps = (x.double() - x.double().mean(-1, keepdim=True)) / torch.sqrt(x.double().var(-1, unbiased=False, keepdim=True) + 1e-6)
+    wrong_eps = (x.double() - x.double().mean(-1, keepdim=True)) / torch.sqrt(
+        x.double().var(-1, unbiased=False, keepdim=True) + 1e-6
+    )
     assert _maxdiff(got, wrong_eps) > 1e-2
     affine = LayerNorm(d, affine=True)
     with torch.no_grad():
@@ -390,14 +418,16 @@ def test_rms_norm_computes_in_float32_and_casts_back(module_dtype):
         norm.weight.copy_(0.5 + 1.5 * torch.rand(dh))
     norm = norm.to(module_dtype)
     # magnitudes where x^2 overflows fp16 (> 65504): an fp16 computation gives inf/0 here
-    x = (torch.randn(8, 5, dh) * torch.tensor([1.0, 30.0, 300.0, 1000.0]).repeat(2)[:, None, None]).half()
+    x = (
+        torch.randn(8, 5, dh) * torch.tensor([1.0, 30.0, 300.0, 1000.0]).repeat(2)[:, None, None]
+    ).half()
     y = norm(x)
     assert y.dtype == torch.float16 and torch.isfinite(y).all()
     assert torch.equal(y, norm(x.float()).half())  # the same as fp32 computation cast back
     xd = x.double()
     ref = xd / torch.sqrt(xd.pow(2).mean(-1, keepdim=True) + 1e-5) * norm.weight.detach().double()
     assert float(ref.abs().max()) > 1.0
-    assert _maxdiff(y, ref) <= 2 ** -10 * float(ref.abs().max())  # one fp16 rounding
+    assert _maxdiff(y, ref) <= 2**-10 * float(ref.abs().max())  # one fp16 rounding
     naive = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-5) * norm.weight.half()
     assert not torch.isfinite(naive).all() or _maxdiff(naive, ref) > 1e-2  # what fp32 avoids
 
@@ -433,16 +463,26 @@ def _measured_flops(fn, model) -> int:
 def test_count_flops_equals_the_matmuls_the_model_runs(tiny, n_views, n_targets):
     cfg, s = tiny.cfg, tiny.cfg.image_size
     flops = efficient_lvsm.count_flops(cfg, n_views, n_targets)
-    assert _measured_flops(lambda: tiny.encode_view(torch.rand(1, 9, s, s)), tiny) == flops["encode"]
-    kv = [(torch.randn(1, n_views * cfg.tokens_per_view, cfg.n_heads, cfg.head_dim),) * 2 for _ in range(cfg.n_layers)]
-    assert _measured_flops(lambda: tiny.render(torch.rand(1, n_targets, 6, s, s), kv), tiny) == flops["decode"]
+    assert (
+        _measured_flops(lambda: tiny.encode_view(torch.rand(1, 9, s, s)), tiny) == flops["encode"]
+    )
+    kv = [
+        (torch.randn(1, n_views * cfg.tokens_per_view, cfg.n_heads, cfg.head_dim),) * 2
+        for _ in range(cfg.n_layers)
+    ]
+    assert (
+        _measured_flops(lambda: tiny.render(torch.rand(1, n_targets, 6, s, s), kv), tiny)
+        == flops["decode"]
+    )
 
 
 @pytest.mark.parametrize("n_views, n_targets", [(1, 1), (3, 2)])
 def test_lvsm_count_flops_equals_the_matmuls_the_model_runs(n_views, n_targets):
     model = build_model("lvsm-tiny")[0]
     s = model.cfg.image_size
-    measured = _measured_flops(lambda: model(torch.rand(1, n_views, 9, s, s), torch.rand(1, n_targets, 6, s, s)), model)
+    measured = _measured_flops(
+        lambda: model(torch.rand(1, n_views, 9, s, s), torch.rand(1, n_targets, 6, s, s)), model
+    )
     assert measured == lvsm.count_flops(model.cfg, n_views, n_targets)
 
 
@@ -461,7 +501,11 @@ def test_count_flops_scaling(preset):
         assert f[8, t]["decode"] - f[3, t]["decode"] == 5 * t * slope
     assert len({f[v, 1]["encode"] for v in (1, 2, 3, 8)}) == 1
     # LVSM decoder-only: grows quadratically in views, Efficient-LVSM's render linearly
-    lcfg = {"tiny": LVSM_PRESETS["lvsm-tiny"], "small": LVSM_PRESETS["lvsm-small"], "res256": LVSM_PRESETS["lvsm-paper"]}[preset]
+    lcfg = {
+        "tiny": LVSM_PRESETS["lvsm-tiny"],
+        "small": LVSM_PRESETS["lvsm-small"],
+        "res256": LVSM_PRESETS["lvsm-paper"],
+    }[preset]
     l1, l2, l3 = (lvsm.count_flops(lcfg, v, 1) for v in (8, 16, 24))
     e1, e2, e3 = (efficient_lvsm.count_flops(cfg, v, 1)["decode"] for v in (8, 16, 24))
     assert l3 - 2 * l2 + l1 > 0 and e3 - 2 * e2 + e1 == 0

@@ -15,8 +15,26 @@ from viewrt.models.train import HELDOUT_SEED0, VAL_SEED0, Recipe, evaluate, scen
 
 
 def _tiny(**kw) -> Recipe:
-    base = dict(image_size=32, patch_size=8, d_model=64, n_layers=1, head_dim=32, n_scenes=12, steps=30, batch=4,
-                lr=2e-3, min_lr=1e-4, warmup=3, val_scenes=2, eval_every=10, ckpt_every=10, bf16=False, threads=1, max_views=2, cycles=[])
+    base = dict(
+        image_size=32,
+        patch_size=8,
+        d_model=64,
+        n_layers=1,
+        head_dim=32,
+        n_scenes=12,
+        steps=30,
+        batch=4,
+        lr=2e-3,
+        min_lr=1e-4,
+        warmup=3,
+        val_scenes=2,
+        eval_every=10,
+        ckpt_every=10,
+        bf16=False,
+        threads=1,
+        max_views=2,
+        cycles=[],
+    )
     base.update(kw)
     return Recipe(**base)
 
@@ -36,7 +54,10 @@ def test_tiny_training_lowers_loss_and_writes_a_strict_checkpoint(tmp_path):
     state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
     assert state["step"] == recipe.steps and "optimizer" in state
     saved = json.loads((tmp_path / "run" / "log.json").read_text())
-    assert saved["recipe"]["seed"] == recipe.seed and (tmp_path / "run" / "curves.png").stat().st_size > 0
+    assert (
+        saved["recipe"]["seed"] == recipe.seed
+        and (tmp_path / "run" / "curves.png").stat().st_size > 0
+    )
     load_checkpoint(tmp_path / "run" / "model.safetensors", recipe.model_config())
 
 
@@ -111,8 +132,23 @@ def test_demo_preset_exports_and_validates(tmp_path):
 
     from viewrt.cli import main
 
-    res = CliRunner().invoke(main, ["export", "--preset", "demo", "--out", str(tmp_path / "m"), "--max-views", "4", "--seed", "0"])
+    res = CliRunner().invoke(
+        main,
+        [
+            "export",
+            "--preset",
+            "demo",
+            "--out",
+            str(tmp_path / "m"),
+            "--max-views",
+            "4",
+            "--seed",
+            "0",
+        ],
+    )
     assert res.exit_code == 0, res.output
     manifest = json.loads((tmp_path / "m" / "manifest.json").read_text())
     assert manifest["checkpoint"].endswith("demo.safetensors")
-    assert manifest["validation"]["max_abs_error"]["images"] <= manifest["validation"]["atol"] <= 1e-4
+    assert (
+        manifest["validation"]["max_abs_error"]["images"] <= manifest["validation"]["atol"] <= 1e-4
+    )

@@ -67,7 +67,9 @@ def test_threads_share_one_renderer(tiny_export):
         stop.set()
         w.join()
         assert not errors, errors
-        assert not bad, f"{len(bad)} of 1000 renders returned another thread's image or a wrong one: {bad[:5]}"
+        assert not bad, (
+            f"{len(bad)} of 1000 renders returned another thread's image or a wrong one: {bad[:5]}"
+        )
 
 
 def test_fp16_overflow_is_refused_and_the_cache_is_unchanged(tiny_export_fp16):
@@ -85,6 +87,8 @@ def test_fp16_overflow_is_refused_and_the_cache_is_unchanged(tiny_export_fp16):
         assert r.info() == before
         T = r.cache.T
         for b, kb in zip(r.cache.buffers, kv_before):
-            assert np.array_equal(r.backend.download(b)[:, :T], kb[:, :T])  # the cached view is untouched
+            assert np.array_equal(
+                r.backend.download(b)[:, :T], kb[:, :T]
+            )  # the cached view is untouched
         img = r.render([cams[2]])
         assert np.isfinite(img).all() and np.abs(img).max() > 0.01

@@ -7,7 +7,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-ov = pytest.importorskip("openvino", reason="OpenVINO is not installed (pip install 'viewrt[openvino]')")
+ov = pytest.importorskip(
+    "openvino", reason="OpenVINO is not installed (pip install 'viewrt[openvino]')"
+)
 
 from test_runtime import ATOL, Scene, assert_parity  # noqa: E402
 
@@ -18,7 +20,9 @@ from viewrt.runtime.backends.openvino import OpenVinoBackend  # noqa: E402
 
 def test_precision_in_use_is_reported(tiny_export):
     out_dir, _ = tiny_export
-    default = ov.Core().get_property("CPU", "INFERENCE_PRECISION_HINT").get_type_name()  # this CPU's default
+    default = (
+        ov.Core().get_property("CPU", "INFERENCE_PRECISION_HINT").get_type_name()
+    )  # this CPU's default
     names = {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}
     with vrt.open(out_dir, backend="openvino") as r:
         assert r.backend.precision == default and r.info()["precision"] == names[default]
@@ -35,17 +39,29 @@ def test_dynamic_axes_bounded_by_the_manifest(tiny_export):
     out_dir, _ = tiny_export
     m = vrt.load_manifest(out_dir)
     with vrt.open(out_dir, backend="openvino", precision="f32") as r:
-        dec = {p.get_any_name(): p.get_partial_shape() for p in r.backend.compiled["decoder"].inputs}
+        dec = {
+            p.get_any_name(): p.get_partial_shape() for p in r.backend.compiled["decoder"].inputs
+        }
         past = dec[m.past_names[0]]
-        assert past[1].get_min_length() == 1 and past[1].get_max_length() == m.max_views * m.tokens_per_view
+        assert (
+            past[1].get_min_length() == 1
+            and past[1].get_max_length() == m.max_views * m.tokens_per_view
+        )
         assert [past[i].get_length() for i in (0, 2, 3)] == [1, m.n_heads, m.head_dim]
         rays = dec[m.target_input]
         assert rays[1].get_max_length() == m.max_targets and rays[2].get_length() == 6
         assert all(p.get_partial_shape().is_static for p in r.backend.compiled["encoder"].inputs)
         # past the bound: the manifest's clear error before OpenVINO sees it
-        too_many = np.zeros((1, m.max_views * m.tokens_per_view + 1, m.n_heads, m.head_dim), np.float32)
-        feed = {n: too_many for n in m.past_names} | {m.target_input: np.zeros((1, 1, 6, m.image_size, m.image_size), np.float32)}
-        with pytest.raises(ViewrtError, match=rf"input '{m.past_names[0]}': got shape .* expected \(1, '<={m.max_views * m.tokens_per_view}'"):
+        too_many = np.zeros(
+            (1, m.max_views * m.tokens_per_view + 1, m.n_heads, m.head_dim), np.float32
+        )
+        feed = {n: too_many for n in m.past_names} | {
+            m.target_input: np.zeros((1, 1, 6, m.image_size, m.image_size), np.float32)
+        }
+        with pytest.raises(
+            ViewrtError,
+            match=rf"input '{m.past_names[0]}': got shape .* expected \(1, '<={m.max_views * m.tokens_per_view}'",
+        ):
             r.backend.infer("decoder", feed)
 
 
@@ -64,12 +80,22 @@ def test_cache_bound_by_address_and_requests_reused(tiny_export):
             enc = be.requests["encoder"]
             for name, buf in zip(m.present_names, r.cache.buffers):
                 t = enc.get_tensor(name)
-                assert t.data.ctypes.data == buf.ptr + i * row and tuple(t.shape) == (1, T, m.n_heads, m.head_dim)
+                assert t.data.ctypes.data == buf.ptr + i * row and tuple(t.shape) == (
+                    1,
+                    T,
+                    m.n_heads,
+                    m.head_dim,
+                )
             r.render(sc.targets)
             dec = be.requests["decoder"]
             for name, buf in zip(m.past_names, r.cache.buffers):
                 t = dec.get_tensor(name)
-                assert t.data.ctypes.data == buf.ptr and tuple(t.shape) == (1, (i + 1) * T, m.n_heads, m.head_dim)
+                assert t.data.ctypes.data == buf.ptr and tuple(t.shape) == (
+                    1,
+                    (i + 1) * T,
+                    m.n_heads,
+                    m.head_dim,
+                )
                 assert np.shares_memory(t.data, buf.host)
             img = dec.get_tensor(m.image_output)
             assert img.data.ctypes.data == r._images.ptr  # rendered in place into the image buffer
@@ -79,7 +105,9 @@ def test_cache_bound_by_address_and_requests_reused(tiny_export):
         for _ in range(3):
             r.render(sc.targets)  # same N: the same tensor objects, nothing new
         assert [len(b.owner.tensors) for b in r.cache.buffers] == memo
-        assert all(b.owner.tensors[k] is v for b, d in zip(r.cache.buffers, before) for k, v in d.items())
+        assert all(
+            b.owner.tensors[k] is v for b, d in zip(r.cache.buffers, before) for k, v in d.items()
+        )
         assert_parity(r, sc, [0, 1, 2])
 
 
@@ -88,7 +116,10 @@ def test_bf16_and_default_close_to_f32(tiny_export):
     f32 is within the fp32 tolerance of PyTorch."""
     out_dir, model = tiny_export
     sc = Scene(model, n_views=3)
-    rs = {p: vrt.open(out_dir, frame=sc.frame, backend="openvino", precision=p) for p in ("f32", "bf16", None)}
+    rs = {
+        p: vrt.open(out_dir, frame=sc.frame, backend="openvino", precision=p)
+        for p in ("f32", "bf16", None)
+    }
     try:
         for i in range(3):
             for r in rs.values():

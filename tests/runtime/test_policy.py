@@ -49,15 +49,24 @@ class Model:
 
 
 class PolicyMachine(RuleBasedStateMachine):
-    @initialize(capacity=st.integers(1, 6), window=st.one_of(st.none(), st.integers(1, 6)), pinned=st.integers(0, 3))
+    @initialize(
+        capacity=st.integers(1, 6),
+        window=st.one_of(st.none(), st.integers(1, 6)),
+        pinned=st.integers(0, 3),
+    )
     def setup(self, capacity, window, pinned):
         if pinned > capacity or (window is not None and pinned + window > capacity):
             with pytest.raises(ViewrtError, match="exceeds the cache capacity"):
                 CachePolicy(capacity, window, pinned)
-            window, pinned = None, min(pinned, capacity)  # the same machine continues with what is allowed
+            window, pinned = (
+                None,
+                min(pinned, capacity),
+            )  # the same machine continues with what is allowed
         self.policy = CachePolicy(capacity, window, pinned)
         self.table = SlotTable(self.policy.physical)
-        self.store: list[int | None] = [None] * self.policy.physical  # view id in each physical slot
+        self.store: list[int | None] = [
+            None
+        ] * self.policy.physical  # view id in each physical slot
         self.model = Model(capacity, window, pinned)
         self.next_id = 0
 
@@ -73,9 +82,13 @@ class PolicyMachine(RuleBasedStateMachine):
             plan = self.policy.plan_add(self.table, keyframe)
         except ViewrtError:
             assert not self.model.add(-1, keyframe), "the policy refused an add the rules allow"
-            assert [(s.view_id, s.pinned, s.keyframe) for s in self.table.slots] == before  # nothing changed
+            assert [
+                (s.view_id, s.pinned, s.keyframe) for s in self.table.slots
+            ] == before  # nothing changed
             return
-        assert plan.slot == len(self.table) < self.policy.physical  # always the first free physical slot
+        assert (
+            plan.slot == len(self.table) < self.policy.physical
+        )  # always the first free physical slot
         assert self.store[plan.slot] is None or plan.slot >= len(self.table)
         vid = plan.entry.view_id
         self.store[plan.slot] = vid  # the encoder writes the free slot ...
@@ -104,7 +117,9 @@ class PolicyMachine(RuleBasedStateMachine):
     def render(self):
         n = len(self.table)
         assert n <= self.policy.capacity  # a render never reads more than the capacity
-        assert set(self.store[:n]) == self.model.render_set()  # the prefix is exactly what the rules say
+        assert (
+            set(self.store[:n]) == self.model.render_set()
+        )  # the prefix is exactly what the rules say
         for vid in self.policy.after_render(self.table):
             self._drop(vid)
         self.model.pending = None
@@ -122,10 +137,14 @@ class PolicyMachine(RuleBasedStateMachine):
             return
         n = len(self.table)
         assert [s.view_id for s in self.table.slots] == self.store[:n]
-        assert {s.view_id for s in self.table.slots if s.keyframe} == {k for k, _ in self.model.keys}
+        assert {s.view_id for s in self.table.slots if s.keyframe} == {
+            k for k, _ in self.model.keys
+        }
         pend = self.table.pending
         assert (pend.view_id if pend else None) == self.model.pending
-        assert {s.view_id for s in self.table.slots if s.pinned} == {k for k, p in self.model.keys if p}
+        assert {s.view_id for s in self.table.slots if s.pinned} == {
+            k for k, p in self.model.keys if p
+        }
         assert n <= self.policy.capacity
 
 
@@ -163,8 +182,16 @@ def test_second_non_keyframe_replaces_the_first():
     assert second.drop == [first.entry.view_id]
 
 
-@pytest.mark.parametrize("kwargs", [dict(capacity=0), dict(capacity=3, window=0), dict(capacity=3, pinned=-1),
-                                    dict(capacity=3, window="2"), dict(capacity=2.5)])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(capacity=0),
+        dict(capacity=3, window=0),
+        dict(capacity=3, pinned=-1),
+        dict(capacity=3, window="2"),
+        dict(capacity=2.5),
+    ],
+)
 def test_bad_policy_arguments(kwargs):
     with pytest.raises(ViewrtError):
         CachePolicy(**kwargs)

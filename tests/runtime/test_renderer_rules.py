@@ -30,14 +30,18 @@ def _scene(model, n, seed=None):
 
 def _reference(model, images, cams, targets, frame, idx):
     s = model.cfg.image_size
-    views = np.stack([input_view(images[i], frame.apply(cams[i].c2w), cams[i].fxfycxcy) for i in idx])
+    views = np.stack(
+        [input_view(images[i], frame.apply(cams[i].c2w), cams[i].fxfycxcy) for i in idx]
+    )
     rays = np.stack([plucker(frame.apply(c.c2w), c.fxfycxcy, s, s) for c in targets])
     with torch.no_grad():
         return model(torch.from_numpy(views)[None], torch.from_numpy(rays)[None])[0].numpy()
 
 
 @pytest.mark.parametrize("keyframes_before", [0, 1, 2, 5])
-def test_non_keyframe_takes_part_in_the_next_render_whatever_comes_before(tiny_export, keyframes_before):
+def test_non_keyframe_takes_part_in_the_next_render_whatever_comes_before(
+    tiny_export, keyframes_before
+):
     """The issue's failing input (2 keyframes, non-keyframe N, keyframe, render) at
     several fill levels of a max-8 cache: N is in the render, then dropped."""
     out_dir, model = tiny_export
@@ -51,7 +55,9 @@ def test_non_keyframe_takes_part_in_the_next_render_whatever_comes_before(tiny_e
         got = r.render(targets)
         want = _reference(model, images, cams, targets, frame, list(range(keyframes_before + 2)))
         assert np.abs(want).max() > 0.01 and np.abs(got - want).max() <= ATOL
-        without = _reference(model, images, cams, targets, frame, [i for i in range(keyframes_before + 2) if i != nk])
+        without = _reference(
+            model, images, cams, targets, frame, [i for i in range(keyframes_before + 2) if i != nk]
+        )
         assert np.abs(r.render(targets) - without).max() <= ATOL  # then dropped
 
 
@@ -69,7 +75,12 @@ def test_capacity_is_the_smaller_of_manifest_and_backend(tiny_export):
             r.add_view(images[i], cams[i])
         with pytest.raises(ViewrtError, match=r"cache full \(4 of 4 views\)"):
             r.add_view(images[4], cams[4])
-        assert np.abs(r.render(targets) - _reference(model, images, cams, targets, frame, [0, 1, 2, 3])).max() <= ATOL
+        assert (
+            np.abs(
+                r.render(targets) - _reference(model, images, cams, targets, frame, [0, 1, 2, 3])
+            ).max()
+            <= ATOL
+        )
     with pytest.raises(ViewrtError, match=r"max_views must be in 1..4 \(the ort backend's\)"):
         Renderer(m, be, max_views=5)
 
@@ -97,18 +108,26 @@ def test_failed_encode_into_an_evicted_slot_changes_nothing(tiny_export, monkeyp
         for b, k0 in zip(r.cache.buffers, kv):
             assert np.array_equal(r.backend.download(b)[:, : 3 * T], k0[:, : 3 * T])
         got = r.render(targets)
-        assert np.abs(got - _reference(model, images, cams, targets, frame, [0, 1, 2])).max() <= ATOL
+        assert (
+            np.abs(got - _reference(model, images, cams, targets, frame, [0, 1, 2])).max() <= ATOL
+        )
 
 
-@pytest.mark.parametrize("call, pattern", [
-    (lambda r, c: r.render(42), "expected a list of cameras"),
-    (lambda r, c: r.render("cam"), "expected a list of cameras"),
-    (lambda r, c: r.remove_view("0"), "view id must be an integer"),
-    (lambda r, c: r.add_view(np.zeros((2, 2), np.float32), c), "image: got shape"),
-    (lambda r, c: r.add_view([[1]], c), "image: expected a float array"),
-    (lambda r, c: r.add_view("img", c), "image: expected a float array"),
-    (lambda r, c: r.add_view(np.zeros((3, 32, 32), np.float32), c, keyframe="no"), "keyframe must be True or False"),
-])
+@pytest.mark.parametrize(
+    "call, pattern",
+    [
+        (lambda r, c: r.render(42), "expected a list of cameras"),
+        (lambda r, c: r.render("cam"), "expected a list of cameras"),
+        (lambda r, c: r.remove_view("0"), "view id must be an integer"),
+        (lambda r, c: r.add_view(np.zeros((2, 2), np.float32), c), "image: got shape"),
+        (lambda r, c: r.add_view([[1]], c), "image: expected a float array"),
+        (lambda r, c: r.add_view("img", c), "image: expected a float array"),
+        (
+            lambda r, c: r.add_view(np.zeros((3, 32, 32), np.float32), c, keyframe="no"),
+            "keyframe must be True or False",
+        ),
+    ],
+)
 def test_api_type_mistakes_are_clear_errors(tiny_export, call, pattern):
     out_dir, model = tiny_export
     images, cams, targets, frame = _scene(model, 1)
@@ -120,15 +139,18 @@ def test_api_type_mistakes_are_clear_errors(tiny_export, call, pattern):
         assert r.info() == before
 
 
-@pytest.mark.parametrize("kwargs, pattern", [
-    (dict(window="2"), "window must be an integer"),
-    (dict(max_views=2.5), "max_views must be an integer"),
-    (dict(pinned=True), "pinned must be an integer"),
-    (dict(backend=3), "backend must be a name"),
-    (dict(frame="x"), "frame: expected"),
-    (dict(attention_budget_mib=-1), "attention_budget_mib"),
-    (dict(precision="bf16"), "takes no option precision"),
-])
+@pytest.mark.parametrize(
+    "kwargs, pattern",
+    [
+        (dict(window="2"), "window must be an integer"),
+        (dict(max_views=2.5), "max_views must be an integer"),
+        (dict(pinned=True), "pinned must be an integer"),
+        (dict(backend=3), "backend must be a name"),
+        (dict(frame="x"), "frame: expected"),
+        (dict(attention_budget_mib=-1), "attention_budget_mib"),
+        (dict(precision="bf16"), "takes no option precision"),
+    ],
+)
 def test_open_type_mistakes_are_clear_errors(tiny_export, kwargs, pattern):
     with pytest.raises(ViewrtError, match=pattern):
         vrt.open(tiny_export[0], **kwargs)
@@ -140,19 +162,27 @@ def test_a_closed_renderer_refuses_work(tiny_export):
     r = vrt.open(out_dir, frame=frame)
     r.add_view(images[0], cams[0])
     r.close()
-    for call in (lambda: r.add_view(images[0], cams[0]), lambda: r.render(targets), lambda: r.remove_view(0), r.reset):
+    for call in (
+        lambda: r.add_view(images[0], cams[0]),
+        lambda: r.render(targets),
+        lambda: r.remove_view(0),
+        r.reset,
+    ):
         with pytest.raises(ViewrtError, match="the renderer is closed"):
             call()
     assert r.info()["views"] == 1  # info still answers
 
 
-@pytest.mark.parametrize("kwargs, pattern", [
-    (dict(threads="2"), "threads must be a positive integer"),
-    (dict(threads=0), "threads must be a positive integer"),
-    (dict(threads=-1), "threads must be a positive integer"),
-    (dict(device=0), "device must be a string"),
-    (dict(pinned=17), "pinned = 17 exceeds the cache capacity of 8 views"),
-])
+@pytest.mark.parametrize(
+    "kwargs, pattern",
+    [
+        (dict(threads="2"), "threads must be a positive integer"),
+        (dict(threads=0), "threads must be a positive integer"),
+        (dict(threads=-1), "threads must be a positive integer"),
+        (dict(device=0), "device must be a string"),
+        (dict(pinned=17), "pinned = 17 exceeds the cache capacity of 8 views"),
+    ],
+)
 def test_open_option_values_are_checked(tiny_export, kwargs, pattern):
     with pytest.raises(ViewrtError, match=pattern):
         vrt.open(tiny_export[0], **kwargs)

@@ -37,10 +37,17 @@ class Scene:
         """One batch PyTorch forward over the given views (any order)."""
         frame = frame or self.frame
         size = self.model.cfg.image_size
-        views = np.stack([input_view(self.images[i], frame.apply(self.cams[i].c2w), self.cams[i].fxfycxcy) for i in view_indices])
+        views = np.stack(
+            [
+                input_view(self.images[i], frame.apply(self.cams[i].c2w), self.cams[i].fxfycxcy)
+                for i in view_indices
+            ]
+        )
         rays = np.stack([plucker(frame.apply(c.c2w), c.fxfycxcy, size, size) for c in self.targets])
         with torch.no_grad():
-            return self.model(torch.from_numpy(views)[None], torch.from_numpy(rays)[None])[0].numpy()
+            return self.model(torch.from_numpy(views)[None], torch.from_numpy(rays)[None])[
+                0
+            ].numpy()
 
 
 def assert_parity(renderer, scene, view_indices, frame=None):
@@ -64,7 +71,12 @@ def test_scripted_sequence_parity(export, request, backend):
         r.remove_view(ids[2])  # from the middle
         live.remove(2)
         assert_parity(r, sc, live)
-        assert r.info()["slots"] == [ids[0], ids[1], ids[4], ids[3]]  # last slot moved into the hole
+        assert r.info()["slots"] == [
+            ids[0],
+            ids[1],
+            ids[4],
+            ids[3],
+        ]  # last slot moved into the hole
         r.remove_view(ids[3])  # the last slot
         live.remove(3)
         assert_parity(r, sc, live)
@@ -106,13 +118,25 @@ def test_frame_from_first_view(tiny_export, backend):
         r.add_view(sc.images[0], sc.cams[0])
         r.add_view(sc.images[1], sc.cams[1])
         frame = vrt.NormalizationFrame.from_cameras(sc.cams[0].c2w[None])
-        assert np.allclose(r.frame.transform, frame.transform) and r.info()["frame_source"] == "first added view"
+        assert (
+            np.allclose(r.frame.transform, frame.transform)
+            and r.info()["frame_source"] == "first added view"
+        )
         assert_parity(r, sc, [0, 1], frame)
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(
-    ops=st.lists(st.tuples(st.sampled_from(["add", "add", "add", "nonkey", "remove", "render", "reset"]), st.integers(0, 1 << 16)), min_size=1, max_size=14),
+    ops=st.lists(
+        st.tuples(
+            st.sampled_from(["add", "add", "add", "nonkey", "remove", "render", "reset"]),
+            st.integers(0, 1 << 16),
+        ),
+        min_size=1,
+        max_size=14,
+    ),
     window=st.sampled_from([None, 2, 3]),
     pinned=st.integers(0, 2),
 )
@@ -124,7 +148,9 @@ def test_random_operation_sequences(tiny_export, backend, ops, window, pinned):
     sc = Scene(model, n_views=len(ops) + 1)
     cached: list[tuple[int, int, bool]] = []  # (view id, scene index, pinned) in insertion order
     added, pending = 0, None  # pending: scene index of the non-keyframe view the next render uses
-    with vrt.open(out_dir, max_views=max_views, window=window, pinned=pinned, frame=sc.frame, **backend) as r:
+    with vrt.open(
+        out_dir, max_views=max_views, window=window, pinned=pinned, frame=sc.frame, **backend
+    ) as r:
         for step, (op, pick) in enumerate(ops):
             if op in ("add", "nonkey"):
                 keyframe = op == "add"
@@ -162,7 +188,9 @@ def test_random_operation_sequences(tiny_export, backend, ops, window, pinned):
                 r.reset()
                 cached, added, pending = [], 0, None
             elif cached or pending is not None:
-                assert_parity(r, sc, [c[1] for c in cached] + ([pending] if pending is not None else []))
+                assert_parity(
+                    r, sc, [c[1] for c in cached] + ([pending] if pending is not None else [])
+                )
                 pending = None
             assert sorted(r.info()["cached_ids"]) == sorted(c[0] for c in cached)
 
@@ -187,10 +215,16 @@ def test_zero_copy_add_and_render(tiny_export, backend, monkeypatch):
             after = _snapshot(r)
             with torch.no_grad():
                 view = input_view(sc.images[i], sc.frame.apply(sc.cams[i].c2w), sc.cams[i].fxfycxcy)
-                kv = [t[0].numpy() for pair in model.encode_view(torch.from_numpy(view)[None]) for t in pair]
+                kv = [
+                    t[0].numpy()
+                    for pair in model.encode_view(torch.from_numpy(view)[None])
+                    for t in pair
+                ]
             for b0, b1, want in zip(before, after, kv):
                 slot = slice(i * T, (i + 1) * T)
-                assert np.abs(b1[0, slot] - want).max() <= ATOL  # the encoder's outputs are in the slot
+                assert (
+                    np.abs(b1[0, slot] - want).max() <= ATOL
+                )  # the encoder's outputs are in the slot
                 assert not np.array_equal(b0[0, slot], b1[0, slot])  # ... and they changed it
                 rest = np.ones(b0.shape[1], bool)
                 rest[slot] = False
@@ -198,11 +232,16 @@ def test_zero_copy_add_and_render(tiny_export, backend, monkeypatch):
             r.render(sc.targets)
             assert _snapshot(r)[0].tobytes() == after[0].tobytes()  # render reads in place
         assert copies == []  # no copy on add or render
-        assert [b.ptr for b in r.cache.buffers] == ptrs and [b.host.ctypes.data for b in r.cache.buffers] == host_ptrs
+        assert [b.ptr for b in r.cache.buffers] == ptrs and [
+            b.host.ctypes.data for b in r.cache.buffers
+        ] == host_ptrs
         assert all(a is b for a, b in zip(r.cache.buffers, buffers))  # never reallocated
         m = r.manifest
         # capacity 4 plus the one free slot a new view is written to before it is committed
-        assert r.info()["bytes_reserved"] == m.n_layers * 2 * (4 + 1) * m.tokens_per_view * m.n_heads * m.head_dim * 4
+        assert (
+            r.info()["bytes_reserved"]
+            == m.n_layers * 2 * (4 + 1) * m.tokens_per_view * m.n_heads * m.head_dim * 4
+        )
 
 
 def test_remove_moves_one_view(tiny_export, backend):
@@ -227,7 +266,10 @@ def test_fp16_export_runtime_close_to_fp32(tiny_export, tiny_export_fp16, backen
     out32, model = tiny_export
     out16, _ = tiny_export_fp16
     sc = Scene(model, n_views=4)
-    with vrt.open(out32, frame=sc.frame, **backend) as a, vrt.open(out16, frame=sc.frame, **backend) as b:
+    with (
+        vrt.open(out32, frame=sc.frame, **backend) as a,
+        vrt.open(out16, frame=sc.frame, **backend) as b,
+    ):
         for i in range(4):
             a.add_view(sc.images[i], sc.cams[i])
             b.add_view(sc.images[i], sc.cams[i])
@@ -250,7 +292,7 @@ def _bad_inputs(sc, size):
         ("uint8", (good_img * 255).astype(np.uint8), cam, "dtype"),
         ("range", good_img * 255, cam, "[0, 1]"),
         ("nan", nan_img, cam, "NaN"),
-        ("non-rigid", good_img, (nonrigid, cam.fxfycxcy), "rigid" ),
+        ("non-rigid", good_img, (nonrigid, cam.fxfycxcy), "rigid"),
         ("focal", good_img, (cam.c2w, np.array([-1.0, 30, 16, 16])), "f"),
     ]
 
@@ -266,7 +308,9 @@ def test_bad_inputs_change_nothing(tiny_export, backend):
             with pytest.raises(ViewrtError, match=None) as e:
                 r.add_view(image, cam)
             assert word.lower() in str(e.value).lower(), (what, str(e.value))
-            assert r.info() == before and all(np.array_equal(a, b) for a, b in zip(bufs, _snapshot(r)))
+            assert r.info() == before and all(
+                np.array_equal(a, b) for a, b in zip(bufs, _snapshot(r))
+            )
         with pytest.raises(ViewrtError, match="not in the cache"):
             r.remove_view(12345)
         r.add_view(sc.images[2], sc.cams[2])
@@ -377,7 +421,10 @@ def test_tensorrt_backend_matches_onnxruntime(tiny_export, tmp_path):
 def test_targets_per_call_gives_the_same_images(tiny_export, backend):
     out_dir, model = tiny_export
     sc = Scene(model, n_views=3, n_targets=5)
-    with vrt.open(out_dir, frame=sc.frame, **backend) as a, vrt.open(out_dir, frame=sc.frame, targets_per_call=2, **backend) as b:
+    with (
+        vrt.open(out_dir, frame=sc.frame, **backend) as a,
+        vrt.open(out_dir, frame=sc.frame, targets_per_call=2, **backend) as b,
+    ):
         for i in range(3):
             a.add_view(sc.images[i], sc.cams[i])
             b.add_view(sc.images[i], sc.cams[i])
@@ -399,7 +446,11 @@ def test_attention_budget_bounds_targets_per_call(tiny_export):
     with vrt.open(out_dir, "ort", frame=sc.frame, attention_budget_mib=budget_mib) as r:
         assert r._targets_per_call(4) == m.max_targets  # fused: all at once whatever the budget
     with vrt.open(out_dir, "ort-plain", frame=sc.frame, attention_budget_mib=budget_mib) as r:
-        assert r._targets_per_call(1) == 2 and r._targets_per_call(2) == 1 and r._targets_per_call(4) == 1
+        assert (
+            r._targets_per_call(1) == 2
+            and r._targets_per_call(2) == 1
+            and r._targets_per_call(4) == 1
+        )
         for i in range(4):
             r.add_view(sc.images[i], sc.cams[i])
         assert_parity(r, sc, [0, 1, 2, 3])
@@ -423,6 +474,11 @@ def test_tensorrt_ep_options_from_the_manifest(tiny_export):
     assert dec["trt_engine_cache_enable"] and str(out_dir) in dec["trt_engine_cache_path"]
     enc = be._provider_options("TensorrtExecutionProvider", "encoder")
     assert "trt_profile_min_shapes" not in enc  # static shapes
-    assert not be.materializes_attention and OrtBackend(m, "cpu", fused_attention=False).materializes_attention
-    assert not OrtBackend(m, "cpu").materializes_attention  # the fused MultiHeadAttention decoder variant
+    assert (
+        not be.materializes_attention
+        and OrtBackend(m, "cpu", fused_attention=False).materializes_attention
+    )
+    assert not OrtBackend(
+        m, "cpu"
+    ).materializes_attention  # the fused MultiHeadAttention decoder variant
     assert be._provider_options("CUDAExecutionProvider", "decoder") == {"device_id": 0}

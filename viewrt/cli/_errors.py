@@ -23,7 +23,10 @@ def cli_errors(fn):
             click.echo(f"error: {e}", err=True)
             sys.exit(1)
         except ModuleNotFoundError as e:
-            click.echo(f"error: {e.name} is not installed; install the extra that provides it (see README)", err=True)
+            click.echo(
+                f"error: {e.name} is not installed; install the extra that provides it (see README)",
+                err=True,
+            )
             sys.exit(1)
 
     return wrapper
@@ -39,5 +42,7 @@ def require_report_extra(command: str) -> None:
 
     missing = [pkg for mod, pkg in REPORT_MODULES.items() if importlib.util.find_spec(mod) is None]
     if missing:
-        raise ViewrtError(f"{command} writes SSIM and plots, which need {', '.join(missing)}: "
-                          "pip install \".[report]\" (from the viewrt clone) installs them")
+        raise ViewrtError(
+            f"{command} writes SSIM and plots, which need {', '.join(missing)}: "
+            'pip install ".[report]" (from the viewrt clone) installs them'
+        )

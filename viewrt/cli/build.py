@@ -12,11 +12,27 @@ from viewrt.contract.precision import PRECISIONS
 
 @click.command("build")
 @click.argument("export_dir", type=click.Path(file_okay=False))
-@click.option("--precision", type=click.Choice(list(PRECISIONS)), default=None, help="Engine precision (default: the graphs').")
-@click.option("--max-views", type=int, default=None, help="Profile maximum in views (default: the manifest's).")
+@click.option(
+    "--precision",
+    type=click.Choice(list(PRECISIONS)),
+    default=None,
+    help="Engine precision (default: the graphs').",
+)
+@click.option(
+    "--max-views",
+    type=int,
+    default=None,
+    help="Profile maximum in views (default: the manifest's).",
+)
 @click.option("--max-targets", type=int, default=8, show_default=True)
-@click.option("--if-available", is_flag=True, help="Where TensorRT or a GPU is absent, say so and exit 0.")
-@click.option("--tf32", is_flag=True, help="Allow TF32 matmuls for fp32 tensors (default: cleared, true fp32).")
+@click.option(
+    "--if-available", is_flag=True, help="Where TensorRT or a GPU is absent, say so and exit 0."
+)
+@click.option(
+    "--tf32",
+    is_flag=True,
+    help="Allow TF32 matmuls for fp32 tensors (default: cleared, true fp32).",
+)
 @cli_errors
 def build(export_dir, precision, max_views, max_targets, if_available, tf32):
     """Build TensorRT engines (encoder.engine, decoder.engine) from an export folder."""
@@ -28,10 +44,14 @@ def build(export_dir, precision, max_views, max_targets, if_available, tf32):
     ok, reason = trt_available()  # probed once for the whole command (viewrt.devices)
     if not ok and if_available:
         read_export(Path(export_dir))  # the graphs are there and match
-        click.echo(f"engines NOT built in {export_dir}: {reason}. The ONNX graphs and manifest are ready; "
-                   "run `viewrt build` on the target device (TensorRT engines are tied to GPU and TensorRT version).")
+        click.echo(
+            f"engines NOT built in {export_dir}: {reason}. The ONNX graphs and manifest are ready; "
+            "run `viewrt build` on the target device (TensorRT engines are tied to GPU and TensorRT version)."
+        )
         return
     engines = build_engines(Path(export_dir), precision, max_views, max_targets, tf32)
     e = engines["encoder"]
-    click.echo(f"built {', '.join(x['file'] for x in engines.values())} in {export_dir} (TensorRT {e['tensorrt']}, "
-               f"{e['gpu']}, {e['precision']}, {e['typing']}ly typed, TF32 {'on' if tf32 else 'off'}); recorded in manifest.json")
+    click.echo(
+        f"built {', '.join(x['file'] for x in engines.values())} in {export_dir} (TensorRT {e['tensorrt']}, "
+        f"{e['gpu']}, {e['precision']}, {e['typing']}ly typed, TF32 {'on' if tf32 else 'off'}); recorded in manifest.json"
+    )

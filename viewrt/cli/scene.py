@@ -9,16 +9,54 @@ from viewrt.errors import ViewrtError
 
 
 @click.command("scene")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True, help="Output folder (list, index, scenes).")
-@click.option("--views", type=click.IntRange(2, 10_000), default=16, show_default=True, help="Views per scene.")
-@click.option("--size", type=click.IntRange(8, 4096), default=None,
-              help="Image size in pixels (default: the --for export's image size, else 128).")
-@click.option("--for", "for_export", type=click.Path(file_okay=False), default=None,
-              help="An export folder: the scenes get its image size.")
-@click.option("--scenes", type=click.IntRange(1, 100_000), default=1, show_default=True, help="Number of scenes.")
-@click.option("--seed", type=click.IntRange(0, 2**31 - 1), default=0, show_default=True, help="Seed of the first scene.")
-@click.option("--style", type=click.Choice(["classic", "multiview"]), default="classic", show_default=True,
-              help="multiview: scenes one view cannot explain (what the demo model is trained on).")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False),
+    required=True,
+    help="Output folder (list, index, scenes).",
+)
+@click.option(
+    "--views",
+    type=click.IntRange(2, 10_000),
+    default=16,
+    show_default=True,
+    help="Views per scene.",
+)
+@click.option(
+    "--size",
+    type=click.IntRange(8, 4096),
+    default=None,
+    help="Image size in pixels (default: the --for export's image size, else 128).",
+)
+@click.option(
+    "--for",
+    "for_export",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="An export folder: the scenes get its image size.",
+)
+@click.option(
+    "--scenes",
+    type=click.IntRange(1, 100_000),
+    default=1,
+    show_default=True,
+    help="Number of scenes.",
+)
+@click.option(
+    "--seed",
+    type=click.IntRange(0, 2**31 - 1),
+    default=0,
+    show_default=True,
+    help="Seed of the first scene.",
+)
+@click.option(
+    "--style",
+    type=click.Choice(["classic", "multiview"]),
+    default="classic",
+    show_default=True,
+    help="multiview: scenes one view cannot explain (what the demo model is trained on).",
+)
 @cli_errors
 def scene(out_dir, views, size, for_export, scenes, seed, style):
     """Generate synthetic scenes in the LVSM RealEstate10K format (scene JSON + PNGs), with a
@@ -31,21 +69,32 @@ def scene(out_dir, views, size, for_export, scenes, seed, style):
 
         export_size = load_manifest(for_export, verify=False).image_size
         if size is not None and size != export_size:
-            click.echo(f"note: --size {size} differs from the image size of {for_export} ({export_size}); "
-                       "infer will resize and crop the frames", err=True)
+            click.echo(
+                f"note: --size {size} differs from the image size of {for_export} ({export_size}); "
+                "infer will resize and crop the frames",
+                err=True,
+            )
         size = size or export_size
     size = size or 128
     import shutil
     from pathlib import Path
 
     out = Path(out_dir)
-    need = scenes * views * size * size * 3  # raw RGB bytes; PNG is smaller, but generating holds frames in memory too
+    need = (
+        scenes * views * size * size * 3
+    )  # raw RGB bytes; PNG is smaller, but generating holds frames in memory too
     probe = next((p for p in (out, *out.resolve().parents) if p.exists()), None)
     free = shutil.disk_usage(probe).free if probe is not None and probe.is_dir() else None
     if free is not None and need > free:
-        raise ViewrtError(f"{scenes} scene(s) of {views} views at {size}px need up to {need / 2**30:.1f} GiB, "
-                          f"more than the {free / 2**30:.1f} GiB free under {probe}; ask for fewer or smaller scenes")
-    with locked_folder(out_dir, "--out", clean_on_error=True):  # a failed or interrupted run leaves nothing half-written
+        raise ViewrtError(
+            f"{scenes} scene(s) of {views} views at {size}px need up to {need / 2**30:.1f} GiB, "
+            f"more than the {free / 2**30:.1f} GiB free under {probe}; ask for fewer or smaller scenes"
+        )
+    with locked_folder(
+        out_dir, "--out", clean_on_error=True
+    ):  # a failed or interrupted run leaves nothing half-written
         lst = make_synthetic_list(out_dir, scenes, n_views=views, size=size, seed=seed, style=style)
         idx = make_eval_index(lst)
-    click.echo(f"wrote {scenes} scene(s) of {views} views at {size}px: list {lst}, eval index {idx}")
+    click.echo(
+        f"wrote {scenes} scene(s) of {views} views at {size}px: list {lst}, eval index {idx}"
+    )

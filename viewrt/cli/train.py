@@ -8,22 +8,95 @@ from viewrt.cli._errors import cli_errors
 
 
 @click.command("train")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="out/train/demo", show_default=True,
-              help="Run folder: checkpoint.pt, log.json, curves.png, model.safetensors (resumed if a checkpoint is there).")
-@click.option("--steps", type=click.IntRange(min=1), default=None, help="Training steps (default: the demo recipe's).")
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of the model init, the scenes and every draw.")
-@click.option("--scenes", "n_scenes", type=click.IntRange(min=1), default=None, help="Synthetic training scenes (default: the demo recipe's).")
-@click.option("--list", "scene_list", type=click.Path(dir_okay=False), default=None, help="Train on a scene list (dataset format) instead.")
-@click.option("--batch", type=click.IntRange(min=1), default=None, help="Scenes per step (default: the demo recipe's).")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Peak learning rate (default: the demo recipe's).")
-@click.option("--precision", type=click.Choice(["auto", "bf16", "fp32"]), default="auto", show_default=True,
-              help="auto: bf16 autocast where the CPU has bf16 instructions (faster on this project's CPU), else fp32.")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False),
+    default="out/train/demo",
+    show_default=True,
+    help="Run folder: checkpoint.pt, log.json, curves.png, model.safetensors (resumed if a checkpoint is there).",
+)
+@click.option(
+    "--steps",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Training steps (default: the demo recipe's).",
+)
+@click.option(
+    "--seed",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Seed of the model init, the scenes and every draw.",
+)
+@click.option(
+    "--scenes",
+    "n_scenes",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Synthetic training scenes (default: the demo recipe's).",
+)
+@click.option(
+    "--list",
+    "scene_list",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Train on a scene list (dataset format) instead.",
+)
+@click.option(
+    "--batch",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Scenes per step (default: the demo recipe's).",
+)
+@click.option(
+    "--lr",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Peak learning rate (default: the demo recipe's).",
+)
+@click.option(
+    "--precision",
+    type=click.Choice(["auto", "bf16", "fp32"]),
+    default="auto",
+    show_default=True,
+    help="auto: bf16 autocast where the CPU has bf16 instructions (faster on this project's CPU), else fp32.",
+)
 @click.option("--no-resume", is_flag=True, help="Start over even if OUT holds a checkpoint.")
-@click.option("--eval", "eval_only", is_flag=True, help="Only evaluate: PSNR/SSIM by input views on held-out scenes.")
-@click.option("--checkpoint", type=click.Path(dir_okay=False), default=None, help="With --eval: weights to evaluate (default: the demo preset).")
-@click.option("--eval-scenes", type=click.IntRange(min=1), default=50, show_default=True, help="With --eval: held-out scenes.")
+@click.option(
+    "--eval",
+    "eval_only",
+    is_flag=True,
+    help="Only evaluate: PSNR/SSIM by input views on held-out scenes.",
+)
+@click.option(
+    "--checkpoint",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="With --eval: weights to evaluate (default: the demo preset).",
+)
+@click.option(
+    "--eval-scenes",
+    type=click.IntRange(min=1),
+    default=50,
+    show_default=True,
+    help="With --eval: held-out scenes.",
+)
 @cli_errors
-def train(out_dir, steps, seed, n_scenes, scene_list, batch, lr, precision, no_resume, eval_only, checkpoint, eval_scenes):
+def train(
+    out_dir,
+    steps,
+    seed,
+    n_scenes,
+    scene_list,
+    batch,
+    lr,
+    precision,
+    no_resume,
+    eval_only,
+    checkpoint,
+    eval_scenes,
+):
     """Train the demo Efficient-LVSM on synthetic scenes (needs torch), or evaluate it (--eval)."""
     from viewrt.models import train as tr
 
@@ -31,6 +104,16 @@ def train(out_dir, steps, seed, n_scenes, scene_list, batch, lr, precision, no_r
         res = tr.run_eval(out_dir, checkpoint, eval_scenes)
         click.echo(res["markdown"])
         return
-    recipe = tr.demo_recipe(steps=steps, seed=seed, n_scenes=n_scenes, scene_list=scene_list, batch=batch, lr=lr, precision=precision)
+    recipe = tr.demo_recipe(
+        steps=steps,
+        seed=seed,
+        n_scenes=n_scenes,
+        scene_list=scene_list,
+        batch=batch,
+        lr=lr,
+        precision=precision,
+    )
     log = tr.train(recipe, out_dir, resume=not no_resume, echo=click.echo)
-    click.echo(f"trained {log['steps_done']} steps in {log['wall_s'] / 60:.1f} min; wrote {out_dir}/model.safetensors, log.json, curves.png")
+    click.echo(
+        f"trained {log['steps_done']} steps in {log['wall_s'] / 60:.1f} min; wrote {out_dir}/model.safetensors, log.json, curves.png"
+    )

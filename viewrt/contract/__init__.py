@@ -14,7 +14,18 @@ from viewrt.contract.precision import (
 )
 
 __all__ = [
-    "names", "GraphInfo", "Manifest", "TensorInfo", "check_graph_io", "load_manifest",
-    "attention_scratch_bytes", "kv_bytes_per_view", "targets_within",
-    "EXPORT_PRECISIONS", "PRECISIONS", "QUANTIZED_PRECISIONS", "Precision", "get_precision",
+    "names",
+    "GraphInfo",
+    "Manifest",
+    "TensorInfo",
+    "check_graph_io",
+    "load_manifest",
+    "attention_scratch_bytes",
+    "kv_bytes_per_view",
+    "targets_within",
+    "EXPORT_PRECISIONS",
+    "PRECISIONS",
+    "QUANTIZED_PRECISIONS",
+    "Precision",
+    "get_precision",
 ]

@@ -53,18 +53,30 @@ class TensorInfo:
     def check(self, array_shape: tuple, array_dtype, bounds: dict[str, int] | None = None) -> None:
         """Raise ViewrtError unless shape/dtype fit this tensor (dynamic dims 1..bound)."""
         if np.dtype(array_dtype) != self.np_dtype:
-            raise ViewrtError(f"input '{self.name}': got dtype {np.dtype(array_dtype)}, expected {self.np_dtype}")
+            raise ViewrtError(
+                f"input '{self.name}': got dtype {np.dtype(array_dtype)}, expected {self.np_dtype}"
+            )
         bounds = bounds or {}
         ok = len(array_shape) == len(self.shape) and all(
-            (1 <= got <= bounds.get(want, got)) if isinstance(want, str) else got == want for got, want in zip(array_shape, self.shape)
+            (1 <= got <= bounds.get(want, got)) if isinstance(want, str) else got == want
+            for got, want in zip(array_shape, self.shape)
         )
         if not ok:
-            want = tuple(f"<={bounds[d]}" if isinstance(d, str) and d in bounds else d for d in self.shape)
-            raise ViewrtError(f"input '{self.name}': got shape {tuple(array_shape)}, expected {want}")
+            want = tuple(
+                f"<={bounds[d]}" if isinstance(d, str) and d in bounds else d for d in self.shape
+            )
+            raise ViewrtError(
+                f"input '{self.name}': got shape {tuple(array_shape)}, expected {want}"
+            )
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape), "layout": self.layout,
-                "dynamic_axes": {str(k): v for k, v in self.dynamic_axes.items()}}
+        return {
+            "name": self.name,
+            "dtype": self.dtype,
+            "shape": list(self.shape),
+            "layout": self.layout,
+            "dynamic_axes": {str(k): v for k, v in self.dynamic_axes.items()},
+        }
 
     @classmethod
     def from_dict(cls, d: dict) -> TensorInfo:
@@ -83,20 +95,38 @@ class GraphInfo:
     sha256: str | None = None
 
     def to_dict(self) -> dict:
-        d = {"file": self.file, "inputs": [t.to_dict() for t in self.inputs], "outputs": [t.to_dict() for t in self.outputs]}
+        d = {
+            "file": self.file,
+            "inputs": [t.to_dict() for t in self.inputs],
+            "outputs": [t.to_dict() for t in self.outputs],
+        }
         if self.sha256:
             d["sha256"] = self.sha256
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> GraphInfo:
-        return cls(str(d["file"]), tuple(TensorInfo.from_dict(t) for t in d["inputs"]),
-                   tuple(TensorInfo.from_dict(t) for t in d["outputs"]), d.get("sha256"))
+        return cls(
+            str(d["file"]),
+            tuple(TensorInfo.from_dict(t) for t in d["inputs"]),
+            tuple(TensorInfo.from_dict(t) for t in d["outputs"]),
+            d.get("sha256"),
+        )
 
 
 # Header fields every manifest has, and the smallest value each may take.
-_HEADER_INTS = {"image_size": 1, "patch_size": 1, "tokens_per_view": 1, "n_layers": 1, "n_heads": 1,
-                "head_dim": 1, "d_model": 1, "max_views": 1, "max_targets": 1, "opset": 1}
+_HEADER_INTS = {
+    "image_size": 1,
+    "patch_size": 1,
+    "tokens_per_view": 1,
+    "n_layers": 1,
+    "n_heads": 1,
+    "head_dim": 1,
+    "d_model": 1,
+    "max_views": 1,
+    "max_targets": 1,
+    "opset": 1,
+}
 
 
 @dataclass
@@ -153,7 +183,13 @@ class Manifest:
 
     @property
     def kv_bytes_per_view(self) -> int:
-        return kv_bytes_per_view(self.n_layers, self.tokens_per_view, self.n_heads, self.head_dim, self.np_kv_dtype.itemsize)
+        return kv_bytes_per_view(
+            self.n_layers,
+            self.tokens_per_view,
+            self.n_heads,
+            self.head_dim,
+            self.np_kv_dtype.itemsize,
+        )
 
     def tensors(self, graph: str, kind: str) -> tuple[TensorInfo, ...]:
         """Inputs or outputs of a graph, in graph order."""
@@ -184,8 +220,13 @@ class Manifest:
     def image_output(self) -> str:
         return self.graphs["decoder"].outputs[0].name
 
-    def dynamic_ranges(self, max_views: int | None = None, max_targets: int | None = None, opt_views: int | None = None,
-                       opt_targets: int | None = None) -> dict[str, tuple[int, int, int]]:
+    def dynamic_ranges(
+        self,
+        max_views: int | None = None,
+        max_targets: int | None = None,
+        opt_views: int | None = None,
+        opt_targets: int | None = None,
+    ) -> dict[str, tuple[int, int, int]]:
         """``{dim_name: (min, opt, max)}`` of each dynamic dimension: the one source of
         TensorRT profiles, ORT TensorRT-EP profiles and backend bounds.
 
@@ -223,7 +264,9 @@ class Manifest:
             return base / self.graphs[graph].file
         engines = self.engines or {}
         if graph not in engines:
-            raise ViewrtError(f"{base}: no TensorRT engines recorded in the manifest; run `viewrt build {base}`")
+            raise ViewrtError(
+                f"{base}: no TensorRT engines recorded in the manifest; run `viewrt build {base}`"
+            )
         return base / engines[graph]["file"]
 
     # -- (de)serialization -----------------------------------------------------------------
@@ -235,7 +278,9 @@ class Manifest:
             v = getattr(self, f.name)
             d[f.name] = {k: g.to_dict() for k, g in v.items()} if f.name == "graphs" else v
         d["kv_bytes_per_view"] = {
-            p: kv_bytes_per_view(self.n_layers, self.tokens_per_view, self.n_heads, self.head_dim, row.itemsize)
+            p: kv_bytes_per_view(
+                self.n_layers, self.tokens_per_view, self.n_heads, self.head_dim, row.itemsize
+            )
             for p, row in PRECISIONS.items()
         }
         d.update(self.extra)
@@ -254,7 +299,9 @@ class Manifest:
                 json.dump(self.to_dict(), f, indent=1)
             umask = os.umask(0)
             os.umask(umask)
-            os.chmod(tmp, 0o666 & ~umask)  # readable like the graphs next to it (mkstemp makes 0600)
+            os.chmod(
+                tmp, 0o666 & ~umask
+            )  # readable like the graphs next to it (mkstemp makes 0600)
             os.replace(tmp, path)
         except OSError as e:
             raise ViewrtError(f"{path}: cannot write the manifest ({e.strerror or e})") from None
@@ -274,7 +321,11 @@ class Manifest:
             kw["graphs"] = {g: GraphInfo.from_dict(data["graphs"][g]) for g in N.GRAPHS}
             for k in ("family", "preset", "precision", "kv_dtype", "config"):
                 kw[k] = data[k]
-            extra = {k: v for k, v in data.items() if k not in known and k not in ("format", "format_version", "kv_bytes_per_view")}
+            extra = {
+                k: v
+                for k, v in data.items()
+                if k not in known and k not in ("format", "format_version", "kv_bytes_per_view")
+            }
             m = cls(**kw, extra=extra, dir=directory)
         except ViewrtError:
             raise
@@ -297,28 +348,47 @@ class Manifest:
             if v < lo:
                 raise ViewrtError(f"{where}: {k} must be >= {lo}, got {v}")
         if self.precision not in PRECISIONS:
-            raise ViewrtError(f"{where}: precision {self.precision!r} is not one of {', '.join(PRECISIONS)}")
+            raise ViewrtError(
+                f"{where}: precision {self.precision!r} is not one of {', '.join(PRECISIONS)}"
+            )
         try:
             np.dtype(self.kv_dtype)
         except TypeError:
             raise ViewrtError(f"{where}: kv_dtype {self.kv_dtype!r} is not a dtype") from None
         if self.d_model != self.n_heads * self.head_dim:
-            raise ViewrtError(f"{where}: d_model {self.d_model} != n_heads {self.n_heads} x head_dim {self.head_dim}")
-        if self.image_size % self.patch_size or (self.image_size // self.patch_size) ** 2 != self.tokens_per_view:
-            raise ViewrtError(f"{where}: tokens_per_view {self.tokens_per_view} does not match image_size {self.image_size} "
-                              f"and patch_size {self.patch_size} (expected {(self.image_size // self.patch_size) ** 2})")
+            raise ViewrtError(
+                f"{where}: d_model {self.d_model} != n_heads {self.n_heads} x head_dim {self.head_dim}"
+            )
+        if (
+            self.image_size % self.patch_size
+            or (self.image_size // self.patch_size) ** 2 != self.tokens_per_view
+        ):
+            raise ViewrtError(
+                f"{where}: tokens_per_view {self.tokens_per_view} does not match image_size {self.image_size} "
+                f"and patch_size {self.patch_size} (expected {(self.image_size // self.patch_size) ** 2})"
+            )
         mem = host_memory_bytes()
         need = self.kv_bytes_per_view * self.max_views
         if mem is not None and need > mem:
-            raise ViewrtError(f"{where}: max_views {self.max_views}: its KV cache needs {need / 2**30:.1f} GiB, "
-                              f"more than this machine's {mem / 2**30:.1f} GiB")
+            raise ViewrtError(
+                f"{where}: max_views {self.max_views}: its KV cache needs {need / 2**30:.1f} GiB, "
+                f"more than this machine's {mem / 2**30:.1f} GiB"
+            )
         self._check_tensor_lists(where)
 
     def _check_tensor_lists(self, where) -> None:
-        S, T, H, Dh, kv = self.image_size, self.tokens_per_view, self.n_heads, self.head_dim, self.kv_dtype
+        S, T, H, Dh, kv = (
+            self.image_size,
+            self.tokens_per_view,
+            self.n_heads,
+            self.head_dim,
+            self.kv_dtype,
+        )
         want = {
             ("encoder", "inputs"): [(N.VIEW, "float32", (1, 9, S, S))],
-            ("encoder", "outputs"): [(n, kv, (1, T, H, Dh)) for n in N.kv_names("present", self.n_layers)],
+            ("encoder", "outputs"): [
+                (n, kv, (1, T, H, Dh)) for n in N.kv_names("present", self.n_layers)
+            ],
             ("decoder", "inputs"): [(N.TARGET_RAYS, "float32", (1, N.NUM_TARGETS, 6, S, S))]
             + [(n, kv, (1, N.PAST_TOKENS, H, Dh)) for n in N.kv_names("past", self.n_layers)],
             ("decoder", "outputs"): [(N.IMAGES, "float32", (1, N.NUM_TARGETS, 3, S, S))],
@@ -326,12 +396,20 @@ class Manifest:
         for (graph, kind), expected in want.items():
             got = self.tensors(graph, kind)
             if len(got) != len(expected):
-                raise ViewrtError(f"{where}: {graph} has {len(got)} {kind}, expected {len(expected)} for n_layers {self.n_layers}")
+                raise ViewrtError(
+                    f"{where}: {graph} has {len(got)} {kind}, expected {len(expected)} for n_layers {self.n_layers}"
+                )
             for i, (t, (name, dtype, shape)) in enumerate(zip(got, expected)):
-                for fld, have, need in (("name", t.name, name), ("dtype", t.dtype, dtype), ("shape", tuple(t.shape), shape)):
+                for fld, have, need in (
+                    ("name", t.name, name),
+                    ("dtype", t.dtype, dtype),
+                    ("shape", tuple(t.shape), shape),
+                ):
                     if have != need:
-                        raise ViewrtError(f"{where}: {graph} {kind[:-1]} {i} {fld}: manifest has {have!r}, "
-                                          f"its header (layers, heads, tokens per view, image size, kv_dtype) implies {need!r}")
+                        raise ViewrtError(
+                            f"{where}: {graph} {kind[:-1]} {i} {fld}: manifest has {have!r}, "
+                            f"its header (layers, heads, tokens per view, image size, kv_dtype) implies {need!r}"
+                        )
 
     def verify_files(self, files: list[str] | None = None) -> None:
         """Check the sha256 of the named files (default: every file the manifest lists).
@@ -341,8 +419,10 @@ class Manifest:
         recorded = dict(self.files)
         for name, g in self.graphs.items():
             if g.sha256 and g.file in recorded and recorded[g.file].get("sha256") != g.sha256:
-                raise ViewrtError(f"manifest: graphs.{name}.sha256 ({g.sha256[:12]}...) differs from files['{g.file}'].sha256 "
-                                  f"({str(recorded[g.file].get('sha256'))[:12]}...); the manifest was edited: re-export")
+                raise ViewrtError(
+                    f"manifest: graphs.{name}.sha256 ({g.sha256[:12]}...) differs from files['{g.file}'].sha256 "
+                    f"({str(recorded[g.file].get('sha256'))[:12]}...); the manifest was edited: re-export"
+                )
             if g.sha256:
                 recorded.setdefault(g.file, {"sha256": g.sha256})
         for e in (self.engines or {}).values():
@@ -356,21 +436,36 @@ class Manifest:
             if not p.is_file():
                 raise ViewrtError(f"{p}: missing (the manifest lists it)")
             if sha256_file(p) != recorded[name]["sha256"]:
-                raise ViewrtError(f"{p}: checksum differs from the manifest; the file does not belong to this export (re-export or rebuild)")
+                raise ViewrtError(
+                    f"{p}: checksum differs from the manifest; the file does not belong to this export (re-export or rebuild)"
+                )
 
     def summary(self) -> dict:
         return {
-            "dir": str(self.dir), "family": self.family, "preset": self.preset, "precision": self.precision,
-            "image_size": self.image_size, "tokens_per_view": self.tokens_per_view, "layers": self.n_layers,
-            "heads": self.n_heads, "head_dim": self.head_dim, "max_views": self.max_views, "max_targets": self.max_targets,
+            "dir": str(self.dir),
+            "family": self.family,
+            "preset": self.preset,
+            "precision": self.precision,
+            "image_size": self.image_size,
+            "tokens_per_view": self.tokens_per_view,
+            "layers": self.n_layers,
+            "heads": self.n_heads,
+            "head_dim": self.head_dim,
+            "max_views": self.max_views,
+            "max_targets": self.max_targets,
             "kv_dtype": self.kv_dtype,
             "kv_MiB_per_view": round(self.kv_bytes_per_view / 2**20, 3),
             "kv_MiB_at_max_views": round(self.kv_bytes_per_view * self.max_views / 2**20, 2),
-            "validation": self.validation, "engines": self.engines, "quantization": self.quantization, "versions": self.versions,
+            "validation": self.validation,
+            "engines": self.engines,
+            "quantization": self.quantization,
+            "versions": self.versions,
         }
 
 
-def check_graph_io(manifest: Manifest, graph: str, kind: str, declared: list[tuple[str, str, tuple]], source: str) -> None:
+def check_graph_io(
+    manifest: Manifest, graph: str, kind: str, declared: list[tuple[str, str, tuple]], source: str
+) -> None:
     """Check a graph's inputs or outputs as the file itself declares them against the
     manifest: name, order, dtype, static dims and dynamic axes of every tensor.
 
@@ -387,16 +482,31 @@ def check_graph_io(manifest: Manifest, graph: str, kind: str, declared: list[tup
     if [d[0] for d in declared] != [t.name for t in want]:
         for i, (t, d) in enumerate(zip(want, declared)):
             if t.name != d[0]:
-                raise ViewrtError(f"manifest {graph} {kind[:-1]} {i}: name {t.name!r}, but {source} declares {d[0]!r} there")
-        raise ViewrtError(f"manifest {graph} {kind}: {len(want)} tensors, but {source} declares {len(declared)}")
+                raise ViewrtError(
+                    f"manifest {graph} {kind[:-1]} {i}: name {t.name!r}, but {source} declares {d[0]!r} there"
+                )
+        raise ViewrtError(
+            f"manifest {graph} {kind}: {len(want)} tensors, but {source} declares {len(declared)}"
+        )
     for t, (name, dtype, shape) in zip(want, declared):
         if np.dtype(dtype) != t.np_dtype:
-            raise ViewrtError(f"manifest {graph} {kind[:-1]} {name!r}: dtype {t.dtype}, but {source} declares {np.dtype(dtype)}")
+            raise ViewrtError(
+                f"manifest {graph} {kind[:-1]} {name!r}: dtype {t.dtype}, but {source} declares {np.dtype(dtype)}"
+            )
         shape = tuple(shape)
-        if len(shape) != len(t.shape) or any(
-            (w != g) if isinstance(w, int) else not (g is None or isinstance(g, str)) for w, g in zip(t.shape, shape)
-        ) or any(isinstance(g, str) and isinstance(w, str) and g != w for w, g in zip(t.shape, shape)):
-            raise ViewrtError(f"manifest {graph} {kind[:-1]} {name!r}: shape {list(t.shape)}, but {source} declares {list(shape)}")
+        if (
+            len(shape) != len(t.shape)
+            or any(
+                (w != g) if isinstance(w, int) else not (g is None or isinstance(g, str))
+                for w, g in zip(t.shape, shape)
+            )
+            or any(
+                isinstance(g, str) and isinstance(w, str) and g != w for w, g in zip(t.shape, shape)
+            )
+        ):
+            raise ViewrtError(
+                f"manifest {graph} {kind[:-1]} {name!r}: shape {list(t.shape)}, but {source} declares {list(shape)}"
+            )
 
 
 def load_manifest(directory: str | Path, verify: bool = True) -> Manifest:
@@ -413,7 +523,9 @@ def load_manifest(directory: str | Path, verify: bool = True) -> Manifest:
     directory = Path(directory)
     path = directory / N.MANIFEST_FILE
     if directory.is_file():
-        raise ViewrtError(f"export folder {directory}: is a file; pass the folder that holds manifest.json")
+        raise ViewrtError(
+            f"export folder {directory}: is a file; pass the folder that holds manifest.json"
+        )
     if not directory.is_dir():
         raise ViewrtError(f"export folder {directory}: no such folder")
     if not path.is_file():
@@ -425,7 +537,9 @@ def load_manifest(directory: str | Path, verify: bool = True) -> Manifest:
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise ViewrtError(f"{path}: not a viewrt manifest")
     if data.get("format_version") != FORMAT_VERSION:
-        raise ViewrtError(f"{path}: manifest format {data.get('format_version')}, this runtime reads {FORMAT_VERSION}")
+        raise ViewrtError(
+            f"{path}: manifest format {data.get('format_version')}, this runtime reads {FORMAT_VERSION}"
+        )
     m = Manifest.from_dict(data, directory)
     if verify:
         m.verify_files([m.graphs["encoder"].file, m.graphs["decoder"].file])

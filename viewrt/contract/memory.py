@@ -7,20 +7,26 @@ from __future__ import annotations
 import os
 
 
-def kv_bytes_per_view(n_layers: int, tokens_per_view: int, n_heads: int, head_dim: int, itemsize: int) -> int:
+def kv_bytes_per_view(
+    n_layers: int, tokens_per_view: int, n_heads: int, head_dim: int, itemsize: int
+) -> int:
     """Bytes of cached K and V for one view over all layers:
     ``n_layers * 2 (K, V) * tokens_per_view * n_heads * head_dim * itemsize``."""
     return int(n_layers) * 2 * int(tokens_per_view) * int(n_heads) * int(head_dim) * int(itemsize)
 
 
-def attention_scratch_bytes(targets: int, tokens_per_view: int, past_tokens: int, n_heads: int, itemsize: int = 4) -> int:
+def attention_scratch_bytes(
+    targets: int, tokens_per_view: int, past_tokens: int, n_heads: int, itemsize: int = 4
+) -> int:
     """Bytes of one decoder layer's materialized cross-attention: scores and probabilities
     (2 tensors) of ``targets * tokens_per_view`` queries by ``past_tokens`` keys by
     ``n_heads`` heads, fp32 by default (MatMul -> Softmax -> MatMul, unfused)."""
     return 2 * int(targets) * int(tokens_per_view) * int(past_tokens) * int(n_heads) * int(itemsize)
 
 
-def targets_within(budget_bytes: float, tokens_per_view: int, past_tokens: int, n_heads: int, limit: int) -> int:
+def targets_within(
+    budget_bytes: float, tokens_per_view: int, past_tokens: int, n_heads: int, limit: int
+) -> int:
     """Most targets per decoder call (1..limit) whose attention scratch fits the budget."""
     per_target = attention_scratch_bytes(1, tokens_per_view, past_tokens, n_heads)
     return int(max(1, min(limit, budget_bytes // max(1, per_target))))
