@@ -19,6 +19,7 @@ import numpy as np
 from viewrt.contract.manifest import Manifest
 from viewrt.errors import ViewrtError
 from viewrt.runtime.backends.base import Backend, Buffer
+from viewrt.runtime.backends.memory import HostMemory
 
 PRECISIONS = ("f32", "bf16", "f16")  # INFERENCE_PRECISION_HINT values a caller may force
 _NAMES = {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}  # OpenVINO's names -> the project's
@@ -52,6 +53,15 @@ def _declared(ports) -> list[tuple[str, str, tuple]]:
         )
         for p in ports
     ]
+
+
+class _OvHostMemory(HostMemory):
+    """memory.HostMemory whose buffers carry the ov.Tensor views made over them (_HostMemory)."""
+
+    def alloc(self, shape: tuple, dtype) -> Buffer:
+        buf = super().alloc(shape, dtype)
+        buf.owner = _HostMemory(buf.host)
+        return buf
 
 
 class OpenVinoBackend(Backend):
@@ -97,6 +107,7 @@ class OpenVinoBackend(Backend):
         self.requests: dict = {}
 
     def activate(self) -> None:
+        self.memory = _OvHostMemory()
         ov = _import_ov()
         core = ov.Core()
         config = {"PERFORMANCE_HINT": "LATENCY"}
@@ -170,25 +181,7 @@ class OpenVinoBackend(Backend):
             "openvino": getattr(self, "version", None),
         }
 
-    # -- memory: numpy host arrays --------------------------------------------------------------
-    def alloc(self, shape: tuple, dtype) -> Buffer:
-        arr = np.zeros(shape, np.dtype(dtype))
-        return Buffer(
-            arr.ctypes.data, tuple(shape), arr.dtype, "cpu", host=arr, owner=_HostMemory(arr)
-        )
-
-    def copy(self, dst: Buffer, src: Buffer) -> None:
-        if dst.nbytes != src.nbytes:
-            raise ValueError("copy between buffers of different sizes")
-        np.copyto(dst.host, src.host)
-
-    def upload(self, array: np.ndarray, staging: Buffer | None = None) -> Buffer:
-        array = np.ascontiguousarray(array)
-        return Buffer(array.ctypes.data, array.shape, array.dtype, "cpu", host=array)
-
-    def download(self, buf: Buffer) -> np.ndarray:
-        return buf.host.copy()
-
+    # -- memory: the shared host implementation, whose buffers keep their ov.Tensor views
     def tensor(self, buf: Buffer):
         """The shared-memory ov.Tensor over a buffer: made once and reused for memory this
         backend allocated (a cache slot, a cache prefix); a fresh wrapper (no copy) for a
