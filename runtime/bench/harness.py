@@ -51,6 +51,17 @@ def all_backend_names(baselines=None, quantized: str | None = None) -> list[str]
     return [*RUNTIME, *q, *(baselines.names if baselines is not None else ())]
 
 
+def _not_installed(backend: str) -> str | None:
+    """Why a registered backend cannot load here (its packages are missing), or None."""
+    from viewrt.runtime.backends import backend_class
+
+    try:
+        backend_class(backend)
+    except ViewrtError as e:
+        return str(e)
+    return None
+
+
 def numpy_matmul_rate(reps: int = 5) -> dict:
     """fp32 matmul rate of numpy's BLAS at 1024^3 and 2048^3 (GFLOP/s), for runs without
     a baselines provider."""
@@ -257,7 +268,6 @@ class Bench:
             )
 
     def _available(self, names: list[str] | None) -> tuple[list[str], dict[str, str]]:
-        import importlib.util
 
         import onnxruntime as ort
 
@@ -276,8 +286,8 @@ class Bench:
                     why = "needs --quantized-export DIR (an int8/fp8 export from `viewrt calib`)"
                 elif self.qmanifest.precision != QUANTIZED[b][1]:
                     why = f"the quantized export is {self.qmanifest.precision}"
-                elif QUANTIZED[b][0] == "openvino" and importlib.util.find_spec("openvino") is None:
-                    why = "openvino is not installed (pip install '.[openvino]')"
+                else:
+                    why = _not_installed(RUNTIME[QUANTIZED[b][0]].backend)
             elif b not in RUNTIME and self.base is None:
                 why = "no baselines provider in this run (viewrt bench brings the PyTorch ones)"
             elif b == "ort-cuda" and "CUDAExecutionProvider" not in providers:
@@ -288,12 +298,8 @@ class Bench:
                 why = devices.tensorrt_status().reason
             elif b == "trt" and not self.manifest.engines:
                 why = f"no engines in {self.cfg.export_dir} (run `viewrt build`)"
-            elif (
-                b in RUNTIME
-                and RUNTIME[b].backend == "openvino"
-                and importlib.util.find_spec("openvino") is None
-            ):
-                why = "openvino is not installed (pip install '.[openvino]')"
+            elif b in RUNTIME:
+                why = _not_installed(RUNTIME[b].backend)
             if why is None:
                 selected.append(b)
             else:
