@@ -166,133 +166,98 @@ def _infer(
         return not (list_file and (out / "summary.json").exists() and isinstance(e, ViewrtError))
 
     with locked_folder(out, "--out", clean_on_error=clean):
-        _run(
-            export_dir,
-            scene,
-            list_file,
-            scenes,
-            index,
-            index_file,
-            views,
-            target_list,
-            backend,
-            factory,
-            manifest,
-            out,
-            roots,
-            check_intrinsics,
-            device,
+        from viewrt.data import load_scene, make_synthetic_scene
+        from viewrt.failures import summarize_failures
+
+        size = manifest.image_size
+        checkpoint = manifest.checkpoint
+        extra = {
+            "export_dir": str(export_dir),
+            "preset": manifest.preset,
+            "precision": manifest.precision,
+            "weights": checkpoint or UNTRAINED,
+            "backend": backend,
+            "index": str(index_file) if index_file else None,
+        }
+        note = (
+            ""
+            if checkpoint
+            else f"note: {export_dir} holds the built-in untrained weights: the renders test the pipeline "
+            "and look like noise; export a real checkpoint (viewrt export --checkpoint ...) for meaningful images"
         )
-
-
-def _run(
-    export_dir,
-    scene,
-    list_file,
-    scenes,
-    index,
-    index_file,
-    views,
-    target_list,
-    backend,
-    factory,
-    manifest,
-    out,
-    roots,
-    check_intrinsics,
-    device,
-):
-    from viewrt.data import load_scene, make_synthetic_scene
-    from viewrt.failures import summarize_failures
-
-    size = manifest.image_size
-    checkpoint = manifest.checkpoint
-    extra = {
-        "export_dir": str(export_dir),
-        "preset": manifest.preset,
-        "precision": manifest.precision,
-        "weights": checkpoint or UNTRAINED,
-        "backend": backend,
-        "index": str(index_file) if index_file else None,
-    }
-    note = (
-        ""
-        if checkpoint
-        else f"note: {export_dir} holds the built-in untrained weights: the renders test the pipeline "
-        "and look like noise; export a real checkpoint (viewrt export --checkpoint ...) for meaningful images"
-    )
-    if list_file:
-        summary = run_list(
+        if list_file:
+            summary = run_list(
+                factory,
+                scenes,
+                out,
+                size,
+                views=views,
+                targets=target_list,
+                index=index,
+                max_views=manifest.max_views,
+                extra={**extra, "list": str(list_file)},
+                echo=_echo,
+                roots=roots.for_list(list_file),
+                check_intrinsics=check_intrinsics,
+            )
+            click.echo(
+                f"{summary['n_ok']} of {summary['n_scenes']} scene(s) ran ({summary['n_skipped']} skipped); wrote {out}/summary.json"
+            )
+            if note:
+                click.echo(note)
+            if summary["n_failed"]:
+                raise ViewrtError(
+                    summarize_failures(
+                        summary["failed"], summary["n_scenes"], str(out / "summary.json")
+                    )
+                )
+            return
+        if scene is None:
+            n_frames = max(
+                SYNTHETIC_FRAMES,
+                (views or 0) + (len(target_list) if target_list else DEFAULT_TARGETS),
+            )
+            scene_json = make_synthetic_scene(
+                out / "_scene", "synthetic", n_views=n_frames, size=size, seed=0
+            )
+            extra["scene_source"] = f"synthetic scene generated into {scene_json.parent}"
+            scene = load_scene(scene_json, roots)
+        sel = select_frames(scene, views, target_list, index, manifest.max_views)
+        s = run_scene(
             factory,
-            scenes,
+            scene,
             out,
-            size,
-            views=views,
-            targets=target_list,
-            index=index,
-            max_views=manifest.max_views,
-            extra={**extra, "list": str(list_file)},
-            echo=_echo,
-            roots=roots.for_list(list_file),
+            sel["inputs"],
+            sel["targets"],
+            size=size,
+            extra={**extra, "selection": sel["selection"]},
             check_intrinsics=check_intrinsics,
         )
+        f = s["final"]
         click.echo(
-            f"{summary['n_ok']} of {summary['n_scenes']} scene(s) ran ({summary['n_skipped']} skipped); wrote {out}/summary.json"
+            scene_line(
+                {
+                    "status": "ok",
+                    "scene": s["scene"],
+                    "views": f["views"],
+                    "psnr_mean": f["psnr_mean"],
+                    "ssim_mean": f["ssim_mean"],
+                    "step_ms_mean": mean(r["step_ms"] for r in s["steps"]),
+                    "out_dir": out,
+                }
+            )
         )
+        if backend == "openvino" and s.get("precision_in_use") != "fp32":
+            _report_against_fp32(
+                factory,
+                _renderer_factory(Path(export_dir), backend, device, "f32")[0],
+                scene,
+                sel,
+                size,
+                out,
+            )
         if note:
             click.echo(note)
-        if summary["n_failed"]:
-            raise ViewrtError(
-                summarize_failures(
-                    summary["failed"], summary["n_scenes"], str(out / "summary.json")
-                )
-            )
-        return
-    if scene is None:
-        n_frames = max(
-            SYNTHETIC_FRAMES, (views or 0) + (len(target_list) if target_list else DEFAULT_TARGETS)
-        )
-        scene_json = make_synthetic_scene(
-            out / "_scene", "synthetic", n_views=n_frames, size=size, seed=0
-        )
-        extra["scene_source"] = f"synthetic scene generated into {scene_json.parent}"
-        scene = load_scene(scene_json, roots)
-    sel = select_frames(scene, views, target_list, index, manifest.max_views)
-    s = run_scene(
-        factory,
-        scene,
-        out,
-        sel["inputs"],
-        sel["targets"],
-        size=size,
-        extra={**extra, "selection": sel["selection"]},
-        check_intrinsics=check_intrinsics,
-    )
-    f = s["final"]
-    click.echo(
-        scene_line(
-            {
-                "status": "ok",
-                "scene": s["scene"],
-                "views": f["views"],
-                "psnr_mean": f["psnr_mean"],
-                "ssim_mean": f["ssim_mean"],
-                "step_ms_mean": mean(r["step_ms"] for r in s["steps"]),
-                "out_dir": out,
-            }
-        )
-    )
-    if backend == "openvino" and s.get("precision_in_use") != "fp32":
-        _report_against_fp32(
-            factory,
-            _renderer_factory(Path(export_dir), backend, device, "f32")[0],
-            scene,
-            sel,
-            size,
-            out,
-        )
-    if note:
-        click.echo(note)
 
 
 RUNTIME_BACKENDS = tuple(CONFIGS)  # the runtime's configurations (viewrt.runtime.backends.CONFIGS)
