@@ -15,6 +15,7 @@ import torch
 
 from viewrt.models import init_weights, load_checkpoint
 from viewrt.models.registry import FAMILIES
+from viewrt.timing import matmul_gflops
 
 # name -> (kind, description): "eager" renderers keep a cache; "recompute" run one forward over all views
 BASELINES: dict[str, tuple[str, str]] = {
@@ -52,26 +53,16 @@ def measure_matmul_rate(model_shape: tuple[int, int, int] | None = None, reps: i
         shapes.append(tuple(int(s) for s in model_shape))
     runs = {}
     g = torch.Generator().manual_seed(0)
-
-    def rate(mm, x, y, flops):
-        mm(x, y)  # warm-up
-        ts = []
-        for _ in range(reps):
-            t0 = time.perf_counter()
-            mm(x, y)
-            ts.append(time.perf_counter() - t0)
-        return round(flops / float(np.median(ts)) / 1e9, 2)
-
     for m, k, n in shapes:
         a, b = torch.randn(m, k, generator=g), torch.randn(k, n, generator=g)
-        runs[f"torch {m}x{k}x{n}"] = rate(torch.matmul, a, b, 2 * m * k * n)
-        runs[f"numpy {m}x{k}x{n}"] = rate(np.matmul, a.numpy(), b.numpy(), 2 * m * k * n)
+        runs[f"torch {m}x{k}x{n}"] = matmul_gflops(a, b, 2 * m * k * n, reps)
+        runs[f"numpy {m}x{k}x{n}"] = matmul_gflops(a.numpy(), b.numpy(), 2 * m * k * n, reps)
     best = max(runs, key=runs.get)
     a, b = (
         torch.randn(2048, 2048, generator=g).bfloat16(),
         torch.randn(2048, 2048, generator=g).bfloat16(),
     )
-    bf16 = rate(torch.matmul, a, b, 2 * 2048**3)
+    bf16 = matmul_gflops(a, b, 2 * 2048**3, reps)
     return {
         "gflops": runs[best],
         "best": best,
@@ -95,13 +86,7 @@ def measure_precision_rate(dtype: str, model_shape: tuple | None = None, reps: i
     runs = {}
     for m, k, n in shapes:
         a, b = torch.randn(m, k, generator=g).to(dt), torch.randn(k, n, generator=g).to(dt)
-        a @ b
-        ts = []
-        for _ in range(reps):
-            t0 = time.perf_counter()
-            a @ b
-            ts.append(time.perf_counter() - t0)
-        runs[f"torch {m}x{k}x{n}"] = round(2 * m * k * n / float(np.median(ts)) / 1e9, 2)
+        runs[f"torch {m}x{k}x{n}"] = matmul_gflops(a, b, 2 * m * k * n, reps)
     best = max(runs, key=runs.get)
     return {"gflops": runs[best], "best": best, "runs": runs}
 

@@ -50,6 +50,27 @@ def make_folder(path: str | Path, what: str = "output") -> Path:
     return path
 
 
+def check_creatable(path: str | Path, what: str = "output") -> Path:
+    """Check, without creating anything, that ``path`` can be made and written: it is not a
+    file and its nearest existing parent is a folder that takes a file. Returns that parent.
+
+    Raises: ViewrtError saying why not.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ViewrtError(f"{what} {path} exists and is not a folder")
+    parent = next((p for p in (path.resolve(), *path.resolve().parents) if p.exists()), None)
+    if parent is None or not parent.is_dir():
+        raise ViewrtError(f"{what} {path}: cannot be created (a file stands in its path)")
+    try:  # access bits are not enough: a virtual file system (e.g. /proc) takes no files
+        tempfile.NamedTemporaryFile(dir=parent, prefix=".viewrt-write-test-").close()
+    except OSError as e:
+        raise ViewrtError(
+            f"{what} {path}: cannot be created or written ({e.strerror or type(e).__name__})"
+        ) from None
+    return parent
+
+
 @contextlib.contextmanager
 def locked_folder(path: str | Path, what: str = "output", clean_on_error=False):
     """Create ``path`` and hold its lock for the block (waiting while another viewrt
@@ -133,9 +154,8 @@ def recover(folder: Path, commit: str, keep: Path | None = None) -> list[str]:
             continue
         old = stale / "old"
         if not (folder / commit).exists() and (old / commit).exists():
-            for f in old.iterdir():
-                if not (folder / f.name).exists() or f.name != commit:
-                    os.replace(f, folder / f.name)
+            for f in old.iterdir():  # the whole old set goes back over any new file moved in
+                os.replace(f, folder / f.name)
             done.append(f"restored the export that an interrupted run had moved into {stale.name}")
         shutil.rmtree(stale, ignore_errors=True)
         done.append(f"removed {stale.name} left by an interrupted run")

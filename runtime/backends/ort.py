@@ -62,10 +62,6 @@ class OrtBackend(Backend):
             raise ViewrtError(
                 f"unknown ONNX Runtime device {device!r}; expected cpu, cuda[:N] or tensorrt[:N]"
             )
-        if threads is not None and (
-            isinstance(threads, bool) or not isinstance(threads, int) or threads < 1
-        ):
-            raise ViewrtError(f"threads must be a positive integer, got {threads!r}")
         self.kind, self.device_id = kind, int(idx or 0)
         super().__init__(manifest, "cpu" if kind == "cpu" else f"cuda:{self.device_id}")
         # On the CPU, the export's MultiHeadAttention decoder variant (export/ort_mha.py), where it

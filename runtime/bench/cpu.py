@@ -9,9 +9,9 @@ matmul rates come from the PyTorch baselines' probe (viewrt.models.baselines), w
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
+
+from viewrt.runtime.bench.memory import proc_cpu_flags
 
 _FLAGS = {
     "amx_bf16": "AMX-BF16",
@@ -34,14 +34,7 @@ def cpu_isa() -> dict:
         AVX512-BF16); "vnni": any VNNI; "openvino": OpenVINO's optimization capabilities
         and default inference precision, or None}.
     """
-    flags: set[str] = set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                break
-    except OSError:
-        pass
+    flags = proc_cpu_flags()
     have = {name: flag in flags for flag, name in _FLAGS.items()}
     out = {
         "flags": have,

@@ -38,6 +38,7 @@ from viewrt.runtime.backends import CONFIGS
 from viewrt.runtime.bench import cpu
 from viewrt.runtime.bench.memory import Memory, loadavg, machine_info, rss_page_bytes
 from viewrt.runtime.bench.report import COMPONENTS, CSV_FIELDS, write_outputs
+from viewrt.timing import matmul_gflops
 
 RUNTIME = CONFIGS  # runtime configuration names (ort, ort-cuda, ort-trt, trt, ...)
 # runtime configurations run on a second, quantized export (viewrt calib; --quantized-export)
@@ -69,13 +70,7 @@ def numpy_matmul_rate(reps: int = 5) -> dict:
     rng = np.random.default_rng(0)
     for m in (1024, 2048):
         a, b = rng.standard_normal((m, m), np.float32), rng.standard_normal((m, m), np.float32)
-        a @ b
-        ts = []
-        for _ in range(reps):
-            t0 = time.perf_counter()
-            a @ b
-            ts.append(time.perf_counter() - t0)
-        runs[f"numpy {m}x{m}x{m}"] = round(2 * m**3 / float(np.median(ts)) / 1e9, 2)
+        runs[f"numpy {m}x{m}x{m}"] = matmul_gflops(a, b, 2 * m**3, reps)
     best = max(runs, key=runs.get)
     return {
         "gflops": runs[best],

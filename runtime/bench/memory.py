@@ -24,16 +24,21 @@ ISA_FLAGS = (
 )
 
 
-def cpu_flags() -> list[str]:
-    """The ISA flags of :data:`ISA_FLAGS` this CPU reports (Linux /proc/cpuinfo; else [])."""
+def proc_cpu_flags() -> set[str]:
+    """Every flag the CPU reports (Linux /proc/cpuinfo; an empty set elsewhere)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("flags"):
-                have = set(line.split(":", 1)[1].split())
-                return [f for f in ISA_FLAGS if f in have]
+                return set(line.split(":", 1)[1].split())
     except OSError:
         pass
-    return []
+    return set()
+
+
+def cpu_flags() -> list[str]:
+    """The ISA flags of :data:`ISA_FLAGS` this CPU reports."""
+    have = proc_cpu_flags()
+    return [f for f in ISA_FLAGS if f in have]
 
 
 class Memory:

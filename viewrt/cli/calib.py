@@ -12,41 +12,11 @@ import click
 
 from viewrt.cli._errors import cli_errors
 from viewrt.errors import ViewrtError
+from viewrt.folders import check_creatable
+from viewrt.runtime.bench.harness import parse_int_list
 
 PRECISIONS = ("int8", "fp8")
 METHODS = ("minmax", "entropy", "percentile", "distribution")
-
-
-def _writable_parent(out_dir) -> None:
-    """--out must be creatable: checked before any work (the folder itself is made at the end)."""
-    import os
-
-    out = Path(out_dir).resolve()
-    parent = next((p for p in (out, *out.parents) if p.exists()), None)
-    if out.exists() and not out.is_dir():
-        raise ViewrtError(f"--out {out_dir}: exists and is not a folder")
-    if parent is None or not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
-        raise ViewrtError(
-            f"--out {out_dir}: cannot be created or written (no writable folder above it)"
-        )
-    try:  # a virtual file system (e.g. /proc) reports access but cannot hold files
-        import tempfile
-
-        tempfile.NamedTemporaryFile(dir=parent, prefix=".viewrt-write-test-").close()
-    except OSError as e:
-        raise ViewrtError(
-            f"--out {out_dir}: cannot be created or written ({e.strerror or type(e).__name__})"
-        ) from None
-
-
-def _views(text: str) -> list[int]:
-    try:
-        out = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise ViewrtError(f"--views: expected a comma list of integers, got {text!r}") from None
-    if not out or min(out) < 1:
-        raise ViewrtError(f"--views: expected positive integers, got {text!r}")
-    return out
 
 
 @click.command()
@@ -122,7 +92,7 @@ def calib(
         raise ViewrtError(f"unknown calibration method {method!r}; expected one of {', '.join(_M)}")
     if max_samples < 1:
         raise ViewrtError(f"--max-samples must be at least 1, got {max_samples}")
-    _writable_parent(out_dir)
+    check_creatable(out_dir, "--out")
     m = quantize_export(
         export_dir,
         out_dir,
@@ -151,8 +121,10 @@ def calib(
 def _report(export_dir, out_dir, reference, scenes, synthetic, views):
     from viewrt.calib.report import accuracy_report
 
-    _writable_parent(out_dir)
-    r = accuracy_report(export_dir, out_dir, reference, scenes, synthetic, tuple(_views(views)))
+    check_creatable(out_dir, "--out")
+    r = accuracy_report(
+        export_dir, out_dir, reference, scenes, synthetic, tuple(parse_int_list(views, "--views"))
+    )
     b = {x["views"]: x for x in r["by_views"]}
     at = b.get(4) or r["by_views"][-1]
     click.echo(

@@ -62,7 +62,7 @@ def scene(out_dir, views, size, for_export, scenes, seed, style):
     """Generate synthetic scenes in the LVSM RealEstate10K format (scene JSON + PNGs), with a
     list file and an evaluation index."""
     from viewrt.data import make_eval_index, make_synthetic_list
-    from viewrt.folders import locked_folder
+    from viewrt.folders import check_creatable, locked_folder
 
     if for_export is not None:
         from viewrt.contract.manifest import load_manifest
@@ -77,18 +77,16 @@ def scene(out_dir, views, size, for_export, scenes, seed, style):
         size = size or export_size
     size = size or 128
     import shutil
-    from pathlib import Path
 
-    out = Path(out_dir)
     need = (
         scenes * views * size * size * 3
-    )  # raw RGB bytes; PNG is smaller, but generating holds frames in memory too
-    probe = next((p for p in (out, *out.resolve().parents) if p.exists()), None)
-    free = shutil.disk_usage(probe).free if probe is not None and probe.is_dir() else None
-    if free is not None and need > free:
+    )  # raw RGB bytes; PNG is smaller, but generating holds frames too
+    parent = check_creatable(out_dir, "--out")
+    free = shutil.disk_usage(parent).free
+    if need > free:
         raise ViewrtError(
             f"{scenes} scene(s) of {views} views at {size}px need up to {need / 2**30:.1f} GiB, "
-            f"more than the {free / 2**30:.1f} GiB free under {probe}; ask for fewer or smaller scenes"
+            f"more than the {free / 2**30:.1f} GiB free under {parent}; ask for fewer or smaller scenes"
         )
     with locked_folder(
         out_dir, "--out", clean_on_error=True

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -333,9 +333,6 @@ class Manifest:
             raise ViewrtError(f"{where}: malformed manifest ({type(e).__name__}: {e})") from None
         m.check_bounds(where)
         return m
-
-    def replace(self, **changes) -> Manifest:
-        return replace(self, **changes)
 
     # -- checks ----------------------------------------------------------------------------
     def check_bounds(self, where="manifest") -> None:
