@@ -4,9 +4,9 @@ fused ``com.microsoft.MultiHeadAttention`` contrib op, with Q/K/V as ``[B, L, D]
 and no bias: the conditions of its CPU flash-attention path, which never materializes the
 score matrix (so the runtime need not split targets across decoder calls).
 
-Measured on the `small` preset, 8 targets, 2 cores (docs/bench/ort_mha.md): 0.78-0.86 of
-the plain graph's time at N = 16..64 as the runtime called it (targets split by the
-attention budget). The variant is written next to decoder.onnx for fp32 exports, validated
+Measured with ``viewrt bench EXPORT --backends ort,ort-plain`` on the `small` preset, 8
+targets, 2 quiet AMD EPYC cores (docs/bench/cpu/summary.md): 0.92x, 0.88x and 0.76x the
+plain decoder's step time at N = 4, 16, 64. The variant is written next to decoder.onnx for fp32 exports, validated
 against it, and recorded in the manifest (``variants``); only the ONNX Runtime CPU backend
 loads it. The graphs meant for TensorRT are unchanged.
 """
