@@ -77,7 +77,12 @@ def accuracy_report(
         )
     if scenes is None and synthetic is None:
         synthetic = 4
-    views = sorted({int(v) for v in views if 1 <= int(v) <= qm.max_views})
+    over = sorted({int(v) for v in views if not 1 <= int(v) <= qm.max_views})
+    if over:
+        raise ViewrtError(
+            f"views {over}: outside 1..{qm.max_views}, the cache capacity of {export_dir}"
+        )
+    views = sorted({int(v) for v in views})
     if not views:
         raise ViewrtError(f"views: none in 1..{qm.max_views}")
     with tempfile.TemporaryDirectory(prefix="viewrt-report-") as work:

@@ -89,10 +89,18 @@ def _check_out_dir(out_dir: Path, new_identity: dict, force: bool) -> None:
     if out_dir.exists() and not out_dir.is_dir():
         raise ViewrtError(f"output {out_dir} exists and is not a folder")
     if not path.exists():
-        stale = [f for f in (ENCODER_FILE, DECODER_FILE) if (out_dir / f).exists()]
-        if stale and not force:
+        others = (
+            sorted(p.name for p in out_dir.iterdir() if not p.name.startswith("."))
+            if out_dir.is_dir()
+            else []
+        )
+        if others and not force:
+            shown = ", ".join(others[:3]) + (
+                f" and {len(others) - 3} more" if len(others) > 3 else ""
+            )
             raise ViewrtError(
-                f"output {out_dir} holds {', '.join(stale)} without a manifest; pass --force to overwrite"
+                f"output {out_dir} is not empty and holds no export ({shown}); "
+                "choose an empty or new folder, or pass --force"
             )
         return
     try:

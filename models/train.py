@@ -110,6 +110,10 @@ class Recipe:
         )
 
     def check(self) -> None:
+        import math
+
+        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+            raise ViewrtError(f"lr must be a finite number > 0, got {self.lr!r}")
         if not 1 <= self.min_views <= self.max_views:
             raise ViewrtError(
                 f"views: need 1 <= min_views <= max_views, got {self.min_views}, {self.max_views}"
@@ -729,6 +733,8 @@ def demo_recipe(
     for k, v in (("steps", steps), ("n_scenes", n_scenes), ("batch", batch), ("lr", lr)):
         if v is not None:
             setattr(r, k, v)
+    if steps is not None:
+        r.cycles = []  # an explicit --steps is the whole run: one cosine cycle, no warm restart
     has_bf16 = bool({"avx512_bf16", "amx_bf16"} & set(_machine()["flags"]))
     if precision == "bf16" and not has_bf16:
         raise ViewrtError(

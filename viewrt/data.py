@@ -322,6 +322,12 @@ def load_scene_list(list_path: str | Path) -> list[Path]:
         lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
         raise ViewrtError(f"cannot read scene list {path}: {exc}") from None
+    first = next((ln.strip() for ln in lines if ln.strip()), "")
+    if first[:1] in ("{", "["):
+        raise ViewrtError(
+            f"{path} is JSON, not a list of scene files (an evaluation index goes to --index, "
+            "a scene JSON to --scene)"
+        )
     out = []
     for line in lines:
         entry = line.strip()

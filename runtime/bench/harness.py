@@ -256,6 +256,10 @@ class Bench:
             self.base = self.make_baselines(m)
             self.notes += self.base.notes
         self.selected, self.skipped = self._available(cfg.backends)
+        if cfg.backends is not None and self.skipped:  # asked for by name: say why, before any work
+            raise ViewrtError(
+                "cannot run " + "; ".join(f"{b}: {why}" for b, why in self.skipped.items())
+            )
         if not self.selected:
             raise ViewrtError(
                 "no backend can run here: "
@@ -295,11 +299,29 @@ class Bench:
                 why = f"no engines in {self.cfg.export_dir} (run `viewrt build`)"
             elif b in RUNTIME:
                 why = _not_installed(RUNTIME[b].backend)
+            if why is None and self._runtime(b):
+                why = self._cannot_make(b)
             if why is None:
                 selected.append(b)
             else:
                 skipped[b] = why
         return selected, skipped
+
+    def _cannot_make(self, backend: str) -> str | None:
+        """Why a runtime configuration cannot be made for its export (files it reads that
+        are missing or do not match the manifest, options), without loading any graph."""
+        from viewrt.runtime.backends import create
+
+        m, name = (
+            (self.qmanifest, QUANTIZED[backend][0])
+            if backend in QUANTIZED
+            else (self.manifest, backend)
+        )
+        try:
+            create(name, m, threads=self.cfg.threads)
+        except ViewrtError as e:
+            return str(e)
+        return None
 
     def setup(self) -> None:
         from viewrt.data import load_frame, load_scene, make_synthetic_scene

@@ -409,3 +409,11 @@ def test_estimate_printed_before_infer_and_build(tiny_export, tmp_path):
     assert r.stdout.splitlines()[0].startswith("[estimate] fp32 on CPU, 2 views")
     r = CliRunner().invoke(main, ["build", str(tiny_export[0]), "--if-available"])
     assert r.stdout.splitlines()[0].startswith("[estimate] fp32 on GPU")
+
+
+def test_accuracy_report_refuses_views_beyond_the_cache(quantized, tmp_path):
+    from viewrt.calib.report import accuracy_report
+
+    with pytest.raises(ViewrtError, match=r"views \[99\]: outside 1\.\.8"):
+        accuracy_report(quantized["int8"], tmp_path / "rep", synthetic=1, views=(1, 99), targets=2)
+    assert not (tmp_path / "rep").exists()

@@ -32,6 +32,11 @@ def _table(export: Path, tmp: Path):
     out = tmp / "out"
     empty = tmp / "empty.txt"
     empty.write_text("")
+    busy = tmp / "busy"  # a folder holding someone else's files, no export
+    busy.mkdir(exist_ok=True)
+    (busy / "notes.txt").write_text("x")
+    index_json = tmp / "index.json"
+    index_json.write_text('{"scene": {"context": [0, 1], "target": [2]}}')
     return {
         "export": [
             ["export", "--preset", "nope", "--out", out],
@@ -47,6 +52,7 @@ def _table(export: Path, tmp: Path):
             else ["export", "--preset", "tiny", "--out", "/proc/y"],
             ["export", "--preset", "tiny", "--out", out, "--checkpoint", tmp / "missing.pt"],
             ["export", "--bogus"],
+            ["export", "--preset", "tiny", "--out", busy],
         ],
         "build": [
             ["build", tmp / "nope"],
@@ -71,6 +77,7 @@ def _table(export: Path, tmp: Path):
             ["infer", export, "--out", out, "--scene", tmp / "missing.json"],
             ["infer", export, "--out", out, "--targets", "x,1"],
             ["infer", export, "--out", afile / "sub"],
+            ["infer", export, "--out", out, "--list", index_json],
         ],
         "calib": [
             ["calib", tmp / "nope", "--out", out, "--precision", "int8", "--synthetic", "2"],
@@ -92,6 +99,10 @@ def _table(export: Path, tmp: Path):
             ["train", "--out", out, "--list", tmp / "missing.txt", "--steps", "1"],
             ["train", "--out", out, "--eval", "--checkpoint", tmp / "missing.pt"],
             ["train", "--out", afile / "sub", "--steps", "1"],
+            ["train", "--out", out, "--steps", "2", "--lr", "nan"],
+            ["train", "--out", out, "--steps", "2", "--lr", "inf"],
+            ["train", "--out", out, "--steps", "2", "--checkpoint", afile],
+            ["train", "--eval", "--eval-scenes", "2", "--out", "/proc/x"],
         ],
         "bench": [
             ["bench", tmp / "nope", "--out", out],

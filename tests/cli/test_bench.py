@@ -239,3 +239,16 @@ def test_quantized_export_columns(tiny_export, tmp_path):
     assert {"ort-int8", "openvino-int8"} <= acc  # image error against fp32 is reported
     bad = _bench(tiny_export[0], tmp_path / "c", "--views", "1", "--backends", "ort-int8")
     assert bad.exit_code != 0 and "--quantized-export" in bad.output
+
+
+def test_a_named_backend_that_cannot_run_is_an_error(tiny_export, tmp_path):
+    """--backends names it: a file it needs that does not match the manifest is one error
+    line before any work, not a skipped column in a report that exits 0."""
+    import shutil
+
+    dst = tmp_path / "e"
+    shutil.copytree(tiny_export[0], dst)
+    (dst / "decoder_ort_cpu.onnx").write_bytes(b"\0" * 8)
+    res = _bench(dst, tmp_path / "b", "--views", "1", "--backends", "ort")
+    assert res.exit_code != 0 and "decoder_ort_cpu.onnx: checksum differs" in res.output
+    assert not (tmp_path / "b").exists()

@@ -152,3 +152,11 @@ def test_demo_preset_exports_and_validates(tmp_path):
     assert (
         manifest["validation"]["max_abs_error"]["images"] <= manifest["validation"]["atol"] <= 1e-4
     )
+
+
+def test_explicit_steps_are_the_whole_run():
+    from viewrt.models.train import demo_recipe
+
+    r = demo_recipe(steps=2, precision="fp32")
+    assert r.total_steps == 2 and not r.cycles  # no warm restart added on top of --steps
+    assert demo_recipe(precision="fp32").total_steps > 2  # the shipped recipe keeps its restart cycle

@@ -46,3 +46,28 @@ def require_report_extra(command: str) -> None:
             f"{command} writes SSIM and plots, which need {', '.join(missing)}: "
             'pip install ".[report]" (from the viewrt clone) installs them'
         )
+
+
+def finite_float(positive: bool):
+    """A click type for a finite float (no nan/inf), > 0 (``positive``) or >= 0."""
+    import math
+
+    import click
+
+    class _Finite(click.ParamType):
+        name = "number"
+
+        def convert(self, value, param, ctx):
+            try:
+                v = float(value)
+            except (TypeError, ValueError):
+                self.fail(f"{value!r} is not a number", param, ctx)
+            if not math.isfinite(v) or (v <= 0 if positive else v < 0):
+                self.fail(
+                    f"{value!r}: expected a finite number {'> 0' if positive else '>= 0'}",
+                    param,
+                    ctx,
+                )
+            return v
+
+    return _Finite()

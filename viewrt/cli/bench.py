@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from viewrt.cli._errors import cli_errors, require_report_extra
+from viewrt.cli._errors import cli_errors, finite_float, require_report_extra
 from viewrt.errors import ViewrtError
 from viewrt.runtime.backends import CONFIGS
 from viewrt.runtime.bench.harness import (
@@ -18,32 +18,7 @@ from viewrt.runtime.bench.harness import (
     run_bench,
 )
 
-
-class _Finite(click.ParamType):
-    """A finite float (no nan/inf), above zero or at least zero."""
-
-    name = "number"
-
-    def __init__(self, positive: bool):
-        self.positive = positive
-
-    def convert(self, value, param, ctx):
-        import math
-
-        try:
-            v = float(value)
-        except (TypeError, ValueError):
-            self.fail(f"{value!r} is not a number", param, ctx)
-        if not math.isfinite(v) or (v <= 0 if self.positive else v < 0):
-            self.fail(
-                f"{value!r}: expected a finite number {'> 0' if self.positive else '>= 0'}",
-                param,
-                ctx,
-            )
-        return v
-
-
-FINITE_POSITIVE, FINITE_NONNEGATIVE = _Finite(True), _Finite(False)
+FINITE_POSITIVE, FINITE_NONNEGATIVE = finite_float(True), finite_float(False)
 
 # The bench vocabulary: runtime configurations, then the PyTorch baselines (names kept here so
 # that `--help` needs no torch; tests check it equals models.baselines.BASELINES).

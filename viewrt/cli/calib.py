@@ -36,7 +36,10 @@ METHODS = ("minmax", "entropy", "percentile", "distribution")
     help="Scene list file of calibration scenes.",
 )
 @click.option(
-    "--synthetic", type=int, default=None, help="Calibrate on N generated synthetic scenes instead."
+    "--synthetic",
+    type=click.IntRange(1, 1000),
+    default=None,
+    help="Calibrate on N (1..1000) generated synthetic scenes instead.",
 )
 @click.option(
     "--method", default=None, help="minmax (default), entropy, percentile (int8) or distribution."

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import click
 
-from viewrt.cli._errors import cli_errors
+from viewrt.cli._errors import cli_errors, finite_float
+from viewrt.errors import ViewrtError
+from viewrt.folders import check_creatable
 
 
 @click.command("train")
@@ -51,7 +53,7 @@ from viewrt.cli._errors import cli_errors
 )
 @click.option(
     "--lr",
-    type=click.FloatRange(min=0, min_open=True),
+    type=finite_float(True),
     default=None,
     help="Peak learning rate (default: the demo recipe's).",
 )
@@ -100,6 +102,11 @@ def train(
     """Train the demo Efficient-LVSM on synthetic scenes (needs torch), or evaluate it (--eval)."""
     from viewrt.models import train as tr
 
+    if checkpoint is not None and not eval_only:
+        raise ViewrtError(
+            "--checkpoint goes with --eval (training starts from the recipe's init, or resumes OUT)"
+        )
+    check_creatable(out_dir, "--out")
     if eval_only:
         res = tr.run_eval(out_dir, checkpoint, eval_scenes)
         click.echo(res["markdown"])

@@ -364,6 +364,11 @@ class Manifest:
                 f"{where}: tokens_per_view {self.tokens_per_view} does not match image_size {self.image_size} "
                 f"and patch_size {self.patch_size} (expected {(self.image_size // self.patch_size) ** 2})"
             )
+        for name, g in self.graphs.items():
+            if Path(g.file).name != g.file or g.file in ("", ".", ".."):
+                raise ViewrtError(
+                    f"{where}: graphs.{name}.file {g.file!r} must name a file in the export folder"
+                )
         mem = host_memory_bytes()
         need = self.kv_bytes_per_view * self.max_views
         if mem is not None and need > mem:
