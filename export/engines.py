@@ -8,7 +8,8 @@ from pathlib import Path
 
 from viewrt.contract.manifest import Manifest, load_manifest
 from viewrt.errors import ViewrtError
-from viewrt.export.trt_build import build_all, estimate_memory, trt_available
+from viewrt.contract import names as N
+from viewrt.export.trt_build import build_all, trt_available
 
 log = logging.getLogger("viewrt.build")
 
@@ -26,7 +27,7 @@ def build_engines(
     max_targets: int = 8,
     tf32: bool = False,
 ) -> dict:
-    """Build encoder.engine and decoder.engine and record them in the manifest.
+    """Build one TensorRT engine per graph and record them in the manifest.
 
     Args:
         export_dir: an export folder.
@@ -40,21 +41,13 @@ def build_engines(
     export_dir = Path(export_dir)
     manifest = read_export(export_dir)
     precision = precision or manifest.precision
-    max_views = manifest.max_views if max_views is None else max_views
-    manifest.dynamic_ranges(max_views, max_targets)  # raises outside the export's range
-    record = manifest.to_dict()
-    est = estimate_memory(record, max_views, max_targets)
+    declared = manifest.contract.dim_limits(manifest.header)
+    limits = {N.NUM_TARGETS: max_targets} if N.NUM_TARGETS in declared else {}
+    manifest.dynamic_ranges(max_views, limits)  # raises outside the export's range
     ok, reason = trt_available()  # probed once per process (viewrt.devices)
     if not ok:
         raise ViewrtError(f"TensorRT engines not built: {reason}")
-    log.info(
-        "[build] engines for %d views x %d targets will need about %s MiB of device memory (KV cache %s MiB)",
-        max_views,
-        max_targets,
-        est["total_mib"],
-        est["cache_mib"],
-    )
-    engines = build_all(export_dir, record, precision, max_views, max_targets, tf32)
+    engines = build_all(export_dir, manifest, precision, max_views, limits, tf32)
     manifest.engines = engines
     manifest.write(export_dir)
     return engines

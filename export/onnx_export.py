@@ -29,7 +29,7 @@ from tqdm import tqdm
 from viewrt.checksum import sha256_file
 from viewrt.contract import names as N
 from viewrt.contract.manifest import Manifest
-from viewrt.contract.memory import host_memory_bytes, kv_bytes_per_view
+from viewrt.contract.memory import host_memory_bytes
 from viewrt.contract.precision import EXPORT_PRECISIONS, get_precision
 from viewrt.errors import ViewrtError
 from viewrt.export.spec import GraphSpec, spec_for
@@ -40,7 +40,7 @@ from viewrt.models.layers import explicit_attention, mixed_fp16
 from viewrt.models.registry import family_of_config
 
 OPSET = 18
-MANIFEST, ENCODER_FILE, DECODER_FILE = N.MANIFEST_FILE, N.ENCODER_FILE, N.DECODER_FILE
+MANIFEST = N.MANIFEST_FILE
 log = logging.getLogger("viewrt.export")
 
 
@@ -155,6 +155,7 @@ def export_model(
     fam = spec_for(family_of_config(cfg).name)
     out_dir = Path(out_dir)
     kv_dtype = get_precision(precision).kv_dtype
+    header = fam.header(cfg, max_views)
     manifest = {
         "family": fam.family,
         "preset": preset,
@@ -164,21 +165,12 @@ def export_model(
         "precision": precision,
         "kv_dtype": kv_dtype,
         "opset": OPSET,
-        "max_views": max_views,
-        **fam.header(cfg),
+        "header": header,
+        **fam.records(cfg),
     }
     # validation feeds the decoder a full cache, held by torch, numpy and ONNX Runtime at once
-    need = (
-        4
-        * kv_bytes_per_view(
-            cfg.n_layers,
-            cfg.tokens_per_view,
-            cfg.n_heads,
-            cfg.head_dim,
-            get_precision(precision).itemsize,
-        )
-        * max_views
-    )
+    geo = fam.contract.cache(header)
+    need = 4 * geo.bytes_per_entry(get_precision(precision).itemsize) * geo.capacity
     mem = host_memory_bytes()
     if mem is not None and need > mem:
         raise ViewrtError(
@@ -200,72 +192,42 @@ def _export_into(
     model, out_dir: Path, manifest: dict, fam, precision: str, max_views: int, seed, progress: bool
 ) -> Manifest:
     cfg, preset, kv_dtype = model.cfg, manifest["preset"], manifest["kv_dtype"]
-    enc_spec, dec_spec = fam.encoder_spec(cfg, kv_dtype), fam.decoder_spec(cfg, kv_dtype)
+    specs = fam.signatures(cfg, max_views, kv_dtype)
+    files = {g.name: g.file for g in fam.contract.graphs}
     emodel = mixed_fp16(copy.deepcopy(model)) if precision == "fp16" else model
-    enc_args, dec_args, dec_dynamic = fam.example_inputs(
-        cfg, max_views, next(emodel.parameters()).dtype
-    )
-    enc_module, dec_module = fam.modules(emodel)
+    examples = fam.example_inputs(cfg, max_views, next(emodel.parameters()).dtype)
+    modules = fam.modules(emodel)
 
     tmp = staging_folder(out_dir)
     steps = tqdm(
-        total=5,
+        total=len(specs) + 3,
         desc=f"export {preset} {precision}",
         disable=not (progress and sys.stderr.isatty()),
         unit="step",
     )
     try:
-        steps.set_postfix_str("encoder.onnx")
-        _export(enc_module, enc_args, tmp / ENCODER_FILE, enc_spec, None)
-        steps.update()
-        steps.set_postfix_str("decoder.onnx")
-        _export(dec_module, dec_args, tmp / DECODER_FILE, dec_spec, dec_dynamic)
-        steps.update()
+        for g, spec in specs.items():
+            steps.set_postfix_str(files[g])
+            args, dynamic = examples[g]
+            _export(modules[g], args, tmp / files[g], spec, dynamic)
+            steps.update()
         steps.set_postfix_str("checks")
-        for f, sp in ((ENCODER_FILE, enc_spec), (DECODER_FILE, dec_spec)):
-            check_structure(tmp / f, sp, OPSET)
+        for g, spec in specs.items():
+            check_structure(tmp / files[g], spec, OPSET)
         steps.update()
-        manifest["graphs"] = {
-            "encoder": enc_spec.graph_info(ENCODER_FILE),
-            "decoder": dec_spec.graph_info(DECODER_FILE),
-        }
+        manifest["graphs"] = {g: spec.graph_info(files[g]) for g, spec in specs.items()}
         record = Manifest(**manifest)
         record.check_bounds()
         steps.set_postfix_str("parity vs PyTorch")
         record.validation = validate_numbers(
             model, tmp, record, fam, fam.decoder_cases(max_views), seed
         )
-        if (
-            precision == "fp32"
-        ):  # ONNX Runtime's CPU flash attention: a decoder variant for that backend only
-            from viewrt.export import ort_mha
-
-            write_mha_decoder = ort_mha.write_mha_decoder
-            write_mha_decoder(
-                tmp / DECODER_FILE, tmp / ort_mha.FILE, cfg.n_layers, cfg.n_heads, cfg.head_dim
-            )
-            check = ort_mha.validate_variant(
-                tmp / DECODER_FILE,
-                tmp / ort_mha.FILE,
-                record,
-                record.validation["seed"],
-                fam.decoder_cases(max_views),
-                record.precision_row.atol_images,
-            )
-            record.variants = {
-                "decoder": {
-                    ort_mha.VARIANT: {
-                        "file": ort_mha.FILE,
-                        "op": "com.microsoft.MultiHeadAttention",
-                        "validation": check,
-                    }
-                }
-            }
+        record.variants = fam.write_variants(tmp, record, max_views) or None
         steps.update()
-        files = sorted(p.name for p in tmp.iterdir())
+        written = sorted(p.name for p in tmp.iterdir())
         record.files = {
             name: {"sha256": sha256_file(tmp / name), "size_bytes": (tmp / name).stat().st_size}
-            for name in files
+            for name in written
         }
         record.graphs = {
             g: replace(info, sha256=record.files[info.file]["sha256"])
@@ -277,13 +239,8 @@ def _export_into(
         record.versions = _versions()
         record.write(tmp)
         # validated: now replace what was there (restorable at any point, see viewrt.folders)
-        old = [
-            MANIFEST,
-            ENCODER_FILE,
-            DECODER_FILE,
-            *(f for f in _manifest_files(out_dir / MANIFEST)),
-        ]
-        swap_in(tmp, out_dir, [*files, MANIFEST], MANIFEST, sorted(set(old)))
+        old = [MANIFEST, *files.values(), *_manifest_files(out_dir / MANIFEST)]
+        swap_in(tmp, out_dir, [*written, MANIFEST], MANIFEST, sorted(set(old)))
         steps.update()
     finally:
         steps.close()

@@ -1,37 +1,48 @@
-"""Export specs, one per model family: the two graphs' tensors (names from the contract),
-the torch modules that become the graphs, example inputs with their dynamic shapes,
-validation cases, and the manifest header fields the family adds.
+"""Export specs, one per model family: the torch modules that become the family's graphs,
+the manifest header values taken from a model config, validation cases and the torch
+reference functions. The graphs' tensors (names, dtypes, dims, dynamic axes) and the dummy
+inputs' shapes come from the family's contract (:mod:`viewrt.contract.families`); nothing
+here types a tensor or dimension name.
 
-A new family is one class here (plus its models/ module and registry line). Every tensor
-name comes from :mod:`viewrt.contract.names`; nothing here types one.
+A new family is one spec class here (or in its own module) plus one entry in
+:data:`EXPORT_SPECS`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
 from viewrt.contract import names as N
-from viewrt.contract.manifest import GraphInfo, TensorInfo
+from viewrt.contract.families import family_contract
+from viewrt.contract.tensors import GraphSignature, TensorInfo
 from viewrt.errors import ViewrtError
+from viewrt.export import ort_mha
 
 
-@dataclass(frozen=True)
-class GraphSpec:
-    """Inputs and outputs of one graph, in graph order."""
+def get_precision_kv(dtype: torch.dtype) -> str:
+    """The numpy name of a torch cache dtype (float32, float16)."""
+    return str(dtype).removeprefix("torch.")
 
-    inputs: tuple[TensorInfo, ...]
-    outputs: tuple[TensorInfo, ...]
 
-    def to_dict(self) -> dict:
-        return {
-            "inputs": [t.to_dict() for t in self.inputs],
-            "outputs": [t.to_dict() for t in self.outputs],
-        }
+GraphSpec = GraphSignature  # a graph's inputs and outputs, as the family's contract declares
 
-    def graph_info(self, file: str, sha256: str | None = None) -> GraphInfo:
-        return GraphInfo(file, self.inputs, self.outputs, sha256)
+
+def _dummy(t: TensorInfo, sizes: dict[str, int], dtype: torch.dtype) -> torch.Tensor:
+    """A random tensor of ``t``'s shape (dynamic dims at ``sizes``); cache tensors in
+    ``dtype``, other float inputs in fp32 (what the graphs take)."""
+    shape = [sizes[d] if isinstance(d, str) else d for d in t.shape]
+    is_kv = N.parse_kv_name(t.name) is not None
+    return torch.randn(*shape, dtype=dtype) if is_kv else torch.rand(*shape)
+
+
+def _dims(t: TensorInfo, bounds: dict[str, tuple[int, int]]) -> dict:
+    """torch.export dynamic dims of ``t``: ``{axis: Dim(name, min, max)}``."""
+    return {
+        i: torch.export.Dim(d, min=bounds[d][0], max=bounds[d][1])
+        for i, d in t.dynamic_axes.items()
+    }
 
 
 class _EncoderGraph(torch.nn.Module):
@@ -61,66 +72,18 @@ class _DecoderGraph(torch.nn.Module):
 
 class EfficientLVSMSpec:
     """Efficient-LVSM: a per-view encoder (view -> per-layer K/V) and a cache-consuming
-    decoder (target rays + per-layer past K/V -> images)."""
+    decoder (target rays + per-layer past K/V -> images). Graph signatures come from the
+    family's contract (:mod:`viewrt.contract.families.efficient_lvsm`)."""
 
     family = "efficient-lvsm"
     max_targets = 8  # most targets per decoder call the runtime makes
 
-    def encoder_spec(self, cfg, kv_dtype: str) -> GraphSpec:
-        """Encoder: one view in, every layer's K and V for its T tokens out."""
-        s, kv_shape = cfg.image_size, (1, cfg.tokens_per_view, cfg.n_heads, cfg.head_dim)
-        return GraphSpec(
-            inputs=(TensorInfo(N.VIEW, "float32", (1, 9, s, s), "B,C,H,W"),),
-            outputs=tuple(
-                TensorInfo(n, kv_dtype, kv_shape, N.KV_LAYOUT)
-                for n in N.kv_names("present", cfg.n_layers)
-            ),
-        )
+    @property
+    def contract(self):
+        return family_contract(self.family)
 
-    def decoder_spec(self, cfg, kv_dtype: str) -> GraphSpec:
-        """Decoder: target rays and all cached K/V in, rendered images out."""
-        s = cfg.image_size
-        kv_shape = (1, N.PAST_TOKENS, cfg.n_heads, cfg.head_dim)
-        return GraphSpec(
-            inputs=(TensorInfo(N.TARGET_RAYS, "float32", (1, N.NUM_TARGETS, 6, s, s), "B,V,C,H,W"),)
-            + tuple(
-                TensorInfo(n, kv_dtype, kv_shape, N.KV_LAYOUT)
-                for n in N.kv_names("past", cfg.n_layers)
-            ),
-            outputs=(TensorInfo(N.IMAGES, "float32", (1, N.NUM_TARGETS, 3, s, s), "B,V,C,H,W"),),
-        )
-
-    def modules(self, model) -> tuple[torch.nn.Module, torch.nn.Module]:
-        """(encoder module, decoder module) whose forward is each graph."""
-        return _EncoderGraph(model).eval(), _DecoderGraph(model).eval()
-
-    def example_inputs(self, cfg, max_views: int, dtype: torch.dtype):
-        """Example inputs of both graphs and the decoder's dynamic shapes for torch.export.
-
-        Returns: (encoder args, decoder args, decoder dynamic_shapes).
-        """
-        T, s = cfg.tokens_per_view, cfg.image_size
-        cap = max(
-            2, max_views
-        )  # views the past_tokens axis admits (a dynamic axis needs a range of >= 2)
-        example_views = min(3, cap)  # inside that range, and not 1 (torch.export specializes 1)
-        past = [
-            torch.randn(1, example_views * T, cfg.n_heads, cfg.head_dim, dtype=dtype)
-            for _ in range(2 * cfg.n_layers)
-        ]
-        nt = torch.export.Dim(N.NUM_TARGETS, min=1, max=64)
-        pt = torch.export.Dim(N.PAST_TOKENS, min=1, max=cap * T)
-        dynamic = {"target_rays": {1: nt}, "past": tuple({1: pt} for _ in past)}
-        return (torch.rand(1, 9, s, s),), (torch.rand(1, 2, 6, s, s), *past), dynamic
-
-    @staticmethod
-    def decoder_cases(max_views: int) -> list[tuple[int, int]]:
-        """(cached views, targets) pairs validated after export: 1 view, a few, max."""
-        few = min(3, max_views)
-        return sorted({(1, 1), (few, 3), (max_views, 2)})
-
-    def header(self, cfg) -> dict:
-        """Manifest header fields of this family."""
+    def header(self, cfg, max_views: int) -> dict:
+        """The manifest header fields the contract declares for this family."""
         return {
             "image_size": cfg.image_size,
             "patch_size": cfg.patch_size,
@@ -129,13 +92,75 @@ class EfficientLVSMSpec:
             "n_heads": cfg.n_heads,
             "head_dim": cfg.head_dim,
             "d_model": cfg.d_model,
+            "max_views": max_views,
             "max_targets": self.max_targets,
+        }
+
+    def records(self, cfg) -> dict:
+        """Manifest records of this family beyond the header (the camera convention)."""
+        return {
             "cameras": {
                 "convention": "OpenCV c2w (x right, y down, z forward), fxfycxcy in pixels",
                 "input_channels": "[2*rgb-1, o x d, d]",
                 "target_channels": "[o x d, d]",
-            },
+            }
         }
+
+    def signatures(self, cfg, max_views: int, kv_dtype: str) -> dict[str, GraphSignature]:
+        """Each graph's tensors, from the contract."""
+        return self.contract.signatures(self.header(cfg, max_views), kv_dtype)
+
+    def modules(self, model) -> dict[str, torch.nn.Module]:
+        """``{graph: module}`` whose forward is each graph."""
+        return {"encoder": _EncoderGraph(model).eval(), "decoder": _DecoderGraph(model).eval()}
+
+    def example_inputs(self, cfg, max_views: int, dtype: torch.dtype) -> dict[str, tuple]:
+        """``{graph: (args, dynamic_shapes)}`` for torch.export, built from the contract's
+        signatures: dynamic dims at the contract's example sizes, bounded by its ranges
+        (targets up to 64 whatever the runtime's limit, so a graph serves larger calls).
+        """
+        header = self.header(cfg, max_views)
+        contract = self.contract
+        sigs = contract.signatures(header, get_precision_kv(dtype))
+        sizes = contract.example_sizes(header)
+        geo = contract.cache(header)
+        bounds = {d: (1, max(hi, 64)) for d, (_, hi) in contract.dim_limits(header).items()}
+        bounds[geo.dim] = (1, max(2, geo.capacity) * geo.tokens_per_entry)
+        out = {}
+        for g, sig in sigs.items():
+            args = tuple(_dummy(t, sizes, dtype) for t in sig.inputs)
+            dyn = [_dims(t, bounds) for t in sig.inputs]
+            # the modules take (first input, *cache inputs): torch.export wants that structure
+            shapes = None if not any(dyn) else {sig.inputs[0].name: dyn[0], "past": tuple(dyn[1:])}
+            out[g] = (args, shapes)
+        return out
+
+    def write_variants(self, folder: Path, record, max_views: int) -> dict:
+        """Backend-specific graph variants written next to the graphs, validated against
+        them: for fp32 exports, the decoder with ONNX Runtime's fused MultiHeadAttention
+        (CPU flash attention; export/ort_mha.py). Returns the manifest's ``variants``."""
+        if record.precision != "fp32":
+            return {}
+        decoder = folder / record.graphs["decoder"].file
+        ort_mha.write_mha_decoder(
+            decoder, folder / ort_mha.FILE, record.n_layers, record.n_heads, record.head_dim
+        )
+        check = ort_mha.validate_variant(
+            decoder,
+            folder / ort_mha.FILE,
+            record,
+            record.validation["seed"],
+            self.decoder_cases(max_views),
+            record.precision_row.atol_images,
+        )
+        op = "com.microsoft.MultiHeadAttention"
+        return {"decoder": {ort_mha.VARIANT: {"file": ort_mha.FILE, "op": op, "validation": check}}}
+
+    @staticmethod
+    def decoder_cases(max_views: int) -> list[tuple[int, int]]:
+        """(cached views, targets) pairs validated after export: 1 view, a few, max."""
+        few = min(3, max_views)
+        return sorted({(1, 1), (few, 3), (max_views, 2)})
 
     @staticmethod
     def torch_encoder(model):

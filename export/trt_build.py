@@ -33,7 +33,8 @@ from pathlib import Path
 import onnx
 
 from viewrt import devices
-from viewrt.contract.memory import attention_scratch_bytes, kv_bytes_per_view
+from viewrt.contract.estimate import MIB, device_row, estimate
+from viewrt.contract.manifest import Manifest
 from viewrt.contract.precision import PRECISIONS, get_precision
 from viewrt.errors import ViewrtError
 from viewrt.export.trt_ops import check_trt_compatible
@@ -44,7 +45,6 @@ Profile = tuple[Shape, Shape, Shape]  # (min, opt, max)
 _PRECISIONS = tuple(
     PRECISIONS
 )  # the contract's precision table (int8/fp8: Q/DQ graphs from viewrt calib)
-_GRAPHS = ("encoder", "decoder")
 
 
 _log = logging.getLogger("viewrt.build")
@@ -393,186 +393,95 @@ def engine_io(engine_path: str | Path) -> list[dict]:
     return _engine_io(trt, engine)
 
 
-# ---------------------------------------------------------------------------- manifest helpers
-
-
-def _need(manifest: dict, key: str):
-    if key not in manifest:
-        raise ViewrtError(f"manifest: missing key '{key}'")
-    return manifest[key]
-
-
-def _check_views(manifest: dict, max_views: int, max_targets: int) -> None:
-    cap = int(_need(manifest, "max_views"))
-    if not 1 <= max_views <= cap:
-        raise ViewrtError(
-            f"max_views: expected 1..{cap} (the manifest's max_views), got {max_views}"
-        )
-    if max_targets < 1:
-        raise ViewrtError(f"max_targets: expected >= 1, got {max_targets}")
-
-
-def estimate_memory(manifest: dict, max_views: int, max_targets: int) -> dict:
-    """Estimate the GPU memory of a full KV cache and of the decoder's largest activation.
-
-    Pure arithmetic on the manifest through :mod:`viewrt.contract.memory`: the KV cache at
-    ``max_views``, and the materialized attention of one decoder layer (fp32 scores and
-    probabilities of ``max_targets * tokens_per_view`` queries by ``max_views *
-    tokens_per_view`` keys by ``n_heads``), the largest activation when the cache is full
-    and attention does not fuse.
-
-    Args:
-        manifest: The export manifest (``tokens_per_view``, ``n_layers``, ``n_heads``,
-            ``d_model``, ``kv_dtype``, ``max_views`` are read).
-        max_views: Views the cache will hold (at most the manifest's ``max_views``).
-        max_targets: Target views decoded in one call.
-
-    Returns:
-        ``{"max_views", "max_targets", "kv_dtype", "cache_bytes", "attention_scores_bytes",
-        "total_bytes", "cache_mib", "attention_scores_mib", "total_mib"}``.
-
-    Raises:
-        ViewrtError: A key is missing, ``kv_dtype`` is unknown, or the counts are out of range.
-    """
-    _check_views(manifest, max_views, max_targets)
-    kv_dtype = _need(manifest, "kv_dtype")
-    itemsize = {row.kv_dtype: row.itemsize for row in PRECISIONS.values()}
-    if kv_dtype not in itemsize:
-        raise ViewrtError(
-            f"manifest: kv_dtype expected one of {sorted(itemsize)}, got '{kv_dtype}'"
-        )
-    tokens = int(_need(manifest, "tokens_per_view"))
-    layers, heads = int(_need(manifest, "n_layers")), int(_need(manifest, "n_heads"))
-    head_dim = int(_need(manifest, "d_model")) // heads
-
-    # the contract's one memory arithmetic (what the runtime's target splitting uses too)
-    cache = kv_bytes_per_view(layers, tokens, heads, head_dim, itemsize[kv_dtype]) * max_views
-    scores = attention_scratch_bytes(max_targets, tokens, max_views * tokens, heads)
-    mib = 2**20
-    return {
-        "max_views": max_views,
-        "max_targets": max_targets,
-        "kv_dtype": kv_dtype,
-        "cache_bytes": cache,
-        "attention_scores_bytes": scores,
-        "total_bytes": cache + scores,
-        "cache_mib": round(cache / mib, 2),
-        "attention_scores_mib": round(scores / mib, 2),
-        "total_mib": round((cache + scores) / mib, 2),
-    }
+# ---------------------------------------------------------------------------- profiles
 
 
 def profiles_for(
-    manifest: dict,
-    max_views: int,
-    max_targets: int = 8,
-    opt_views: int | None = None,
-    opt_targets: int | None = None,
+    manifest: Manifest,
+    capacity: int | None = None,
+    limits: dict[str, int] | None = None,
+    opt: dict[str, int] | None = None,
 ) -> dict[str, dict[str, Profile]]:
-    """Derive each graph's optimization profile from the manifest's input shapes.
-
-    Dynamic dimensions are named in the manifest: ``"past_tokens"`` spans one view to
-    ``max_views`` views of ``tokens_per_view`` tokens, ``"num_targets"`` spans 1 to
-    ``max_targets``. Static dimensions are copied.
+    """Each graph's optimization profile: every input's (min, opt, max) shape, its dynamic
+    dimensions from the manifest's ranges (:meth:`Manifest.dynamic_ranges`: the contract's
+    one opt rule, the cache tuned for half full and every other dimension for its maximum),
+    its static dimensions copied.
 
     Args:
-        manifest: The export manifest (``graphs``, ``tokens_per_view``, ``max_views``).
-        max_views: Most views the cache will hold (at most the manifest's ``max_views``).
-        max_targets: Most target views per decoder call.
-        opt_views: Views to tune for; default ``max(1, max_views // 2)``.
-        opt_targets: Targets to tune for; default ``max_targets`` (the runtime decodes up to
-            that many at once).
-
+        manifest: the export's manifest.
+        capacity: cache entries the engines admit (1..the export's; default the export's).
+        limits: ``{dim: max}`` of the other dynamic dimensions (e.g. targets per call).
+        opt: ``{dim: value}`` overriding the opt rule.
     Returns:
-        ``{"encoder": {input: (min, opt, max)}, "decoder": {...}}`` with shapes as int tuples.
-
+        ``{graph: {input: (min, opt, max)}}`` with shapes as int tuples, for every graph.
     Raises:
-        ViewrtError: A key is missing, a dimension has an unknown name, or a count is out of
-            range.
+        ViewrtError: a count out of range, or an unknown dimension name.
     """
-    _check_views(manifest, max_views, max_targets)
-    opt_views = max(1, max_views // 2) if opt_views is None else opt_views
-    opt_targets = max_targets if opt_targets is None else opt_targets
-    if not 1 <= opt_views <= max_views:
-        raise ViewrtError(f"opt_views: expected 1..{max_views}, got {opt_views}")
-    if not 1 <= opt_targets <= max_targets:
-        raise ViewrtError(f"opt_targets: expected 1..{max_targets}, got {opt_targets}")
-    tokens = int(_need(manifest, "tokens_per_view"))
-    ranges = {
-        "past_tokens": (tokens, opt_views * tokens, max_views * tokens),
-        "num_targets": (1, opt_targets, max_targets),
-    }
-
-    graphs = _need(manifest, "graphs")
+    ranges = manifest.dynamic_ranges(capacity, limits, opt)
     result = {}
-    for graph in _GRAPHS:
-        if graph not in graphs:
-            raise ViewrtError(f"manifest: graphs has no '{graph}' (has {sorted(graphs)})")
+    for graph, info in manifest.graphs.items():
         result[graph] = {}
-        for spec in graphs[graph]["inputs"]:
-            dims = []
-            for d in spec["shape"]:
-                if isinstance(d, str) and d not in ranges:
-                    raise ViewrtError(
-                        f"{graph} input '{spec['name']}': unknown dynamic dimension '{d}', "
-                        f"expected one of {sorted(ranges)}"
-                    )
-                dims.append(ranges[d] if isinstance(d, str) else (int(d),) * 3)
-            result[graph][spec["name"]] = tuple(tuple(col) for col in zip(*dims))
+        for t in info.inputs:
+            dims = [ranges[d] if isinstance(d, str) else (int(d),) * 3 for d in t.shape]
+            result[graph][t.name] = tuple(tuple(col) for col in zip(*dims))
     return result
 
 
 def build_all(
     out_dir: str | Path,
-    manifest: dict,
+    manifest: Manifest,
     precision: str,
-    max_views: int,
-    max_targets: int = 8,
+    capacity: int | None = None,
+    limits: dict[str, int] | None = None,
     tf32: bool = False,
 ) -> dict:
-    """Build ``encoder.engine`` and ``decoder.engine`` next to the exported ONNX graphs.
+    """Build one engine per graph next to the exported ONNX graphs.
 
-    Prints the memory estimate first, checks each graph against TensorRT 10.3's op list and
-    opset, then builds with one shared timing cache ``timing.cache`` in ``out_dir``.
+    Prints the memory estimate first (the contract's one estimate, GPU row), checks each
+    graph against TensorRT 10.3's op list and opset, then builds with one shared timing
+    cache ``timing.cache`` in ``out_dir``.
 
     Args:
         out_dir: The export folder holding the manifest's ONNX files; engines go there too.
         manifest: The export manifest.
-        precision: ``"fp32"`` or ``"fp16"`` (see :func:`build_engine`).
-        max_views: Most views the cache will hold.
-        max_targets: Most target views per decoder call.
+        precision: a precision of the table (see :func:`build_engine`).
+        capacity: Most cache entries (views) the engines admit.
+        limits: ``{dim: max}`` of the other dynamic dimensions (targets per call).
         tf32: Allow TF32 for fp32 tensors (see :func:`build_engine`).
 
     Returns:
-        ``{"encoder": info, "decoder": info}`` with ``info`` as returned by :func:`build_engine`.
+        ``{graph: info}`` with ``info`` as returned by :func:`build_engine`.
 
     Raises:
         ViewrtError: See :func:`build_engine`, :func:`profiles_for` and
             :func:`viewrt.export.trt_ops.check_trt_compatible`.
     """
     out_dir = Path(out_dir)
-    est = estimate_memory(manifest, max_views, max_targets)
+    profiles = profiles_for(manifest, capacity, limits)
+    geo = manifest.cache
+    n = geo.capacity if capacity is None else capacity
+    targets = max([1, *(limits or {}).values()])
+    row = device_row(estimate(manifest, n, precision, targets, process_bytes=0), "gpu")
     _say(
-        f"estimate for {max_views} views, {max_targets} targets: KV cache "
-        f"{est['cache_mib']} MiB ({est['kv_dtype']}), largest attention scores "
-        f"{est['attention_scores_mib']} MiB, total {est['total_mib']} MiB"
+        f"estimate for {n} {geo.entry}s, {targets} targets: KV cache "
+        f"{row['kv_cache'] / MIB:.1f} MiB ({get_precision(precision).kv_dtype}), weights "
+        f"{row['weights'] / MIB:.1f} MiB, activations {row['activations'] / MIB:.1f} MiB, "
+        f"total {row['total'] / MIB:.1f} MiB"
     )
-    profiles = profiles_for(manifest, max_views, max_targets)
-    graphs = _need(manifest, "graphs")
-    for graph in _GRAPHS:
+    for graph, info in manifest.graphs.items():
         check_trt_compatible(
-            out_dir / graphs[graph]["file"], opset_range=(17, 19 if precision == "fp8" else 18)
+            out_dir / info.file, opset_range=(17, 19 if precision == "fp8" else 18)
         )
 
     cache = out_dir / "timing.cache"
     return {
-        graph: build_engine(
-            out_dir / graphs[graph]["file"],
-            out_dir / f"{graph}.engine",
-            profiles[graph],
+        g.name: build_engine(
+            out_dir / g.file,
+            out_dir / g.engine_file,
+            profiles[g.name],
             precision,
             timing_cache=cache,
             tf32=tf32,
         )
-        for graph in _GRAPHS
+        for g in manifest.contract.graphs
     }

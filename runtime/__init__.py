@@ -12,7 +12,8 @@ Imports numpy and a backend (onnxruntime, or tensorrt + cuda-python), never torc
 from viewrt.contract.manifest import Manifest, load_manifest
 from viewrt.errors import ViewrtError
 from viewrt.geometry import Camera, NormalizationFrame
-from viewrt.runtime.renderer import Renderer, open
+from viewrt.runtime.renderer import Renderer
+from viewrt.runtime.session import SESSIONS, open, session_class
 
 __all__ = [
     "Camera",
@@ -22,4 +23,6 @@ __all__ = [
     "ViewrtError",
     "load_manifest",
     "open",
+    "SESSIONS",
+    "session_class",
 ]

@@ -25,14 +25,14 @@ from pathlib import Path
 import numpy as np
 
 from viewrt.contract import names as N
+from viewrt.contract.family import VIEW_SLOTS
 from viewrt.contract.manifest import Manifest, load_manifest
 from viewrt.contract.memory import targets_within
 from viewrt.errors import ViewrtError
 from viewrt.geometry import Camera, NormalizationFrame, input_view, plucker
 from viewrt.runtime import backends as registry
 from viewrt.runtime.backends.base import Backend, Timer
-from viewrt.runtime.cache import KVCache
-from viewrt.runtime.policy import CachePolicy
+from viewrt.runtime.kv.view_slots import CachePolicy, ViewSlots
 
 
 def _as_camera(camera, what: str) -> Camera:
@@ -99,6 +99,11 @@ class Renderer:
             raise ViewrtError(
                 f"attention_budget_mib must be a positive number, got {attention_budget_mib!r}"
             )
+        if manifest.memory != VIEW_SLOTS:
+            raise ViewrtError(
+                f"{manifest.dir}: a Renderer runs view-slot models; family {manifest.family!r} "
+                f"keeps its K/V as {manifest.memory!r} (open it with viewrt.runtime.open)"
+            )
         limit = min(manifest.max_views, backend.max_views)
         why = (
             "the export's"
@@ -115,6 +120,7 @@ class Renderer:
         self.targets_per_call = targets_per_call
         self.attention_budget = attention_budget_mib * 2**20
         self.manifest, self.backend = manifest, backend
+        self._writer, self._reader = manifest.cache.writer, manifest.cache.reader
         self.max_views, self.window, self.pinned = max_views, window, int(pinned)
         self.size = manifest.image_size
         self._given_frame = self._frame_from(frame)
@@ -123,8 +129,8 @@ class Renderer:
         self._closed = False
         backend.__enter__()
         try:
-            self.cache = KVCache(backend, manifest, self.policy.physical)
-            out = manifest.tensors("decoder", "outputs")[0]
+            self.cache = ViewSlots(backend, manifest, self.policy)
+            out = manifest.tensors(manifest.cache.reader, "outputs")[0]
             self._images = backend.alloc(
                 (1, manifest.max_targets, 3, self.size, self.size), out.np_dtype
             )
@@ -215,21 +221,18 @@ class Renderer:
         view = input_view(image, frame.apply(cam.c2w), cam.fxfycxcy)[
             None
         ]  # [1, 9, S, S]; checks range, NaN
-        plan = self.policy.plan_add(
-            self.cache.table, bool(keyframe)
-        )  # raises when full; changes nothing
+        plan = self.cache.plan_add(bool(keyframe))  # raises when full; changes nothing
         t.lap("preprocess")
         staged = self.backend.upload(view, self._view_in)
         t.lap("h2d")
         self.backend.run(
-            "encoder", {self.manifest.view_input: staged}, self.cache.slot_outputs(plan.slot)
+            self._writer, {self.manifest.view_input: staged}, self.cache.slot_outputs(plan.slot)
         )  # the free slot
         t.lap("encode", sync=True)
         self.cache.check_finite(plan.slot)
         # commit: nothing above changed the table
         self.frame = frame
         self.cache.commit(plan)  # evicts/replaces what the plan drops (one slot copy)
-        self.policy.committed(plan)
         t.lap("cache")
         self.last_timings = t.result()
         return plan.entry.view_id
@@ -297,7 +300,7 @@ class Renderer:
             t.lap("h2d")
             images = self._images.tokens(0, chunk.shape[1])  # [1, vt, 3, S, S] prefix
             self.backend.run(
-                "decoder",
+                self._reader,
                 {self.manifest.target_input: staged, **past},
                 {self.manifest.image_output: images},
             )
@@ -309,10 +312,7 @@ class Renderer:
                 "render: the decoder produced non-finite images (values beyond the export's precision); "
                 "normalize the scene or use an fp32 export"
             )
-        for view_id in self.policy.after_render(
-            self.cache.table
-        ):  # the pending non-keyframe view is used up
-            self.cache.drop(view_id)
+        self.cache.after_render()  # the pending non-keyframe view is used up
         t.lap("postprocess")
         self.last_timings = t.result()
         return out
@@ -349,7 +349,6 @@ class Renderer:
     def reset(self) -> None:
         """Forget every view (buffers are kept); a frame computed from a view is dropped."""
         self.cache.clear()
-        self.policy.reset()
         self.frame = self._given_frame
 
     @_locked
@@ -379,57 +378,3 @@ class Renderer:
             else ("first added view" if self.frame is not None else "not fixed yet"),
             **self.backend.info(),
         }
-
-
-def open(
-    export_dir: str | Path,
-    backend: str = "ort",
-    max_views: int | None = None,
-    window: int | None = None,
-    pinned: int = 0,
-    device: str | None = None,
-    frame=None,
-    threads: int | None = None,
-    targets_per_call: int | None = None,
-    attention_budget_mib: float = 256.0,
-    precision: str | None = None,
-) -> Renderer:  # noqa: A001
-    """Open an export folder for view-by-view rendering.
-
-    Args:
-        export_dir: folder with manifest.json and the graphs (and engines for "trt").
-        backend: a backend or configuration name from :data:`viewrt.runtime.backends.CONFIGS`
-            / ``BACKENDS``: "ort" (ONNX Runtime), "ort-cuda", "ort-trt", "trt" (native
-            TensorRT), and where installed "openvino".
-        max_views: cache capacity (default and maximum: the export's max_views, or the
-            backend's where smaller, e.g. TensorRT engines built for fewer views).
-        window: sliding window size (None: no eviction, a full cache is an error).
-        pinned: the first ``pinned`` views are never evicted.
-        device: "cpu" (default for ort), "cuda[:N]", "tensorrt[:N]" (ort's TensorRT EP);
-            "cuda:N" for trt.
-        frame: normalization frame: a NormalizationFrame, cameras (or c2w matrices) to
-            compute it from, or None to take it from the first added view.
-        threads: ONNX Runtime intra-op threads (OpenVINO: inference threads).
-        targets_per_call: targets per decoder call (default: chosen by the budget below;
-            all at once where attention is fused and materializes nothing).
-        attention_budget_mib: ONNX Runtime runs attention as MatMul -> Softmax -> MatMul and
-            holds scores and probabilities of targets x T x cached tokens x heads floats;
-            targets are split across calls to keep that under this budget (e.g. `small`
-            at 32 cached views: 2 targets per call, +7% decode time, ~400 MiB less peak
-            memory than 8 at once, measured on 2 CPU cores).
-        precision: "openvino" only: None (OpenVINO's default for the CPU: bf16 with AMX or
-            AVX512-BF16, else f32), "f32", "bf16" or "f16"; ``info()["precision"]`` says
-            which is in use.
-    Returns: a Renderer (a context manager; close() releases the backend).
-    Raises: ViewrtError on a bad folder, a manifest that does not match its graphs, a
-        checksum, an unknown or unavailable backend, or a bad policy.
-    """
-    if not isinstance(backend, str):
-        raise ViewrtError(f"backend must be a name, got {type(backend).__name__}")
-    if not isinstance(export_dir, (str, Path)):
-        raise ViewrtError(f"export_dir must be a path, got {type(export_dir).__name__}")
-    manifest = load_manifest(export_dir)
-    be = registry.create(backend, manifest, device=device, threads=threads, precision=precision)
-    return Renderer(
-        manifest, be, max_views, window, pinned, frame, targets_per_call, attention_budget_mib
-    )

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from viewrt.contract import names as N
 from viewrt.contract.manifest import Manifest, check_graph_io
 from viewrt.errors import ViewrtError
 
@@ -59,7 +58,7 @@ class Buffer:
 
 
 class Backend:
-    """Base runner over an export's encoder and decoder.
+    """Base runner over an export's graphs (the family's, as the manifest lists them).
 
     Subclasses implement ``activate`` (which sets ``self.memory``), ``deactivate`` and
     ``_run``; memory is shared (runtime/backends/memory.py).
@@ -71,16 +70,23 @@ class Backend:
 
     def __init__(self, manifest: Manifest, device: str = "cpu"):
         self.manifest, self.device = manifest, device
-        self._inputs = {g: {t.name: t for t in manifest.tensors(g, "inputs")} for g in N.GRAPHS}
-        self._outputs = {g: manifest.tensors(g, "outputs") for g in N.GRAPHS}
+        self._inputs = {g: {t.name: t for t in info.inputs} for g, info in manifest.graphs.items()}
+        self._outputs = {g: info.outputs for g, info in manifest.graphs.items()}
         ranges = manifest.dynamic_ranges()
         self.bounds = {d: r[2] for d, r in ranges.items()}  # largest value of each dynamic dim
         self.active = False
 
     @property
+    def capacity(self) -> int:
+        """Cache entries the reader graph accepts at once on this backend (its bound on the
+        cache's token axis, in whole entries)."""
+        geo = self.manifest.cache
+        return self.bounds[geo.dim] // geo.tokens_per_entry
+
+    @property
     def max_views(self) -> int:
-        """Views the decoder accepts at once on this backend (its past-token bound)."""
-        return self.bounds[N.PAST_TOKENS] // self.manifest.tokens_per_view
+        """:attr:`capacity` of a view-slot model, in views."""
+        return self.capacity
 
     def info(self) -> dict:
         """What this backend runs with (name, device, precision in use, ...)."""

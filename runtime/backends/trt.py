@@ -11,9 +11,6 @@ from viewrt.contract.manifest import Manifest
 from viewrt.errors import ViewrtError
 from viewrt.runtime.backends.base import Backend, Buffer
 
-GRAPHS = ("encoder", "decoder")
-
-
 class TrtBackend(Backend):
     """Runs encoder.engine and decoder.engine.
 
@@ -37,15 +34,15 @@ class TrtBackend(Backend):
         self.device_id = int(idx or 0)
         super().__init__(manifest, f"cuda:{self.device_id}")
         engines = manifest.engines or {}
-        for g in GRAPHS:
+        for g, info in manifest.graphs.items():  # the engines' profiles narrow the bounds
             prof = (engines.get(g) or {}).get("profiles", {})
-            for name, p in prof.items():
-                if name in manifest.past_names[:1]:
-                    self.bounds["past_tokens"] = min(self.bounds["past_tokens"], int(p["max"][1]))
-                if name == manifest.target_input:
-                    self.bounds["num_targets"] = min(self.bounds["num_targets"], int(p["max"][1]))
+            for t in info.inputs:
+                if t.name in prof:
+                    for axis, dim in t.dynamic_axes.items():
+                        built_max = int(prof[t.name]["max"][axis])
+                        self.bounds[dim] = min(self.bounds[dim], built_max)
         self.materializes_attention = self._decoder_materializes_attention(
-            engines.get("decoder") or {}
+            engines.get(manifest.cache.reader) or {}
         )
         self.engines, self.contexts = {}, {}
 
@@ -58,28 +55,26 @@ class TrtBackend(Backend):
         mem = built.get("device_memory_bytes")
         if mem is None:
             return False
-        m = self.manifest
-        scores = (
-            self.bounds["num_targets"]
-            * m.tokens_per_view
-            * self.bounds["past_tokens"]
-            * m.n_heads
-            * 4
-        )
+        geo = self.manifest.cache
+        queries = geo.tokens_per_entry  # per query entry (target), times every other dim's max
+        for dim, bound in self.bounds.items():
+            if dim != geo.dim:
+                queries *= bound
+        scores = queries * self.bounds[geo.dim] * geo.n_heads * 4
         return int(mem) >= scores
 
     def activate(self) -> None:
         trt = devices.import_tensorrt()
         m = self.manifest
         engines = m.engines or {}
-        if not all(g in engines for g in GRAPHS):
+        if not all(g in engines for g in m.graphs):
             raise ViewrtError(f"{m.dir}: no TensorRT engines recorded; run `viewrt build {m.dir}`")
         from viewrt.runtime.backends import cuda
         from viewrt.runtime.backends.memory import CudaMemory
 
         cuda.set_device(self.device_id)
         gpu = cuda.device_name(self.device_id)
-        for g in GRAPHS:
+        for g in m.graphs:
             built = engines[g]
             if built.get("tensorrt") != trt.__version__:
                 raise ViewrtError(
@@ -89,18 +84,18 @@ class TrtBackend(Backend):
                 raise ViewrtError(
                     f"{m.path(g, 'engine')}: built for {built.get('gpu')}, this GPU is {gpu}; rebuild on this device"
                 )
-        m.verify_files([engines[g]["file"] for g in GRAPHS])
+        m.verify_files([engines[g]["file"] for g in m.graphs])
         self._load_engines(trt)
         self.memory = CudaMemory(self.device_id)
 
     def _load_engines(self, trt) -> None:
-        """Deserialize both engines, check them against the manifest, make contexts."""
+        """Deserialize every graph's engine, check it against the manifest, make contexts."""
         m = self.manifest
         self._logger = trt.Logger(trt.Logger.WARNING)
         self._runtime = trt.Runtime(self._logger)
         if self._runtime is None:
             raise ViewrtError("TensorRT: could not create a runtime")
-        for g in GRAPHS:
+        for g in m.graphs:
             engine = self._runtime.deserialize_cuda_engine(m.path(g, "engine").read_bytes())
             if engine is None:
                 raise ViewrtError(f"{m.path(g, 'engine')}: TensorRT could not deserialize it")

@@ -7,12 +7,15 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from viewrt.contract.estimate import device_row, estimate
+from viewrt.contract.families import family_contract
+from viewrt.contract.manifest import Manifest
+from viewrt.contract.tensors import GraphInfo, TensorInfo
 from viewrt.errors import ViewrtError
 from viewrt.export.trt_build import (
     build_all,
     build_engine,
     engine_io,
-    estimate_memory,
     profiles_for,
     trt_available,
     trt_major,
@@ -22,115 +25,91 @@ T, D, HEADS = 4, 8, 2  # tokens per view, model width, heads of the toy manifest
 IR_VERSION = 8  # the IR of opset 17/18; newer onnx writes a newer IR that ONNX Runtime may refuse
 
 
-def _manifest(max_views=4, kv_dtype="float16"):
-    """A hand-written manifest in the exporter's format (dynamic dims named by strings)."""
-    kv = [1, "past_tokens", HEADS, D // HEADS]
-    return {
-        "tokens_per_view": T, "n_layers": 2, "n_heads": HEADS, "head_dim": D // HEADS,
-        "d_model": D, "max_views": max_views, "kv_dtype": kv_dtype, "precision": "fp16",
-        "graphs": {
-            "encoder": {
-                "file": "encoder.onnx",
-                "inputs": [{"name": "images", "dtype": "float16", "shape": [1, 1, 3, 16, 16]}],
-                "outputs": [{"name": "present.0.key", "dtype": kv_dtype, "shape": [1, T, 2, 4]}],
-            },
-            "decoder": {
-                "file": "decoder.onnx",
-                "inputs": [
-                    {"name": "target_rays", "dtype": "float16",
-                     "shape": [1, "num_targets", 6, 16, 16]},
-                    {"name": "past.0.key", "dtype": kv_dtype, "shape": kv},
-                ],
-                "outputs": [{"name": "images", "dtype": "float16",
-                             "shape": [1, "num_targets", 3, 16, 16]}],
-            },
-        },
+def _manifest(max_views=4, kv_dtype="float16", **header) -> Manifest:
+    """A toy Efficient-LVSM manifest, its graph signatures from the family's contract."""
+    h = {
+        "image_size": 16, "patch_size": 8, "tokens_per_view": T, "n_layers": 2,
+        "n_heads": HEADS, "head_dim": D // HEADS, "d_model": D, "max_views": max_views,
+        "max_targets": 8, **header,
     }  # fmt: skip
+    contract = family_contract("efficient-lvsm")
+    sigs = contract.signatures(h, kv_dtype)
+    graphs = {g.name: sigs[g.name].graph_info(g.file) for g in contract.graphs}
+    m = Manifest(
+        family="efficient-lvsm", preset="toy", config={}, precision="fp16", kv_dtype=kv_dtype,
+        opset=18, header=h, graphs=graphs,
+    )  # fmt: skip
+    m.check_bounds()
+    return m
+
+
+def _gpu(m, views, targets):
+    return device_row(estimate(m, views, "fp16", targets, process_bytes=0), "gpu")
 
 
 # ---------------------------------------------------------------------------- arithmetic
 
 
-def test_estimate_memory_fp16_cache():
-    est = estimate_memory(_manifest(), max_views=4, max_targets=3)
-    # layers * (K, V) * views * tokens * d_model * 2 bytes
-    assert est["cache_bytes"] == 2 * 2 * 4 * T * D * 2 == 1024
-    # scores and probabilities: 2 x (targets * tokens) x (views * tokens) x heads x fp32 (the
-    # contract's attention_scratch_bytes, the runtime's target-splitting rule too)
-    assert est["attention_scores_bytes"] == 2 * (3 * T) * (4 * T) * HEADS * 4 == 3072
-    assert est["total_bytes"] == 1024 + 3072
-    assert est["kv_dtype"] == "float16"
-    assert est["total_mib"] == pytest.approx(2560 / 2**20, abs=0.01)
+def test_estimate_kv_cache_is_the_contract_arithmetic():
+    # layers * (K, V) * views * tokens * d_model * 2 bytes (fp16)
+    assert _gpu(_manifest(), 4, 3)["kv_cache"] == 2 * 2 * 4 * T * D * 2 == 1024
+    small = _gpu(_manifest(max_views=8), 2, 1)
+    big = _gpu(_manifest(max_views=8), 8, 1)
+    assert big["kv_cache"] == 4 * small["kv_cache"]
 
 
-def test_estimate_memory_scales_with_dtype_and_views():
-    small = estimate_memory(_manifest(max_views=8, kv_dtype="float32"), max_views=2, max_targets=1)
-    assert small["cache_bytes"] == 2 * 2 * 2 * T * D * 4
-    big = estimate_memory(_manifest(max_views=8, kv_dtype="float32"), max_views=8, max_targets=1)
-    assert big["cache_bytes"] == 4 * small["cache_bytes"]
-    assert big["attention_scores_bytes"] == 4 * small["attention_scores_bytes"]
-
-
-def test_estimate_memory_realistic_numbers():
+def test_estimate_realistic_cache():
     # 12 layers, 768 wide, 256 tokens per view, 16 views in fp16: 144 MiB of cache.
-    m = dict(_manifest(max_views=16), n_layers=12, d_model=768, n_heads=12, tokens_per_view=256)
-    est = estimate_memory(m, max_views=16, max_targets=8)
-    assert est["cache_bytes"] == 12 * 2 * 16 * 256 * 768 * 2
-    assert est["cache_mib"] == 144.0
-    assert est["attention_scores_mib"] == 2 * (8 * 256) * (16 * 256) * 12 * 4 / 2**20 == 768.0
+    m = _manifest(
+        max_views=16, n_layers=12, d_model=768, n_heads=12, head_dim=64, tokens_per_view=256,
+        image_size=256, patch_size=16,
+    )  # fmt: skip
+    assert _gpu(m, 16, 8)["kv_cache"] == 12 * 2 * 16 * 256 * 768 * 2 == 144 * 2**20
 
 
-@pytest.mark.parametrize(
-    "change, kwargs, match",
-    [
-        ({}, {"max_views": 5, "max_targets": 1}, "max_views: expected 1..4"),
-        ({}, {"max_views": 0, "max_targets": 1}, "max_views"),
-        ({}, {"max_views": 2, "max_targets": 0}, "max_targets"),
-        ({"kv_dtype": "int8"}, {"max_views": 2, "max_targets": 1}, "kv_dtype"),
-        ({"n_layers": None}, {"max_views": 2, "max_targets": 1}, "missing key 'n_layers'"),
-    ],
-)
-def test_estimate_memory_rejects_bad_input(change, kwargs, match):
-    m = _manifest()
-    for key, value in change.items():
-        if value is None:
-            del m[key]
-        else:
-            m[key] = value
-    with pytest.raises(ViewrtError, match=match):
-        estimate_memory(m, **kwargs)
+def test_estimate_rejects_views_beyond_the_export():
+    with pytest.raises(ViewrtError, match=r"1\.\.4"):
+        estimate(_manifest(), 5, "fp16", 1, process_bytes=0)
 
 
 def test_profiles_for_defaults():
-    p = profiles_for(_manifest(max_views=4), max_views=4, max_targets=3)
+    p = profiles_for(_manifest(max_views=4), limits={"num_targets": 3})
     assert set(p) == {"encoder", "decoder"}
-    static = (1, 1, 3, 16, 16)
-    assert p["encoder"] == {"images": (static, static, static)}
-    # past_tokens: one view .. max_views, tuned for max_views // 2 views; num_targets: 1..3,
-    # tuned for 3 (the runtime decodes up to max_targets at once)
-    assert p["decoder"]["past.0.key"] == ((1, T, 2, 4), (1, 2 * T, 2, 4), (1, 4 * T, 2, 4))
+    static = (1, 9, 16, 16)
+    assert p["encoder"] == {"view": (static, static, static)}
+    # the one opt rule: past_tokens one view .. max_views, tuned for max_views // 2 views;
+    # num_targets 1..3, tuned for 3 (the runtime decodes up to max_targets at once)
+    assert p["decoder"]["past_key.0"] == ((1, T, 2, 4), (1, 2 * T, 2, 4), (1, 4 * T, 2, 4))
     assert p["decoder"]["target_rays"] == (
         (1, 1, 6, 16, 16), (1, 3, 6, 16, 16), (1, 3, 6, 16, 16)
     )  # fmt: skip
 
 
+def test_profiles_are_the_manifest_ranges():
+    m = _manifest(max_views=6)
+    r = m.dynamic_ranges(4, {"num_targets": 2})
+    p = profiles_for(m, 4, {"num_targets": 2})
+    assert p["decoder"]["past_value.1"] == tuple((1, v, 2, 4) for v in r["past_tokens"])
+    assert p["decoder"]["target_rays"] == tuple((1, v, 6, 16, 16) for v in r["num_targets"])
+
+
 def test_profiles_for_opt_overrides_and_one_view():
-    p = profiles_for(_manifest(), max_views=4, max_targets=8, opt_views=3, opt_targets=2)
-    assert p["decoder"]["past.0.key"][1] == (1, 3 * T, 2, 4)
+    p = profiles_for(_manifest(), 4, {"num_targets": 8}, opt={"past_tokens": 3 * T, "num_targets": 2})
+    assert p["decoder"]["past_key.0"][1] == (1, 3 * T, 2, 4)
     assert p["decoder"]["target_rays"][1] == (1, 2, 6, 16, 16)
-    one = profiles_for(_manifest(), max_views=1, max_targets=1)
-    assert one["decoder"]["past.0.key"] == ((1, T, 2, 4),) * 3
+    one = profiles_for(_manifest(), 1, {"num_targets": 1})
+    assert one["decoder"]["past_key.0"] == ((1, T, 2, 4),) * 3
 
 
 def test_profiles_for_rejects_bad_input():
-    with pytest.raises(ViewrtError, match="opt_views: expected 1..4"):
-        profiles_for(_manifest(), max_views=4, opt_views=5)
-    with pytest.raises(ViewrtError, match="opt_targets"):
-        profiles_for(_manifest(), max_views=4, max_targets=2, opt_targets=3)
-    m = _manifest()
-    m["graphs"]["decoder"]["inputs"][1]["shape"] = [1, "past_len", 2, 4]
+    with pytest.raises(ViewrtError, match=r"opt past_tokens: expected 4..16"):
+        profiles_for(_manifest(), 4, opt={"past_tokens": 5 * T})
+    with pytest.raises(ViewrtError, match="opt num_targets"):
+        profiles_for(_manifest(), 4, {"num_targets": 2}, opt={"num_targets": 3})
+    with pytest.raises(ViewrtError, match=r"admits 1..4 views"):
+        profiles_for(_manifest(), 5)
     with pytest.raises(ViewrtError, match="unknown dynamic dimension 'past_len'"):
-        profiles_for(m, max_views=4)
+        profiles_for(_manifest(), 4, {"past_len": 2})
 
 
 def test_build_engine_checks_arguments_before_tensorrt(tmp_path):
@@ -298,14 +277,19 @@ def test_build_all_from_a_manifest(tmp_path):
         onnx.save(model, tmp_path / f"{graph.name}.onnx")
 
     manifest = _manifest(max_views=4, kv_dtype="float32")
-    manifest["graphs"]["encoder"]["inputs"] = [
-        {"name": "tokens", "dtype": "float32", "shape": [1, T, D]}
-    ]
-    manifest["graphs"]["decoder"]["inputs"] = [
-        {"name": "query", "dtype": "float32", "shape": [1, "num_targets", D]},
-        {"name": "past.0.key", "dtype": "float32", "shape": [1, "past_tokens", D]},
-    ]
-    infos = build_all(tmp_path, manifest, "fp32", max_views=4, max_targets=2)
+    # the toy graphs' own tensors (build_all reads the graphs' inputs from the manifest)
+    manifest.graphs = {
+        "encoder": GraphInfo("encoder.onnx", (TensorInfo("tokens", "float32", (1, T, D)),), ()),
+        "decoder": GraphInfo(
+            "decoder.onnx",
+            (
+                TensorInfo("query", "float32", (1, "num_targets", D)),
+                TensorInfo("past.0.key", "float32", (1, "past_tokens", D)),
+            ),
+            (),
+        ),
+    }
+    infos = build_all(tmp_path, manifest, "fp32", 4, {"num_targets": 2})
 
     assert set(infos) == {"encoder", "decoder"}
     assert (tmp_path / "encoder.engine").is_file() and (tmp_path / "decoder.engine").is_file()

@@ -1,6 +1,6 @@
 """The cache policy on its own (no backend, no tensors): a hypothesis state machine drives
 CachePolicy + SlotTable, applying every slot move to a simulated physical store, against a
-plain-Python model of the documented rules (runtime/policy.py)."""
+plain-Python model of the documented rules (runtime/kv/view_slots.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from viewrt.errors import ViewrtError
-from viewrt.runtime.policy import CachePolicy, SlotTable
+from viewrt.runtime.kv.view_slots import CachePolicy, SlotTable
 
 
 class Model:

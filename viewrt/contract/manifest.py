@@ -20,128 +20,38 @@ import numpy as np
 
 from viewrt.checksum import sha256_file
 from viewrt.contract import names as N
-from viewrt.contract.memory import host_memory_bytes, kv_bytes_per_view
+from viewrt.contract.families import family_contract
+from viewrt.contract.family import CacheGeometry, FamilyContract
+from viewrt.contract.memory import host_memory_bytes
 from viewrt.contract.precision import PRECISIONS, Precision, get_precision
+from viewrt.contract.tensors import GraphInfo, TensorInfo
 from viewrt.errors import ViewrtError
 
 FORMAT = "viewrt-manifest"
 FORMAT_VERSION = 1
 
 
-@dataclass(frozen=True)
-class TensorInfo:
-    """One graph input or output.
-
-    Attributes:
-        name: tensor name. dtype: numpy dtype name. shape: ints, or str for a dynamic dim
-        (its ONNX dim_param). layout: axis letters, e.g. ``B,T,heads,head_dim``.
-    """
-
-    name: str
-    dtype: str
-    shape: tuple
-    layout: str = ""
-
-    @property
-    def np_dtype(self) -> np.dtype:
-        return np.dtype(self.dtype)
-
-    @property
-    def dynamic_axes(self) -> dict[int, str]:
-        return {i: d for i, d in enumerate(self.shape) if isinstance(d, str)}
-
-    def check(self, array_shape: tuple, array_dtype, bounds: dict[str, int] | None = None) -> None:
-        """Raise ViewrtError unless shape/dtype fit this tensor (dynamic dims 1..bound)."""
-        if np.dtype(array_dtype) != self.np_dtype:
-            raise ViewrtError(
-                f"input '{self.name}': got dtype {np.dtype(array_dtype)}, expected {self.np_dtype}"
-            )
-        bounds = bounds or {}
-        ok = len(array_shape) == len(self.shape) and all(
-            (1 <= got <= bounds.get(want, got)) if isinstance(want, str) else got == want
-            for got, want in zip(array_shape, self.shape)
-        )
-        if not ok:
-            want = tuple(
-                f"<={bounds[d]}" if isinstance(d, str) and d in bounds else d for d in self.shape
-            )
-            raise ViewrtError(
-                f"input '{self.name}': got shape {tuple(array_shape)}, expected {want}"
-            )
-
-    def to_dict(self) -> dict:
-        return {
-            "name": self.name,
-            "dtype": self.dtype,
-            "shape": list(self.shape),
-            "layout": self.layout,
-            "dynamic_axes": {str(k): v for k, v in self.dynamic_axes.items()},
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict) -> TensorInfo:
-        np.dtype(d["dtype"])  # raises TypeError on a bad dtype name
-        shape = tuple(s if isinstance(s, str) else int(s) for s in d["shape"])
-        return cls(str(d["name"]), str(d["dtype"]), shape, str(d.get("layout", "")))
-
-
-@dataclass(frozen=True)
-class GraphInfo:
-    """One graph file and its declared inputs and outputs, in graph order."""
-
-    file: str
-    inputs: tuple[TensorInfo, ...]
-    outputs: tuple[TensorInfo, ...]
-    sha256: str | None = None
-
-    def to_dict(self) -> dict:
-        d = {
-            "file": self.file,
-            "inputs": [t.to_dict() for t in self.inputs],
-            "outputs": [t.to_dict() for t in self.outputs],
-        }
-        if self.sha256:
-            d["sha256"] = self.sha256
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> GraphInfo:
-        return cls(
-            str(d["file"]),
-            tuple(TensorInfo.from_dict(t) for t in d["inputs"]),
-            tuple(TensorInfo.from_dict(t) for t in d["outputs"]),
-            d.get("sha256"),
-        )
-
-
-# Header fields every manifest has, and the smallest value each may take.
-_HEADER_INTS = {
-    "image_size": 1,
-    "patch_size": 1,
-    "tokens_per_view": 1,
-    "n_layers": 1,
-    "n_heads": 1,
-    "head_dim": 1,
-    "d_model": 1,
-    "max_views": 1,
-    "max_targets": 1,
-    "opset": 1,
-}
+# Fields every manifest has, whatever its family (the family declares the rest).
+_COMMON_INTS = {"opset": 1}
+_COMMON_STRS = ("family", "preset", "precision", "kv_dtype")
+_DERIVED = ("format", "format_version", "memory", "cache")  # written, recomputed on load
 
 
 @dataclass
 class Manifest:
     """A parsed, bounded manifest.json.
 
-    Attributes (header): family, preset, config (the model config dict), precision,
-    kv_dtype, opset, image_size, patch_size, tokens_per_view, n_layers, n_heads, head_dim,
-    d_model, max_views (cache capacity in views), max_targets (targets per decoder call).
-    graphs: ``{"encoder": GraphInfo, "decoder": GraphInfo}``. Records: checkpoint,
-    weights_sha256, cameras, validation, files (``{name: {sha256, size_bytes}}``),
-    versions, engines (written by ``viewrt build``), quantization (by ``viewrt calib``),
-    variants (backend-specific graphs with the same inputs and outputs, e.g.
-    ``{"decoder": {"onnxruntime-cpu": {"file", "sha256", "validation"}}}``), extra
-    (family-specific fields). ``dir``: the folder it was loaded from (not written).
+    Attributes: family, preset, config (the model config dict), precision, kv_dtype, opset;
+    header (the family's integer header fields, e.g. Efficient-LVSM's image_size,
+    tokens_per_view, n_layers, max_views, max_targets: each is also readable as an attribute,
+    ``m.max_views``); graphs: ``{graph name: GraphInfo}`` in the family's graph order.
+    Records: checkpoint, weights_sha256, cameras, validation, files (``{name: {sha256,
+    size_bytes}}``), versions, engines (written by ``viewrt build``), quantization (by
+    ``viewrt calib``), variants (backend-specific graphs with the same inputs and outputs,
+    e.g. ``{"decoder": {"onnxruntime-cpu": {"file", "sha256", "validation"}}}``), extra
+    (unknown top-level fields, kept). ``dir``: the folder it was loaded from (not written).
+    Derived (never stored separately): ``contract`` (the family's declaration),
+    ``memory`` (its memory kind) and ``cache`` (its cache geometry).
     """
 
     family: str
@@ -150,15 +60,7 @@ class Manifest:
     precision: str
     kv_dtype: str
     opset: int
-    image_size: int
-    patch_size: int
-    tokens_per_view: int
-    n_layers: int
-    n_heads: int
-    head_dim: int
-    d_model: int
-    max_views: int
-    max_targets: int
+    header: dict = field(default_factory=dict)
     graphs: dict = field(default_factory=dict)
     checkpoint: str | None = None
     weights_sha256: str | None = None
@@ -172,7 +74,30 @@ class Manifest:
     extra: dict = field(default_factory=dict)
     dir: Path | None = field(default=None, compare=False)
 
+    def __getattr__(self, name: str):
+        # header fields read as attributes (m.tokens_per_view); only called when the
+        # normal lookup fails, and never for private names (copy/pickle probe those)
+        header = self.__dict__.get("header")
+        if name.startswith("_") or header is None or name not in header:
+            raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
+        return header[name]
+
     # -- derived ---------------------------------------------------------------------------
+    @property
+    def contract(self) -> FamilyContract:
+        """The family's declaration. Raises ViewrtError for an unknown family."""
+        return family_contract(self.family)
+
+    @property
+    def memory(self) -> str:
+        """The memory kind the runtime keeps this model's K/V in (view-slots, token-window)."""
+        return self.contract.memory
+
+    @property
+    def cache(self) -> CacheGeometry:
+        """The cache geometry (entry tokens, capacity, layers, heads, writer/reader graphs)."""
+        return self.contract.cache(self.header)
+
     @property
     def precision_row(self) -> Precision:
         return get_precision(self.precision)
@@ -182,14 +107,14 @@ class Manifest:
         return np.dtype(self.kv_dtype)
 
     @property
+    def kv_bytes_per_entry(self) -> int:
+        """Bytes of K and V over all cached layers for one cache entry, in the cache dtype."""
+        return self.cache.bytes_per_entry(self.np_kv_dtype.itemsize)
+
+    @property
     def kv_bytes_per_view(self) -> int:
-        return kv_bytes_per_view(
-            self.n_layers,
-            self.tokens_per_view,
-            self.n_heads,
-            self.head_dim,
-            self.np_kv_dtype.itemsize,
-        )
+        """:attr:`kv_bytes_per_entry` under the view family's name."""
+        return self.kv_bytes_per_entry
 
     def tensors(self, graph: str, kind: str) -> tuple[TensorInfo, ...]:
         """Inputs or outputs of a graph, in graph order."""
@@ -198,52 +123,52 @@ class Manifest:
 
     @property
     def present_names(self) -> list[str]:
-        """Encoder K/V outputs in graph order."""
-        return [t.name for t in self.graphs["encoder"].outputs]
+        """K/V outputs of the cache's writer graph, in graph order."""
+        return [
+            t.name
+            for t in self.graphs[self.cache.writer].outputs
+            if (N.parse_kv_name(t.name) or ("",))[0] == "present"
+        ]
 
     @property
     def past_names(self) -> list[str]:
-        """Decoder K/V inputs paired with :attr:`present_names` by name (layer, kind),
-        never by position."""
-        declared = {t.name for t in self.graphs["decoder"].inputs}
+        """K/V inputs of the cache's reader graph paired with :attr:`present_names` by name
+        (layer, kind), never by position."""
+        declared = {t.name for t in self.graphs[self.cache.reader].inputs}
         return [n for n in (N.paired_name(p) for p in self.present_names) if n in declared]
 
     @property
     def view_input(self) -> str:
-        return self.graphs["encoder"].inputs[0].name
+        """The writer graph's first input (the new view or frame)."""
+        return self.graphs[self.cache.writer].inputs[0].name
 
     @property
     def target_input(self) -> str:
-        return self.graphs["decoder"].inputs[0].name
+        """The reader graph's first input (what is queried: target rays)."""
+        return self.graphs[self.cache.reader].inputs[0].name
 
     @property
     def image_output(self) -> str:
-        return self.graphs["decoder"].outputs[0].name
+        """The reader graph's first output."""
+        return self.graphs[self.cache.reader].outputs[0].name
 
     def dynamic_ranges(
         self,
-        max_views: int | None = None,
-        max_targets: int | None = None,
-        opt_views: int | None = None,
-        opt_targets: int | None = None,
+        capacity: int | None = None,
+        limits: dict[str, int] | None = None,
+        opt: dict[str, int] | None = None,
     ) -> dict[str, tuple[int, int, int]]:
-        """``{dim_name: (min, opt, max)}`` of each dynamic dimension: the one source of
-        TensorRT profiles, ORT TensorRT-EP profiles and backend bounds.
+        """``{dim_name: (min, opt, max)}`` of each dynamic dimension, by the family's
+        declaration and the contract's one opt rule
+        (:meth:`viewrt.contract.family.FamilyContract.ranges`).
 
-        ``past_tokens`` spans 1 view to ``max_views`` views of ``tokens_per_view`` tokens;
-        ``num_targets`` spans 1 to ``max_targets`` (opt: the max, since the runtime
-        decodes up to max targets at once). Raises ViewrtError outside the export's range.
+        Args:
+            capacity: cache entries (views, frames) to admit, 1..the export's.
+            limits: ``{dim: max}`` of other dynamic dimensions (e.g. ``num_targets``).
+            opt: ``{dim: value}`` overriding the opt rule.
+        Raises: ViewrtError outside the export's range or for an unknown dimension.
         """
-        mv = self.max_views if max_views is None else int(max_views)
-        mt = self.max_targets if max_targets is None else int(max_targets)
-        if not 1 <= mv <= self.max_views:
-            raise ViewrtError(f"max_views must be in 1..{self.max_views} (the export's), got {mv}")
-        if mt < 1:
-            raise ViewrtError(f"max_targets must be >= 1, got {mt}")
-        ov = mv if opt_views is None else max(1, min(mv, int(opt_views)))
-        ot = mt if opt_targets is None else max(1, min(mt, int(opt_targets)))
-        T = self.tokens_per_view
-        return {N.PAST_TOKENS: (T, ov * T, mv * T), N.NUM_TARGETS: (1, ot, mt)}
+        return self.contract.ranges(self.header, capacity, limits, opt)
 
     def variant(self, graph: str, name: str) -> Path | None:
         """Path of a backend-specific variant of a graph, None where there is none.
@@ -273,16 +198,16 @@ class Manifest:
     def to_dict(self) -> dict:
         d = {"format": FORMAT, "format_version": FORMAT_VERSION}
         for f in fields(self):
-            if f.name in ("dir", "extra"):
+            if f.name in ("dir", "extra", "header"):
                 continue
             v = getattr(self, f.name)
             d[f.name] = {k: g.to_dict() for k, g in v.items()} if f.name == "graphs" else v
-        d["kv_bytes_per_view"] = {
-            p: kv_bytes_per_view(
-                self.n_layers, self.tokens_per_view, self.n_heads, self.head_dim, row.itemsize
-            )
-            for p, row in PRECISIONS.items()
-        }
+        d.update(self.header)  # header fields are top-level keys
+        geo = self.cache
+        sizes = {p: row.itemsize for p, row in PRECISIONS.items()}
+        d["memory"] = geo.memory
+        d["cache"] = geo.to_dict(sizes)
+        d[f"kv_bytes_per_{geo.entry}"] = {p: geo.bytes_per_entry(i) for p, i in sizes.items()}
         d.update(self.extra)
         return d
 
@@ -299,9 +224,7 @@ class Manifest:
                 json.dump(self.to_dict(), f, indent=1)
             umask = os.umask(0)
             os.umask(umask)
-            os.chmod(
-                tmp, 0o666 & ~umask
-            )  # readable like the graphs next to it (mkstemp makes 0600)
+            os.chmod(tmp, 0o666 & ~umask)  # readable like the graphs (mkstemp makes 0600)
             os.replace(tmp, path)
         except OSError as e:
             raise ViewrtError(f"{path}: cannot write the manifest ({e.strerror or e})") from None
@@ -309,22 +232,35 @@ class Manifest:
 
     @classmethod
     def from_dict(cls, data: dict, directory: Path | None = None) -> Manifest:
-        """Parse and bound a manifest dict. Raises ViewrtError naming the bad field."""
+        """Parse and bound a manifest dict: the family's declaration says which header
+        fields and graphs it has. Raises ViewrtError naming the bad field."""
         where = directory / N.MANIFEST_FILE if directory is not None else "manifest"
-        known = {f.name for f in fields(cls)} - {"dir", "extra"}
+        known = {f.name for f in fields(cls)} - {"dir", "extra", "header"}
         try:
+            contract = family_contract(data["family"])
             kw = {k: data[k] for k in known if k in data}
-            for k in _HEADER_INTS:
+            header_keys = list(contract.header_ints)
+            for k in [*_COMMON_INTS, *header_keys]:
                 v = data[k]
                 if isinstance(v, bool) or not isinstance(v, int):
                     raise ViewrtError(f"{where}: {k} must be an integer, got {v!r}")
-            kw["graphs"] = {g: GraphInfo.from_dict(data["graphs"][g]) for g in N.GRAPHS}
-            for k in ("family", "preset", "precision", "kv_dtype", "config"):
+            memory = data.get("memory", contract.memory)
+            if memory != contract.memory:
+                raise ViewrtError(
+                    f"{where}: memory {memory!r}, but family {contract.name!r} keeps its K/V "
+                    f"as {contract.memory!r}"
+                )
+            kw["header"] = {k: data[k] for k in header_keys}
+            kw["graphs"] = {
+                g: GraphInfo.from_dict(data["graphs"][g]) for g in contract.graph_names
+            }
+            for k in (*_COMMON_STRS, "config"):
                 kw[k] = data[k]
+            skip = known | set(header_keys) | set(_DERIVED)
             extra = {
                 k: v
                 for k, v in data.items()
-                if k not in known and k not in ("format", "format_version", "kv_bytes_per_view")
+                if k not in skip and not k.startswith("kv_bytes_per_")
             }
             m = cls(**kw, extra=extra, dir=directory)
         except ViewrtError:
@@ -336,12 +272,20 @@ class Manifest:
 
     # -- checks ----------------------------------------------------------------------------
     def check_bounds(self, where="manifest") -> None:
-        """Every number in range and the tensor lists consistent with the header.
+        """Every number in range and the tensor lists consistent with the header, by the
+        family's declaration.
 
         Raises: ViewrtError naming the field, its value and what was expected.
         """
-        for k, lo in _HEADER_INTS.items():
-            v = getattr(self, k)
+        contract = self.contract
+        ints = {**_COMMON_INTS, **contract.header_ints}
+        values = {**self.header, "opset": self.opset}
+        for k, lo in ints.items():
+            if k not in values:
+                raise ViewrtError(f"{where}: missing header field {k!r}")
+            v = values[k]
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise ViewrtError(f"{where}: {k} must be an integer, got {v!r}")
             if v < lo:
                 raise ViewrtError(f"{where}: {k} must be >= {lo}, got {v}")
         if self.precision not in PRECISIONS:
@@ -352,17 +296,12 @@ class Manifest:
             np.dtype(self.kv_dtype)
         except TypeError:
             raise ViewrtError(f"{where}: kv_dtype {self.kv_dtype!r} is not a dtype") from None
-        if self.d_model != self.n_heads * self.head_dim:
+        for problem in contract.check_header(self.header):
+            raise ViewrtError(f"{where}: {problem}")
+        if list(self.graphs) != list(contract.graph_names):
             raise ViewrtError(
-                f"{where}: d_model {self.d_model} != n_heads {self.n_heads} x head_dim {self.head_dim}"
-            )
-        if (
-            self.image_size % self.patch_size
-            or (self.image_size // self.patch_size) ** 2 != self.tokens_per_view
-        ):
-            raise ViewrtError(
-                f"{where}: tokens_per_view {self.tokens_per_view} does not match image_size {self.image_size} "
-                f"and patch_size {self.patch_size} (expected {(self.image_size // self.patch_size) ** 2})"
+                f"{where}: graphs {list(self.graphs)}, family {contract.name!r} has "
+                f"{list(contract.graph_names)}"
             )
         for name, g in self.graphs.items():
             if Path(g.file).name != g.file or g.file in ("", ".", ".."):
@@ -370,48 +309,15 @@ class Manifest:
                     f"{where}: graphs.{name}.file {g.file!r} must name a file in the export folder"
                 )
         mem = host_memory_bytes()
-        need = self.kv_bytes_per_view * self.max_views
+        geo = self.cache
+        need = self.kv_bytes_per_entry * geo.capacity
         if mem is not None and need > mem:
             raise ViewrtError(
-                f"{where}: max_views {self.max_views}: its KV cache needs {need / 2**30:.1f} GiB, "
+                f"{where}: {contract.capacity_field} {geo.capacity}: its KV cache needs "
+                f"{need / 2**30:.1f} GiB, "
                 f"more than this machine's {mem / 2**30:.1f} GiB"
             )
-        self._check_tensor_lists(where)
-
-    def _check_tensor_lists(self, where) -> None:
-        S, T, H, Dh, kv = (
-            self.image_size,
-            self.tokens_per_view,
-            self.n_heads,
-            self.head_dim,
-            self.kv_dtype,
-        )
-        want = {
-            ("encoder", "inputs"): [(N.VIEW, "float32", (1, 9, S, S))],
-            ("encoder", "outputs"): [
-                (n, kv, (1, T, H, Dh)) for n in N.kv_names("present", self.n_layers)
-            ],
-            ("decoder", "inputs"): [(N.TARGET_RAYS, "float32", (1, N.NUM_TARGETS, 6, S, S))]
-            + [(n, kv, (1, N.PAST_TOKENS, H, Dh)) for n in N.kv_names("past", self.n_layers)],
-            ("decoder", "outputs"): [(N.IMAGES, "float32", (1, N.NUM_TARGETS, 3, S, S))],
-        }
-        for (graph, kind), expected in want.items():
-            got = self.tensors(graph, kind)
-            if len(got) != len(expected):
-                raise ViewrtError(
-                    f"{where}: {graph} has {len(got)} {kind}, expected {len(expected)} for n_layers {self.n_layers}"
-                )
-            for i, (t, (name, dtype, shape)) in enumerate(zip(got, expected)):
-                for fld, have, need in (
-                    ("name", t.name, name),
-                    ("dtype", t.dtype, dtype),
-                    ("shape", tuple(t.shape), shape),
-                ):
-                    if have != need:
-                        raise ViewrtError(
-                            f"{where}: {graph} {kind[:-1]} {i} {fld}: manifest has {have!r}, "
-                            f"its header (layers, heads, tokens per view, image size, kv_dtype) implies {need!r}"
-                        )
+        contract.check_signatures(self.graphs, self.header, self.kv_dtype, where)
 
     def verify_files(self, files: list[str] | None = None) -> None:
         """Check the sha256 of the named files (default: every file the manifest lists).
@@ -443,21 +349,17 @@ class Manifest:
                 )
 
     def summary(self) -> dict:
+        geo = self.cache
         return {
             "dir": str(self.dir),
             "family": self.family,
             "preset": self.preset,
             "precision": self.precision,
-            "image_size": self.image_size,
-            "tokens_per_view": self.tokens_per_view,
-            "layers": self.n_layers,
-            "heads": self.n_heads,
-            "head_dim": self.head_dim,
-            "max_views": self.max_views,
-            "max_targets": self.max_targets,
+            "memory": geo.memory,
+            **self.header,
             "kv_dtype": self.kv_dtype,
-            "kv_MiB_per_view": round(self.kv_bytes_per_view / 2**20, 3),
-            "kv_MiB_at_max_views": round(self.kv_bytes_per_view * self.max_views / 2**20, 2),
+            f"kv_MiB_per_{geo.entry}": round(self.kv_bytes_per_entry / 2**20, 3),
+            f"kv_MiB_at_max_{geo.entry}s": round(self.kv_bytes_per_entry * geo.capacity / 2**20, 2),
             "validation": self.validation,
             "engines": self.engines,
             "quantization": self.quantization,
@@ -544,5 +446,5 @@ def load_manifest(directory: str | Path, verify: bool = True) -> Manifest:
         )
     m = Manifest.from_dict(data, directory)
     if verify:
-        m.verify_files([m.graphs["encoder"].file, m.graphs["decoder"].file])
+        m.verify_files([g.file for g in m.graphs.values()])
     return m

@@ -15,7 +15,10 @@ PAST_TOKENS = "past_tokens"  # cached tokens the decoder reads: views x tokens_p
 DYNAMIC_DIMS = (NUM_TARGETS, PAST_TOKENS)
 
 KV_LAYOUT = "B,T,heads,head_dim"
-ROLES = ("present", "past")  # present: encoder output for one view; past: decoder input
+# present: the writer graph's output for one cache entry; past: the reader's input over the
+# cached entries; retained: a reader input over tokens a token-window memory keeps from
+# evicted entries (e.g. a streaming model's special tokens).
+ROLES = ("present", "past", "retained")
 KINDS = ("key", "value")
 
 # Files of an export folder.
@@ -25,14 +28,15 @@ DECODER_FILE = "decoder.onnx"
 ENGINE_FILES = {"encoder": "encoder.engine", "decoder": "decoder.engine"}
 GRAPHS = ("encoder", "decoder")
 
-_KV = re.compile(r"^(present|past)_(key|value)\.(\d+)$")
+_KV = re.compile(r"^(present|past|retained)_(key|value)\.(\d+)$")
 
 
 def kv_name(role: str, kind: str, layer: int) -> str:
     """The one function that names cache tensors.
 
     Args:
-        role: "present" (encoder output, one view) or "past" (decoder input, all views).
+        role: "present" (writer output, one entry), "past" (reader input, all entries) or
+            "retained" (reader input, tokens kept from evicted entries).
         kind: "key" or "value".
         layer: layer index (>= 0).
     Returns: e.g. ``present_key.3`` or ``past_value.0``.

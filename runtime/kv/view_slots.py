@@ -1,6 +1,10 @@
-"""The cache policy: which slot a new view is written to, which view it evicts, what the
-next render reads. Pure Python (no buffers, no backend), so it is tested on its own
-against a plain model of these rules (tests/runtime/test_policy.py).
+"""View slots: the memory kind of position-free cross-attention K/V (Efficient-LVSM).
+
+The policy (:class:`SlotTable`, :class:`CachePolicy`) decides which slot a new view is
+written to, which view it evicts and what the next render reads. It is pure Python (no
+buffers, no backend), tested on its own against a plain model of these rules
+(tests/runtime/test_policy.py). :class:`ViewSlots` carries its decisions out on the
+storage (storage.py).
 
 Rules (``capacity`` views, optional ``window`` with ``pinned`` views):
 
@@ -15,14 +19,19 @@ Rules (``capacity`` views, optional ``window`` with ``pinned`` views):
 - A new view is always written to the first free physical slot (the slot table has
   ``capacity + 1`` physical slots), and only committed once written: a failed write
   leaves the table exactly as it was. Dropping a view moves the last slot into its hole,
-  so the views a render reads are always the contiguous prefix.
+  so the views a render reads are always the contiguous prefix. This is exact because
+  cross-attention has no positional terms: a view's K/V mean the same in any slot.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from viewrt.contract.family import VIEW_SLOTS
+from viewrt.contract.manifest import Manifest
 from viewrt.errors import ViewrtError
+from viewrt.runtime.backends.base import Backend, Buffer
+from viewrt.runtime.kv.storage import KVStorage
 
 
 @dataclass
@@ -184,3 +193,87 @@ class CachePolicy:
 
     def reset(self) -> None:
         self._added = 0
+
+
+class ViewSlots:
+    """The view-slot memory: the storage of ``capacity + 1`` view slots and its slot table.
+    Every change to the table goes through here, with the one copy it needs.
+
+    Args:
+        backend: an active backend (owns the memory).
+        manifest: a manifest whose family keeps view slots.
+        policy: the cache policy (capacity, window, pinned).
+    Raises: ViewrtError when the manifest's memory kind is not view slots.
+    """
+
+    kind = VIEW_SLOTS
+
+    def __init__(self, backend: Backend, manifest: Manifest, policy: CachePolicy):
+        if manifest.memory != VIEW_SLOTS:
+            raise ViewrtError(
+                f"{manifest.dir}: family {manifest.family!r} keeps its K/V as "
+                f"{manifest.memory!r}, not as view slots"
+            )
+        self.policy = policy
+        self.storage = KVStorage(backend, manifest, policy.physical)
+        self.T = self.storage.T
+        self.bytes_per_view = manifest.kv_bytes_per_entry
+        self.table = SlotTable(policy.physical)
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    @property
+    def slots(self) -> list[Slot]:
+        """The slot table (read it; change it only through this class)."""
+        return list(self.table.slots)
+
+    @property
+    def reserved_bytes(self) -> int:
+        return self.storage.reserved_bytes
+
+    @property
+    def buffers(self) -> list[Buffer]:
+        """The storage's K/V buffers, one per writer output (read them; never rebind)."""
+        return self.storage.buffers
+
+    def plan_add(self, keyframe: bool = True) -> AddPlan:
+        """Where a new view goes and what it evicts (changes nothing). Raises ViewrtError."""
+        return self.policy.plan_add(self.table, keyframe)
+
+    def slot_outputs(self, slot: int) -> dict[str, Buffer]:
+        """Encoder output bindings that land in slot ``slot``."""
+        return self.storage.slot_outputs(slot)
+
+    def prefix_inputs(self, n_views: int) -> dict[str, Buffer]:
+        """Decoder past bindings: the first ``n_views`` slots, in place."""
+        return self.storage.prefix_inputs(n_views * self.T)
+
+    def check_finite(self, slot: int) -> None:
+        self.storage.check_finite(slot)
+
+    def drop(self, view_id: int) -> None:
+        """Forget a view; the last slot moves into its place."""
+        move = self.table.remove(view_id)
+        if move is not None:
+            self.storage.move(*move)
+
+    def commit(self, plan: AddPlan) -> None:
+        """Record the view written at ``plan.slot``, drop what the plan evicts, and let the
+        policy count it."""
+        if plan.slot != len(self.table):
+            raise RuntimeError("a plan must write the first free slot")
+        self.table.append(plan.entry)
+        for view_id in plan.drop:
+            self.drop(view_id)
+        self.policy.committed(plan)
+
+    def after_render(self) -> None:
+        """Drop what a render used up (the pending non-keyframe view)."""
+        for view_id in self.policy.after_render(self.table):
+            self.drop(view_id)
+
+    def clear(self) -> None:
+        """Forget every view (buffers are kept) and restart pinning."""
+        self.table.clear()
+        self.policy.reset()
