@@ -6,9 +6,9 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from viewrt.contract import names as N
 from viewrt.contract.manifest import Manifest, load_manifest
 from viewrt.errors import ViewrtError
-from viewrt.contract import names as N
 from viewrt.export.trt_build import build_all, trt_available
 
 log = logging.getLogger("viewrt.build")

@@ -20,17 +20,15 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 
 import numpy as np
 
 from viewrt.contract import names as N
 from viewrt.contract.family import VIEW_SLOTS
-from viewrt.contract.manifest import Manifest, load_manifest
+from viewrt.contract.manifest import Manifest
 from viewrt.contract.memory import targets_within
 from viewrt.errors import ViewrtError
 from viewrt.geometry import Camera, NormalizationFrame, input_view, plucker
-from viewrt.runtime import backends as registry
 from viewrt.runtime.backends.base import Backend, Timer
 from viewrt.runtime.kv.view_slots import CachePolicy, ViewSlots
 

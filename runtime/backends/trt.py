@@ -11,6 +11,7 @@ from viewrt.contract.manifest import Manifest
 from viewrt.errors import ViewrtError
 from viewrt.runtime.backends.base import Backend, Buffer
 
+
 class TrtBackend(Backend):
     """Runs encoder.engine and decoder.engine.
 

@@ -94,7 +94,9 @@ def test_profiles_are_the_manifest_ranges():
 
 
 def test_profiles_for_opt_overrides_and_one_view():
-    p = profiles_for(_manifest(), 4, {"num_targets": 8}, opt={"past_tokens": 3 * T, "num_targets": 2})
+    p = profiles_for(
+        _manifest(), 4, {"num_targets": 8}, opt={"past_tokens": 3 * T, "num_targets": 2}
+    )
     assert p["decoder"]["past_key.0"][1] == (1, 3 * T, 2, 4)
     assert p["decoder"]["target_rays"][1] == (1, 2, 6, 16, 16)
     one = profiles_for(_manifest(), 1, {"num_targets": 1})

@@ -63,6 +63,10 @@ class CacheGeometry:
         writer: the graph whose ``present_*`` outputs are written into the cache.
         reader: the graph whose ``past_*`` inputs read the cache's valid prefix.
         dim: the dynamic dimension (dim_param) of the reader's cache token axis.
+        retain_tokens: token window only: the first tokens of an evicted entry that stay
+            (read through the reader's ``retained_*`` inputs); 0: none.
+        max_positions: token window only: entries a stream may commit before a reset
+            (the model's largest absolute position + 1).
     """
 
     memory: str
@@ -75,13 +79,13 @@ class CacheGeometry:
     writer: str
     reader: str
     dim: str
+    retain_tokens: int = 0  # token window: tokens an evicted entry keeps (its first ones)
+    max_positions: int = 0  # token window: absolute positions a stream may reach
 
     def bytes_per_entry(self, itemsize: int) -> int:
         """Bytes of K and V over all cached layers for one entry:
         ``n_layers * 2 * tokens_per_entry * n_heads * head_dim * itemsize``."""
-        return (
-            self.n_layers * 2 * self.tokens_per_entry * self.n_heads * self.head_dim * itemsize
-        )
+        return self.n_layers * 2 * self.tokens_per_entry * self.n_heads * self.head_dim * itemsize
 
     def to_dict(self, itemsizes: dict[str, int]) -> dict:
         """The manifest's ``cache`` record; ``bytes_per_entry`` per precision name."""
@@ -96,6 +100,8 @@ class CacheGeometry:
             "writer": self.writer,
             "reader": self.reader,
             "dim": self.dim,
+            "retain_tokens": self.retain_tokens,
+            "max_positions": self.max_positions,
             "layout": N.KV_LAYOUT,
             "bytes_per_entry": {p: self.bytes_per_entry(i) for p, i in itemsizes.items()},
         }

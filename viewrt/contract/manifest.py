@@ -251,16 +251,12 @@ class Manifest:
                     f"as {contract.memory!r}"
                 )
             kw["header"] = {k: data[k] for k in header_keys}
-            kw["graphs"] = {
-                g: GraphInfo.from_dict(data["graphs"][g]) for g in contract.graph_names
-            }
+            kw["graphs"] = {g: GraphInfo.from_dict(data["graphs"][g]) for g in contract.graph_names}
             for k in (*_COMMON_STRS, "config"):
                 kw[k] = data[k]
             skip = known | set(header_keys) | set(_DERIVED)
             extra = {
-                k: v
-                for k, v in data.items()
-                if k not in skip and not k.startswith("kv_bytes_per_")
+                k: v for k, v in data.items() if k not in skip and not k.startswith("kv_bytes_per_")
             }
             m = cls(**kw, extra=extra, dir=directory)
         except ViewrtError:

@@ -11,9 +11,7 @@ from viewrt.contract.families.efficient_lvsm import EfficientLVSMContract
 from viewrt.contract.family import FamilyContract
 from viewrt.errors import ViewrtError
 
-FAMILIES: dict[str, FamilyContract] = {
-    c.name: c for c in (EfficientLVSMContract(),)
-}
+FAMILIES: dict[str, FamilyContract] = {c.name: c for c in (EfficientLVSMContract(),)}
 
 
 def family_contract(name: str) -> FamilyContract:
