@@ -33,7 +33,7 @@ from viewrt.contract.memory import host_memory_bytes
 from viewrt.contract.precision import EXPORT_PRECISIONS, get_precision
 from viewrt.errors import ViewrtError
 from viewrt.export.spec import GraphSpec, spec_for
-from viewrt.export.validate import check_structure, validate_numbers
+from viewrt.export.validate import check_structure
 from viewrt.folders import locked_folder, recover, staging_folder, swap_in
 from viewrt.models.checkpoint import weights_digest
 from viewrt.models.layers import explicit_attention, mixed_fp16
@@ -219,9 +219,7 @@ def _export_into(
         record = Manifest(**manifest)
         record.check_bounds()
         steps.set_postfix_str("parity vs PyTorch")
-        record.validation = validate_numbers(
-            model, tmp, record, fam, fam.decoder_cases(max_views), seed
-        )
+        record.validation = fam.validate(model, tmp, record, max_views, seed)
         record.variants = fam.write_variants(tmp, record, max_views) or None
         steps.update()
         written = sorted(p.name for p in tmp.iterdir())

@@ -19,6 +19,7 @@ from viewrt.contract.families import family_contract
 from viewrt.contract.tensors import GraphSignature, TensorInfo
 from viewrt.errors import ViewrtError
 from viewrt.export import ort_mha
+from viewrt.export.validate import validate_numbers
 
 
 def get_precision_kv(dtype: torch.dtype) -> str:
@@ -155,6 +156,11 @@ class EfficientLVSMSpec:
         )
         op = "com.microsoft.MultiHeadAttention"
         return {"decoder": {ort_mha.VARIANT: {"file": ort_mha.FILE, "op": op, "validation": check}}}
+
+    def validate(self, model, folder: Path, record, max_views: int, seed) -> dict:
+        """Parity of the written graphs against PyTorch on fresh random inputs
+        (export/validate.py): the manifest's ``validation`` record. Raises ViewrtError."""
+        return validate_numbers(model, folder, record, self, self.decoder_cases(max_views), seed)
 
     @staticmethod
     def decoder_cases(max_views: int) -> list[tuple[int, int]]:

@@ -21,8 +21,8 @@ import torch
 
 from viewrt.contract import names as N
 from viewrt.contract.manifest import Manifest
+from viewrt.contract.tensors import GraphSignature as GraphSpec
 from viewrt.errors import ViewrtError
-from viewrt.export.spec import GraphSpec
 from viewrt.export.trt_ops import check_trt_compatible
 
 _ONNX_DTYPES = {onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.FLOAT16: "float16"}
