@@ -38,6 +38,7 @@ from viewrt.contract.manifest import Manifest
 from viewrt.contract.precision import PRECISIONS, get_precision
 from viewrt.errors import ViewrtError
 from viewrt.export.trt_ops import check_trt_compatible
+from viewrt.export.trt_qdq import qdq_plan
 
 Shape = tuple[int, ...]
 Profile = tuple[Shape, Shape, Shape]  # (min, opt, max)
@@ -276,7 +277,6 @@ def build_engine(
     if builder is None:
         raise ViewrtError("TensorRT could not create a builder")
     # Q/DQ graphs (viewrt calib): the rule check, FP8 only on sm >= 8.9; they build strongly typed
-    from viewrt.export.trt_qdq import qdq_plan
 
     qdq_plan(onnx_path, precision, cc)
     # 10.x: strong typing is asked for by flag; 11.x: always strongly typed (the flag is ignored).

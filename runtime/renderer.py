@@ -18,6 +18,7 @@ call from several threads: its calls are serialized by a lock.
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Iterable, Sequence
 
@@ -46,8 +47,6 @@ def _as_camera(camera, what: str) -> Camera:
 
 
 def _locked(fn):
-    import functools
-
     @functools.wraps(fn)
     def wrapper(self, *args, **kwargs):
         with self._lock:

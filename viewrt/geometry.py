@@ -20,7 +20,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from PIL import Image
+
+# Lazy: PIL, imported by resize_center_crop only (the runtime imports this module and stays
+# free of image-decoding libraries).
 
 from viewrt.errors import ViewrtError
 
@@ -481,6 +483,8 @@ def resize_center_crop(image: Any, fxfycxcy: Any, size: int) -> tuple[np.ndarray
     Raises:
         ViewrtError: on a bad image shape/dtype/NaN, size or intrinsics.
     """
+    from PIL import Image  # lazy: see the module top
+
     arr = np.asarray(image)
     if arr.ndim != 3 or arr.shape[2] != 3 or arr.shape[0] < 1 or arr.shape[1] < 1:
         raise ViewrtError(f"image: expected an [H, W, 3] RGB array, got shape {arr.shape}")

@@ -9,7 +9,9 @@ from __future__ import annotations
 from viewrt import devices
 from viewrt.contract.manifest import Manifest
 from viewrt.errors import ViewrtError
+from viewrt.runtime.backends import cuda
 from viewrt.runtime.backends.base import Backend, Buffer
+from viewrt.runtime.backends.memory import CudaMemory
 
 
 class TrtBackend(Backend):
@@ -70,9 +72,6 @@ class TrtBackend(Backend):
         engines = m.engines or {}
         if not all(g in engines for g in m.graphs):
             raise ViewrtError(f"{m.dir}: no TensorRT engines recorded; run `viewrt build {m.dir}`")
-        from viewrt.runtime.backends import cuda
-        from viewrt.runtime.backends.memory import CudaMemory
-
         cuda.set_device(self.device_id)
         gpu = cuda.device_name(self.device_id)
         for g in m.graphs:
