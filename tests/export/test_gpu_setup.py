@@ -62,17 +62,13 @@ def test_gpu_extras_pin_cuda_python_to_the_driver_major():
 
 
 def test_cache_refuses_slots_that_break_the_backend_alignment():
-    from viewrt.runtime.cache import KVCache
+    from viewrt.contract.family import VIEW_SLOTS, CacheGeometry
+    from viewrt.runtime.kv.storage import KVStorage
 
     def manifest(tokens, heads, head_dim, dtype):
-        kv = np.dtype(dtype)
+        geo = CacheGeometry(VIEW_SLOTS, "view", tokens, 4, 1, heads, head_dim, "e", "d", "p")
         return types.SimpleNamespace(
-            tokens_per_view=tokens,
-            n_heads=heads,
-            head_dim=head_dim,
-            np_kv_dtype=kv,
-            present_names=["present_key.0"],
-            kv_bytes_per_view=tokens * heads * head_dim * kv.itemsize,
+            cache=geo, np_kv_dtype=np.dtype(dtype), present_names=["present_key.0"]
         )
 
     allocated = []
@@ -83,10 +79,10 @@ def test_cache_refuses_slots_that_break_the_backend_alignment():
         ViewrtError,
         match=r"= 120 bytes\) is not a multiple of the 256-byte address alignment the trt backend",
     ):
-        KVCache(backend, manifest(5, 3, 4, "float16"), physical=5)
+        KVStorage(backend, manifest(5, 3, 4, "float16"), slots=5)
     assert allocated == []  # refused before allocating anything
-    KVCache(backend, manifest(16, 2, 32, "float16"), physical=5)  # 2048 bytes per view: fine
-    KVCache(
+    KVStorage(backend, manifest(16, 2, 32, "float16"), slots=5)  # 2048 bytes per view: fine
+    KVStorage(
         types.SimpleNamespace(name="ort", alloc=lambda s, d: s), manifest(5, 3, 4, "float16"), 5
     )  # host: no rule
 
