@@ -1,11 +1,23 @@
-"""The one-line memory estimate at the start of infer, bench and build, from the contract's
-one estimate (:mod:`viewrt.contract.estimate`)."""
+"""The memory estimate as the runtime's process sees it: the contract's one estimate
+(:mod:`viewrt.contract.estimate`) with ONNX Runtime's libraries counted in the process's
+resident memory, and the one-line estimate at the start of infer, bench and build."""
 
 from __future__ import annotations
 
-from viewrt.contract.estimate import MIB, PRECISIONS, estimate
+from viewrt.contract import estimate as _contract
+from viewrt.contract.estimate import MIB, PRECISIONS, format_estimate
 from viewrt.contract.manifest import load_manifest
 from viewrt.errors import ViewrtError
+
+__all__ = ["estimate", "format_estimate", "estimate_line", "echo_estimate"]
+
+
+def estimate(manifest, *args, **kwargs) -> dict:
+    """:func:`viewrt.contract.estimate.estimate` (same arguments and result), after importing
+    onnxruntime so that its libraries count in this process's resident memory."""
+    import onnxruntime  # noqa: F401 - lazy (heavy): its libraries are part of the process
+
+    return _contract.estimate(manifest, *args, **kwargs)
 
 
 def estimate_line(
@@ -15,8 +27,6 @@ def estimate_line(
     given device ("cpu" or "gpu"); empty when the folder cannot be read (the command's own
     checks then report the problem)."""
     try:
-        import onnxruntime  # noqa: F401 - its libraries are part of the CPU process's memory
-
         m = load_manifest(export_dir, verify=False)
         est = estimate(m, max_views, m.precision if m.precision in PRECISIONS else None, targets)
     except ViewrtError:

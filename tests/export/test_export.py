@@ -28,7 +28,7 @@ from viewrt.contract.precision import PRECISIONS
 from viewrt.errors import ViewrtError
 from viewrt.export import onnx_export
 from viewrt.export.onnx_export import export_model, weights_digest
-from viewrt.export.spec import EXPORT_SPECS
+from viewrt.export.spec import EXPORT_SPECS, spec_for
 from viewrt.export.trt_ops import check_trt_compatible
 from viewrt.models import (
     EfficientLVSM,
@@ -159,12 +159,9 @@ def test_export_is_validated_and_recorded(request, fixture):
     for g in m["graphs"].values():
         assert g["sha256"] == m["files"][g["file"]]["sha256"]
     # the manifest's graph records are the spec, names from kv_names
-    assert {k: m["graphs"]["encoder"][k] for k in ("inputs", "outputs")} == EXPORT_SPECS[
-        "efficient-lvsm"
-    ].encoder_spec(cfg, "float32").to_dict()
-    assert {k: m["graphs"]["decoder"][k] for k in ("inputs", "outputs")} == EXPORT_SPECS[
-        "efficient-lvsm"
-    ].decoder_spec(cfg, "float32").to_dict()
+    sigs = EXPORT_SPECS["efficient-lvsm"].signatures(cfg, m["max_views"], "float32")
+    for g in ("encoder", "decoder"):
+        assert {k: m["graphs"][g][k] for k in ("inputs", "outputs")} == sigs[g].to_dict()
     assert [t["name"] for t in m["graphs"]["encoder"]["outputs"]] == spec.kv_names(
         "present", cfg.n_layers
     )
@@ -555,14 +552,14 @@ def test_validation_error_leaves_no_trace(tiny_export, tmp_path, monkeypatch, ex
 
     def failing_validation(*args, **kwargs):
         calls.append(
-            sorted(p.name for p in args[1].iterdir())
-        )  # the graphs are there, in the temp folder
+            sorted(p.name for p in args[2].iterdir())
+        )  # the graphs are there, in the temp folder (args: spec, model, folder, ...)
         raise ViewrtError(
             "validation of decoder.onnx failed: output 'images' max abs error 1 > 0.0001 against PyTorch"
         )
 
     monkeypatch.setattr(onnx_export, "_export", _fake_export(folder))
-    monkeypatch.setattr(onnx_export, "validate_numbers", failing_validation)
+    monkeypatch.setattr(type(spec_for("efficient-lvsm")), "validate", failing_validation)
     with pytest.raises(ViewrtError, match="validation of decoder.onnx failed"):
         export_model(model, out, "tiny", max_views=FIXTURE_MAX_VIEWS, progress=False, force=True)
     assert calls == [["decoder.onnx", "encoder.onnx"]]
