@@ -24,16 +24,29 @@ graph boundary (the cache does not shrink); the Q/DQ sit inside the graphs.
 
 from __future__ import annotations
 
+import ast
 import contextlib
+import inspect
 import logging
 import os
 import shutil
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import onnx
 
+import viewrt.runtime as vrt
+from viewrt.calib.data import FeedReader, collect, scene_paths
+from viewrt.checksum import sha256_file
+from viewrt.contract.manifest import load_manifest
+from viewrt.data import synthetic_cameras
 from viewrt.errors import ViewrtError
+from viewrt.export.qdq_check import check_qdq
+from viewrt.metrics import psnr
+
+# Lazy: onnxruntime and onnxruntime.quantization (heavy), ml_dtypes (fp8 only), imported where used.
 
 PRECISIONS = {"int8": "QInt8", "fp8": "QFLOAT8E4M3FN"}
 METHODS = {
@@ -57,8 +70,6 @@ def matmul_nodes(onnx_path: Path) -> list[dict]:
     matmuls name their attention module) and ``attention`` is True when both inputs are
     activations (scores and weighted sum).
     """
-    import onnx
-
     m = onnx.load(str(onnx_path), load_external_data=False)
     consts = {i.name for i in m.graph.initializer}
     out = []
@@ -82,8 +93,6 @@ def matmul_nodes(onnx_path: Path) -> list[dict]:
 
 def eval_list(text: str) -> list[str]:
     """Parse the exporter's name-scope metadata (a Python list literal of strings)."""
-    import ast
-
     if not text:
         return []
     value = ast.literal_eval(text)
@@ -118,8 +127,6 @@ def quantize_graph(
 ) -> None:
     """ONNX Runtime static QDQ quantization of one graph (see the module docstring)."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-
-    from viewrt.calib.data import FeedReader
 
     qtype = getattr(QuantType, PRECISIONS[precision])
     root = logging.getLogger()
@@ -181,8 +188,6 @@ def _fp8_minmax_overrides(src: Path, feeds: list[dict], workdir: Path) -> dict:
     from onnxruntime.quantization import CalibrationMethod
     from onnxruntime.quantization.calibrate import create_calibrator
 
-    from viewrt.calib.data import FeedReader
-
     cal = create_calibrator(
         src,
         ["MatMul", "Gemm"],
@@ -206,8 +211,6 @@ def _fp8_minmax_overrides(src: Path, feeds: list[dict], workdir: Path) -> dict:
 
 
 def _has_calibration_providers() -> bool:
-    import inspect
-
     from onnxruntime.quantization import quantize_static
 
     return "calibration_providers" in inspect.signature(quantize_static).parameters
@@ -215,8 +218,6 @@ def _has_calibration_providers() -> bool:
 
 def quantized_tensors(onnx_path: Path) -> dict:
     """Which tensors carry Q/DQ: ``{"activations": [...], "weights": [...]}`` (names)."""
-    import onnx
-
     m = onnx.load(str(onnx_path), load_external_data=False)
     consts = {i.name for i in m.graph.initializer}
     acts = sorted(n.input[0] for n in m.graph.node if n.op_type == "QuantizeLinear")
@@ -260,8 +261,6 @@ def quantization_record(
 
 
 def _check_source(export_dir: Path):
-    from viewrt.contract.manifest import load_manifest
-
     m = load_manifest(export_dir)
     prec = m.precision
     if prec != "fp32":
@@ -280,10 +279,6 @@ def validate_quantized(fp32_dir: Path, q_dir: Path, precision: str, seed: int = 
     Returns: ``{"psnr_vs_fp32_db", "min_psnr_db", "kv_rel_error_max", "images_max_abs", "cases"}``.
     Raises: ViewrtError when PSNR is below MIN_PSNR_VS_FP32[precision].
     """
-    import viewrt.runtime as vrt
-    from viewrt.data import synthetic_cameras
-    from viewrt.metrics import psnr
-
     rng = np.random.default_rng(seed + 12345)
     worst, kv_err, max_abs = np.inf, 0.0, 0.0
     with vrt.open(fp32_dir, "ort") as f, vrt.open(q_dir, "ort") as q:
@@ -356,10 +351,6 @@ def quantize_export(
         ViewrtError: unknown precision or method, a missing or non-fp32 export, no scenes,
             an output folder that holds files, or failed validation; nothing is written then.
     """
-    from viewrt.calib.data import collect, scene_paths
-    from viewrt.checksum import sha256_file
-    from viewrt.export.qdq_check import check_qdq
-
     if precision not in PRECISIONS:
         raise ViewrtError(
             f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}"
@@ -423,9 +414,6 @@ def quantize_export(
                 "tensors": quantized_tensors(dst),
             }
 
-        from dataclasses import replace
-
-        import onnx
         import onnxruntime
 
         files = {}

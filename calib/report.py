@@ -21,14 +21,18 @@ from pathlib import Path
 
 import numpy as np
 
+import viewrt.runtime as vrt
+from viewrt.calib.data import scene_paths
+from viewrt.data import load_frame, load_scene
 from viewrt.errors import ViewrtError
+from viewrt.metrics import psnr, ssim
+
+# Lazy: matplotlib (heavy, optional: the report's plot), imported where used.
 
 HELD_OUT_SEED = 1000  # calibration scenes use seeds 0..N-1
 
 
 def _frames(scene, size):
-    from viewrt.data import load_frame
-
     return [load_frame(f, size) for f in scene.frames]
 
 
@@ -57,11 +61,6 @@ def accuracy_report(
     Raises: ViewrtError for a missing or unquantized export, a reference that is not its
         fp32 source, or unreadable scenes.
     """
-    import viewrt.runtime as vrt
-    from viewrt.calib.data import scene_paths
-    from viewrt.data import load_scene
-    from viewrt.metrics import psnr, ssim
-
     export_dir, out_dir = Path(export_dir), Path(out_dir)
     qm = vrt.load_manifest(export_dir)
     q = qm.quantization

@@ -22,6 +22,13 @@ from pathlib import Path
 import click
 import numpy as np
 
+import viewrt.runtime as vrt
+from viewrt.data import synthetic_cameras
+from viewrt.geometry import plucker
+
+# Lazy: openvino, torch and viewrt.models (heavy; torch only for the torch engines), imported
+# where used.
+
 
 def machine() -> dict:
     flags = set()
@@ -63,10 +70,6 @@ def probe(
     engines: list[str] | None = None,
 ) -> dict:
     """Median decoder-step milliseconds per engine and N. See the module docstring."""
-    import viewrt.runtime as vrt
-    from viewrt.data import synthetic_cameras
-    from viewrt.geometry import plucker
-
     engines = engines or [
         "openvino-int8",
         "openvino-fp32",

@@ -26,6 +26,8 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+import viewrt.export.ort_mha as ort_mha
+from viewrt import __version__
 from viewrt.checksum import sha256_file
 from viewrt.contract import names as N
 from viewrt.contract.manifest import Manifest
@@ -38,6 +40,8 @@ from viewrt.folders import locked_folder, recover, staging_folder, swap_in
 from viewrt.models.checkpoint import weights_digest
 from viewrt.models.layers import explicit_attention, mixed_fp16
 from viewrt.models.registry import family_of_config
+
+# Lazy: onnx and onnxruntime (their versions for the manifest), imported where used.
 
 OPSET = 18
 MANIFEST, ENCODER_FILE, DECODER_FILE = N.MANIFEST_FILE, N.ENCODER_FILE, N.DECODER_FILE
@@ -68,8 +72,6 @@ def _export(module, args, path: Path, spec: GraphSpec, dynamic_shapes) -> None:
 def _versions() -> dict:
     import onnx
     import onnxruntime
-
-    from viewrt import __version__
 
     return {
         "viewrt": __version__,
@@ -238,8 +240,6 @@ def _export_into(
         if (
             precision == "fp32"
         ):  # ONNX Runtime's CPU flash attention: a decoder variant for that backend only
-            from viewrt.export import ort_mha
-
             write_mha_decoder = ort_mha.write_mha_decoder
             write_mha_decoder(
                 tmp / DECODER_FILE, tmp / ort_mha.FILE, cfg.n_layers, cfg.n_heads, cfg.head_dim

@@ -25,6 +25,8 @@ from viewrt.errors import ViewrtError
 from viewrt.export.spec import GraphSpec
 from viewrt.export.trt_ops import check_trt_compatible
 
+# Lazy: polygraphy (optional), imported where used.
+
 _ONNX_DTYPES = {onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.FLOAT16: "float16"}
 
 

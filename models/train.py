@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import platform
 import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -33,10 +34,24 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
+from viewrt.data import (
+    load_frame,
+    load_scene,
+    load_scene_list,
+    make_synthetic_list,
+    synthetic_views,
+)
 from viewrt.errors import ViewrtError
-from viewrt.geometry import NormalizationFrame, input_view, plucker
-from viewrt.models.efficient_lvsm import EfficientLVSM, EfficientLVSMConfig
+from viewrt.folders import make_folder
+from viewrt.geometry import NormalizationFrame, image_to_uint8, input_view, plucker, uint8_to_image
+from viewrt.metrics import psnr, ssim
+from viewrt.models import build_model
+from viewrt.models.checkpoint import load_checkpoint
+from viewrt.models.efficient_lvsm import PRESETS, EfficientLVSM, EfficientLVSMConfig
+
+# Lazy: matplotlib (heavy, the curves plot) and safetensors, imported where used.
 
 TRAIN_SEED0 = 10_000
 VAL_SEED0 = 800_000
@@ -110,8 +125,6 @@ class Recipe:
         )
 
     def check(self) -> None:
-        import math
-
         if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
             raise ViewrtError(f"lr must be a finite number > 0, got {self.lr!r}")
         if not 1 <= self.min_views <= self.max_views:
@@ -146,9 +159,6 @@ def scene_seed(recipe_seed: int, k: int) -> int:
 
 
 def _render_scenes(seeds, n_views: int, size: int, style: str, desc: str) -> dict:
-    from viewrt.data import synthetic_views
-    from viewrt.geometry import image_to_uint8
-
     images, c2ws = [], []
     bar = _bar(seeds, desc) if _tty() else seeds
     fx = None
@@ -188,9 +198,6 @@ def synthetic_pool(recipe: Recipe, cache_dir: Path | None) -> dict:
 
 def list_pool(list_path: str | Path, size: int) -> dict:
     """Scenes of a list file in the dataset format as arrays (per-scene intrinsics)."""
-    from viewrt.data import load_frame, load_scene, load_scene_list
-    from viewrt.geometry import image_to_uint8
-
     scenes = [load_scene(p) for p in load_scene_list(list_path)]
     counts = {len(s.frames) for s in scenes}
     if len(counts) != 1:
@@ -320,8 +327,6 @@ def bf16_faster(recipe: Recipe, reps: int = 3) -> dict:
 
     Returns: {"fp32_s": s/step, "bf16_s": s/step or None (no bf16 support), "use_bf16": bool}.
     """
-    from viewrt.models.efficient_lvsm import EfficientLVSM
-
     model = init_for_training(EfficientLVSM(recipe.model_config()), 0).train()
     opt = _optimizer(model, recipe)
     pool = _render_scenes(
@@ -408,9 +413,6 @@ def evaluate(
     Returns: {"views": [1..4], "psnr": [...], "ssim": [...], "oracle_psnr": float,
     "per_scene_psnr": [[...] per scene], "n_scenes", "n_targets", "seeds", "protocol"}.
     """
-    from viewrt.geometry import image_to_uint8, uint8_to_image
-    from viewrt.metrics import psnr, ssim
-
     size = model.cfg.image_size
     pool = _render_scenes(range(seed0, seed0 + n_scenes), 8, size, style, "held-out scenes")
     examples = eval_examples(pool)
@@ -461,8 +463,6 @@ def make_heldout_list(
     out_dir: str | Path, n_scenes: int, size: int = 64, style: str = "multiview"
 ) -> Path:
     """Write held-out scenes (seeds from HELDOUT_SEED0, never used by training) and a list file."""
-    from viewrt.data import make_synthetic_list
-
     return make_synthetic_list(
         out_dir, n_scenes, n_views=8, size=size, seed=HELDOUT_SEED0, prefix="heldout", style=style
     )
@@ -476,8 +476,6 @@ def _tty() -> bool:
 
 
 def _bar(it, desc, **kw):
-    from tqdm import tqdm
-
     return tqdm(it, desc=desc, disable=None, dynamic_ncols=True, leave=False, **kw)
 
 
@@ -555,10 +553,7 @@ def train(
 
     recipe.check()
     if recipe.scene_list:
-        from viewrt.data import load_scene_list
-
         load_scene_list(recipe.scene_list)  # a bad list: one error before anything is written
-    from viewrt.folders import make_folder
 
     out = make_folder(out_dir, "--out")
     torch.manual_seed(recipe.seed)
@@ -623,8 +618,6 @@ def train(
     total = recipe.total_steps
     bar = None
     if _tty():
-        from tqdm import tqdm
-
         bar = tqdm(total=total, initial=step, desc="train", dynamic_ncols=True)
     last_val = None
     stop = total if until is None else min(until, total)
@@ -696,8 +689,6 @@ def _write_log(out: Path, meta: dict, log: list, plot: bool = True) -> dict:
 
 
 def _machine() -> dict:
-    import platform
-
     cpu = platform.processor() or platform.machine()
     flags = []
     try:
@@ -748,10 +739,6 @@ def demo_recipe(
 def run_eval(out_dir: str | Path, checkpoint: str | None = None, n_scenes: int = 50) -> dict:
     """Evaluate the demo preset (or ``checkpoint`` with the demo config) and write
     ``out_dir/eval.json`` and ``out_dir/eval.md``. Returns the result with "markdown"."""
-    from viewrt.models import build_model
-    from viewrt.models.checkpoint import load_checkpoint
-    from viewrt.models.efficient_lvsm import PRESETS
-
     if checkpoint:
         model, _ = load_checkpoint(checkpoint, PRESETS["demo"])
         src = str(checkpoint)

@@ -20,9 +20,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from viewrt.errors import ViewrtError
+
+# Lazy: PIL (only resize_center_crop needs it; the runtime imports this module), imported
+# where used.
 
 RIGID_TOL = 1e-3
 """Tolerance on ``|R^T R - I|``, ``|det R - 1|`` and the last row of a pose."""
@@ -499,6 +501,8 @@ def resize_center_crop(image: Any, fxfycxcy: Any, size: int) -> tuple[np.ndarray
     new_w = max(s, int(round(w * s / short)))
     new_h = max(s, int(round(h * s / short)))
     if (new_h, new_w) != (h, w):
+        from PIL import Image
+
         channels = [
             np.asarray(
                 Image.fromarray(np.ascontiguousarray(img[..., c])).resize(
