@@ -351,23 +351,10 @@ def quantize_export(
         ViewrtError: unknown precision or method, a missing or non-fp32 export, no scenes,
             an output folder that holds files, or failed validation; nothing is written then.
     """
-    if precision not in PRECISIONS:
-        raise ViewrtError(
-            f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}"
-        )
-    method = method or DEFAULT_METHOD[precision]
-    if method not in METHODS:
-        raise ViewrtError(
-            f"unknown calibration method {method!r}; expected one of {', '.join(METHODS)}"
-        )
-    if precision == "fp8" and method not in ("minmax", "distribution"):
-        raise ViewrtError(f"fp8: calibration --method minmax or distribution, got {method!r}")
+    method = _check_method(precision, method)
     export_dir, out_dir = Path(export_dir), Path(out_dir)
     src = _check_source(export_dir)
-    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
-        raise ViewrtError(f"output {out_dir} exists and is not an empty folder; choose a new --out")
-    if out_dir.resolve() == export_dir.resolve():
-        raise ViewrtError("--out must differ from the export folder")
+    _check_out(export_dir, out_dir)
     exclude = [e.strip() for e in exclude if e and e.strip()]
 
     work = Path(tempfile.mkdtemp(prefix="viewrt-calib-"))
@@ -384,15 +371,7 @@ def quantize_export(
             n_views=max(12, min(src.max_views, 28) + targets),
         )
         nodes = {g: matmul_nodes(src.path(g)) for g in GRAPHS}
-        known = {n["module"] for g in GRAPHS for n in nodes[g]} | {
-            n["node"] for g in GRAPHS for n in nodes[g]
-        }
-        unknown = [p for p in exclude if not any(k == p or k.startswith(p + ".") for k in known)]
-        if unknown:
-            raise ViewrtError(
-                f"--exclude: no matmul in module or node {', '.join(unknown)}; "
-                f"modules are e.g. {', '.join(sorted({n['module'] for n in nodes['decoder']})[:4])}"
-            )
+        _check_exclude(nodes, exclude)
         cs = collect(export_dir, paths, targets=targets, max_samples=max_samples, progress=progress)
         if not cs.encoder or not cs.decoder:
             raise ViewrtError(
@@ -400,64 +379,15 @@ def quantize_export(
             )
         tmp = work / "out"
         tmp.mkdir()
-        graph_rec = {}
-        for g, feeds in (("encoder", cs.encoder), ("decoder", cs.decoder)):
-            quant, excl = select_nodes(nodes[g], exclude, attention)
-            if not quant:
-                raise ViewrtError(f"{g}: --exclude leaves no matmul to quantize")
-            dst = tmp / src.graphs[g].file
-            quantize_graph(src.path(g), dst, feeds, precision, method, excl)
-            check_qdq(dst, f"{g} ({precision})")
-            graph_rec[g] = {
-                "quantized_nodes": quant,
-                "excluded_nodes": excl,
-                "tensors": quantized_tensors(dst),
-            }
-
-        import onnxruntime
-
-        files = {}
-        for g in GRAPHS:
-            f = tmp / src.graphs[g].file
-            files[f.name] = {"sha256": sha256_file(f), "size_bytes": f.stat().st_size}
-        opset = max(
-            o.version
-            for o in onnx.load(
-                str(tmp / src.graphs["decoder"].file), load_external_data=False
-            ).opset_import
-            if o.domain in ("", "ai.onnx")
-        )
-        versions = {
-            **(src.versions or {}),
-            "onnxruntime": onnxruntime.__version__,
-            "onnx": onnx.__version__,
+        feeds = {"encoder": cs.encoder, "decoder": cs.decoder}
+        graph_rec = {
+            g: _quantize_one(src, g, nodes[g], feeds[g], tmp, precision, method, exclude, attention)
+            for g in GRAPHS
         }
-        quant = quantization_record(
-            precision,
-            method,
-            {"source": source_desc, **cs.record},
-            {"dir": str(export_dir.resolve()), "weights_sha256": src.weights_sha256},
-            graph_rec,
-            versions,
+        calibration = {"source": source_desc, **cs.record}
+        manifest = _quantized_manifest(
+            src, export_dir, tmp, precision, method, calibration, graph_rec
         )
-        # the contract's one writer: the source manifest with the quantized graphs, bounded and checked again
-        manifest = replace(
-            src,
-            precision=precision,
-            opset=opset,
-            versions=versions,
-            quantization=quant,
-            engines=None,
-            variants=None,
-            files=files,
-            validation=None,
-            dir=tmp,
-            graphs={
-                g: replace(info, sha256=files[info.file]["sha256"])
-                for g, info in src.graphs.items()
-            },
-        )
-        manifest.check_bounds()
         manifest.write(tmp)
         manifest.validation = {
             "vs": "fp32 export, ONNX Runtime CPU",
@@ -473,3 +403,113 @@ def quantize_export(
         shutil.rmtree(work, ignore_errors=True)
         if created and not done and out_dir.exists():
             shutil.rmtree(out_dir, ignore_errors=True)
+
+
+def _check_method(precision: str, method: str | None) -> str:
+    """The calibration method for ``precision`` (its default for None); ViewrtError for an
+    unknown precision or method, or a method fp8 does not take."""
+    if precision not in PRECISIONS:
+        raise ViewrtError(
+            f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}"
+        )
+    method = method or DEFAULT_METHOD[precision]
+    if method not in METHODS:
+        raise ViewrtError(
+            f"unknown calibration method {method!r}; expected one of {', '.join(METHODS)}"
+        )
+    if precision == "fp8" and method not in ("minmax", "distribution"):
+        raise ViewrtError(f"fp8: calibration --method minmax or distribution, got {method!r}")
+    return method
+
+
+def _check_out(export_dir: Path, out_dir: Path) -> None:
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise ViewrtError(f"output {out_dir} exists and is not an empty folder; choose a new --out")
+    if out_dir.resolve() == export_dir.resolve():
+        raise ViewrtError("--out must differ from the export folder")
+
+
+def _check_exclude(nodes: dict[str, list[dict]], exclude: list[str]) -> None:
+    """ViewrtError naming the ``--exclude`` patterns that match no matmul's module or node."""
+    known = {n["module"] for g in GRAPHS for n in nodes[g]} | {
+        n["node"] for g in GRAPHS for n in nodes[g]
+    }
+    unknown = [p for p in exclude if not any(k == p or k.startswith(p + ".") for k in known)]
+    if unknown:
+        raise ViewrtError(
+            f"--exclude: no matmul in module or node {', '.join(unknown)}; "
+            f"modules are e.g. {', '.join(sorted({n['module'] for n in nodes['decoder']})[:4])}"
+        )
+
+
+def _quantize_one(
+    src,
+    g: str,
+    nodes: list[dict],
+    feeds: list[dict],
+    tmp: Path,
+    precision,
+    method,
+    exclude,
+    attention,
+) -> dict:
+    """Quantize graph ``g`` of the source export into ``tmp`` and check its Q/DQ; returns
+    its manifest record (quantized and excluded nodes, quantized tensors)."""
+    quant, excl = select_nodes(nodes, exclude, attention)
+    if not quant:
+        raise ViewrtError(f"{g}: --exclude leaves no matmul to quantize")
+    dst = tmp / src.graphs[g].file
+    quantize_graph(src.path(g), dst, feeds, precision, method, excl)
+    check_qdq(dst, f"{g} ({precision})")
+    return {"quantized_nodes": quant, "excluded_nodes": excl, "tensors": quantized_tensors(dst)}
+
+
+def _quantized_manifest(
+    src, export_dir: Path, tmp: Path, precision: str, method: str, calibration: dict, graph_rec
+):
+    """The source manifest with the quantized graphs in ``tmp``: files and checksums,
+    opset, versions and the quantization record (the contract's one writer), bounded and
+    checked again; not yet written, not yet validated."""
+    import onnxruntime
+
+    files = {}
+    for g in GRAPHS:
+        f = tmp / src.graphs[g].file
+        files[f.name] = {"sha256": sha256_file(f), "size_bytes": f.stat().st_size}
+    opset = max(
+        o.version
+        for o in onnx.load(
+            str(tmp / src.graphs["decoder"].file), load_external_data=False
+        ).opset_import
+        if o.domain in ("", "ai.onnx")
+    )
+    versions = {
+        **(src.versions or {}),
+        "onnxruntime": onnxruntime.__version__,
+        "onnx": onnx.__version__,
+    }
+    quant = quantization_record(
+        precision,
+        method,
+        calibration,
+        {"dir": str(export_dir.resolve()), "weights_sha256": src.weights_sha256},
+        graph_rec,
+        versions,
+    )
+    manifest = replace(
+        src,
+        precision=precision,
+        opset=opset,
+        versions=versions,
+        quantization=quant,
+        engines=None,
+        variants=None,
+        files=files,
+        validation=None,
+        dir=tmp,
+        graphs={
+            g: replace(info, sha256=files[info.file]["sha256"]) for g, info in src.graphs.items()
+        },
+    )
+    manifest.check_bounds()
+    return manifest

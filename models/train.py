@@ -31,6 +31,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -564,29 +565,57 @@ def train(
     ckpt = out / "checkpoint.pt"
     step, log, wall0 = 0, [], 0.0
     if resume and ckpt.is_file():
-        state = torch.load(ckpt, map_location="cpu", weights_only=True)
-        old = json.loads(state.get("recipe", "{}"))
-        mine = asdict(recipe)
-        # a run may be extended by warm restarts: the cycles it did must be a prefix of ours
-        old_cycles = old.get("cycles") or []
-        extended = old_cycles == mine["cycles"][: len(old_cycles)]
-        diff = [
-            k
-            for k in mine
-            if k not in ("cycles", "notes", "eval_every", "ckpt_every", "threads")
-            and old.get(k) != mine[k]
-        ]
-        diff += [] if extended else ["cycles"]
-        if diff:
-            raise ViewrtError(
-                f"{ckpt} was trained with another recipe ({', '.join(f'{k}: {old.get(k)} vs {mine[k]}' for k in diff)}); "
-                "use another --out or --no-resume"
-            )
-        model.load_state_dict(state["model"], strict=True)
-        opt.load_state_dict(state["optimizer"])
-        step, log = int(state["step"]), json.loads(state.get("log", "[]"))
-        wall0 = max((r.get("wall_s", 0.0) for r in log), default=0.0)
+        step, log, wall0 = _resume(ckpt, recipe, model, opt)
         echo(f"resuming {ckpt} at step {step}")
+    pool, val, meta = _prepare(recipe, model, out)
+    run = _Run(recipe, model, opt, out, ckpt, meta, log, echo)
+    total = recipe.total_steps
+    stop = total if until is None else min(until, total)
+    step = _train_loop(run, pool, val, step, stop, t0=time.perf_counter() - wall0)
+    if step < total:
+        return _write_log(out, meta, log)
+    save_file(
+        {k: v.contiguous() for k, v in model.state_dict().items()},
+        str(out / "model.safetensors"),
+        metadata={"recipe": json.dumps(asdict(recipe))},
+    )
+    return _write_log(out, meta, log)
+
+
+def _resume(ckpt: Path, recipe: Recipe, model, opt) -> tuple[int, list, float]:
+    """Load a checkpoint of the same recipe (or one this recipe extends by warm restarts)
+    into ``model`` and ``opt``; returns ``(step, log, wall seconds so far)``.
+
+    Raises: ViewrtError naming the recipe keys that differ.
+    """
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    old = json.loads(state.get("recipe", "{}"))
+    mine = asdict(recipe)
+    # a run may be extended by warm restarts: the cycles it did must be a prefix of ours
+    old_cycles = old.get("cycles") or []
+    extended = old_cycles == mine["cycles"][: len(old_cycles)]
+    diff = [
+        k
+        for k in mine
+        if k not in ("cycles", "notes", "eval_every", "ckpt_every", "threads")
+        and old.get(k) != mine[k]
+    ]
+    diff += [] if extended else ["cycles"]
+    if diff:
+        raise ViewrtError(
+            f"{ckpt} was trained with another recipe ({', '.join(f'{k}: {old.get(k)} vs {mine[k]}' for k in diff)}); "
+            "use another --out or --no-resume"
+        )
+    model.load_state_dict(state["model"], strict=True)
+    opt.load_state_dict(state["optimizer"])
+    step, log = int(state["step"]), json.loads(state.get("log", "[]"))
+    wall0 = max((r.get("wall_s", 0.0) for r in log), default=0.0)
+    return step, log, wall0
+
+
+def _prepare(recipe: Recipe, model, out: Path) -> tuple[dict, tuple, dict]:
+    """``(training pool, validation examples, the log's meta)``: the scenes rendered (or
+    read from the list) and the run's description (recipe, machine, seed ranges)."""
     t_data = time.perf_counter()
     pool = (
         list_pool(recipe.scene_list, recipe.image_size)
@@ -602,10 +631,9 @@ def train(
     )
     val = eval_examples(val_pool)
     data_s = time.perf_counter() - t_data
-    machine = _machine()
     meta = {
         "recipe": asdict(recipe),
-        "machine": machine,
+        "machine": _machine(),
         "params": sum(p.numel() for p in model.parameters()),
         "data_s": data_s,
         "seed_ranges": {
@@ -614,13 +642,32 @@ def train(
             "held_out_from": HELDOUT_SEED0,
         },
     }
-    t0 = time.perf_counter() - wall0
+    return pool, val, meta
+
+
+@dataclass
+class _Run:
+    """What the training loop writes to: the model and optimizer, the folder, its
+    checkpoint, the log (appended in place) and its meta, and where progress lines go."""
+
+    recipe: Recipe
+    model: torch.nn.Module
+    opt: torch.optim.Optimizer
+    out: Path
+    ckpt: Path
+    meta: dict
+    log: list
+    echo: Any
+
+
+def _train_loop(run: _Run, pool: dict, val, step: int, stop: int, t0: float) -> int:
+    """Steps from ``step`` to ``stop``: validation every ``eval_every`` steps and at the
+    end of the schedule, a checkpoint every ``ckpt_every`` steps and at ``stop``; returns
+    the step reached. ``t0``: the clock origin of the log's wall times."""
+    recipe, model, opt, log = run.recipe, run.model, run.opt, run.log
     total = recipe.total_steps
-    bar = None
-    if _tty():
-        bar = tqdm(total=total, initial=step, desc="train", dynamic_ncols=True)
+    bar = tqdm(total=total, initial=step, desc="train", dynamic_ncols=True) if _tty() else None
     last_val = None
-    stop = total if until is None else min(until, total)
     while step < stop:
         for g in opt.param_groups:
             g["lr"] = lr_at(recipe, step)
@@ -643,7 +690,7 @@ def train(
             last_val = quick_psnr(model, val)
             log.append({"step": step, "val_psnr": last_val, "wall_s": time.perf_counter() - t0})
             if not _tty():
-                echo(
+                run.echo(
                     f"step {step}: loss {np.mean([r['loss'] for r in log[-recipe.eval_every :] if 'loss' in r]):.5f}, "
                     f"val PSNR by views {' '.join(f'{v:.2f}' for v in last_val)} dB, {time.perf_counter() - t0:.0f} s"
                 )
@@ -653,18 +700,11 @@ def train(
                 loss=f"{loss:.4f}", psnr="-" if last_val is None else f"{last_val[-1]:.2f}"
             )
         if step % recipe.ckpt_every == 0 or step == stop:
-            save_checkpoint(ckpt, model, opt, step, recipe, log)
-            _write_log(out, meta, log, plot=False)
+            save_checkpoint(run.ckpt, model, opt, step, recipe, log)
+            _write_log(run.out, run.meta, log, plot=False)
     if bar is not None:
         bar.close()
-    if step < total:
-        return _write_log(out, meta, log)
-    save_file(
-        {k: v.contiguous() for k, v in model.state_dict().items()},
-        str(out / "model.safetensors"),
-        metadata={"recipe": json.dumps(asdict(recipe))},
-    )
-    return _write_log(out, meta, log)
+    return step
 
 
 def _write_log(out: Path, meta: dict, log: list, plot: bool = True) -> dict:
