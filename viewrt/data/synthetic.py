@@ -239,6 +239,22 @@ def _render(layout: dict[str, Any], c2w: np.ndarray, fxfycxcy: np.ndarray, size:
     origins, dirs = rays(c2w, fxfycxcy, size, size)
     o = origins.reshape(-1, 3)
     d = dirs.reshape(-1, 3)
+    best_t, best_id, normal = _nearest_hits(layout, o, d)
+    color = _sky(layout, d)
+    hit = best_id >= 0
+    p = o[hit] + best_t[hit, None] * d[hit]
+    nrm = normal[hit]
+    albedo = _albedo(layout, p, nrm, best_id[hit], best_t[hit])
+    color[hit] = albedo * _shade(layout, p, nrm)[:, None]
+    img = np.clip(color, 0.0, 1.0).reshape(size, size, 3)
+    return img.transpose(2, 0, 1)
+
+
+def _nearest_hits(
+    layout: dict[str, Any], o: np.ndarray, d: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per ray [M]: distance of the nearest hit (inf: none), what it hit (-1 sky, 0 ground,
+    k+1 object k) and the surface normal there [M, 3]."""
     n = len(o)
     best_t = np.full(n, np.inf)
     best_id = np.full(n, -1)  # -1 sky, 0 ground, k+1 object k
@@ -256,19 +272,25 @@ def _render(layout: dict[str, Any], c2w: np.ndarray, fxfycxcy: np.ndarray, size:
         best_t[closer] = t[closer]
         best_id[closer] = k + 1
         normal[closer] = nk[closer]
+    return best_t, best_id, normal
 
+
+def _sky(layout: dict[str, Any], d: np.ndarray) -> np.ndarray:
+    """Sky colour [M, 3] along ray directions d [M, 3]: horizon to zenith gradient."""
     horizon, zenith = layout["sky"]
     w = np.sqrt(np.clip(d[:, 2], 0.0, 1.0))[:, None]
     if "sky_azimuth" in layout:  # horizon colour that changes with the ray's azimuth
         phases, amp = layout["sky_azimuth"]
         az = np.arctan2(d[:, 1], d[:, 0])[:, None]
         horizon = np.clip(horizon[None] - amp + amp * np.cos(az + phases[None]), 0.0, 1.0)
-    color = horizon * (1.0 - w) + zenith[None] * w
+    return horizon * (1.0 - w) + zenith[None] * w
 
-    hit = best_id >= 0
-    p = o[hit] + best_t[hit, None] * d[hit]
-    ids = best_id[hit]
-    nrm = normal[hit]
+
+def _albedo(
+    layout: dict[str, Any], p: np.ndarray, nrm: np.ndarray, ids: np.ndarray, dist: np.ndarray
+) -> np.ndarray:
+    """Surface colour [M, 3] at hit points p [M, 3] (normals nrm, ids and distances as
+    :func:`_nearest_hits`); the ground fades to its mean colour far away."""
     p_tex = p - 1e-4 * nrm  # just inside the surface: no texture-cell ties on flat faces
     albedo = np.zeros_like(p)
     g = ids == 0
@@ -281,7 +303,7 @@ def _render(layout: dict[str, Any], c2w: np.ndarray, fxfycxcy: np.ndarray, size:
             )[:, None]
             chk = np.mod(np.floor(p_tex[g] / layout["ground"]["period"]).sum(axis=1), 2.0)[:, None]
             gc = (0.8 + 0.2 * chk) * (t0[None] * (1.0 - v) + t1[None] * v)
-        fade = np.clip((best_t[hit][g] - 6.0) / 10.0, 0.0, 1.0)[:, None]
+        fade = np.clip((dist[g] - 6.0) / 10.0, 0.0, 1.0)[:, None]
         mean = 0.5 * (layout["ground"]["colors"][0] + layout["ground"]["colors"][1])
         if "tint" in layout["ground"]:
             mean = 0.45 * (layout["ground"]["tint"][0] + layout["ground"]["tint"][1])
@@ -290,7 +312,12 @@ def _render(layout: dict[str, Any], c2w: np.ndarray, fxfycxcy: np.ndarray, size:
         sel = ids == k + 1
         if sel.any():
             albedo[sel] = _texture(obj["texture"], p_tex[sel], obj["params"])
+    return albedo
 
+
+def _shade(layout: dict[str, Any], p: np.ndarray, nrm: np.ndarray) -> np.ndarray:
+    """Light factor [M]: ambient plus Lambertian from the directional light where no
+    object casts a shadow on p."""
     light = layout["light"]
     lambert = np.clip(nrm @ light, 0.0, None)
     shadow_o = p + 1e-4 * nrm
@@ -300,10 +327,7 @@ def _render(layout: dict[str, Any], c2w: np.ndarray, fxfycxcy: np.ndarray, size:
         t, _ = _intersect(obj, shadow_o, shadow_d)
         lit &= ~np.isfinite(t)
     amb = layout["ambient"]
-    shade = amb + (1.0 - amb) * lambert * lit
-    color[hit] = albedo * shade[:, None]
-    img = np.clip(color, 0.0, 1.0).reshape(size, size, 3)
-    return img.transpose(2, 0, 1)
+    return amb + (1.0 - amb) * lambert * lit
 
 
 def synthetic_views(
