@@ -110,12 +110,13 @@ def _is_package(module: str) -> bool:
 
 
 def _imported_modules(module: str, node: ast.Import | ast.ImportFrom) -> list[str]:
-    """The viewrt modules one import statement loads: ``from pkg import name`` the package
-    (its ``__init__`` runs first), and the submodule ``pkg.name`` when there is one;
-    relative imports are resolved against ``module``. So a module that takes a sibling
-    through its own package (``from viewrt.models import lvsm`` inside viewrt.models) is
-    in a cycle when the package's ``__init__`` imports that module: import the sibling
-    module itself (``from viewrt.models.lvsm import ...``)."""
+    """The viewrt modules one import statement depends on. ``import pkg.sub`` is
+    ``pkg.sub``; ``from pkg import name`` reads the package's namespace, so it is ``pkg``
+    (its ``__init__``), and also the submodule ``pkg.name`` when there is one. Relative
+    imports are resolved against ``module``. A module that takes a sibling through its own
+    package (``from viewrt.models import lvsm`` inside viewrt.models) is therefore in a
+    cycle when the package's ``__init__`` imports it: import the sibling module itself
+    (``from viewrt.models.lvsm import ...`` or ``import viewrt.models.lvsm as lvsm``)."""
     if isinstance(node, ast.Import):
         names = [a.name for a in node.names]
     else:
