@@ -17,8 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
+import viewrt.runtime as vrt
+from viewrt.data import load_frame, load_scene, load_scene_list, make_synthetic_list
 from viewrt.errors import ViewrtError
+from viewrt.geometry import NormalizationFrame, input_view, plucker
 
 
 @dataclass
@@ -71,8 +75,6 @@ def scene_paths(
     Raises: ViewrtError for both or neither source given, a missing or empty list, or
         ``synthetic < 1``.
     """
-    from viewrt.data import load_scene_list, make_synthetic_list
-
     if (scenes is None) == (synthetic is None):
         raise ViewrtError(
             "give calibration scenes with exactly one of --scenes LIST or --synthetic N"
@@ -122,12 +124,6 @@ def collect(
     Returns: a :class:`CalibrationSet`.
     Raises: ViewrtError for an unreadable scene or image, or a scene with fewer than 2 frames.
     """
-    from tqdm import tqdm
-
-    import viewrt.runtime as vrt
-    from viewrt.data import load_frame, load_scene
-    from viewrt.geometry import NormalizationFrame, input_view, plucker
-
     cs = CalibrationSet()
     with vrt.open(export_dir, "ort") as r:
         m, size, T = r.manifest, r.size, r.manifest.tokens_per_view

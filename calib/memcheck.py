@@ -17,17 +17,16 @@ import subprocess
 import sys
 
 import click
+import numpy as np
+
+import viewrt.runtime as vrt
+from viewrt.data import synthetic_cameras
+from viewrt.runtime.estimate import estimate
 
 TOLERANCE = 0.15
 
 
 def _child(export_dir: str, views: int, targets: int) -> dict:
-    import numpy as np
-
-    import viewrt.runtime as vrt
-    from viewrt.data import synthetic_cameras
-    from viewrt.runtime.estimate import estimate
-
     m = vrt.load_manifest(export_dir)
     est = estimate(m, views, m.precision, targets)
     cpu = next(r for r in est["rows"] if r["device"] == "cpu")

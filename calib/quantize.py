@@ -24,16 +24,29 @@ graph boundary (the cache does not shrink); the Q/DQ sit inside the graphs.
 
 from __future__ import annotations
 
+import ast
 import contextlib
+import inspect
 import logging
 import os
 import shutil
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import onnx
 
+import viewrt.runtime as vrt
+from viewrt.calib.data import FeedReader, collect, scene_paths
+from viewrt.checksum import sha256_file
+from viewrt.contract.manifest import load_manifest
+from viewrt.data import synthetic_cameras
 from viewrt.errors import ViewrtError
+from viewrt.export.qdq_check import check_qdq
+from viewrt.metrics import psnr
+
+# Lazy: onnxruntime and onnxruntime.quantization (heavy), ml_dtypes (fp8 only), imported where used.
 
 PRECISIONS = {"int8": "QInt8", "fp8": "QFLOAT8E4M3FN"}
 METHODS = {
@@ -57,8 +70,6 @@ def matmul_nodes(onnx_path: Path) -> list[dict]:
     matmuls name their attention module) and ``attention`` is True when both inputs are
     activations (scores and weighted sum).
     """
-    import onnx
-
     m = onnx.load(str(onnx_path), load_external_data=False)
     consts = {i.name for i in m.graph.initializer}
     out = []
@@ -82,8 +93,6 @@ def matmul_nodes(onnx_path: Path) -> list[dict]:
 
 def eval_list(text: str) -> list[str]:
     """Parse the exporter's name-scope metadata (a Python list literal of strings)."""
-    import ast
-
     if not text:
         return []
     value = ast.literal_eval(text)
@@ -118,8 +127,6 @@ def quantize_graph(
 ) -> None:
     """ONNX Runtime static QDQ quantization of one graph (see the module docstring)."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-
-    from viewrt.calib.data import FeedReader
 
     qtype = getattr(QuantType, PRECISIONS[precision])
     root = logging.getLogger()
@@ -181,8 +188,6 @@ def _fp8_minmax_overrides(src: Path, feeds: list[dict], workdir: Path) -> dict:
     from onnxruntime.quantization import CalibrationMethod
     from onnxruntime.quantization.calibrate import create_calibrator
 
-    from viewrt.calib.data import FeedReader
-
     cal = create_calibrator(
         src,
         ["MatMul", "Gemm"],
@@ -206,8 +211,6 @@ def _fp8_minmax_overrides(src: Path, feeds: list[dict], workdir: Path) -> dict:
 
 
 def _has_calibration_providers() -> bool:
-    import inspect
-
     from onnxruntime.quantization import quantize_static
 
     return "calibration_providers" in inspect.signature(quantize_static).parameters
@@ -215,8 +218,6 @@ def _has_calibration_providers() -> bool:
 
 def quantized_tensors(onnx_path: Path) -> dict:
     """Which tensors carry Q/DQ: ``{"activations": [...], "weights": [...]}`` (names)."""
-    import onnx
-
     m = onnx.load(str(onnx_path), load_external_data=False)
     consts = {i.name for i in m.graph.initializer}
     acts = sorted(n.input[0] for n in m.graph.node if n.op_type == "QuantizeLinear")
@@ -260,8 +261,6 @@ def quantization_record(
 
 
 def _check_source(export_dir: Path):
-    from viewrt.contract.manifest import load_manifest
-
     m = load_manifest(export_dir)
     prec = m.precision
     if prec != "fp32":
@@ -280,10 +279,6 @@ def validate_quantized(fp32_dir: Path, q_dir: Path, precision: str, seed: int = 
     Returns: ``{"psnr_vs_fp32_db", "min_psnr_db", "kv_rel_error_max", "images_max_abs", "cases"}``.
     Raises: ViewrtError when PSNR is below MIN_PSNR_VS_FP32[precision].
     """
-    import viewrt.runtime as vrt
-    from viewrt.data import synthetic_cameras
-    from viewrt.metrics import psnr
-
     rng = np.random.default_rng(seed + 12345)
     worst, kv_err, max_abs = np.inf, 0.0, 0.0
     with vrt.open(fp32_dir, "ort") as f, vrt.open(q_dir, "ort") as q:
@@ -356,27 +351,10 @@ def quantize_export(
         ViewrtError: unknown precision or method, a missing or non-fp32 export, no scenes,
             an output folder that holds files, or failed validation; nothing is written then.
     """
-    from viewrt.calib.data import collect, scene_paths
-    from viewrt.checksum import sha256_file
-    from viewrt.export.qdq_check import check_qdq
-
-    if precision not in PRECISIONS:
-        raise ViewrtError(
-            f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}"
-        )
-    method = method or DEFAULT_METHOD[precision]
-    if method not in METHODS:
-        raise ViewrtError(
-            f"unknown calibration method {method!r}; expected one of {', '.join(METHODS)}"
-        )
-    if precision == "fp8" and method not in ("minmax", "distribution"):
-        raise ViewrtError(f"fp8: calibration --method minmax or distribution, got {method!r}")
+    method = _check_method(precision, method)
     export_dir, out_dir = Path(export_dir), Path(out_dir)
     src = _check_source(export_dir)
-    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
-        raise ViewrtError(f"output {out_dir} exists and is not an empty folder; choose a new --out")
-    if out_dir.resolve() == export_dir.resolve():
-        raise ViewrtError("--out must differ from the export folder")
+    _check_out(export_dir, out_dir)
     exclude = [e.strip() for e in exclude if e and e.strip()]
 
     work = Path(tempfile.mkdtemp(prefix="viewrt-calib-"))
@@ -393,15 +371,7 @@ def quantize_export(
             n_views=max(12, min(src.max_views, 28) + targets),
         )
         nodes = {g: matmul_nodes(src.path(g)) for g in GRAPHS}
-        known = {n["module"] for g in GRAPHS for n in nodes[g]} | {
-            n["node"] for g in GRAPHS for n in nodes[g]
-        }
-        unknown = [p for p in exclude if not any(k == p or k.startswith(p + ".") for k in known)]
-        if unknown:
-            raise ViewrtError(
-                f"--exclude: no matmul in module or node {', '.join(unknown)}; "
-                f"modules are e.g. {', '.join(sorted({n['module'] for n in nodes['decoder']})[:4])}"
-            )
+        _check_exclude(nodes, exclude)
         cs = collect(export_dir, paths, targets=targets, max_samples=max_samples, progress=progress)
         if not cs.encoder or not cs.decoder:
             raise ViewrtError(
@@ -409,67 +379,15 @@ def quantize_export(
             )
         tmp = work / "out"
         tmp.mkdir()
-        graph_rec = {}
-        for g, feeds in (("encoder", cs.encoder), ("decoder", cs.decoder)):
-            quant, excl = select_nodes(nodes[g], exclude, attention)
-            if not quant:
-                raise ViewrtError(f"{g}: --exclude leaves no matmul to quantize")
-            dst = tmp / src.graphs[g].file
-            quantize_graph(src.path(g), dst, feeds, precision, method, excl)
-            check_qdq(dst, f"{g} ({precision})")
-            graph_rec[g] = {
-                "quantized_nodes": quant,
-                "excluded_nodes": excl,
-                "tensors": quantized_tensors(dst),
-            }
-
-        from dataclasses import replace
-
-        import onnx
-        import onnxruntime
-
-        files = {}
-        for g in GRAPHS:
-            f = tmp / src.graphs[g].file
-            files[f.name] = {"sha256": sha256_file(f), "size_bytes": f.stat().st_size}
-        opset = max(
-            o.version
-            for o in onnx.load(
-                str(tmp / src.graphs["decoder"].file), load_external_data=False
-            ).opset_import
-            if o.domain in ("", "ai.onnx")
-        )
-        versions = {
-            **(src.versions or {}),
-            "onnxruntime": onnxruntime.__version__,
-            "onnx": onnx.__version__,
+        feeds = {"encoder": cs.encoder, "decoder": cs.decoder}
+        graph_rec = {
+            g: _quantize_one(src, g, nodes[g], feeds[g], tmp, precision, method, exclude, attention)
+            for g in GRAPHS
         }
-        quant = quantization_record(
-            precision,
-            method,
-            {"source": source_desc, **cs.record},
-            {"dir": str(export_dir.resolve()), "weights_sha256": src.weights_sha256},
-            graph_rec,
-            versions,
+        calibration = {"source": source_desc, **cs.record}
+        manifest = _quantized_manifest(
+            src, export_dir, tmp, precision, method, calibration, graph_rec
         )
-        # the contract's one writer: the source manifest with the quantized graphs, bounded and checked again
-        manifest = replace(
-            src,
-            precision=precision,
-            opset=opset,
-            versions=versions,
-            quantization=quant,
-            engines=None,
-            variants=None,
-            files=files,
-            validation=None,
-            dir=tmp,
-            graphs={
-                g: replace(info, sha256=files[info.file]["sha256"])
-                for g, info in src.graphs.items()
-            },
-        )
-        manifest.check_bounds()
         manifest.write(tmp)
         manifest.validation = {
             "vs": "fp32 export, ONNX Runtime CPU",
@@ -485,3 +403,113 @@ def quantize_export(
         shutil.rmtree(work, ignore_errors=True)
         if created and not done and out_dir.exists():
             shutil.rmtree(out_dir, ignore_errors=True)
+
+
+def _check_method(precision: str, method: str | None) -> str:
+    """The calibration method for ``precision`` (its default for None); ViewrtError for an
+    unknown precision or method, or a method fp8 does not take."""
+    if precision not in PRECISIONS:
+        raise ViewrtError(
+            f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}"
+        )
+    method = method or DEFAULT_METHOD[precision]
+    if method not in METHODS:
+        raise ViewrtError(
+            f"unknown calibration method {method!r}; expected one of {', '.join(METHODS)}"
+        )
+    if precision == "fp8" and method not in ("minmax", "distribution"):
+        raise ViewrtError(f"fp8: calibration --method minmax or distribution, got {method!r}")
+    return method
+
+
+def _check_out(export_dir: Path, out_dir: Path) -> None:
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise ViewrtError(f"output {out_dir} exists and is not an empty folder; choose a new --out")
+    if out_dir.resolve() == export_dir.resolve():
+        raise ViewrtError("--out must differ from the export folder")
+
+
+def _check_exclude(nodes: dict[str, list[dict]], exclude: list[str]) -> None:
+    """ViewrtError naming the ``--exclude`` patterns that match no matmul's module or node."""
+    known = {n["module"] for g in GRAPHS for n in nodes[g]} | {
+        n["node"] for g in GRAPHS for n in nodes[g]
+    }
+    unknown = [p for p in exclude if not any(k == p or k.startswith(p + ".") for k in known)]
+    if unknown:
+        raise ViewrtError(
+            f"--exclude: no matmul in module or node {', '.join(unknown)}; "
+            f"modules are e.g. {', '.join(sorted({n['module'] for n in nodes['decoder']})[:4])}"
+        )
+
+
+def _quantize_one(
+    src,
+    g: str,
+    nodes: list[dict],
+    feeds: list[dict],
+    tmp: Path,
+    precision,
+    method,
+    exclude,
+    attention,
+) -> dict:
+    """Quantize graph ``g`` of the source export into ``tmp`` and check its Q/DQ; returns
+    its manifest record (quantized and excluded nodes, quantized tensors)."""
+    quant, excl = select_nodes(nodes, exclude, attention)
+    if not quant:
+        raise ViewrtError(f"{g}: --exclude leaves no matmul to quantize")
+    dst = tmp / src.graphs[g].file
+    quantize_graph(src.path(g), dst, feeds, precision, method, excl)
+    check_qdq(dst, f"{g} ({precision})")
+    return {"quantized_nodes": quant, "excluded_nodes": excl, "tensors": quantized_tensors(dst)}
+
+
+def _quantized_manifest(
+    src, export_dir: Path, tmp: Path, precision: str, method: str, calibration: dict, graph_rec
+):
+    """The source manifest with the quantized graphs in ``tmp``: files and checksums,
+    opset, versions and the quantization record (the contract's one writer), bounded and
+    checked again; not yet written, not yet validated."""
+    import onnxruntime
+
+    files = {}
+    for g in GRAPHS:
+        f = tmp / src.graphs[g].file
+        files[f.name] = {"sha256": sha256_file(f), "size_bytes": f.stat().st_size}
+    opset = max(
+        o.version
+        for o in onnx.load(
+            str(tmp / src.graphs["decoder"].file), load_external_data=False
+        ).opset_import
+        if o.domain in ("", "ai.onnx")
+    )
+    versions = {
+        **(src.versions or {}),
+        "onnxruntime": onnxruntime.__version__,
+        "onnx": onnx.__version__,
+    }
+    quant = quantization_record(
+        precision,
+        method,
+        calibration,
+        {"dir": str(export_dir.resolve()), "weights_sha256": src.weights_sha256},
+        graph_rec,
+        versions,
+    )
+    manifest = replace(
+        src,
+        precision=precision,
+        opset=opset,
+        versions=versions,
+        quantization=quant,
+        engines=None,
+        variants=None,
+        files=files,
+        validation=None,
+        dir=tmp,
+        graphs={
+            g: replace(info, sha256=files[info.file]["sha256"]) for g, info in src.graphs.items()
+        },
+    )
+    manifest.check_bounds()
+    return manifest

@@ -21,14 +21,18 @@ from pathlib import Path
 
 import numpy as np
 
+import viewrt.runtime as vrt
+from viewrt.calib.data import scene_paths
+from viewrt.data import load_frame, load_scene
 from viewrt.errors import ViewrtError
+from viewrt.metrics import psnr, ssim
+
+# Lazy: matplotlib (heavy, optional: the report's plot), imported where used.
 
 HELD_OUT_SEED = 1000  # calibration scenes use seeds 0..N-1
 
 
 def _frames(scene, size):
-    from viewrt.data import load_frame
-
     return [load_frame(f, size) for f in scene.frames]
 
 
@@ -57,34 +61,12 @@ def accuracy_report(
     Raises: ViewrtError for a missing or unquantized export, a reference that is not its
         fp32 source, or unreadable scenes.
     """
-    import viewrt.runtime as vrt
-    from viewrt.calib.data import scene_paths
-    from viewrt.data import load_scene
-    from viewrt.metrics import psnr, ssim
-
     export_dir, out_dir = Path(export_dir), Path(out_dir)
-    qm = vrt.load_manifest(export_dir)
+    qm, reference = _check_exports(export_dir, reference)
     q = qm.quantization
-    if not q:
-        raise ViewrtError(
-            f"{export_dir}: not a quantized export (no 'quantization' in its manifest); run `viewrt calib` first"
-        )
-    reference = Path(reference or q["source_export"]["dir"])
-    rm = vrt.load_manifest(reference)
-    if rm.weights_sha256 != q["source_export"].get("weights_sha256"):
-        raise ViewrtError(
-            f"{reference}: not the fp32 export {export_dir} was quantized from (weights differ)"
-        )
     if scenes is None and synthetic is None:
         synthetic = 4
-    over = sorted({int(v) for v in views if not 1 <= int(v) <= qm.max_views})
-    if over:
-        raise ViewrtError(
-            f"views {over}: outside 1..{qm.max_views}, the cache capacity of {export_dir}"
-        )
-    views = sorted({int(v) for v in views})
-    if not views:
-        raise ViewrtError(f"views: none in 1..{qm.max_views}")
+    views = _check_views(views, qm.max_views, export_dir)
     with tempfile.TemporaryDirectory(prefix="viewrt-report-") as work:
         paths, source = scene_paths(
             scenes, synthetic, qm.image_size, Path(work), seed, n_views=max(views) + targets
@@ -92,63 +74,10 @@ def accuracy_report(
         rows: dict[int, list[dict]] = {n: [] for n in views}
         kv_err: list[np.ndarray] = []
         with vrt.open(reference, "ort") as f, vrt.open(export_dir, "ort") as qr:
-            size, T = f.size, f.manifest.tokens_per_view
             names = f.manifest.past_names
             for path in paths:
-                scene = load_scene(path)
-                frames = _frames(scene, size)
-                if len(frames) < 2:
-                    raise ViewrtError(f"scene {scene.name!r}: needs at least 2 frames")
-                frame = vrt.NormalizationFrame.from_cameras(np.stack([c for _, _, c in frames]))
-                top = min(max(views), len(frames) - 1)
-                ins_all = sorted({int(i) for i in np.linspace(0, len(frames) - 1, top).round()})
-                tgt = [i for i in range(len(frames)) if i not in ins_all][:targets]
-                cams = [vrt.Camera(frames[i][2], frames[i][1]) for i in tgt]
-                for n in views:
-                    if n > len(ins_all):
-                        continue
-                    ins = [ins_all[int(i)] for i in np.linspace(0, len(ins_all) - 1, n).round()]
-                    out = []
-                    for r in (f, qr):
-                        r.reset()
-                        r.frame = frame
-                        for i in ins:
-                            r.add_view(frames[i][0], vrt.Camera(frames[i][2], frames[i][1]))
-                        out.append(r.render(cams))
-                    if n == max(v for v in views if v <= len(ins_all)):
-                        err = []
-                        for bf, bq in zip(f.cache.buffers, qr.cache.buffers):
-                            a, b = bf.host[:, : n * T], bq.host[:, : n * T]
-                            err.append(
-                                float(np.linalg.norm(a - b) / max(float(np.linalg.norm(a)), 1e-12))
-                            )
-                        kv_err.append(np.array(err))
-                    a, b = out
-                    for k, ti in enumerate(tgt):
-                        gt = frames[ti][0]
-                        rows[n].append(
-                            {
-                                "psnr_q_vs_fp32": psnr(b[k], a[k]),
-                                "ssim_q_vs_fp32": ssim(b[k], a[k]),
-                                "psnr_q_vs_gt": psnr(b[k], gt),
-                                "ssim_q_vs_gt": ssim(b[k], gt),
-                                "psnr_fp32_vs_gt": psnr(a[k], gt),
-                                "ssim_fp32_vs_gt": ssim(a[k], gt),
-                            }
-                        )
-    by_views = []
-    for n in views:
-        if not rows[n]:
-            continue
-        keys = rows[n][0].keys()
-        mean = {k: round(float(np.mean([r[k] for r in rows[n]])), 4) for k in keys}
-        mean["psnr_drop_vs_gt_db"] = round(mean["psnr_fp32_vs_gt"] - mean["psnr_q_vs_gt"], 4)
-        by_views.append({"views": n, "renders": len(rows[n]), **mean})
-    err = np.mean(kv_err, axis=0) if kv_err else np.zeros(len(names))
-    layers = []
-    for i in range(len(names) // 2):
-        k, v = float(err[2 * i]), float(err[2 * i + 1])
-        layers.append({"layer": i, "key_rel_error": round(k, 6), "value_rel_error": round(v, 6)})
+                _score_scene(f, qr, load_scene(path), views, targets, rows, kv_err)
+    layers = _kv_error_by_layer(kv_err, len(names))
     sensitive = _sensitive(layers)
     report = {
         "export": str(export_dir.resolve()),
@@ -160,7 +89,7 @@ def accuracy_report(
         "held_out": source,
         "targets_per_scene": targets,
         "backend": "ONNX Runtime CPU (reference Q/DQ kernels for float8)",
-        "by_views": by_views,
+        "by_views": _by_views(rows, views),
         "kv_error_by_layer": layers,
         "sensitive_layers": sensitive,
         "exclude_hint": ",".join(
@@ -173,6 +102,110 @@ def accuracy_report(
     (out_dir / "report.md").write_text(report_markdown(report))
     _plot(report, out_dir / "report.png")
     return report
+
+
+def _check_exports(export_dir: Path, reference: str | Path | None):
+    """``(quantized manifest, reference folder)``; ViewrtError for an unquantized export or
+    a reference that is not its fp32 source."""
+    qm = vrt.load_manifest(export_dir)
+    q = qm.quantization
+    if not q:
+        raise ViewrtError(
+            f"{export_dir}: not a quantized export (no 'quantization' in its manifest); run `viewrt calib` first"
+        )
+    reference = Path(reference or q["source_export"]["dir"])
+    rm = vrt.load_manifest(reference)
+    if rm.weights_sha256 != q["source_export"].get("weights_sha256"):
+        raise ViewrtError(
+            f"{reference}: not the fp32 export {export_dir} was quantized from (weights differ)"
+        )
+    return qm, reference
+
+
+def _check_views(views, max_views: int, export_dir: Path) -> list[int]:
+    """The view counts, sorted and distinct; ViewrtError for one beyond the cache."""
+    over = sorted({int(v) for v in views if not 1 <= int(v) <= max_views})
+    if over:
+        raise ViewrtError(
+            f"views {over}: outside 1..{max_views}, the cache capacity of {export_dir}"
+        )
+    views = sorted({int(v) for v in views})
+    if not views:
+        raise ViewrtError(f"views: none in 1..{max_views}")
+    return views
+
+
+def _score_scene(f, qr, scene, views: list[int], targets: int, rows: dict, kv_err: list) -> None:
+    """Render one scene on the fp32 (``f``) and quantized (``qr``) renderers for each view
+    count; appends per-target metrics to ``rows[n]`` and, at the largest count the scene
+    allows, the per-tensor K/V relative errors to ``kv_err``."""
+    size, T = f.size, f.manifest.tokens_per_view
+    frames = _frames(scene, size)
+    if len(frames) < 2:
+        raise ViewrtError(f"scene {scene.name!r}: needs at least 2 frames")
+    frame = vrt.NormalizationFrame.from_cameras(np.stack([c for _, _, c in frames]))
+    top = min(max(views), len(frames) - 1)
+    ins_all = sorted({int(i) for i in np.linspace(0, len(frames) - 1, top).round()})
+    tgt = [i for i in range(len(frames)) if i not in ins_all][:targets]
+    cams = [vrt.Camera(frames[i][2], frames[i][1]) for i in tgt]
+    for n in views:
+        if n > len(ins_all):
+            continue
+        ins = [ins_all[int(i)] for i in np.linspace(0, len(ins_all) - 1, n).round()]
+        out = []
+        for r in (f, qr):
+            r.reset()
+            r.frame = frame
+            for i in ins:
+                r.add_view(frames[i][0], vrt.Camera(frames[i][2], frames[i][1]))
+            out.append(r.render(cams))
+        if n == max(v for v in views if v <= len(ins_all)):
+            kv_err.append(_kv_errors(f, qr, n * T))
+        a, b = out
+        rows[n] += [_metrics(a[k], b[k], frames[ti][0]) for k, ti in enumerate(tgt)]
+
+
+def _kv_errors(f, qr, tokens: int) -> np.ndarray:
+    """Relative error of each cache tensor of ``qr`` against ``f`` over the first ``tokens``."""
+    err = []
+    for bf, bq in zip(f.cache.buffers, qr.cache.buffers):
+        a, b = bf.host[:, :tokens], bq.host[:, :tokens]
+        err.append(float(np.linalg.norm(a - b) / max(float(np.linalg.norm(a)), 1e-12)))
+    return np.array(err)
+
+
+def _metrics(fp32: np.ndarray, quant: np.ndarray, gt: np.ndarray) -> dict:
+    return {
+        "psnr_q_vs_fp32": psnr(quant, fp32),
+        "ssim_q_vs_fp32": ssim(quant, fp32),
+        "psnr_q_vs_gt": psnr(quant, gt),
+        "ssim_q_vs_gt": ssim(quant, gt),
+        "psnr_fp32_vs_gt": psnr(fp32, gt),
+        "ssim_fp32_vs_gt": ssim(fp32, gt),
+    }
+
+
+def _by_views(rows: dict[int, list[dict]], views: list[int]) -> list[dict]:
+    """Mean metrics per view count (counts no scene reached left out)."""
+    by_views = []
+    for n in views:
+        if not rows[n]:
+            continue
+        keys = rows[n][0].keys()
+        mean = {k: round(float(np.mean([r[k] for r in rows[n]])), 4) for k in keys}
+        mean["psnr_drop_vs_gt_db"] = round(mean["psnr_fp32_vs_gt"] - mean["psnr_q_vs_gt"], 4)
+        by_views.append({"views": n, "renders": len(rows[n]), **mean})
+    return by_views
+
+
+def _kv_error_by_layer(kv_err: list[np.ndarray], n_tensors: int) -> list[dict]:
+    """Mean K and V relative errors per layer (cache tensors come as key, value pairs)."""
+    err = np.mean(kv_err, axis=0) if kv_err else np.zeros(n_tensors)
+    layers = []
+    for i in range(n_tensors // 2):
+        k, v = float(err[2 * i]), float(err[2 * i + 1])
+        layers.append({"layer": i, "key_rel_error": round(k, 6), "value_rel_error": round(v, 6)})
+    return layers
 
 
 def _sensitive(layers: list[dict]) -> list[int]:

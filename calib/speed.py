@@ -17,10 +17,18 @@ import os
 import platform
 import statistics
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
 import numpy as np
+
+import viewrt.runtime as vrt
+from viewrt.data import synthetic_cameras
+from viewrt.geometry import plucker
+
+# Lazy: openvino, torch and viewrt.models (heavy; torch only for the torch engines), imported
+# where used.
 
 
 def machine() -> dict:
@@ -63,10 +71,6 @@ def probe(
     engines: list[str] | None = None,
 ) -> dict:
     """Median decoder-step milliseconds per engine and N. See the module docstring."""
-    import viewrt.runtime as vrt
-    from viewrt.data import synthetic_cameras
-    from viewrt.geometry import plucker
-
     engines = engines or [
         "openvino-int8",
         "openvino-fp32",
@@ -76,89 +80,34 @@ def probe(
         "torch-bf16",
     ]
     m = vrt.load_manifest(fp32_dir)
-    size, T = m.image_size, m.tokens_per_view
+    T = m.tokens_per_view
     nmax = max(views)
-    c2ws, fx = synthetic_cameras(nmax + targets, size, seed=0)
-    frame = vrt.NormalizationFrame.from_cameras(c2ws)
-    rng = np.random.default_rng(0)
-    images = [rng.random((3, size, size), dtype=np.float32) for _ in range(nmax)]
-    tcams = [vrt.Camera(c, fx) for c in c2ws[nmax:]]
-    rays = np.stack([plucker(frame.apply(c.c2w), c.fxfycxcy, size, size) for c in tcams])[
-        None
-    ].astype(np.float32)
+    inputs = _inputs(m, nmax, targets)
+    with vrt.open(
+        fp32_dir, "ort", max_views=nmax, frame=inputs.frame
+    ) as r:  # the K/V every engine decodes from
+        for i in range(nmax):
+            r.add_view(inputs.images[i], vrt.Camera(inputs.c2ws[i], inputs.fx))
+        kv_all = [b.host.copy() for b in r.cache.buffers]  # [1, nmax*T, H, Dh] each
 
     rows: dict[str, dict[int, float]] = {e: {} for e in engines}
     info: dict[str, str] = {}
-    with vrt.open(
-        fp32_dir, "ort", max_views=nmax, frame=frame
-    ) as r:  # the K/V every engine decodes from
-        for i in range(nmax):
-            r.add_view(images[i], vrt.Camera(c2ws[i], fx))
-        kv_all = [b.host.copy() for b in r.cache.buffers]  # [1, nmax*T, H, Dh] each
-
-    ov_models = {}
-    if any(e.startswith("openvino") for e in engines):
-        import openvino as ov
-
-        core = ov.Core()
-        for p, d in (("fp32", fp32_dir), ("int8", int8_dir)):
-            if f"openvino-{p}" in engines:
-                cm = core.compile_model(
-                    str(Path(d) / "decoder.onnx"), "CPU", {"PERFORMANCE_HINT": "LATENCY"}
-                )
-                ov_models[p] = cm
-                prec = str(cm.get_property("INFERENCE_PRECISION_HINT"))  # "<Type: 'bfloat16'>"
-                prec = prec.split("'")[1] if "'" in prec else prec
-                info[f"openvino-{p}"] = (
-                    f"OpenVINO {ov.get_version().split('-')[0]}, inference precision {prec}"
-                )
-    torch_model = None
-    if any(e.startswith("torch") for e in engines):
-        import torch
-
-        from viewrt.models import build_model
-
-        torch_model, _ = build_model(m.preset, m.checkpoint)
-        torch_model.eval()
-        info["torch"] = f"PyTorch {torch.__version__}, {torch.get_num_threads()} threads"
-
+    ov_models = _openvino_models(engines, fp32_dir, int8_dir, info)
+    torch_model = _torch_model(m, info) if any(e.startswith("torch") for e in engines) else None
     for n in views:
         past = {nm: kv[:, : n * T] for nm, kv in zip(m.past_names, kv_all)}
         for e in engines:
             if e.startswith("ort"):
-                p = e.split("-")[1]
-                with vrt.open(
-                    fp32_dir if p == "fp32" else int8_dir, "ort", max_views=n, frame=frame
-                ) as r:
-                    for i in range(n):  # its own encoder fills its cache (int8: quantized K/V)
-                        r.add_view(images[i], vrt.Camera(c2ws[i], fx))
-                    rows[e][n] = _time(lambda: r.render(tcams), repeats)
+                export = fp32_dir if e.split("-")[1] == "fp32" else int8_dir
+                rows[e][n] = _time_ort(export, inputs, n, repeats)
             elif e.startswith("openvino"):
-                cm = ov_models[e.split("-")[1]]
-                req = cm.create_infer_request()
-                feed = {m.target_input: rays, **past}
+                req = ov_models[e.split("-")[1]].create_infer_request()
+                feed = {m.target_input: inputs.rays, **past}
                 rows[e][n] = _time(lambda: req.infer(feed), repeats)
             else:
-                import torch
-
-                kv = [
-                    (
-                        torch.from_numpy(np.ascontiguousarray(past[m.past_names[2 * i]])),
-                        torch.from_numpy(np.ascontiguousarray(past[m.past_names[2 * i + 1]])),
-                    )
-                    for i in range(m.n_layers)
-                ]
-                tr = torch.from_numpy(rays)
-                bf16 = e == "torch-bf16"
-
-                def run():
-                    with (
-                        torch.inference_mode(),
-                        torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16),
-                    ):
-                        torch_model.render(tr, kv)
-
-                rows[e][n] = _time(run, repeats)
+                rows[e][n] = _time_torch(
+                    torch_model, m, past, inputs.rays, e == "torch-bf16", repeats
+                )
             print(f"N={n} {e}: {rows[e][n]:.1f} ms", flush=True)
     return {
         "views": views,
@@ -170,6 +119,100 @@ def probe(
         "fp32_export": str(fp32_dir),
         "int8_export": str(int8_dir),
     }
+
+
+@dataclass
+class _Inputs:
+    """The probe's fixed inputs: cameras (``c2ws`` [nmax + targets, 4, 4], ``fx``
+    intrinsics), their normalization ``frame``, ``images`` (nmax random float32 [3, S, S]),
+    the target cameras ``tcams`` and their rays ``rays`` float32 [1, targets, 6, S, S]."""
+
+    c2ws: np.ndarray
+    fx: np.ndarray
+    frame: vrt.NormalizationFrame
+    images: list[np.ndarray]
+    tcams: list[vrt.Camera]
+    rays: np.ndarray
+
+
+def _inputs(m, nmax: int, targets: int) -> _Inputs:
+    size = m.image_size
+    c2ws, fx = synthetic_cameras(nmax + targets, size, seed=0)
+    frame = vrt.NormalizationFrame.from_cameras(c2ws)
+    rng = np.random.default_rng(0)
+    images = [rng.random((3, size, size), dtype=np.float32) for _ in range(nmax)]
+    tcams = [vrt.Camera(c, fx) for c in c2ws[nmax:]]
+    rays = np.stack([plucker(frame.apply(c.c2w), c.fxfycxcy, size, size) for c in tcams])[
+        None
+    ].astype(np.float32)
+    return _Inputs(c2ws, fx, frame, images, tcams, rays)
+
+
+def _openvino_models(engines: list[str], fp32_dir: str, int8_dir: str, info: dict) -> dict:
+    """OpenVINO decoders compiled for the openvino-* engines asked (``{"fp32"|"int8": model}``);
+    their versions and inference precision go to ``info``."""
+    ov_models = {}
+    if not any(e.startswith("openvino") for e in engines):
+        return ov_models
+    import openvino as ov
+
+    core = ov.Core()
+    for p, d in (("fp32", fp32_dir), ("int8", int8_dir)):
+        if f"openvino-{p}" in engines:
+            cm = core.compile_model(
+                str(Path(d) / "decoder.onnx"), "CPU", {"PERFORMANCE_HINT": "LATENCY"}
+            )
+            ov_models[p] = cm
+            prec = str(cm.get_property("INFERENCE_PRECISION_HINT"))  # "<Type: 'bfloat16'>"
+            prec = prec.split("'")[1] if "'" in prec else prec
+            info[f"openvino-{p}"] = (
+                f"OpenVINO {ov.get_version().split('-')[0]}, inference precision {prec}"
+            )
+    return ov_models
+
+
+def _torch_model(m, info: dict):
+    """The export's PyTorch model (eval mode); its version and threads go to ``info``."""
+    import torch
+
+    from viewrt.models import build_model
+
+    torch_model, _ = build_model(m.preset, m.checkpoint)
+    torch_model.eval()
+    info["torch"] = f"PyTorch {torch.__version__}, {torch.get_num_threads()} threads"
+    return torch_model
+
+
+def _time_ort(export_dir: str, inputs: _Inputs, n: int, repeats: int) -> float:
+    """The runtime's render on ONNX Runtime, its own encoder filling its cache with n views
+    (int8: quantized K/V)."""
+    with vrt.open(export_dir, "ort", max_views=n, frame=inputs.frame) as r:
+        for i in range(n):
+            r.add_view(inputs.images[i], vrt.Camera(inputs.c2ws[i], inputs.fx))
+        return _time(lambda: r.render(inputs.tcams), repeats)
+
+
+def _time_torch(torch_model, m, past: dict, rays: np.ndarray, bf16: bool, repeats: int) -> float:
+    """PyTorch eager decode of the same K/V (fp32, or bf16 autocast)."""
+    import torch
+
+    kv = [
+        (
+            torch.from_numpy(np.ascontiguousarray(past[m.past_names[2 * i]])),
+            torch.from_numpy(np.ascontiguousarray(past[m.past_names[2 * i + 1]])),
+        )
+        for i in range(m.n_layers)
+    ]
+    tr = torch.from_numpy(rays)
+
+    def run():
+        with (
+            torch.inference_mode(),
+            torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16),
+        ):
+            torch_model.render(tr, kv)
+
+    return _time(run, repeats)
 
 
 def markdown(res: dict) -> str:

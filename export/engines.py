@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from viewrt.contract import names as N
+import viewrt.contract.names as N
 from viewrt.contract.manifest import Manifest, load_manifest
 from viewrt.errors import ViewrtError
 from viewrt.export.trt_build import build_all, trt_available

@@ -26,8 +26,9 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from viewrt import __version__
 from viewrt.checksum import sha256_file
-from viewrt.contract import names as N
+import viewrt.contract.names as N
 from viewrt.contract.manifest import Manifest
 from viewrt.contract.memory import host_memory_bytes
 from viewrt.contract.precision import EXPORT_PRECISIONS, get_precision
@@ -38,6 +39,8 @@ from viewrt.folders import locked_folder, recover, staging_folder, swap_in
 from viewrt.models.checkpoint import weights_digest
 from viewrt.models.layers import explicit_attention, mixed_fp16
 from viewrt.models.registry import family_of_config
+
+# Lazy: onnx and onnxruntime (their versions for the manifest), imported where used.
 
 OPSET = 18
 MANIFEST = N.MANIFEST_FILE
@@ -68,8 +71,6 @@ def _export(module, args, path: Path, spec: GraphSpec, dynamic_shapes) -> None:
 def _versions() -> dict:
     import onnx
     import onnxruntime
-
-    from viewrt import __version__
 
     return {
         "viewrt": __version__,

@@ -17,8 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from viewrt.contract import names as N
+import viewrt.contract.names as N
 from viewrt.errors import ViewrtError
+
+# Lazy: onnx and onnxruntime (heavy), imported where used.
 
 VARIANT = "onnxruntime-cpu"  # the manifest's variant key
 FILE = "decoder_ort_cpu.onnx"

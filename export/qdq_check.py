@@ -22,6 +22,7 @@ first few. Both read the graph structure only (onnx, no runtime).
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -92,8 +93,24 @@ def qdq_violations(model) -> list[str]:
     Raises:
         ViewrtError: the file does not exist.
     """
-    m = _load(model)
-    g = m.graph
+    g = _load(model).graph
+    ix = _index(g)
+    return [line for n in g.node if n.op_type in (Q, DQ) for line in _node_violations(n, ix)]
+
+
+@dataclass
+class _Index:
+    """What the rules look up: constants (initializers and Constant nodes) with their
+    ONNX types, each tensor's consumers and producer, the graph's output names."""
+
+    consts: dict[str, np.ndarray]
+    const_types: dict[str, int]
+    consumers: dict[str, list[onnx.NodeProto]]
+    producer: dict[str, onnx.NodeProto]
+    graph_outputs: set[str]
+
+
+def _index(g: onnx.GraphProto) -> _Index:
     consts = {i.name: numpy_helper.to_array(i) for i in g.initializer}
     const_types = {i.name: i.data_type for i in g.initializer}
     for n in g.node:  # Constant nodes count as constants too
@@ -107,113 +124,121 @@ def qdq_violations(model) -> list[str]:
             consumers[i].append(n)
         for o in n.output:
             producer[o] = n
-    graph_outputs = {o.name for o in g.output}
+    return _Index(consts, const_types, consumers, producer, {o.name for o in g.output})
 
-    bad: list[str] = []
-    for n in g.node:
-        if n.op_type not in (Q, DQ):
-            continue
-        who = f"{n.op_type} '{_label(n)}'"
-        # zero point: present, constant, allowed type, all zeros
-        if len(n.input) < 3 or not n.input[2]:
+
+def _node_violations(n: onnx.NodeProto, ix: _Index) -> list[str]:
+    """The violations of one Q or DQ node, in rule order."""
+    who = f"{n.op_type} '{_label(n)}'"
+    bad = _zero_point_violations(n, who, ix)
+    scale = ix.consts.get(n.input[1]) if len(n.input) > 1 else None
+    if scale is None:
+        return bad + [f"{who}: scale is not a constant"]
+    s = scale.astype(np.float64)
+    if not np.all(np.isfinite(s)) or not np.all(s > 0):
+        bad.append(
+            f"{who}: scale must be positive and finite, got min {s.min():.3g} max {s.max():.3g}"
+        )
+    if _attr(n, "block_size", 0):
+        bad.append(f"{who}: blocked quantization (block_size) is not supported by TensorRT 10.3")
+    if n.op_type == DQ and n.input[0] in ix.consts:  # a constant weight
+        return bad + _weight_violations(n, who, s, ix)
+    return bad + _activation_violations(n, who, s, ix)
+
+
+def _zero_point_violations(n: onnx.NodeProto, who: str, ix: _Index) -> list[str]:
+    """Zero point: present, constant, an allowed type, all zeros."""
+    if len(n.input) < 3 or not n.input[2]:
+        return [
+            f"{who}: no zero point (means uint8); TensorRT needs an explicit int8/fp8 zero point of 0"
+        ]
+    if n.input[2] not in ix.consts:
+        return [f"{who}: zero point '{n.input[2]}' is not a constant"]
+    bad = []
+    zp_type = ix.const_types[n.input[2]]
+    if zp_type not in ALLOWED_TYPES:
+        bad.append(
+            f"{who}: quantized type {onnx.TensorProto.DataType.Name(zp_type)}; TensorRT takes INT8 or FLOAT8E4M3FN"
+        )
+    if np.any(ix.consts[n.input[2]].astype(np.float32) != 0):
+        bad.append(f"{who}: zero point not 0 (asymmetric); TensorRT needs symmetric quantization")
+    return bad
+
+
+def _weight_violations(n: onnx.NodeProto, who: str, s: np.ndarray, ix: _Index) -> list[str]:
+    """A DQ of a constant weight: stored quantized, feeding a fusing op, and a per-channel
+    scale that fits the weight along its consumers' output-channel axis."""
+    bad = []
+    x = n.input[0]
+    w = ix.consts[x]
+    if ix.const_types[x] not in ALLOWED_TYPES:
+        bad.append(
+            f"{who}: weight '{x}' stored as {onnx.TensorProto.DataType.Name(ix.const_types[x])}; expected INT8 or FLOAT8E4M3FN"
+        )
+    users = ix.consumers.get(n.output[0], [])
+    if not users or any(u.op_type not in QDQ_CONSUMERS for u in users):
+        bad.append(
+            f"{who}: weight feeds {sorted({u.op_type for u in users}) or 'nothing'}; Q/DQ weights go to {sorted(QDQ_CONSUMERS)}"
+        )
+    if s.size <= 1:  # per-tensor
+        return bad
+    axis = _attr(n, "axis", 1)
+    rank = w.ndim
+    if s.ndim != 1 or not -rank <= axis < rank:
+        return bad + [
+            f"{who}: per-channel scale of shape {s.shape} with axis {axis} does not fit weight shape {w.shape}"
+        ]
+    axis %= rank
+    if w.shape[axis] != s.size:
+        bad.append(
+            f"{who}: per-channel scale has {s.size} values, weight axis {axis} has {w.shape[axis]}"
+        )
+    for u in users:
+        if (
+            u.op_type in QDQ_CONSUMERS
+            and len(u.input) > 1
+            and u.input[1] == n.output[0]
+            and axis != _weight_axis(u, rank)
+        ):
             bad.append(
-                f"{who}: no zero point (means uint8); TensorRT needs an explicit int8/fp8 zero point of 0"
+                f"{who}: per-channel axis {axis} is not the output-channel axis {_weight_axis(u, rank)} of {u.op_type} '{_label(u)}'"
             )
-        elif n.input[2] not in consts:
-            bad.append(f"{who}: zero point '{n.input[2]}' is not a constant")
-        else:
-            zp_type = const_types[n.input[2]]
-            if zp_type not in ALLOWED_TYPES:
-                bad.append(
-                    f"{who}: quantized type {onnx.TensorProto.DataType.Name(zp_type)}; TensorRT takes INT8 or FLOAT8E4M3FN"
-                )
-            if np.any(consts[n.input[2]].astype(np.float32) != 0):
-                bad.append(
-                    f"{who}: zero point not 0 (asymmetric); TensorRT needs symmetric quantization"
-                )
-        # scale: constant, positive, finite
-        scale = consts.get(n.input[1]) if len(n.input) > 1 else None
-        if scale is None:
-            bad.append(f"{who}: scale is not a constant")
-            continue
-        s = scale.astype(np.float64)
-        if not np.all(np.isfinite(s)) or not np.all(s > 0):
+    return bad
+
+
+def _activation_violations(n: onnx.NodeProto, who: str, s: np.ndarray, ix: _Index) -> list[str]:
+    """An activation: per-tensor, a Q -> DQ pair with the same scale and zero point, the DQ
+    into an op TensorRT fuses Q/DQ into."""
+    bad = []
+    x = n.input[0]
+    if s.size > 1:
+        bad.append(
+            f"{who}: per-channel scale on activation '{x}'; TensorRT takes per-tensor activations"
+        )
+    users = ix.consumers.get(n.output[0], [])
+    if n.op_type == Q:
+        if n.output[0] in ix.graph_outputs or not users or any(u.op_type != DQ for u in users):
             bad.append(
-                f"{who}: scale must be positive and finite, got min {s.min():.3g} max {s.max():.3g}"
+                f"{who}: output feeds {sorted({u.op_type for u in users}) or 'the graph output'}; a Q must feed DequantizeLinear (a Q/DQ pair)"
             )
-        if _attr(n, "block_size", 0):
-            bad.append(
-                f"{who}: blocked quantization (block_size) is not supported by TensorRT 10.3"
-            )
-        per_channel = s.size > 1
-        x = n.input[0]
-        if n.op_type == DQ and x in consts:  # a constant weight
-            w = consts[x]
-            if const_types[x] not in ALLOWED_TYPES:
-                bad.append(
-                    f"{who}: weight '{x}' stored as {onnx.TensorProto.DataType.Name(const_types[x])}; expected INT8 or FLOAT8E4M3FN"
+        for u in users:
+            if u.op_type == DQ and (u.input[1:3] != n.input[1:3]):
+                pair_same = all(
+                    a in ix.consts and b in ix.consts and np.array_equal(ix.consts[a], ix.consts[b])
+                    for a, b in zip(u.input[1:3], n.input[1:3])
                 )
-            users = consumers.get(n.output[0], [])
-            if not users or any(u.op_type not in QDQ_CONSUMERS for u in users):
-                bad.append(
-                    f"{who}: weight feeds {sorted({u.op_type for u in users}) or 'nothing'}; Q/DQ weights go to {sorted(QDQ_CONSUMERS)}"
-                )
-            if per_channel:
-                axis = _attr(n, "axis", 1)
-                rank = w.ndim
-                if s.ndim != 1 or not -rank <= axis < rank:
+                if not pair_same:
                     bad.append(
-                        f"{who}: per-channel scale of shape {s.shape} with axis {axis} does not fit weight shape {w.shape}"
+                        f"{who}: its DequantizeLinear '{_label(u)}' has another scale or zero point"
                     )
-                    continue
-                axis %= rank
-                if w.shape[axis] != s.size:
-                    bad.append(
-                        f"{who}: per-channel scale has {s.size} values, weight axis {axis} has {w.shape[axis]}"
-                    )
-                for u in users:
-                    if (
-                        u.op_type in QDQ_CONSUMERS
-                        and len(u.input) > 1
-                        and u.input[1] == n.output[0]
-                        and axis != _weight_axis(u, rank)
-                    ):
-                        bad.append(
-                            f"{who}: per-channel axis {axis} is not the output-channel axis {_weight_axis(u, rank)} of {u.op_type} '{_label(u)}'"
-                        )
-            continue
-        # an activation: per-tensor, Q -> DQ pair, DQ into a supported op
-        if per_channel:
-            bad.append(
-                f"{who}: per-channel scale on activation '{x}'; TensorRT takes per-tensor activations"
-            )
-        if n.op_type == Q:
-            users = consumers.get(n.output[0], [])
-            if n.output[0] in graph_outputs or not users or any(u.op_type != DQ for u in users):
-                bad.append(
-                    f"{who}: output feeds {sorted({u.op_type for u in users}) or 'the graph output'}; a Q must feed DequantizeLinear (a Q/DQ pair)"
-                )
-            for u in users:
-                if u.op_type == DQ and (u.input[1:3] != n.input[1:3]):
-                    pair_same = all(
-                        a in consts and b in consts and np.array_equal(consts[a], consts[b])
-                        for a, b in zip(u.input[1:3], n.input[1:3])
-                    )
-                    if not pair_same:
-                        bad.append(
-                            f"{who}: its DequantizeLinear '{_label(u)}' has another scale or zero point"
-                        )
-        else:
-            p = producer.get(x)
-            if p is None or p.op_type != Q:
-                bad.append(
-                    f"{who}: input '{x}' does not come from a QuantizeLinear (not a Q/DQ pair)"
-                )
-            users = consumers.get(n.output[0], [])
-            if not users or any(u.op_type not in QDQ_CONSUMERS for u in users):
-                bad.append(
-                    f"{who}: feeds {sorted({u.op_type for u in users}) or 'nothing'}; TensorRT fuses Q/DQ into {sorted(QDQ_CONSUMERS)}"
-                )
+        return bad
+    p = ix.producer.get(x)
+    if p is None or p.op_type != Q:
+        bad.append(f"{who}: input '{x}' does not come from a QuantizeLinear (not a Q/DQ pair)")
+    if not users or any(u.op_type not in QDQ_CONSUMERS for u in users):
+        bad.append(
+            f"{who}: feeds {sorted({u.op_type for u in users}) or 'nothing'}; TensorRT fuses Q/DQ into {sorted(QDQ_CONSUMERS)}"
+        )
     return bad
 
 

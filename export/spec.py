@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from viewrt.contract import names as N
+import viewrt.contract.names as N
 from viewrt.contract.families import family_contract
 from viewrt.contract.tensors import GraphSignature, TensorInfo
 from viewrt.errors import ViewrtError

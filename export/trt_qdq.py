@@ -14,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from viewrt.errors import ViewrtError
+from viewrt.export.qdq_check import check_qdq, is_qdq_graph, qdq_types
 
 FP8_MIN_CC = (8, 9)
 OPSETS = {"int8": (17, 18), "fp8": (19, 19)}  # float8 Q/DQ need opset 19
@@ -41,8 +42,6 @@ def qdq_plan(onnx_path: str | Path, precision: str, compute_capability: str | tu
             graph asked at fp16, the graph breaks the Q/DQ rules, or FP8 below compute
             capability 8.9.
     """
-    from viewrt.export.qdq_check import check_qdq, is_qdq_graph, qdq_types
-
     onnx_path = Path(onnx_path)
     if not is_qdq_graph(onnx_path):
         if precision in ("int8", "fp8"):

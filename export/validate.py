@@ -19,11 +19,13 @@ import numpy as np
 import onnx
 import torch
 
-from viewrt.contract import names as N
+import viewrt.contract.names as N
 from viewrt.contract.manifest import Manifest
 from viewrt.contract.tensors import GraphSignature as GraphSpec
 from viewrt.errors import ViewrtError
 from viewrt.export.trt_ops import check_trt_compatible
+
+# Lazy: polygraphy (optional), imported where used.
 
 _ONNX_DTYPES = {onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.FLOAT16: "float16"}
 

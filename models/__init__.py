@@ -16,6 +16,7 @@ from viewrt.models.efficient_lvsm import (
     get_preset,
 )
 from viewrt.models.lvsm import LVSM_PRESETS, LVSMConfig, LVSMDecoderOnly, get_lvsm_preset
+from viewrt.models.registry import find_preset
 
 __all__ = [
     "PRESETS",
@@ -68,8 +69,6 @@ def build_model(
     Returns: (model in eval mode, LoadReport or None).
     Raises: ViewrtError for an unknown preset or a checkpoint that does not match it.
     """
-    from viewrt.models.registry import find_preset
-
     family, cfg = find_preset(preset, cached)
     if checkpoint is None and preset in TRAINED_WEIGHTS:
         checkpoint = TRAINED_WEIGHTS[preset]

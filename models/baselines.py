@@ -13,8 +13,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from viewrt.errors import ViewrtError
+from viewrt.geometry import input_view, plucker
 from viewrt.models import init_weights, load_checkpoint
+from viewrt.models.checkpoint import weights_digest
 from viewrt.models.registry import FAMILIES
+from viewrt.models.torch_renderer import TorchRenderer
 from viewrt.timing import matmul_gflops
 
 # name -> (kind, description): "eager" renderers keep a cache; "recompute" run one forward over all views
@@ -76,8 +80,6 @@ def measure_matmul_rate(model_shape: tuple[int, int, int] | None = None, reps: i
 def measure_precision_rate(dtype: str, model_shape: tuple | None = None, reps: int = 5) -> dict:
     """Torch matmul rate (GFLOP/s) in ``dtype`` ("bf16" or "fp16"): the best median of
     ``reps`` runs over 1024^3, 2048^3 and the model's MLP shape."""
-    import torch
-
     dt = {"bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
     shapes = [(1024, 1024, 1024), (2048, 2048, 2048)] + (
         [tuple(int(s) for s in model_shape)] if model_shape else []
@@ -106,8 +108,6 @@ class TorchBaselines:
     names = BASELINES
 
     def __init__(self, manifest, device: str = "cpu", threads: int | None = None):
-        from viewrt.errors import ViewrtError
-
         if device == "cuda" and not torch.cuda.is_available():
             raise ViewrtError("--device cuda: this PyTorch has no CUDA device")
         self.manifest, self.device = manifest, torch.device(device)
@@ -178,8 +178,6 @@ class TorchBaselines:
 
     def open(self, backend: str, max_views: int, frame):
         """An eager renderer with the runtime's interface (add_view, remove_view, render, ...)."""
-        from viewrt.models.torch_renderer import TorchRenderer
-
         cache, bf16 = _EAGER[backend]
         return TorchRenderer(
             self.model,
@@ -193,8 +191,6 @@ class TorchBaselines:
     def recompute(self, backend: str, images, in_cams, tg_cams, frame):
         """A timed forward ``fn(n, t) -> ms`` of a full-recompute baseline over the first n
         input views and t targets (inputs prepared here, outside the timed region)."""
-        from viewrt.geometry import input_view, plucker
-
         S = self.manifest.image_size
         model = (
             self.model
@@ -229,7 +225,5 @@ class TorchBaselines:
         return int(torch.cuda.max_memory_allocated()) if self.device.type == "cuda" else ""
 
     def weights_match(self) -> bool | None:
-        from viewrt.models.checkpoint import weights_digest
-
         want = self.manifest.weights_sha256
         return None if not want else weights_digest(self.model) == want

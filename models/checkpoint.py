@@ -20,10 +20,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
+from torch import serialization
 
 from viewrt.errors import ViewrtError
 from viewrt.models.efficient_lvsm import EfficientLVSMConfig
 from viewrt.models.lvsm import LVSMConfig
+from viewrt.models.registry import FAMILIES, family_of_config, family_of_state_dict
+
+# Lazy: safetensors (only for .safetensors files), imported where used.
 
 STRIP_PREFIXES = ("_orig_mod.", "module.")
 IGNORED_PREFIXES = ("loss_computer.", "repa_")
@@ -54,8 +58,6 @@ def _unsafe_globals(path: Path) -> list[str]:
     """Globals a torch.save file would import that weights-only loading does not allow
     (torch.serialization.get_unsafe_globals_in_checkpoint, torch >= 2.5); [] for a file
     that is not a torch.save checkpoint at all."""
-    from torch import serialization
-
     try:
         return list(serialization.get_unsafe_globals_in_checkpoint(str(path)))
     except Exception:  # noqa: BLE001 - not a checkpoint: the caller reports it as unreadable
@@ -154,8 +156,6 @@ def infer_config(sd: dict[str, torch.Tensor], image_size: int, path="checkpoint"
     Returns: (family name, e.g. "efficient-lvsm" or "lvsm", config).
     Raises: ViewrtError for an unknown model or weights of an impossible shape.
     """
-    from viewrt.models.registry import family_of_state_dict
-
     fam = family_of_state_dict(sd, path)
     d, cin = _shape(sd, fam.tokenizer_key, path)
     patch = int(round((cin / fam.in_channels) ** 0.5))
@@ -228,7 +228,6 @@ def load_checkpoint(
     sd, ignored, stripped = clean_keys(raw)
     size = config.image_size if config is not None else (image_size or 256)
     family, inferred = infer_config(sd, size, path)
-    from viewrt.models.registry import FAMILIES, family_of_config
 
     if config is not None:
         want = family_of_config(config).name

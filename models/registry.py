@@ -8,8 +8,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import viewrt.models.efficient_lvsm as efficient_lvsm
+import viewrt.models.lvsm as lvsm
 from viewrt.errors import ViewrtError
-from viewrt.models import efficient_lvsm, lvsm
 
 
 @dataclass(frozen=True)

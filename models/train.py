@@ -26,17 +26,33 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import platform
 import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
+from viewrt.data import (
+    load_frame,
+    load_scene,
+    load_scene_list,
+    make_synthetic_list,
+    synthetic_views,
+)
 from viewrt.errors import ViewrtError
-from viewrt.geometry import NormalizationFrame, input_view, plucker
-from viewrt.models.efficient_lvsm import EfficientLVSM, EfficientLVSMConfig
+from viewrt.folders import make_folder
+from viewrt.geometry import NormalizationFrame, image_to_uint8, input_view, plucker, uint8_to_image
+from viewrt.metrics import psnr, ssim
+from viewrt.models import build_model
+from viewrt.models.checkpoint import load_checkpoint
+from viewrt.models.efficient_lvsm import PRESETS, EfficientLVSM, EfficientLVSMConfig
+
+# Lazy: matplotlib (heavy, the curves plot) and safetensors, imported where used.
 
 TRAIN_SEED0 = 10_000
 VAL_SEED0 = 800_000
@@ -110,8 +126,6 @@ class Recipe:
         )
 
     def check(self) -> None:
-        import math
-
         if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
             raise ViewrtError(f"lr must be a finite number > 0, got {self.lr!r}")
         if not 1 <= self.min_views <= self.max_views:
@@ -146,9 +160,6 @@ def scene_seed(recipe_seed: int, k: int) -> int:
 
 
 def _render_scenes(seeds, n_views: int, size: int, style: str, desc: str) -> dict:
-    from viewrt.data import synthetic_views
-    from viewrt.geometry import image_to_uint8
-
     images, c2ws = [], []
     bar = _bar(seeds, desc) if _tty() else seeds
     fx = None
@@ -188,9 +199,6 @@ def synthetic_pool(recipe: Recipe, cache_dir: Path | None) -> dict:
 
 def list_pool(list_path: str | Path, size: int) -> dict:
     """Scenes of a list file in the dataset format as arrays (per-scene intrinsics)."""
-    from viewrt.data import load_frame, load_scene, load_scene_list
-    from viewrt.geometry import image_to_uint8
-
     scenes = [load_scene(p) for p in load_scene_list(list_path)]
     counts = {len(s.frames) for s in scenes}
     if len(counts) != 1:
@@ -320,8 +328,6 @@ def bf16_faster(recipe: Recipe, reps: int = 3) -> dict:
 
     Returns: {"fp32_s": s/step, "bf16_s": s/step or None (no bf16 support), "use_bf16": bool}.
     """
-    from viewrt.models.efficient_lvsm import EfficientLVSM
-
     model = init_for_training(EfficientLVSM(recipe.model_config()), 0).train()
     opt = _optimizer(model, recipe)
     pool = _render_scenes(
@@ -408,9 +414,6 @@ def evaluate(
     Returns: {"views": [1..4], "psnr": [...], "ssim": [...], "oracle_psnr": float,
     "per_scene_psnr": [[...] per scene], "n_scenes", "n_targets", "seeds", "protocol"}.
     """
-    from viewrt.geometry import image_to_uint8, uint8_to_image
-    from viewrt.metrics import psnr, ssim
-
     size = model.cfg.image_size
     pool = _render_scenes(range(seed0, seed0 + n_scenes), 8, size, style, "held-out scenes")
     examples = eval_examples(pool)
@@ -461,8 +464,6 @@ def make_heldout_list(
     out_dir: str | Path, n_scenes: int, size: int = 64, style: str = "multiview"
 ) -> Path:
     """Write held-out scenes (seeds from HELDOUT_SEED0, never used by training) and a list file."""
-    from viewrt.data import make_synthetic_list
-
     return make_synthetic_list(
         out_dir, n_scenes, n_views=8, size=size, seed=HELDOUT_SEED0, prefix="heldout", style=style
     )
@@ -476,8 +477,6 @@ def _tty() -> bool:
 
 
 def _bar(it, desc, **kw):
-    from tqdm import tqdm
-
     return tqdm(it, desc=desc, disable=None, dynamic_ncols=True, leave=False, **kw)
 
 
@@ -555,10 +554,7 @@ def train(
 
     recipe.check()
     if recipe.scene_list:
-        from viewrt.data import load_scene_list
-
         load_scene_list(recipe.scene_list)  # a bad list: one error before anything is written
-    from viewrt.folders import make_folder
 
     out = make_folder(out_dir, "--out")
     torch.manual_seed(recipe.seed)
@@ -569,29 +565,57 @@ def train(
     ckpt = out / "checkpoint.pt"
     step, log, wall0 = 0, [], 0.0
     if resume and ckpt.is_file():
-        state = torch.load(ckpt, map_location="cpu", weights_only=True)
-        old = json.loads(state.get("recipe", "{}"))
-        mine = asdict(recipe)
-        # a run may be extended by warm restarts: the cycles it did must be a prefix of ours
-        old_cycles = old.get("cycles") or []
-        extended = old_cycles == mine["cycles"][: len(old_cycles)]
-        diff = [
-            k
-            for k in mine
-            if k not in ("cycles", "notes", "eval_every", "ckpt_every", "threads")
-            and old.get(k) != mine[k]
-        ]
-        diff += [] if extended else ["cycles"]
-        if diff:
-            raise ViewrtError(
-                f"{ckpt} was trained with another recipe ({', '.join(f'{k}: {old.get(k)} vs {mine[k]}' for k in diff)}); "
-                "use another --out or --no-resume"
-            )
-        model.load_state_dict(state["model"], strict=True)
-        opt.load_state_dict(state["optimizer"])
-        step, log = int(state["step"]), json.loads(state.get("log", "[]"))
-        wall0 = max((r.get("wall_s", 0.0) for r in log), default=0.0)
+        step, log, wall0 = _resume(ckpt, recipe, model, opt)
         echo(f"resuming {ckpt} at step {step}")
+    pool, val, meta = _prepare(recipe, model, out)
+    run = _Run(recipe, model, opt, out, ckpt, meta, log, echo)
+    total = recipe.total_steps
+    stop = total if until is None else min(until, total)
+    step = _train_loop(run, pool, val, step, stop, t0=time.perf_counter() - wall0)
+    if step < total:
+        return _write_log(out, meta, log)
+    save_file(
+        {k: v.contiguous() for k, v in model.state_dict().items()},
+        str(out / "model.safetensors"),
+        metadata={"recipe": json.dumps(asdict(recipe))},
+    )
+    return _write_log(out, meta, log)
+
+
+def _resume(ckpt: Path, recipe: Recipe, model, opt) -> tuple[int, list, float]:
+    """Load a checkpoint of the same recipe (or one this recipe extends by warm restarts)
+    into ``model`` and ``opt``; returns ``(step, log, wall seconds so far)``.
+
+    Raises: ViewrtError naming the recipe keys that differ.
+    """
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    old = json.loads(state.get("recipe", "{}"))
+    mine = asdict(recipe)
+    # a run may be extended by warm restarts: the cycles it did must be a prefix of ours
+    old_cycles = old.get("cycles") or []
+    extended = old_cycles == mine["cycles"][: len(old_cycles)]
+    diff = [
+        k
+        for k in mine
+        if k not in ("cycles", "notes", "eval_every", "ckpt_every", "threads")
+        and old.get(k) != mine[k]
+    ]
+    diff += [] if extended else ["cycles"]
+    if diff:
+        raise ViewrtError(
+            f"{ckpt} was trained with another recipe ({', '.join(f'{k}: {old.get(k)} vs {mine[k]}' for k in diff)}); "
+            "use another --out or --no-resume"
+        )
+    model.load_state_dict(state["model"], strict=True)
+    opt.load_state_dict(state["optimizer"])
+    step, log = int(state["step"]), json.loads(state.get("log", "[]"))
+    wall0 = max((r.get("wall_s", 0.0) for r in log), default=0.0)
+    return step, log, wall0
+
+
+def _prepare(recipe: Recipe, model, out: Path) -> tuple[dict, tuple, dict]:
+    """``(training pool, validation examples, the log's meta)``: the scenes rendered (or
+    read from the list) and the run's description (recipe, machine, seed ranges)."""
     t_data = time.perf_counter()
     pool = (
         list_pool(recipe.scene_list, recipe.image_size)
@@ -607,10 +631,9 @@ def train(
     )
     val = eval_examples(val_pool)
     data_s = time.perf_counter() - t_data
-    machine = _machine()
     meta = {
         "recipe": asdict(recipe),
-        "machine": machine,
+        "machine": _machine(),
         "params": sum(p.numel() for p in model.parameters()),
         "data_s": data_s,
         "seed_ranges": {
@@ -619,15 +642,32 @@ def train(
             "held_out_from": HELDOUT_SEED0,
         },
     }
-    t0 = time.perf_counter() - wall0
-    total = recipe.total_steps
-    bar = None
-    if _tty():
-        from tqdm import tqdm
+    return pool, val, meta
 
-        bar = tqdm(total=total, initial=step, desc="train", dynamic_ncols=True)
+
+@dataclass
+class _Run:
+    """What the training loop writes to: the model and optimizer, the folder, its
+    checkpoint, the log (appended in place) and its meta, and where progress lines go."""
+
+    recipe: Recipe
+    model: torch.nn.Module
+    opt: torch.optim.Optimizer
+    out: Path
+    ckpt: Path
+    meta: dict
+    log: list
+    echo: Any
+
+
+def _train_loop(run: _Run, pool: dict, val, step: int, stop: int, t0: float) -> int:
+    """Steps from ``step`` to ``stop``: validation every ``eval_every`` steps and at the
+    end of the schedule, a checkpoint every ``ckpt_every`` steps and at ``stop``; returns
+    the step reached. ``t0``: the clock origin of the log's wall times."""
+    recipe, model, opt, log = run.recipe, run.model, run.opt, run.log
+    total = recipe.total_steps
+    bar = tqdm(total=total, initial=step, desc="train", dynamic_ncols=True) if _tty() else None
     last_val = None
-    stop = total if until is None else min(until, total)
     while step < stop:
         for g in opt.param_groups:
             g["lr"] = lr_at(recipe, step)
@@ -650,7 +690,7 @@ def train(
             last_val = quick_psnr(model, val)
             log.append({"step": step, "val_psnr": last_val, "wall_s": time.perf_counter() - t0})
             if not _tty():
-                echo(
+                run.echo(
                     f"step {step}: loss {np.mean([r['loss'] for r in log[-recipe.eval_every :] if 'loss' in r]):.5f}, "
                     f"val PSNR by views {' '.join(f'{v:.2f}' for v in last_val)} dB, {time.perf_counter() - t0:.0f} s"
                 )
@@ -660,18 +700,11 @@ def train(
                 loss=f"{loss:.4f}", psnr="-" if last_val is None else f"{last_val[-1]:.2f}"
             )
         if step % recipe.ckpt_every == 0 or step == stop:
-            save_checkpoint(ckpt, model, opt, step, recipe, log)
-            _write_log(out, meta, log, plot=False)
+            save_checkpoint(run.ckpt, model, opt, step, recipe, log)
+            _write_log(run.out, run.meta, log, plot=False)
     if bar is not None:
         bar.close()
-    if step < total:
-        return _write_log(out, meta, log)
-    save_file(
-        {k: v.contiguous() for k, v in model.state_dict().items()},
-        str(out / "model.safetensors"),
-        metadata={"recipe": json.dumps(asdict(recipe))},
-    )
-    return _write_log(out, meta, log)
+    return step
 
 
 def _write_log(out: Path, meta: dict, log: list, plot: bool = True) -> dict:
@@ -696,8 +729,6 @@ def _write_log(out: Path, meta: dict, log: list, plot: bool = True) -> dict:
 
 
 def _machine() -> dict:
-    import platform
-
     cpu = platform.processor() or platform.machine()
     flags = []
     try:
@@ -748,10 +779,6 @@ def demo_recipe(
 def run_eval(out_dir: str | Path, checkpoint: str | None = None, n_scenes: int = 50) -> dict:
     """Evaluate the demo preset (or ``checkpoint`` with the demo config) and write
     ``out_dir/eval.json`` and ``out_dir/eval.md``. Returns the result with "markdown"."""
-    from viewrt.models import build_model
-    from viewrt.models.checkpoint import load_checkpoint
-    from viewrt.models.efficient_lvsm import PRESETS
-
     if checkpoint:
         model, _ = load_checkpoint(checkpoint, PRESETS["demo"])
         src = str(checkpoint)

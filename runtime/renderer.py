@@ -24,7 +24,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from viewrt.contract import names as N
+import viewrt.contract.names as N
 from viewrt.contract.family import VIEW_SLOTS
 from viewrt.contract.manifest import Manifest
 from viewrt.contract.memory import targets_within

@@ -10,7 +10,7 @@ from pathlib import Path
 from viewrt.contract.family import VIEW_SLOTS
 from viewrt.contract.manifest import Manifest, load_manifest
 from viewrt.errors import ViewrtError
-from viewrt.runtime import backends as registry
+import viewrt.runtime.backends as registry
 from viewrt.runtime.renderer import Renderer
 
 # memory kind -> (module, class) of the session that runs it, imported when used

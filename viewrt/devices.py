@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 from viewrt.errors import ViewrtError
 
+# Lazy: tensorrt and cuda-python (heavy, optional), imported where used.
+
 # TensorRT DataType member name -> numpy dtype name (as the manifest writes dtypes).
 TRT_DTYPES = {
     "FLOAT": "float32", "HALF": "float16", "BF16": "bfloat16", "INT8": "int8",

@@ -18,11 +18,14 @@ stale staging folder.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import shutil
 import tempfile
 from pathlib import Path
+
+from filelock import FileLock, Timeout
 
 from viewrt.errors import ViewrtError
 
@@ -82,10 +85,6 @@ def locked_folder(path: str | Path, what: str = "output", clean_on_error=False):
     process's results or a folder the user made. A callable decides per
     exception (``clean_on_error(exc) -> bool``).
     """
-    import shutil
-
-    from filelock import FileLock, Timeout
-
     existed = Path(path).exists()
     path = make_folder(path, what)
     lock = FileLock(str(lock_path(path)))
@@ -115,8 +114,6 @@ def locked_folder(path: str | Path, what: str = "output", clean_on_error=False):
 
 def lock_path(path: Path) -> Path:
     """The lock file of a folder: ``<tmp>/viewrt-locks/<sha256 of its resolved path>.lock``."""
-    import hashlib
-
     locks = Path(tempfile.gettempdir()) / "viewrt-locks"
     locks.mkdir(exist_ok=True)
     return locks / (hashlib.sha256(str(Path(path).resolve()).encode()).hexdigest()[:32] + ".lock")

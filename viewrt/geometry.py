@@ -21,10 +21,10 @@ from typing import Any
 
 import numpy as np
 
-# Lazy: PIL, imported by resize_center_crop only (the runtime imports this module and stays
-# free of image-decoding libraries).
-
 from viewrt.errors import ViewrtError
+
+# Lazy: PIL (only resize_center_crop needs it; the runtime imports this module), imported
+# where used.
 
 RIGID_TOL = 1e-3
 """Tolerance on ``|R^T R - I|``, ``|det R - 1|`` and the last row of a pose."""
@@ -483,7 +483,6 @@ def resize_center_crop(image: Any, fxfycxcy: Any, size: int) -> tuple[np.ndarray
     Raises:
         ViewrtError: on a bad image shape/dtype/NaN, size or intrinsics.
     """
-    from PIL import Image  # lazy: see the module top
 
     arr = np.asarray(image)
     if arr.ndim != 3 or arr.shape[2] != 3 or arr.shape[0] < 1 or arr.shape[1] < 1:
@@ -503,6 +502,8 @@ def resize_center_crop(image: Any, fxfycxcy: Any, size: int) -> tuple[np.ndarray
     new_w = max(s, int(round(w * s / short)))
     new_h = max(s, int(round(h * s / short)))
     if (new_h, new_w) != (h, w):
+        from PIL import Image
+
         channels = [
             np.asarray(
                 Image.fromarray(np.ascontiguousarray(img[..., c])).resize(

@@ -25,6 +25,8 @@ import numpy as np
 
 from viewrt.errors import ViewrtError
 
+# Lazy: scikit-image (heavy, optional: the report extra), imported where used.
+
 SSIM_WINDOW = 11
 """Side of the Gaussian SSIM window (sigma 1.5, as Wang et al. 2004 and upstream)."""
 

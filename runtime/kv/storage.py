@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from viewrt.contract import names as N
+import viewrt.contract.names as N
 from viewrt.contract.manifest import Manifest
 from viewrt.errors import ViewrtError
 from viewrt.runtime.backends.base import Backend, Buffer

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import viewrt.runtime as vrt
-from viewrt.contract import names as N
+import viewrt.contract.names as N
 from viewrt.contract.manifest import load_manifest
 from viewrt.data import synthetic_cameras
 from viewrt.errors import ViewrtError

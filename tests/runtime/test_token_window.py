@@ -17,7 +17,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from viewrt.contract import names as N
+import viewrt.contract.names as N
 from viewrt.contract.families import FAMILIES
 from viewrt.contract.family import (
     TOKEN_WINDOW,

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from viewrt.contract import names as N
+import viewrt.contract.names as N
 from viewrt.contract.tensors import GraphSignature, TensorInfo
 from viewrt.errors import ViewrtError
 

@@ -10,7 +10,7 @@ the K/V of every input view, layer by layer.
 
 from __future__ import annotations
 
-from viewrt.contract import names as N
+import viewrt.contract.names as N
 from viewrt.contract.family import VIEW_SLOTS, CacheGeometry, FamilyContract, GraphDecl, kv_tensors
 from viewrt.contract.tensors import GraphSignature, TensorInfo
 
