@@ -276,7 +276,7 @@ def test_json_has_no_infinity():
 
 def test_openvino_backend_and_bf16_against_f32(tiny_export, scene32, runs, tmp_path):
     """--backend openvino in f32 scores like ORT; in bf16 it also reports its image error
-    against f32 per step; --precision with another backend is a clear error."""
+    against f32 per step; --inference-precision with another backend is a clear error."""
     pytest.importorskip(
         "openvino", reason="OpenVINO is not installed (pip install 'viewrt[openvino]')"
     )
@@ -288,7 +288,7 @@ def test_openvino_backend_and_bf16_against_f32(tiny_export, scene32, runs, tmp_p
         VIEWS,
         "--backend",
         "openvino",
-        "--precision",
+        "--inference-precision",
         "f32",
         "--out",
         tmp_path / "f32",
@@ -311,7 +311,7 @@ def test_openvino_backend_and_bf16_against_f32(tiny_export, scene32, runs, tmp_p
         VIEWS,
         "--backend",
         "openvino",
-        "--precision",
+        "--inference-precision",
         "bf16",
         "--out",
         tmp_path / "bf16",
@@ -327,5 +327,8 @@ def test_openvino_backend_and_bf16_against_f32(tiny_export, scene32, runs, tmp_p
         0 < cmp["max_abs"] <= 1e-2 and cmp["psnr_db_min"] > 30
     )  # DESIGN.md: bf16 within 1e-2 of fp32
     assert "bf16 vs fp32" in r.output and "PSNR" in r.output
-    r = _invoke(tiny_export[0], "--scene", scene32, "--precision", "bf16", "--out", tmp_path / "o")
-    assert r.exit_code == 1 and "--precision applies to --backend openvino" in r.output
+    r = _invoke(
+        tiny_export[0], "--scene", scene32, "--inference-precision", "bf16", "--out", tmp_path / "o"
+    )
+    assert r.exit_code == 1 and "--inference-precision applies to a backend" in r.output
+    assert not (tmp_path / "o").exists()
