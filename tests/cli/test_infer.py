@@ -195,18 +195,18 @@ def test_index_selection_and_null_scene(tiny_export, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "args, match",
+    "args, code, match",  # code: 1 a ViewrtError, 2 a usage error (parsed by click)
     [
-        (["--views", 5], "--views 5: scene 's32'"),  # 6 frames, 2 targets: at most 4 inputs
-        (["--views", 9], "--views 9 exceeds the cache capacity"),  # export max_views is 8
-        (["--targets", "1,x"], "--targets '1,x'"),
-        (["--targets", "1,6"], "target frame(s) [6] out of range"),
-        (["--backend", "trt"], "--backend trt"),  # TensorRT absent (or no engines built)
+        (["--views", 5], 1, "--views 5: scene 's32'"),  # 6 frames, 2 targets: at most 4 inputs
+        (["--views", 9], 1, "--views 9 exceeds the cache capacity"),  # export max_views is 8
+        (["--targets", "1,x"], 2, "'--targets': '1,x': expected a comma-separated list"),
+        (["--targets", "1,6"], 1, "target frame(s) [6] out of range"),
+        (["--backend", "trt"], 1, "--backend trt"),  # TensorRT absent (or no engines built)
     ],
 )
-def test_user_errors(tiny_export, scene32, tmp_path, args, match):
+def test_user_errors(tiny_export, scene32, tmp_path, args, code, match):
     r = _invoke(tiny_export[0], "--scene", scene32, *args, "--out", tmp_path)
-    assert r.exit_code == 1
+    assert r.exit_code == code
     lines = r.stderr.strip().splitlines()  # stdout may hold the memory estimate
     assert len(lines) == 1 and lines[0].startswith("error: ") and match in lines[0], r.output
 
