@@ -91,6 +91,8 @@ def _table(export: Path, tmp: Path):
         "calib": [
             ["calib", tmp / "nope", "--out", out, "--precision", "int8", "--synthetic", "2"],
             ["calib", export, "--out", out, "--precision", "int4", "--synthetic", "2"],
+            ["calib", export, "--out", out, "--precision", "int8", "--list", empty],
+            # --scenes is a number of scenes: a scene list file is --list
             ["calib", export, "--out", out, "--precision", "int8", "--scenes", empty],
             ["calib", export, "--out", out, "--precision", "int8", "--synthetic", "0"],
             ["calib", export, "--out", out, "--precision", "fp32", "--synthetic", "2"],
@@ -124,6 +126,7 @@ def _table(export: Path, tmp: Path):
             ["calib-report", export, "--out", out],  # not a quantized export
             ["calib-report", export, "--out", out, "--views", "1,x"],
             ["calib-report", export, "--out", out, "--synthetic", "0"],
+            ["calib-report", export, "--out", out, "--scenes", empty],
         ],
         "estimate": [
             ["estimate", tmp / "nope"],

@@ -22,7 +22,18 @@ CLI = Path(__file__).resolve().parents[2] / "viewrt" / "cli"
 HEAVY = ("torch", "onnx", "onnxruntime", "openvino", "tensorrt", "matplotlib", "skimage")
 LAZY_LAYERS = ("viewrt.models", "viewrt.export", "viewrt.calib")  # import torch/onnx
 LAZY_THIRD_PARTY = ("torch", "tqdm")
-SHARED = ("--out", "--seed", "--precision", "--threads", "--device", "--backend", "--backends")
+SHARED = (
+    "--out",
+    "--seed",
+    "--precision",
+    "--threads",
+    "--device",
+    "--backend",
+    "--backends",
+    "--list",
+    "--max-views",
+    "--synthetic",
+)
 
 
 def _imports(tree: ast.AST):
@@ -113,14 +124,16 @@ def test_precision_is_the_graph_precision_everywhere(name, command):
         (["train", "--out", "OUT", "--precision", "fp32"], "--autocast off"),
         (["train", "--out", "OUT", "--precision", "bf16"], "--autocast bf16"),
         (["train", "--precision", "auto"], "--autocast auto"),
+        (["calib", "EXPORT", "--out", "OUT", "--scenes", "s.txt"], "--list s.txt"),
+        (["calib-report", "EXPORT", "--out", "OUT", "--scenes", "s.txt"], "--list s.txt"),
     ],
 )
-def test_old_precision_spellings_are_refused_with_a_hint(tmp_path, args, hint):
+def test_old_spellings_are_refused_with_a_hint(tmp_path, args, hint):
     args = [str(tmp_path / a) if a in ("EXPORT", "OUT") else a for a in args]
     r = CliRunner().invoke(main, args)
     lines = r.stderr.strip().splitlines()
     assert r.exit_code == 2 and len(lines) == 1, r.stderr
-    assert "is the graph precision" in lines[0] and hint in lines[0], lines[0]
+    assert " is " in lines[0] and hint in lines[0], lines[0]
     assert not (tmp_path / "OUT").exists()
 
 

@@ -14,9 +14,11 @@ import click
 from viewrt.cli._errors import cli_errors
 from viewrt.cli.options import (
     export_dir_argument,
+    list_option,
     max_views_option,
     out_option,
     precision_option,
+    refused_option,
     seed_option,
     synthetic_option,
     views_list_option,
@@ -30,18 +32,22 @@ from viewrt.runtime.estimate import format_estimate
 REPORT_VIEWS = (1, 2, 4, 8)  # cached-view counts of the accuracy report
 
 
+def _scenes_hint(value: str) -> str:
+    """The one line for the old ``--scenes FILE`` of calib and calib-report."""
+    return (
+        f"--scenes is a number of scenes (viewrt scene, viewrt train); "
+        f"for a scene list file use --list {value}"
+    )
+
+
 @click.command()
 @export_dir_argument()
 @out_option("New export folder (must not hold files).")
 @precision_option(
     QUANTIZED_PRECISIONS, required=True, help="int8, or fp8 (float8 E4M3FN): the new graphs'."
 )
-@click.option(
-    "--scenes",
-    type=click.Path(dir_okay=False),
-    default=None,
-    help="Scene list file of calibration scenes.",
-)
+@list_option("Scene list file of the calibration scenes (one scene JSON per line).")
+@refused_option("--scenes", _scenes_hint)
 @synthetic_option("Calibrate on N (1..1000) generated synthetic scenes instead.")
 @click.option(
     "--method", default=None, help="minmax (default), entropy, percentile (int8) or distribution."
@@ -77,7 +83,7 @@ def calib(
     export_dir,
     out_dir,
     precision,
-    scenes,
+    list_file,
     synthetic,
     method,
     exclude,
@@ -94,7 +100,7 @@ def calib(
         export_dir,
         out_dir,
         precision=precision,
-        scenes=scenes,
+        scenes=list_file,
         synthetic=synthetic,
         method=method,
         exclude=exclude.split(","),
@@ -145,16 +151,15 @@ def _report(export_dir, out_dir, views, reference=None, scenes=None, synthetic=N
     default=None,
     help="fp32 export (default: the one it was quantized from).",
 )
-@click.option(
-    "--scenes", type=click.Path(dir_okay=False), default=None, help="Scene list of held-out scenes."
-)
+@list_option("Scene list file of held-out scenes (one scene JSON per line).")
+@refused_option("--scenes", _scenes_hint)
 @synthetic_option("N (1..1000) held-out synthetic scenes (seeds from 1000; default 4).")
 @views_list_option(",".join(map(str, REPORT_VIEWS)), "Cached-view counts (comma-separated).")
 @cli_errors
-def calib_report(export_dir, out_dir, reference, scenes, synthetic, views):
+def calib_report(export_dir, out_dir, reference, list_file, synthetic, views):
     """Accuracy of a quantized export vs fp32 and ground truth (JSON, markdown, PNG)."""
     _report(
-        export_dir, out_dir, views=views, reference=reference, scenes=scenes, synthetic=synthetic
+        export_dir, out_dir, views=views, reference=reference, scenes=list_file, synthetic=synthetic
     )
 
 

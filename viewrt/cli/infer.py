@@ -26,6 +26,7 @@ from viewrt.cli.options import (
     backend_option,
     device_option,
     export_dir_argument,
+    list_option,
     out_option,
     refused_option,
 )
@@ -387,13 +388,7 @@ def _precision_hint(value: str) -> str:
     default=None,
     help="Scene JSON (LVSM RealEstate10K format). Default: a synthetic scene generated into OUT/_scene.",
 )
-@click.option(
-    "--list",
-    "list_file",
-    type=click.Path(dir_okay=False),
-    default=None,
-    help="List file, one scene JSON per line: scenes run in turn into OUT/<scene_name>/.",
-)
+@list_option("List file, one scene JSON per line: scenes run in turn into OUT/<scene_name>/.")
 @click.option(
     "--index",
     "index_file",

@@ -17,7 +17,9 @@ What each shared name means, in every subcommand that takes it:
 - ``--backend`` / ``--backends``: names of the runtime registry (and the PyTorch baselines).
 - ``--threads``: CPU threads; ``--device``: where a backend runs.
 - ``--max-views``: a number of views in the cache, at least 1.
-- ``--synthetic``: a number (1..1000) of generated synthetic scenes.
+- ``--synthetic``: a number (1..1000) of generated synthetic scenes; ``--scenes`` is a number
+  of scenes too (``scene``, ``train``), and a scene list file is ``--list`` (``infer``,
+  ``train``, ``calib``, ``calib-report``; calib's old ``--scenes FILE`` is refused with a hint).
 
 Parse errors are click usage errors: one line and exit status 2 (see viewrt/cli/__init__.py).
 """
@@ -239,6 +241,11 @@ def max_views_option(default: int | None = None, help: str = "Views in the cache
         show_default=default is not None,
         help=help,
     )
+
+
+def list_option(help: str, dest: str = "list_file"):
+    """``--list FILE``: a scene list file (dataset format: one scene JSON per line)."""
+    return click.option("--list", dest, type=click.Path(dir_okay=False), default=None, help=help)
 
 
 def synthetic_option(help: str):

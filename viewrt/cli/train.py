@@ -8,7 +8,7 @@ from __future__ import annotations
 import click
 
 from viewrt.cli._errors import cli_errors, finite_float
-from viewrt.cli.options import out_option, refused_option, seed_option
+from viewrt.cli.options import list_option, out_option, refused_option, seed_option
 from viewrt.errors import ViewrtError
 from viewrt.folders import check_creatable
 
@@ -43,13 +43,7 @@ def _precision_hint(value: str) -> str:
     default=None,
     help="Synthetic training scenes (default: the demo recipe's).",
 )
-@click.option(
-    "--list",
-    "scene_list",
-    type=click.Path(dir_okay=False),
-    default=None,
-    help="Train on a scene list (dataset format) instead.",
-)
+@list_option("Train on a scene list file (dataset format) instead.", dest="scene_list")
 @click.option(
     "--batch",
     type=click.IntRange(min=1),
