@@ -17,7 +17,6 @@ from viewrt.cli.options import (
     out_option,
     seed_option,
     threads_option,
-    views_list_option,
 )
 from viewrt.errors import ViewrtError
 from viewrt.runtime.backends import CONFIGS
@@ -34,7 +33,7 @@ BACKEND_NAMES = [*CONFIGS, *QUANTIZED, *BASELINE_NAMES]
 @click.command("bench")
 @export_dir_argument()
 @out_option()
-@views_list_option("1,2,4,8,16,32,48,64", "Cached-view counts N (comma-separated).")
+@int_list_option("--views", "1,2,4,8,16,32,48,64", "Cached-view counts N (comma-separated).")
 @int_list_option("--targets", "1,8", "Target-view counts (comma-separated).")
 @backends_option(
     BACKEND_NAMES,

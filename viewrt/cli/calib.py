@@ -14,6 +14,7 @@ import click
 from viewrt.cli._errors import cli_errors
 from viewrt.cli.options import (
     export_dir_argument,
+    int_list_option,
     list_option,
     max_views_option,
     out_option,
@@ -21,7 +22,6 @@ from viewrt.cli.options import (
     refused_option,
     seed_option,
     synthetic_option,
-    views_list_option,
 )
 from viewrt.contract.manifest import load_manifest
 from viewrt.contract.precision import QUANTIZED_PRECISIONS
@@ -154,7 +154,9 @@ def _report(export_dir, out_dir, views, reference=None, scenes=None, synthetic=N
 @list_option("Scene list file of held-out scenes (one scene JSON per line).")
 @refused_option("--scenes", _scenes_hint)
 @synthetic_option("N (1..1000) held-out synthetic scenes (seeds from 1000; default 4).")
-@views_list_option(",".join(map(str, REPORT_VIEWS)), "Cached-view counts (comma-separated).")
+@int_list_option(
+    "--views", ",".join(map(str, REPORT_VIEWS)), "Cached-view counts (comma-separated)."
+)
 @cli_errors
 def calib_report(export_dir, out_dir, reference, list_file, synthetic, views):
     """Accuracy of a quantized export vs fp32 and ground truth (JSON, markdown, PNG)."""

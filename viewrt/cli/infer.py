@@ -286,13 +286,19 @@ def _run_scene(req: InferRequest, factory, manifest: Manifest, inputs: _Inputs, 
         scene_json = _synthetic_scene(req, size)
         extra = {**extra, "scene_source": f"synthetic scene generated into {scene_json.parent}"}
         scene = load_scene(scene_json, req.roots)
-    sel = select_frames(scene, req.views, req.targets, inputs.index, manifest.max_views)
+    sel = select_frames(
+        scene,
+        views=req.views,
+        targets=req.targets,
+        index=inputs.index,
+        max_views=manifest.max_views,
+    )
     s = run_scene(
         factory,
         scene,
         req.out,
-        sel["inputs"],
-        sel["targets"],
+        inputs=sel["inputs"],
+        targets=sel["targets"],
         size=size,
         extra={**extra, "selection": sel["selection"]},
         check_intrinsics=req.check_intrinsics,

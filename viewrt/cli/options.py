@@ -222,13 +222,8 @@ def seed_option(default: int | None = 0, help: str = "Seed of the generated scen
     )
 
 
-def views_list_option(default: str, help: str):
-    """``--views``: a comma-separated list of view counts -> sorted unique ints."""
-    return click.option("--views", type=IntList(), default=default, show_default=True, help=help)
-
-
 def int_list_option(name: str, default: str, help: str):
-    """A comma-separated list of counts (e.g. ``--targets 1,8``) -> sorted unique ints."""
+    """A comma-separated list of counts (e.g. ``--views 1,2,4``) -> sorted unique ints."""
     return click.option(name, type=IntList(), default=default, show_default=True, help=help)
 
 
