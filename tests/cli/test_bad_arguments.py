@@ -37,6 +37,7 @@ def _table(export: Path, tmp: Path):
     (busy / "notes.txt").write_text("x")
     index_json = tmp / "index.json"
     index_json.write_text('{"scene": {"context": [0, 1], "target": [2]}}')
+    calib_int8 = ["calib", export, "--out", out, "--precision", "int8", "--synthetic", "2"]
     return {
         "export": [
             ["export", "--preset", "nope", "--out", out],
@@ -96,30 +97,8 @@ def _table(export: Path, tmp: Path):
             ["calib", export, "--out", out, "--precision", "int8", "--scenes", empty],
             ["calib", export, "--out", out, "--precision", "int8", "--synthetic", "0"],
             ["calib", export, "--out", out, "--precision", "fp32", "--synthetic", "2"],
-            [
-                "calib",
-                export,
-                "--out",
-                out,
-                "--precision",
-                "int8",
-                "--synthetic",
-                "2",
-                "--seed",
-                "-1",
-            ],
-            [
-                "calib",
-                export,
-                "--out",
-                out,
-                "--precision",
-                "int8",
-                "--synthetic",
-                "2",
-                "--method",
-                "x",
-            ],
+            [*calib_int8, "--seed", "-1"],
+            [*calib_int8, "--method", "x"],
         ],
         "calib-report": [
             ["calib-report", tmp / "nope", "--out", out],
