@@ -757,9 +757,11 @@ def _machine() -> dict:
 
 
 def demo_recipe(
-    steps=None, seed=0, n_scenes=None, scene_list=None, batch=None, lr=None, precision="auto"
+    steps=None, seed=0, n_scenes=None, scene_list=None, batch=None, lr=None, autocast="auto"
 ) -> Recipe:
-    """The recipe of the shipped demo weights, with optional overrides (None keeps the default)."""
+    """The recipe of the shipped demo weights, with optional overrides (None keeps the default).
+    ``autocast``: "bf16" (raises ViewrtError on a CPU without bf16 instructions), "off" (fp32),
+    or "auto" (bf16 where the CPU has it)."""
     r = Recipe(seed=seed, scene_list=scene_list)
     for k, v in (("steps", steps), ("n_scenes", n_scenes), ("batch", batch), ("lr", lr)):
         if v is not None:
@@ -767,11 +769,13 @@ def demo_recipe(
     if steps is not None:
         r.cycles = []  # an explicit --steps is the whole run: one cosine cycle, no warm restart
     has_bf16 = bool({"avx512_bf16", "amx_bf16"} & set(_machine()["flags"]))
-    if precision == "bf16" and not has_bf16:
+    if autocast not in ("auto", "bf16", "off"):
+        raise ViewrtError(f"autocast must be auto, bf16 or off, got {autocast!r}")
+    if autocast == "bf16" and not has_bf16:
         raise ViewrtError(
-            "--precision bf16: this CPU has no bf16 instructions (avx512_bf16 or amx_bf16)"
+            "--autocast bf16: this CPU has no bf16 instructions (avx512_bf16 or amx_bf16)"
         )
-    r.bf16 = has_bf16 if precision == "auto" else precision == "bf16"
+    r.bf16 = has_bf16 if autocast == "auto" else autocast == "bf16"
     r.check()
     return r
 

@@ -66,20 +66,6 @@ class BackendUnavailable(ViewrtError):
 # --------------------------------------------------------------------------- frame choice
 
 
-def parse_targets(text: str | None) -> list[int] | None:
-    if text is None:
-        return None
-    items = [t.strip() for t in text.split(",") if t.strip()]
-    if not items or not all(re.fullmatch(r"\d+", t) for t in items):
-        raise ViewrtError(
-            f"--targets {text!r}: expected a comma-separated list of frame indices, e.g. 2,5"
-        )
-    out = [int(t) for t in items]
-    if len(set(out)) != len(out):
-        raise ViewrtError(f"--targets {text!r}: a frame is listed twice")
-    return out
-
-
 def default_targets(n_frames: int, count: int = DEFAULT_TARGETS) -> list[int]:
     """``count`` frames evenly spaced inside the sequence: for 2 targets, the frames nearest
     1/3 and 2/3 of the way (8 frames: 2 and 5), so inputs lie on both sides of them; the

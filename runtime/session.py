@@ -44,7 +44,7 @@ def open(
     threads: int | None = None,
     targets_per_call: int | None = None,
     attention_budget_mib: float = 256.0,
-    precision: str | None = None,
+    inference_precision: str | None = None,
 ) -> Renderer:  # noqa: A001 - the runtime's entry point, as in vrt.open
     """Open an export folder: the runtime session of its memory kind (:data:`SESSIONS`;
     view slots: a :class:`~viewrt.runtime.renderer.Renderer` for view-by-view rendering).
@@ -70,9 +70,10 @@ def open(
             targets are split across calls to keep that under this budget (e.g. `small`
             at 32 cached views: 2 targets per call, +7% decode time, ~400 MiB less peak
             memory than 8 at once, measured on 2 CPU cores).
-        precision: "openvino" only: None (OpenVINO's default for the CPU: bf16 with AMX or
-            AVX512-BF16, else f32), "f32", "bf16" or "f16"; ``info()["precision"]`` says
-            which is in use.
+        inference_precision: the compute precision of a backend that takes it ("openvino":
+            INFERENCE_PRECISION_HINT; not the graph precision, which is the export's): None
+            (OpenVINO's default for the CPU: bf16 with AMX or AVX512-BF16, else f32), "f32",
+            "bf16" or "f16"; ``info()["precision"]`` says which is in use.
     Returns: a Renderer (a context manager; close() releases the backend).
     Raises: ViewrtError on a bad folder, a manifest that does not match its graphs, a
         checksum, an unknown or unavailable backend, or a bad policy.
@@ -83,7 +84,13 @@ def open(
         raise ViewrtError(f"export_dir must be a path, got {type(export_dir).__name__}")
     manifest = load_manifest(export_dir)
     cls = session_class(manifest)
-    be = registry.create(backend, manifest, device=device, threads=threads, precision=precision)
+    be = registry.create(
+        backend,
+        manifest,
+        device=device,
+        threads=threads,
+        inference_precision=inference_precision,
+    )
     try:
         return cls(
             manifest,

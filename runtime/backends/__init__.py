@@ -70,7 +70,9 @@ CONFIGS: dict[str, Config] = {
     "openvino": Config(
         "openvino", {}, "viewrt runtime, OpenVINO CPU, its default precision for this CPU"
     ),
-    "openvino-f32": Config("openvino", {"precision": "f32"}, "viewrt runtime, OpenVINO CPU, f32"),
+    "openvino-f32": Config(
+        "openvino", {"inference_precision": "f32"}, "viewrt runtime, OpenVINO CPU, f32"
+    ),
 }
 
 

@@ -70,9 +70,10 @@ class OpenVinoBackend(Backend):
     Args:
         manifest: the export's manifest.
         device: "cpu" (OpenVINO's CPU plugin).
-        precision: None: OpenVINO's default for this CPU (bf16 with AMX or AVX512-BF16,
-            else f32); or "f32", "bf16", "f16" to force INFERENCE_PRECISION_HINT. Forcing
-            bf16/f16 on a CPU without them is a slow emulation.
+        inference_precision: OpenVINO's compute precision (INFERENCE_PRECISION_HINT, not
+            the graph precision): None: OpenVINO's default for this CPU (bf16 with AMX or
+            AVX512-BF16, else f32); or "f32", "bf16", "f16" to force it. Forcing bf16/f16 on
+            a CPU without them is a slow emulation.
         threads: inference threads per graph (default: OpenVINO's choice).
     Attributes (after activate): ``precision``: the inference precision the compiled
         graphs report, in OpenVINO's names ("f32", "bf16", "f16"); ``info()`` gives it in
@@ -83,26 +84,26 @@ class OpenVinoBackend(Backend):
     """
 
     name = "openvino"
-    options = ("device", "precision", "threads")
+    options = ("device", "inference_precision", "threads")
     materializes_attention = False  # the CPU plugin fuses MatMul -> Softmax -> MatMul
 
     def __init__(
         self,
         manifest: Manifest,
         device: str = "cpu",
-        precision: str | None = None,
+        inference_precision: str | None = None,
         threads: int | None = None,
     ):
         if device != "cpu":
             raise ViewrtError(f"the OpenVINO backend runs on the CPU, got device {device!r}")
-        if precision is not None and precision not in PRECISIONS:
+        if inference_precision is not None and inference_precision not in PRECISIONS:
             raise ViewrtError(
-                f"OpenVINO precision must be one of {', '.join(PRECISIONS)} or None (its default), got {precision!r}"
+                f"OpenVINO inference_precision must be one of {', '.join(PRECISIONS)} or None (its default), got {inference_precision!r}"
             )
         if threads is not None and threads < 1:
             raise ViewrtError(f"threads must be >= 1, got {threads}")
         super().__init__(manifest, "cpu")
-        self.requested_precision, self.threads = precision, threads
+        self.requested_precision, self.threads = inference_precision, threads
         self.precision: str | None = None
         self.requests: dict = {}
 

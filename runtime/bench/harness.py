@@ -81,46 +81,6 @@ def numpy_matmul_rate(reps: int = 5) -> dict:
     }
 
 
-def parse_int_list(text: str, what: str) -> list[int]:
-    """``"1,2,4"`` -> ``[1, 2, 4]`` (sorted, unique, all >= 1).
-
-    Raises: ViewrtError naming the option and the bad item.
-    """
-    out = set()
-    for item in str(text).split(","):
-        item = item.strip()
-        if not item:
-            continue
-        try:
-            v = int(item)
-        except ValueError:
-            raise ViewrtError(
-                f"{what}: {item!r} is not an integer (expected a comma-separated list such as 1,2,4)"
-            ) from None
-        if v < 1:
-            raise ViewrtError(f"{what}: values must be >= 1, got {v}")
-        out.add(v)
-    if not out:
-        raise ViewrtError(f"{what}: expected at least one value")
-    return sorted(out)
-
-
-def parse_backends(text: str | None, known: list[str]) -> list[str] | None:
-    """Comma-separated backend names (None: the default set). Raises on an unknown name."""
-    if text is None:
-        return None
-    names = [b.strip() for b in text.split(",") if b.strip()]
-    unknown = [b for b in names if b not in known]
-    if unknown:
-        raise ViewrtError(
-            f"unknown backend{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; "
-            f"expected some of {', '.join(known)}"
-        )
-    if not names:
-        raise ViewrtError("--backends: expected at least one backend")
-    return list(dict.fromkeys(names))
-
-
 @dataclass
 class BenchConfig:
     """What to measure.

@@ -346,7 +346,7 @@ def test_calib_user_errors_one_line_nothing_written(
     elif case == "fp16_export":
         export = str(tiny_export_fp16[0])
     elif case == "empty_scene_list":
-        extra = ["--precision", "int8", "--scenes", str(empty_list)]
+        extra = ["--precision", "int8", "--list", str(empty_list)]
     elif case == "unknown_precision":
         extra = ["--precision", "int4", "--synthetic", "1"]
     elif case == "unknown_method":

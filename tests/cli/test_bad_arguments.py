@@ -37,6 +37,7 @@ def _table(export: Path, tmp: Path):
     (busy / "notes.txt").write_text("x")
     index_json = tmp / "index.json"
     index_json.write_text('{"scene": {"context": [0, 1], "target": [2]}}')
+    calib_int8 = ["calib", export, "--out", out, "--precision", "int8", "--synthetic", "2"]
     return {
         "export": [
             ["export", "--preset", "nope", "--out", out],
@@ -58,6 +59,8 @@ def _table(export: Path, tmp: Path):
             ["build", tmp / "nope"],
             ["build", export, "--max-views", "999"],
             ["build", export, "--precision", "int4"],
+            ["build", export, "--precision", "f32"],  # OpenVINO's name, not a graph precision
+            ["build", export, "--max-targets", "0"],
         ],
         "info": [["info", tmp / "nope"], ["info", afile]],
         "scene": [
@@ -66,6 +69,7 @@ def _table(export: Path, tmp: Path):
             ["scene", "--out", out, "--size", "-3"],
             ["scene", "--out", afile / "sub"],
             ["scene", "--out", out, "--for", tmp / "nope"],
+            ["scene", "--out", out, "--seed", str(2**31)],
         ],
         "infer": [
             ["infer", tmp / "nope", "--out", out],
@@ -78,21 +82,37 @@ def _table(export: Path, tmp: Path):
             ["infer", export, "--out", out, "--targets", "x,1"],
             ["infer", export, "--out", afile / "sub"],
             ["infer", export, "--out", out, "--list", index_json],
+            ["infer", export, "--out", out, "--targets", "1,1"],
+            # --precision is the graph precision: OpenVINO's is --inference-precision
+            ["infer", export, "--out", out, "--backend", "openvino", "--precision", "bf16"],
+            ["infer", export, "--out", out, "--precision", "fp32"],
+            ["infer", export, "--out", out, "--inference-precision", "fp16"],
+            ["infer", export, "--out", out, "--inference-precision", "bf16"],  # ort has none
         ],
         "calib": [
             ["calib", tmp / "nope", "--out", out, "--precision", "int8", "--synthetic", "2"],
             ["calib", export, "--out", out, "--precision", "int4", "--synthetic", "2"],
+            ["calib", export, "--out", out, "--precision", "int8", "--list", empty],
+            # --scenes is a number of scenes: a scene list file is --list
             ["calib", export, "--out", out, "--precision", "int8", "--scenes", empty],
             ["calib", export, "--out", out, "--precision", "int8", "--synthetic", "0"],
+            ["calib", export, "--out", out, "--precision", "fp32", "--synthetic", "2"],
+            [*calib_int8, "--seed", "-1"],
+            [*calib_int8, "--method", "x"],
         ],
         "calib-report": [
             ["calib-report", tmp / "nope", "--out", out],
             ["calib-report", export, "--out", out],  # not a quantized export
+            ["calib-report", export, "--out", out, "--views", "1,x"],
+            ["calib-report", export, "--out", out, "--synthetic", "0"],
+            ["calib-report", export, "--out", out, "--scenes", empty],
         ],
         "estimate": [
             ["estimate", tmp / "nope"],
             ["estimate", export, "--max-views", "0"],
             ["estimate", export, "--precision", "int4"],
+            ["estimate", export, "--precision", "bf16"],  # a compute precision, not a graph's
+            ["estimate", export, "--targets", "0"],
         ],
         "train": [
             ["train", "--out", out, "--steps", "0"],
@@ -103,6 +123,11 @@ def _table(export: Path, tmp: Path):
             ["train", "--out", out, "--steps", "2", "--lr", "inf"],
             ["train", "--out", out, "--steps", "2", "--checkpoint", afile],
             ["train", "--eval", "--eval-scenes", "2", "--out", "/proc/x"],
+            # --precision is the graph precision: training's is --autocast
+            ["train", "--out", out, "--steps", "2", "--precision", "bf16"],
+            ["train", "--out", out, "--steps", "2", "--precision", "fp32"],
+            ["train", "--out", out, "--steps", "2", "--autocast", "fp32"],
+            ["train", "--out", out, "--steps", "2", "--seed", "-1"],
         ],
         "bench": [
             ["bench", tmp / "nope", "--out", out],
@@ -110,6 +135,10 @@ def _table(export: Path, tmp: Path):
             ["bench", export, "--out", out, "--views", "1,99"],
             ["bench", export, "--out", out, "--backends", "tensorflow"],
             ["bench", export, "--out", out, "--repeats", "0"],
+            ["bench", export, "--out", out, "--targets", "1,x"],
+            ["bench", export, "--out", out, "--seed", "-1"],
+            ["bench", export, "--out", out, "--threads", "0"],
+            ["bench", export, "--out", out, "--backends", ","],
         ],
     }
 

@@ -195,18 +195,18 @@ def test_index_selection_and_null_scene(tiny_export, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "args, match",
+    "args, code, match",  # code: 1 a ViewrtError, 2 a usage error (parsed by click)
     [
-        (["--views", 5], "--views 5: scene 's32'"),  # 6 frames, 2 targets: at most 4 inputs
-        (["--views", 9], "--views 9 exceeds the cache capacity"),  # export max_views is 8
-        (["--targets", "1,x"], "--targets '1,x'"),
-        (["--targets", "1,6"], "target frame(s) [6] out of range"),
-        (["--backend", "trt"], "--backend trt"),  # TensorRT absent (or no engines built)
+        (["--views", 5], 1, "--views 5: scene 's32'"),  # 6 frames, 2 targets: at most 4 inputs
+        (["--views", 9], 1, "--views 9 exceeds the cache capacity"),  # export max_views is 8
+        (["--targets", "1,x"], 2, "'--targets': '1,x': expected a comma-separated list"),
+        (["--targets", "1,6"], 1, "target frame(s) [6] out of range"),
+        (["--backend", "trt"], 1, "--backend trt"),  # TensorRT absent (or no engines built)
     ],
 )
-def test_user_errors(tiny_export, scene32, tmp_path, args, match):
+def test_user_errors(tiny_export, scene32, tmp_path, args, code, match):
     r = _invoke(tiny_export[0], "--scene", scene32, *args, "--out", tmp_path)
-    assert r.exit_code == 1
+    assert r.exit_code == code
     lines = r.stderr.strip().splitlines()  # stdout may hold the memory estimate
     assert len(lines) == 1 and lines[0].startswith("error: ") and match in lines[0], r.output
 
@@ -276,7 +276,7 @@ def test_json_has_no_infinity():
 
 def test_openvino_backend_and_bf16_against_f32(tiny_export, scene32, runs, tmp_path):
     """--backend openvino in f32 scores like ORT; in bf16 it also reports its image error
-    against f32 per step; --precision with another backend is a clear error."""
+    against f32 per step; --inference-precision with another backend is a clear error."""
     pytest.importorskip(
         "openvino", reason="OpenVINO is not installed (pip install 'viewrt[openvino]')"
     )
@@ -288,7 +288,7 @@ def test_openvino_backend_and_bf16_against_f32(tiny_export, scene32, runs, tmp_p
         VIEWS,
         "--backend",
         "openvino",
-        "--precision",
+        "--inference-precision",
         "f32",
         "--out",
         tmp_path / "f32",
@@ -311,7 +311,7 @@ def test_openvino_backend_and_bf16_against_f32(tiny_export, scene32, runs, tmp_p
         VIEWS,
         "--backend",
         "openvino",
-        "--precision",
+        "--inference-precision",
         "bf16",
         "--out",
         tmp_path / "bf16",
@@ -327,5 +327,8 @@ def test_openvino_backend_and_bf16_against_f32(tiny_export, scene32, runs, tmp_p
         0 < cmp["max_abs"] <= 1e-2 and cmp["psnr_db_min"] > 30
     )  # DESIGN.md: bf16 within 1e-2 of fp32
     assert "bf16 vs fp32" in r.output and "PSNR" in r.output
-    r = _invoke(tiny_export[0], "--scene", scene32, "--precision", "bf16", "--out", tmp_path / "o")
-    assert r.exit_code == 1 and "--precision applies to --backend openvino" in r.output
+    r = _invoke(
+        tiny_export[0], "--scene", scene32, "--inference-precision", "bf16", "--out", tmp_path / "o"
+    )
+    assert r.exit_code == 1 and "--inference-precision applies to a backend" in r.output
+    assert not (tmp_path / "o").exists()

@@ -27,7 +27,7 @@ def test_precision_in_use_is_reported(tiny_export):
     with vrt.open(out_dir, backend="openvino") as r:
         assert r.backend.precision == default and r.info()["precision"] == names[default]
         assert r.backend.info()["requested_precision"] is None
-    with vrt.open(out_dir, backend="openvino", precision="f32") as r:
+    with vrt.open(out_dir, backend="openvino", inference_precision="f32") as r:
         assert r.backend.precision == "f32" and r.info()["precision"] == "fp32"
         for compiled in r.backend.compiled.values():
             assert compiled.get_property("INFERENCE_PRECISION_HINT") == ov.Type.f32
@@ -38,7 +38,7 @@ def test_precision_in_use_is_reported(tiny_export):
 def test_dynamic_axes_bounded_by_the_manifest(tiny_export):
     out_dir, _ = tiny_export
     m = vrt.load_manifest(out_dir)
-    with vrt.open(out_dir, backend="openvino", precision="f32") as r:
+    with vrt.open(out_dir, backend="openvino", inference_precision="f32") as r:
         dec = {
             p.get_any_name(): p.get_partial_shape() for p in r.backend.compiled["decoder"].inputs
         }
@@ -71,7 +71,9 @@ def test_cache_bound_by_address_and_requests_reused(tiny_export):
     once and reused, with no copy of the cache."""
     out_dir, model = tiny_export
     sc = Scene(model, n_views=4)
-    with vrt.open(out_dir, max_views=4, frame=sc.frame, backend="openvino", precision="f32") as r:
+    with vrt.open(
+        out_dir, max_views=4, frame=sc.frame, backend="openvino", inference_precision="f32"
+    ) as r:
         be, m, T = r.backend, r.manifest, r.cache.T
         requests = dict(be.requests)
         row = T * m.n_heads * m.head_dim * 4  # bytes per cached view of one buffer
@@ -117,7 +119,7 @@ def test_bf16_and_default_close_to_f32(tiny_export):
     out_dir, model = tiny_export
     sc = Scene(model, n_views=3)
     rs = {
-        p: vrt.open(out_dir, frame=sc.frame, backend="openvino", precision=p)
+        p: vrt.open(out_dir, frame=sc.frame, backend="openvino", inference_precision=p)
         for p in ("f32", "bf16", None)
     }
     try:
@@ -136,11 +138,11 @@ def test_bf16_and_default_close_to_f32(tiny_export):
 def test_open_errors(tiny_export):
     out_dir, _ = tiny_export
     with pytest.raises(ViewrtError, match="precision must be one of"):
-        vrt.open(out_dir, backend="openvino", precision="int4")
+        vrt.open(out_dir, backend="openvino", inference_precision="int4")
     with pytest.raises(ViewrtError, match="runs on the CPU"):
         vrt.open(out_dir, backend="openvino", device="cuda:0")
-    with pytest.raises(ViewrtError, match="backend .ort. takes no option precision"):
-        vrt.open(out_dir, backend="ort", precision="f32")
+    with pytest.raises(ViewrtError, match="backend .ort. takes no option inference_precision"):
+        vrt.open(out_dir, backend="ort", inference_precision="f32")
     with pytest.raises(ViewrtError, match="not active"):
         be = OpenVinoBackend(vrt.load_manifest(out_dir))
         be.run("encoder", {}, {})

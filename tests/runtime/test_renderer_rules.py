@@ -148,7 +148,7 @@ def test_api_type_mistakes_are_clear_errors(tiny_export, call, pattern):
         (dict(backend=3), "backend must be a name"),
         (dict(frame="x"), "frame: expected"),
         (dict(attention_budget_mib=-1), "attention_budget_mib"),
-        (dict(precision="bf16"), "takes no option precision"),
+        (dict(inference_precision="bf16"), "takes no option inference_precision"),
     ],
 )
 def test_open_type_mistakes_are_clear_errors(tiny_export, kwargs, pattern):

@@ -1,12 +1,26 @@
 """The ``viewrt`` command line: one click group, one module per subcommand. This package
-is the one place that composes the layers (models, export, calib, runtime); each
-subcommand imports its heavy dependencies (torch, onnx, tensorrt) only when it runs.
+is the one place that composes the layers (models, export, calib, runtime).
 
-Errors a user can cause end in one line on stderr and exit status 1.
+Imports (``viewrt --help`` must stay fast, and work where torch is absent):
+
+- At module top: viewrt's floor (errors, folders, data, geometry, contract), the runtime
+  (viewrt.runtime: numpy only; its backends import their libraries when they activate),
+  the shared options (viewrt/cli/options.py), and click.
+- Inside the command that runs them: the layers that import torch or onnx when imported,
+  viewrt.models, viewrt.export and viewrt.calib (each module's docstring names its own),
+  and heavy third-party packages (torch, tqdm). tests/cli/test_cli_rules.py checks both
+  halves.
+
+Options that more than one subcommand takes are defined once, in viewrt/cli/options.py,
+and a flag name means one thing everywhere (``--precision`` is the graph/engine precision).
+
+Errors a user can cause end in one line on stderr: exit status 1 (ViewrtError), or 2 for
+click's usage errors.
 """
 
 from __future__ import annotations
 
+import logging
 import sys
 
 import click
@@ -46,7 +60,6 @@ def main():
 
 def _log_to_stderr() -> None:
     """Messages of the layers (logging.getLogger("viewrt.*")) go to stderr as plain lines."""
-    import logging
 
     class _Stderr(logging.Handler):
         _viewrt_cli = True

@@ -3,20 +3,22 @@ non-zero exit, never a traceback."""
 
 from __future__ import annotations
 
+import functools
+import importlib.util
+import math
+import sys
+
+import click
+
 from viewrt.errors import ViewrtError
 
 
 def cli_errors(fn):
     """Decorator for CLI commands: a ViewrtError (or a missing optional dependency) ends
     in one line on stderr and exit status 1, not a traceback."""
-    import functools
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        import sys
-
-        import click
-
         try:
             return fn(*args, **kwargs)
         except ViewrtError as e:
@@ -38,8 +40,6 @@ REPORT_MODULES = {"skimage": "scikit-image", "matplotlib": "matplotlib"}
 def require_report_extra(command: str) -> None:
     """Raise ViewrtError naming the install command when the report extra (SSIM, plots) is
     missing, so that ``command`` fails before it writes anything."""
-    import importlib.util
-
     missing = [pkg for mod, pkg in REPORT_MODULES.items() if importlib.util.find_spec(mod) is None]
     if missing:
         raise ViewrtError(
@@ -50,9 +50,6 @@ def require_report_extra(command: str) -> None:
 
 def finite_float(positive: bool):
     """A click type for a finite float (no nan/inf), > 0 (``positive``) or >= 0."""
-    import math
-
-    import click
 
     class _Finite(click.ParamType):
         name = "number"

@@ -1,5 +1,6 @@
 """``viewrt bench``: the torch-free harness (viewrt.runtime.bench) composed with the
-PyTorch baselines (viewrt.models.baselines)."""
+PyTorch baselines (viewrt.models.baselines, imported when the command runs: see
+viewrt/cli/__init__.py)."""
 
 from __future__ import annotations
 
@@ -8,15 +9,18 @@ from pathlib import Path
 import click
 
 from viewrt.cli._errors import cli_errors, finite_float, require_report_extra
+from viewrt.cli.options import (
+    backends_option,
+    device_option,
+    export_dir_argument,
+    int_list_option,
+    out_option,
+    seed_option,
+    threads_option,
+)
 from viewrt.errors import ViewrtError
 from viewrt.runtime.backends import CONFIGS
-from viewrt.runtime.bench.harness import (
-    QUANTIZED,
-    BenchConfig,
-    parse_backends,
-    parse_int_list,
-    run_bench,
-)
+from viewrt.runtime.bench.harness import QUANTIZED, BenchConfig, run_bench
 
 FINITE_POSITIVE, FINITE_NONNEGATIVE = finite_float(True), finite_float(False)
 
@@ -27,33 +31,27 @@ BACKEND_NAMES = [*CONFIGS, *QUANTIZED, *BASELINE_NAMES]
 
 
 @click.command("bench")
-@click.argument("export_dir", type=click.Path(file_okay=False))
-@click.option(
-    "--out", "out_dir", type=click.Path(file_okay=False), required=True, help="Output folder."
-)
-@click.option(
-    "--views",
-    default="1,2,4,8,16,32,48,64",
-    show_default=True,
-    help="Cached-view counts N (comma-separated).",
-)
-@click.option(
-    "--targets", default="1,8", show_default=True, help="Target-view counts (comma-separated)."
-)
-@click.option(
-    "--backends",
-    default=None,
-    help=f"Comma-separated, of: {', '.join(BACKEND_NAMES)} (default: all available).",
+@export_dir_argument()
+@out_option()
+@int_list_option("--views", "1,2,4,8,16,32,48,64", "Cached-view counts N (comma-separated).")
+@int_list_option("--targets", "1,8", "Target-view counts (comma-separated).")
+@backends_option(
+    BACKEND_NAMES,
+    f"Comma-separated, of: {', '.join(BACKEND_NAMES)} (default: all available).",
 )
 @click.option(
     "--repeats",
-    type=int,
+    type=click.IntRange(min=1),
     default=5,
     show_default=True,
     help="Timed repetitions per point (median reported).",
 )
 @click.option(
-    "--warmup", type=int, default=2, show_default=True, help="Untimed repetitions before them."
+    "--warmup",
+    type=click.IntRange(min=0),
+    default=2,
+    show_default=True,
+    help="Untimed repetitions before them.",
 )
 @click.option(
     "--max-seconds-per-point",
@@ -62,20 +60,13 @@ BACKEND_NAMES = [*CONFIGS, *QUANTIZED, *BASELINE_NAMES]
     show_default=True,
     help="Budget of a full-recompute point; over it: 1 target scaled, or extrapolated from FLOPs (0: no budget).",
 )
-@click.option(
-    "--threads",
-    type=click.IntRange(min=1),
-    default=None,
-    help="CPU threads for PyTorch and ONNX Runtime (default: theirs).",
-)
-@click.option(
-    "--device",
-    type=click.Choice(["cpu", "cuda"]),
+@threads_option("CPU threads for PyTorch and ONNX Runtime (default: theirs).")
+@device_option(
+    "Device of the PyTorch backends (the runtime backends name their own).",
+    choices=("cpu", "cuda"),
     default="cpu",
-    show_default=True,
-    help="Device of the PyTorch backends (the runtime backends name their own).",
 )
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the synthetic scene.")
+@seed_option(help="Seed of the synthetic scene.")
 @click.option(
     "--attention-budget-mib",
     type=FINITE_POSITIVE,
@@ -112,19 +103,19 @@ def bench(
     and achieved GFLOP/s; writes results.csv/json, summary.md and plots to OUT."""
     require_report_extra("viewrt bench")  # before anything is written
     cfg = BenchConfig(
-        Path(export_dir),
-        Path(out_dir),
-        parse_int_list(views, "--views"),
-        parse_int_list(targets, "--targets"),
-        parse_backends(backends, BACKEND_NAMES),
-        repeats,
-        warmup,
-        max_seconds_per_point,
-        threads,
-        device,
-        seed,
-        attention_budget_mib,
-        Path(quantized_export) if quantized_export else None,
+        export_dir=Path(export_dir),
+        out=Path(out_dir),
+        views=views,
+        targets=targets,
+        backends=backends,
+        repeats=repeats,
+        warmup=warmup,
+        max_seconds_per_point=max_seconds_per_point,
+        threads=threads,
+        device=device,
+        seed=seed,
+        attention_budget_mib=attention_budget_mib,
+        quantized_export=Path(quantized_export) if quantized_export else None,
     )
 
     def make_baselines(manifest):

@@ -1,4 +1,7 @@
-"""``viewrt build``: TensorRT engines for an export folder."""
+"""``viewrt build``: TensorRT engines for an export folder.
+
+viewrt.export (onnx, TensorRT) is imported when the command runs (see viewrt/cli/__init__.py).
+"""
 
 from __future__ import annotations
 
@@ -7,24 +10,15 @@ from pathlib import Path
 import click
 
 from viewrt.cli._errors import cli_errors
-from viewrt.contract.precision import PRECISIONS
+from viewrt.cli.options import export_dir_argument, max_views_option, precision_option
+from viewrt.runtime.estimate import echo_estimate
 
 
 @click.command("build")
-@click.argument("export_dir", type=click.Path(file_okay=False))
-@click.option(
-    "--precision",
-    type=click.Choice(list(PRECISIONS)),
-    default=None,
-    help="Engine precision (default: the graphs').",
-)
-@click.option(
-    "--max-views",
-    type=int,
-    default=None,
-    help="Profile maximum in views (default: the manifest's).",
-)
-@click.option("--max-targets", type=int, default=8, show_default=True)
+@export_dir_argument()
+@precision_option(help="Engine precision (default: the graphs').")
+@max_views_option(help="Profile maximum in views (default: the manifest's).")
+@click.option("--max-targets", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option(
     "--if-available", is_flag=True, help="Where TensorRT or a GPU is absent, say so and exit 0."
 )
@@ -38,9 +32,10 @@ def build(export_dir, precision, max_views, max_targets, if_available, tf32):
     """Build TensorRT engines (encoder.engine, decoder.engine) from an export folder."""
     from viewrt.export.engines import build_engines, read_export
     from viewrt.export.trt_build import trt_available
-    from viewrt.runtime.estimate import echo_estimate
 
-    echo_estimate(export_dir, max_views, max_targets, "gpu")  # the memory estimate first
+    echo_estimate(
+        export_dir, max_views=max_views, targets=max_targets, device="gpu"
+    )  # the memory estimate first
     ok, reason = trt_available()  # probed once for the whole command (viewrt.devices)
     if not ok and if_available:
         read_export(Path(export_dir))  # the graphs are there and match
@@ -49,7 +44,13 @@ def build(export_dir, precision, max_views, max_targets, if_available, tf32):
             "run `viewrt build` on the target device (TensorRT engines are tied to GPU and TensorRT version)."
         )
         return
-    engines = build_engines(Path(export_dir), precision, max_views, max_targets, tf32)
+    engines = build_engines(
+        Path(export_dir),
+        precision=precision,
+        max_views=max_views,
+        max_targets=max_targets,
+        tf32=tf32,
+    )
     e = engines["encoder"]
     click.echo(
         f"built {', '.join(x['file'] for x in engines.values())} in {export_dir} (TensorRT {e['tensorrt']}, "

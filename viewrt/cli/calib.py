@@ -1,46 +1,54 @@
 """Click commands of calib/: ``viewrt calib``, ``viewrt calib-report``, ``viewrt estimate``.
 
-Registered on the ``viewrt`` group in viewrt/cli/__init__.py. Heavy imports happen inside
-the commands.
+Registered on the ``viewrt`` group in viewrt/cli/__init__.py. viewrt.calib (onnx, onnxruntime
+quantization) is imported when a command runs (see viewrt/cli/__init__.py).
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import click
 
 from viewrt.cli._errors import cli_errors
-from viewrt.errors import ViewrtError
+from viewrt.cli.options import (
+    export_dir_argument,
+    int_list_option,
+    list_option,
+    max_views_option,
+    out_option,
+    precision_option,
+    refused_option,
+    seed_option,
+    synthetic_option,
+)
+from viewrt.contract.manifest import load_manifest
+from viewrt.contract.precision import QUANTIZED_PRECISIONS
 from viewrt.folders import check_creatable
-from viewrt.runtime.bench.harness import parse_int_list
+from viewrt.runtime.estimate import estimate as _estimate
+from viewrt.runtime.estimate import format_estimate
 
-PRECISIONS = ("int8", "fp8")
-METHODS = ("minmax", "entropy", "percentile", "distribution")
+REPORT_VIEWS = (1, 2, 4, 8)  # cached-view counts of the accuracy report
+
+
+def _scenes_hint(value: str) -> str:
+    """The one line for the old ``--scenes FILE`` of calib and calib-report."""
+    return (
+        f"--scenes is a number of scenes (viewrt scene, viewrt train); "
+        f"for a scene list file use --list {value}"
+    )
 
 
 @click.command()
-@click.argument("export_dir", type=click.Path(file_okay=False))
-@click.option(
-    "--out",
-    "out_dir",
-    type=click.Path(file_okay=False),
-    required=True,
-    help="New export folder (must not hold files).",
+@export_dir_argument()
+@out_option("New export folder (must not hold files).")
+@precision_option(
+    QUANTIZED_PRECISIONS, required=True, help="int8, or fp8 (float8 E4M3FN): the new graphs'."
 )
-@click.option("--precision", required=True, help="int8 or fp8 (float8 E4M3FN).")
-@click.option(
-    "--scenes",
-    type=click.Path(dir_okay=False),
-    default=None,
-    help="Scene list file of calibration scenes.",
-)
-@click.option(
-    "--synthetic",
-    type=click.IntRange(1, 1000),
-    default=None,
-    help="Calibrate on N (1..1000) generated synthetic scenes instead.",
-)
+@list_option("Scene list file of the calibration scenes (one scene JSON per line).")
+@refused_option("--scenes", _scenes_hint)
+@synthetic_option("Calibrate on N (1..1000) generated synthetic scenes instead.")
 @click.option(
     "--method", default=None, help="minmax (default), entropy, percentile (int8) or distribution."
 )
@@ -57,12 +65,12 @@ METHODS = ("minmax", "entropy", "percentile", "distribution")
 )
 @click.option(
     "--max-samples",
-    type=int,
+    type=click.IntRange(min=1),
     default=256,
     show_default=True,
     help="Calibration samples per graph, at most.",
 )
-@click.option("--seed", type=int, default=0, show_default=True)
+@seed_option(help="Seed of the synthetic scenes and the validation inputs.")
 @click.option(
     "--report",
     "report_dir",
@@ -75,7 +83,7 @@ def calib(
     export_dir,
     out_dir,
     precision,
-    scenes,
+    list_file,
     synthetic,
     method,
     exclude,
@@ -85,26 +93,18 @@ def calib(
     report_dir,
 ):
     """Quantize an fp32 export to explicit Q/DQ (int8 or fp8) calibrated on scene views."""
-    from viewrt.calib.quantize import METHODS as _M
-    from viewrt.calib.quantize import PRECISIONS as _P
     from viewrt.calib.quantize import quantize_export
 
-    if precision not in _P:
-        raise ViewrtError(f"unknown precision {precision!r}; expected one of {', '.join(_P)}")
-    if method is not None and method not in _M:
-        raise ViewrtError(f"unknown calibration method {method!r}; expected one of {', '.join(_M)}")
-    if max_samples < 1:
-        raise ViewrtError(f"--max-samples must be at least 1, got {max_samples}")
     check_creatable(out_dir, "--out")
     m = quantize_export(
         export_dir,
         out_dir,
-        precision,
-        scenes,
-        synthetic,
-        method,
-        exclude.split(","),
-        attention,
+        precision=precision,
+        scenes=list_file,
+        synthetic=synthetic,
+        method=method,
+        exclude=exclude.split(","),
+        attention=attention,
         max_samples=max_samples,
         seed=seed,
         progress=True,
@@ -118,15 +118,20 @@ def calib(
         f"{n['decoder']}, {x} kept fp32; passes the TensorRT Q/DQ check; vs fp32: {v['psnr_vs_fp32_db']} dB PSNR"
     )
     if report_dir:
-        _report(out_dir, report_dir, None, None, None, "1,2,4,8")
+        _report(out_dir, report_dir, views=REPORT_VIEWS)
 
 
-def _report(export_dir, out_dir, reference, scenes, synthetic, views):
+def _report(export_dir, out_dir, views, reference=None, scenes=None, synthetic=None):
     from viewrt.calib.report import accuracy_report
 
     check_creatable(out_dir, "--out")
     r = accuracy_report(
-        export_dir, out_dir, reference, scenes, synthetic, tuple(parse_int_list(views, "--views"))
+        export_dir,
+        out_dir,
+        reference=reference,
+        scenes=scenes,
+        synthetic=synthetic,
+        views=tuple(views),
     )
     b = {x["views"]: x for x in r["by_views"]}
     at = b.get(4) or r["by_views"][-1]
@@ -138,46 +143,41 @@ def _report(export_dir, out_dir, reference, scenes, synthetic, views):
 
 
 @click.command("calib-report")
-@click.argument("export_dir", type=click.Path(file_okay=False))
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True)
+@export_dir_argument()
+@out_option("Output folder for report.json, report.md, report.png.")
 @click.option(
     "--reference",
     type=click.Path(file_okay=False),
     default=None,
     help="fp32 export (default: the one it was quantized from).",
 )
-@click.option(
-    "--scenes", type=click.Path(dir_okay=False), default=None, help="Scene list of held-out scenes."
+@list_option("Scene list file of held-out scenes (one scene JSON per line).")
+@refused_option("--scenes", _scenes_hint)
+@synthetic_option("N (1..1000) held-out synthetic scenes (seeds from 1000; default 4).")
+@int_list_option(
+    "--views", ",".join(map(str, REPORT_VIEWS)), "Cached-view counts (comma-separated)."
 )
-@click.option(
-    "--synthetic",
-    type=int,
-    default=None,
-    help="N held-out synthetic scenes (seeds from 1000; default 4).",
-)
-@click.option("--views", default="1,2,4,8", show_default=True)
 @cli_errors
-def calib_report(export_dir, out_dir, reference, scenes, synthetic, views):
+def calib_report(export_dir, out_dir, reference, list_file, synthetic, views):
     """Accuracy of a quantized export vs fp32 and ground truth (JSON, markdown, PNG)."""
-    _report(export_dir, out_dir, reference, scenes, synthetic, views)
+    _report(
+        export_dir, out_dir, views=views, reference=reference, scenes=list_file, synthetic=synthetic
+    )
 
 
 @click.command()
-@click.argument("export_dir", type=click.Path(file_okay=False))
-@click.option(
-    "--max-views", type=int, default=None, help="Views in the cache (default: the export's max)."
-)
-@click.option("--precision", default=None, help="fp32, fp16, int8 or fp8 (default: all).")
-@click.option("--targets", type=int, default=8, show_default=True)
+@export_dir_argument()
+@max_views_option(help="Views in the cache (default: the export's max).")
+@precision_option(help="Graph precision: fp32, fp16, int8 or fp8 (default: all).")
+@click.option("--targets", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 @cli_errors
 def estimate(export_dir, max_views, precision, targets, as_json):
     """Memory estimate: weights, KV cache at max views, peak activations, per precision, CPU and GPU."""
-    import json
-
-    from viewrt.contract.manifest import load_manifest
-    from viewrt.runtime.estimate import estimate as _estimate
-    from viewrt.runtime.estimate import format_estimate
-
-    est = _estimate(load_manifest(export_dir, verify=False), max_views, precision, targets)
+    est = _estimate(
+        load_manifest(export_dir, verify=False),
+        max_views=max_views,
+        precision=precision,
+        targets=targets,
+    )
     click.echo(json.dumps(est, indent=1) if as_json else format_estimate(est))

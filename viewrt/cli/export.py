@@ -1,12 +1,16 @@
-"""``viewrt export``: ONNX graphs + manifest, validated against PyTorch."""
+"""``viewrt export``: ONNX graphs + manifest, validated against PyTorch.
+
+viewrt.models and viewrt.export (torch, onnx) are imported when the command runs (see
+viewrt/cli/__init__.py).
+"""
 
 from __future__ import annotations
 
 import click
 
 from viewrt.cli._errors import cli_errors
+from viewrt.cli.options import max_views_option, out_option, precision_option, seed_option
 from viewrt.contract.precision import EXPORT_PRECISIONS
-from viewrt.errors import ViewrtError
 
 
 @click.command("export")
@@ -22,35 +26,14 @@ from viewrt.errors import ViewrtError
     default=None,
     help="Upstream checkpoint (.pt or .safetensors); default: built-in weights.",
 )
-@click.option(
-    "--out",
-    "out_dir",
-    type=click.Path(file_okay=False),
-    required=True,
-    help="Output folder for encoder.onnx, decoder.onnx, manifest.json.",
-)
-@click.option(
-    "--max-views",
-    type=click.IntRange(min=1),
-    default=16,
-    show_default=True,
-    help="Cache capacity in views.",
-)
-@click.option(
-    "--precision", type=click.Choice(list(EXPORT_PRECISIONS)), default="fp32", show_default=True
-)
+@out_option("Output folder for encoder.onnx, decoder.onnx, manifest.json.")
+@max_views_option(16, "Cache capacity in views.")
+@precision_option(EXPORT_PRECISIONS, default="fp32")
 @click.option("--force", is_flag=True, help="Overwrite a folder that holds another model's export.")
-@click.option(
-    "--seed",
-    type=click.IntRange(0, 2**32 - 1),
-    default=None,
-    help="Seed of the validation inputs (default: fresh).",
-)
+@seed_option(None, "Seed of the validation inputs (default: fresh).")
 @cli_errors
 def export(preset, checkpoint, out_dir, max_views, precision, force, seed):
     """Export encoder and decoder ONNX graphs with per-layer KV, validate against PyTorch."""
-    if max_views < 1:
-        raise ViewrtError(f"--max-views must be at least 1, got {max_views}")
     from viewrt.export.onnx_export import export_model
     from viewrt.models import build_model
     from viewrt.models.registry import find_preset
@@ -64,7 +47,16 @@ def export(preset, checkpoint, out_dir, max_views, precision, force, seed):
     source = checkpoint or (
         report.path if report is not None else None
     )  # the demo preset's shipped weights file
-    manifest = export_model(model, out_dir, preset, max_views, precision, force, source, seed)
+    manifest = export_model(
+        model,
+        out_dir,
+        preset,
+        max_views=max_views,
+        precision=precision,
+        force=force,
+        checkpoint=source,
+        seed=seed,
+    )
     v = manifest.validation
     click.echo(
         f"wrote {out_dir}: {', '.join(sorted(manifest.files))}, manifest.json ({preset}, {precision}, max {max_views} views, "

@@ -1,76 +1,121 @@
 """``viewrt infer``: the CLI over the view-by-view evaluation (viewrt.runtime.evaluate):
-renderers from the runtime registry, or PyTorch eager from the export's preset and weights."""
+renderers from the runtime registry, or PyTorch eager from the export's preset and weights.
+
+The command runs in steps, one function each: the arguments become an :class:`InferRequest`;
+the renderer factory is made and probed once (:func:`_open_renderers`) and the inputs are
+read (:func:`_read_inputs`), both before anything is written; then, under the folder lock,
+a list run (:func:`_run_list`) or a single-scene run (:func:`_run_scene`).
+
+viewrt.models and torch are imported only for ``--backend torch`` (see viewrt/cli/__init__.py).
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
+import numpy as np
 
+import viewrt.runtime as vrt
 from viewrt.cli._errors import cli_errors, require_report_extra
+from viewrt.cli.options import (
+    FrameIndices,
+    backend_option,
+    device_option,
+    export_dir_argument,
+    list_option,
+    out_option,
+    refused_option,
+)
+from viewrt.contract.manifest import Manifest, load_manifest
+from viewrt.data import (
+    DataRoots,
+    load_eval_index,
+    load_scene,
+    load_scene_list,
+    make_synthetic_scene,
+)
 from viewrt.errors import ViewrtError
+from viewrt.failures import summarize_failures
 from viewrt.folders import locked_folder
-from viewrt.runtime.backends import CONFIGS
+from viewrt.geometry import NormalizationFrame
+from viewrt.runtime import backends as registry
+from viewrt.runtime.backends.openvino import PRECISIONS as INFERENCE_PRECISIONS
+from viewrt.runtime.estimate import echo_estimate
 from viewrt.runtime.evaluate import (
     DEFAULT_TARGETS,
     SYNTHETIC_FRAMES,
     UNTRAINED,
     BackendUnavailable,
+    _load_images,
+    _write_json,
     mean,
-    parse_targets,
     run_list,
     run_scene,
     scene_line,
     select_frames,
 )
+from viewrt.runtime.precision_check import against_fp32
+
+RUNTIME_BACKENDS = tuple(registry.CONFIGS)  # the runtime's configurations
+BACKENDS = (*RUNTIME_BACKENDS, "torch")
 
 
-def _renderer_factory(
-    export_dir: Path, backend: str, device: str | None, precision: str | None = None
-):
-    """(factory frame -> renderer, manifest) for a backend; the torch model is built once."""
-    from viewrt.contract.manifest import load_manifest
+@dataclass(frozen=True)
+class InferRequest:
+    """What ``viewrt infer`` was asked for, parsed (see the command's options)."""
 
-    manifest = load_manifest(export_dir)
-    if precision is not None and backend != "openvino":
-        raise ViewrtError(
-            f"--precision applies to --backend openvino; {backend} computes in the export's precision"
-        )
-    if backend in RUNTIME_BACKENDS:
-        import viewrt.runtime as vrt
+    export_dir: Path
+    out: Path
+    backend: str
+    device: str | None = None
+    inference_precision: str | None = None  # the backend's compute precision (openvino)
+    views: int | None = None  # input views to add (None: the default selection)
+    targets: list[int] | None = None  # target frame indices (None: the default ones)
+    scene_json: Path | None = None
+    list_file: Path | None = None
+    index_file: Path | None = None
+    roots: DataRoots = dataclasses.field(default_factory=DataRoots.parse)
+    check_intrinsics: bool = True
 
-        def open_renderer(frame):
-            try:
-                return vrt.open(
-                    export_dir, backend, device=device, frame=frame, precision=precision
-                )
-            except ViewrtError as e:
-                raise BackendUnavailable(f"--backend {backend}: {e}") from None
 
-        return open_renderer, manifest
-    if backend != "torch":
-        raise ViewrtError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
-    family = manifest.family
-    if family != "efficient-lvsm":
-        raise ViewrtError(
-            f"{export_dir}: the torch backend renders Efficient-LVSM exports, this one is {family!r}"
-        )
-    from viewrt.models import build_model
-    from viewrt.models.checkpoint import weights_digest
-    from viewrt.models.torch_renderer import TorchRenderer
+# --------------------------------------------------------------------------- renderers
 
-    preset, checkpoint = manifest.preset, manifest.checkpoint
-    model, _ = build_model(preset, checkpoint)
-    digest, want = weights_digest(model), manifest.weights_sha256
-    if digest != want:
-        src = f"checkpoint {checkpoint}" if checkpoint else "the built-in weights"
-        raise ViewrtError(
-            f"{export_dir}: preset {preset!r} with {src} gives weights {digest[:12]}, but the export was made from "
-            f"weights {str(want)[:12]}; the torch backend cannot reproduce this export"
-        )
-    dev = device or "cpu"
+
+def _takes_inference_precision(backend: str) -> bool:
+    """Whether a backend name (configuration or torch) has a compute-precision option."""
+    if backend not in RUNTIME_BACKENDS:
+        return False
+    name, _ = registry.resolve(backend)
+    return "inference_precision" in registry.backend_class(name).options
+
+
+def _runtime_factory(req: InferRequest):
+    """frame -> renderer of a runtime backend; a backend that cannot open is BackendUnavailable."""
+
+    def open_renderer(frame):
+        try:
+            return vrt.open(
+                req.export_dir,
+                req.backend,
+                device=req.device,
+                frame=frame,
+                inference_precision=req.inference_precision,
+            )
+        except ViewrtError as e:
+            raise BackendUnavailable(f"--backend {req.backend}: {e}") from None
+
+    return open_renderer
+
+
+def _torch_device(device: str | None) -> str:
+    """The torch device to run on. Raises ViewrtError for a bad or absent device."""
     import torch
 
+    dev = device or "cpu"
     try:
         torch.device(dev)
     except RuntimeError:
@@ -79,24 +124,219 @@ def _renderer_factory(
         raise ViewrtError(
             f"--device {dev}: this PyTorch has no CUDA device (it is a CPU build, or no GPU is visible)"
         )
-    return (lambda frame: TorchRenderer(model, manifest.max_views, frame, device=dev)), manifest
+    return dev
 
 
-def _report_against_fp32(factory, factory_fp32, scene, sel: dict, size: int, out: Path) -> None:
-    """Reduced precision (OpenVINO bf16/f16): the same views on f32, max abs image error and
-    PSNR against it per step, into summary.json ("precision_vs_fp32") and one line."""
-    import json
+def _torch_factory(req: InferRequest, manifest: Manifest):
+    """frame -> PyTorch eager renderer of the export's preset and weights (built once).
 
-    import numpy as np
+    Raises: ViewrtError when the export is not Efficient-LVSM, the weights do not reproduce
+        the export's, or the device is bad.
+    """
+    from viewrt.models import build_model
+    from viewrt.models.checkpoint import weights_digest
+    from viewrt.models.torch_renderer import TorchRenderer
 
-    from viewrt.geometry import NormalizationFrame
-    from viewrt.runtime.evaluate import _load_images, _write_json
-    from viewrt.runtime.precision_check import against_fp32
+    if manifest.family != "efficient-lvsm":
+        raise ViewrtError(
+            f"{req.export_dir}: the torch backend renders Efficient-LVSM exports, this one is {manifest.family!r}"
+        )
+    preset, checkpoint = manifest.preset, manifest.checkpoint
+    model, _ = build_model(preset, checkpoint)
+    digest, want = weights_digest(model), manifest.weights_sha256
+    if digest != want:
+        src = f"checkpoint {checkpoint}" if checkpoint else "the built-in weights"
+        raise ViewrtError(
+            f"{req.export_dir}: preset {preset!r} with {src} gives weights {digest[:12]}, but the export was made from "
+            f"weights {str(want)[:12]}; the torch backend cannot reproduce this export"
+        )
+    dev = _torch_device(req.device)
+    return lambda frame: TorchRenderer(model, manifest.max_views, frame, device=dev)
 
-    data = _load_images(scene, [*sel["inputs"], *sel["targets"]], size)
-    frame = NormalizationFrame.from_cameras(
-        np.stack([data[i][1].c2w for i in [*sel["inputs"], *sel["targets"]]])
+
+def _renderer_factory(req: InferRequest, manifest: Manifest):
+    """frame -> renderer for the requested backend.
+
+    Raises: ViewrtError for --inference-precision on a backend without that option, or
+        what :func:`_torch_factory` raises.
+    """
+    if req.inference_precision is not None and not _takes_inference_precision(req.backend):
+        raise ViewrtError(
+            f"--inference-precision applies to a backend with its own compute precision (openvino); "
+            f"{req.backend} computes in the export's precision"
+        )
+    if req.backend in RUNTIME_BACKENDS:
+        return _runtime_factory(req)
+    return _torch_factory(req, manifest)
+
+
+def _open_renderers(req: InferRequest):
+    """(factory, manifest), after one renderer was opened and closed: the export, backend
+    and device work, and ``--views`` fits the cache, before anything is written."""
+    manifest = load_manifest(req.export_dir)
+    factory = _renderer_factory(req, manifest)
+    probe = factory(None)
+    if hasattr(probe, "close"):
+        probe.close()
+    if req.views is not None and req.views > manifest.max_views:
+        raise ViewrtError(
+            f"--views {req.views} exceeds the cache capacity of the export {req.export_dir} "
+            f"({manifest.max_views} views; re-export with a larger --max-views)"
+        )
+    return factory, manifest
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+@dataclass(frozen=True)
+class _Inputs:
+    index: dict | None  # evaluation index
+    scenes: list | None  # scene paths of --list
+    scene: object | None  # the --scene (None: a synthetic one is generated into OUT)
+
+
+def _read_inputs(req: InferRequest) -> _Inputs:
+    """The index, list and scene files, read before anything is written (a bad file: one
+    error)."""
+    return _Inputs(
+        index=load_eval_index(req.index_file) if req.index_file else None,
+        scenes=load_scene_list(req.list_file) if req.list_file else None,
+        scene=load_scene(req.scene_json, req.roots) if req.scene_json is not None else None,
     )
+
+
+def _summary_extra(req: InferRequest, manifest: Manifest) -> dict:
+    """What summary.json records about the run besides the results."""
+    return {
+        "export_dir": str(req.export_dir),
+        "preset": manifest.preset,
+        "precision": manifest.precision,
+        "weights": manifest.checkpoint or UNTRAINED,
+        "backend": req.backend,
+        "index": str(req.index_file) if req.index_file else None,
+    }
+
+
+def _untrained_note(req: InferRequest, manifest: Manifest) -> str:
+    if manifest.checkpoint:
+        return ""
+    return (
+        f"note: {req.export_dir} holds the built-in untrained weights: the renders test the pipeline "
+        "and look like noise; export a real checkpoint (viewrt export --checkpoint ...) for meaningful images"
+    )
+
+
+# --------------------------------------------------------------------------- runs
+
+
+def _echo(line: str) -> None:
+    from tqdm import tqdm
+
+    tqdm.write(line)  # does not break a progress bar on the terminal
+
+
+def _run_list(req: InferRequest, factory, manifest: Manifest, inputs: _Inputs, extra: dict):
+    """Every scene of --list into OUT/<scene>/. Raises ViewrtError summing up failed scenes."""
+    summary = run_list(
+        factory,
+        inputs.scenes,
+        req.out,
+        manifest.image_size,
+        views=req.views,
+        targets=req.targets,
+        index=inputs.index,
+        max_views=manifest.max_views,
+        extra={**extra, "list": str(req.list_file)},
+        echo=_echo,
+        roots=req.roots.for_list(req.list_file),
+        check_intrinsics=req.check_intrinsics,
+    )
+    click.echo(
+        f"{summary['n_ok']} of {summary['n_scenes']} scene(s) ran ({summary['n_skipped']} skipped); "
+        f"wrote {req.out}/summary.json"
+    )
+    if note := _untrained_note(req, manifest):
+        click.echo(note)
+    if summary["n_failed"]:
+        raise ViewrtError(
+            summarize_failures(
+                summary["failed"], summary["n_scenes"], str(req.out / "summary.json")
+            )
+        )
+
+
+def _synthetic_scene(req: InferRequest, size: int) -> Path:
+    """A synthetic scene generated into OUT/_scene, long enough for the views and targets;
+    returns its scene JSON."""
+    n_frames = max(
+        SYNTHETIC_FRAMES,
+        (req.views or 0) + (len(req.targets) if req.targets else DEFAULT_TARGETS),
+    )
+    return make_synthetic_scene(
+        req.out / "_scene", "synthetic", n_views=n_frames, size=size, seed=0
+    )
+
+
+def _run_scene(req: InferRequest, factory, manifest: Manifest, inputs: _Inputs, extra: dict):
+    """One scene (--scene, or a synthetic one) into OUT; a reduced compute precision is
+    compared with f32 on the same views."""
+    size, scene = manifest.image_size, inputs.scene
+    if scene is None:
+        scene_json = _synthetic_scene(req, size)
+        extra = {**extra, "scene_source": f"synthetic scene generated into {scene_json.parent}"}
+        scene = load_scene(scene_json, req.roots)
+    sel = select_frames(
+        scene,
+        views=req.views,
+        targets=req.targets,
+        index=inputs.index,
+        max_views=manifest.max_views,
+    )
+    s = run_scene(
+        factory,
+        scene,
+        req.out,
+        inputs=sel["inputs"],
+        targets=sel["targets"],
+        size=size,
+        extra={**extra, "selection": sel["selection"]},
+        check_intrinsics=req.check_intrinsics,
+    )
+    f = s["final"]
+    click.echo(
+        scene_line(
+            {
+                "status": "ok",
+                "scene": s["scene"],
+                "views": f["views"],
+                "psnr_mean": f["psnr_mean"],
+                "ssim_mean": f["ssim_mean"],
+                "step_ms_mean": mean(r["step_ms"] for r in s["steps"]),
+                "out_dir": req.out,
+            }
+        )
+    )
+    if _takes_inference_precision(req.backend) and s.get("precision_in_use") != "fp32":
+        f32 = dataclasses.replace(req, inference_precision="f32")
+        _report_against_fp32(
+            factory=factory,
+            factory_fp32=_renderer_factory(f32, manifest),
+            scene=scene,
+            sel=sel,
+            size=size,
+            out=req.out,
+        )
+    if note := _untrained_note(req, manifest):
+        click.echo(note)
+
+
+def _report_against_fp32(*, factory, factory_fp32, scene, sel: dict, size: int, out: Path):
+    """Reduced compute precision (OpenVINO bf16/f16): the same views on f32, max abs image
+    error and PSNR against it per step, into summary.json ("precision_vs_fp32") and one line."""
+    frames = [*sel["inputs"], *sel["targets"]]
+    data = _load_images(scene, frames, size)
+    frame = NormalizationFrame.from_cameras(np.stack([data[i][1].c2w for i in frames]))
     cmp = against_fp32(
         lambda: factory(frame),
         lambda: factory_fp32(frame),
@@ -113,159 +353,40 @@ def _report_against_fp32(factory, factory_fp32, scene, sel: dict, size: int, out
     )
 
 
-def _echo(line: str) -> None:
-    from tqdm import tqdm
-
-    tqdm.write(line)  # does not break a progress bar on the terminal
-
-
-def _infer(
-    export_dir,
-    scene_json,
-    list_file,
-    index_file,
-    views,
-    targets,
-    backend,
-    device,
-    out_dir,
-    data_roots=(),
-    check_intrinsics=True,
-    precision=None,
-):
-    from viewrt.data import DataRoots, load_eval_index, load_scene, load_scene_list
-
-    if scene_json and list_file:
-        raise ViewrtError("pass either --scene or --list, not both")
-    if views is not None and views < 1:
-        raise ViewrtError(f"--views must be at least 1, got {views}")
-    target_list = parse_targets(targets)
-    roots = DataRoots.parse(data_roots)
-    out = Path(out_dir)
+def _infer(req: InferRequest) -> None:
+    """Check and open everything, then run under the folder lock."""
     require_report_extra("viewrt infer")  # before anything is written
-    factory, manifest = _renderer_factory(Path(export_dir), backend, device, precision)
-    probe = factory(None)  # the backend and device work, before anything is written
-    if hasattr(probe, "close"):
-        probe.close()
-    if views is not None and views > manifest.max_views:
-        raise ViewrtError(
-            f"--views {views} exceeds the cache capacity of the export {export_dir} ({manifest.max_views} views; "
-            "re-export with a larger --max-views)"
-        )
-    index = load_eval_index(index_file) if index_file else None
-    scenes = load_scene_list(list_file) if list_file else None
-    scene = (
-        load_scene(scene_json, roots) if scene_json is not None else None
-    )  # a bad scene file: one error, nothing written
-    from viewrt.runtime.estimate import echo_estimate
-
-    echo_estimate(export_dir, views, device=device or "cpu")  # the memory estimate first
+    factory, manifest = _open_renderers(req)
+    inputs = _read_inputs(req)
+    echo_estimate(req.export_dir, req.views, device=req.device or "cpu")  # the estimate first
+    extra = _summary_extra(req, manifest)
 
     # a failed single-scene run leaves no half-written folder (a list run keeps its summary of the failures)
     def clean(e: BaseException) -> bool:
-        return not (list_file and (out / "summary.json").exists() and isinstance(e, ViewrtError))
-
-    with locked_folder(out, "--out", clean_on_error=clean):
-        from viewrt.data import load_scene, make_synthetic_scene
-        from viewrt.failures import summarize_failures
-
-        size = manifest.image_size
-        checkpoint = manifest.checkpoint
-        extra = {
-            "export_dir": str(export_dir),
-            "preset": manifest.preset,
-            "precision": manifest.precision,
-            "weights": checkpoint or UNTRAINED,
-            "backend": backend,
-            "index": str(index_file) if index_file else None,
-        }
-        note = (
-            ""
-            if checkpoint
-            else f"note: {export_dir} holds the built-in untrained weights: the renders test the pipeline "
-            "and look like noise; export a real checkpoint (viewrt export --checkpoint ...) for meaningful images"
+        return not (
+            req.list_file and (req.out / "summary.json").exists() and isinstance(e, ViewrtError)
         )
-        if list_file:
-            summary = run_list(
-                factory,
-                scenes,
-                out,
-                size,
-                views=views,
-                targets=target_list,
-                index=index,
-                max_views=manifest.max_views,
-                extra={**extra, "list": str(list_file)},
-                echo=_echo,
-                roots=roots.for_list(list_file),
-                check_intrinsics=check_intrinsics,
-            )
-            click.echo(
-                f"{summary['n_ok']} of {summary['n_scenes']} scene(s) ran ({summary['n_skipped']} skipped); wrote {out}/summary.json"
-            )
-            if note:
-                click.echo(note)
-            if summary["n_failed"]:
-                raise ViewrtError(
-                    summarize_failures(
-                        summary["failed"], summary["n_scenes"], str(out / "summary.json")
-                    )
-                )
-            return
-        if scene is None:
-            n_frames = max(
-                SYNTHETIC_FRAMES,
-                (views or 0) + (len(target_list) if target_list else DEFAULT_TARGETS),
-            )
-            scene_json = make_synthetic_scene(
-                out / "_scene", "synthetic", n_views=n_frames, size=size, seed=0
-            )
-            extra["scene_source"] = f"synthetic scene generated into {scene_json.parent}"
-            scene = load_scene(scene_json, roots)
-        sel = select_frames(scene, views, target_list, index, manifest.max_views)
-        s = run_scene(
-            factory,
-            scene,
-            out,
-            sel["inputs"],
-            sel["targets"],
-            size=size,
-            extra={**extra, "selection": sel["selection"]},
-            check_intrinsics=check_intrinsics,
-        )
-        f = s["final"]
-        click.echo(
-            scene_line(
-                {
-                    "status": "ok",
-                    "scene": s["scene"],
-                    "views": f["views"],
-                    "psnr_mean": f["psnr_mean"],
-                    "ssim_mean": f["ssim_mean"],
-                    "step_ms_mean": mean(r["step_ms"] for r in s["steps"]),
-                    "out_dir": out,
-                }
-            )
-        )
-        if backend == "openvino" and s.get("precision_in_use") != "fp32":
-            _report_against_fp32(
-                factory,
-                _renderer_factory(Path(export_dir), backend, device, "f32")[0],
-                scene,
-                sel,
-                size,
-                out,
-            )
-        if note:
-            click.echo(note)
+
+    with locked_folder(req.out, "--out", clean_on_error=clean):
+        run = _run_list if req.list_file else _run_scene
+        run(req, factory, manifest, inputs, extra)
 
 
-RUNTIME_BACKENDS = tuple(CONFIGS)  # the runtime's configurations (viewrt.runtime.backends.CONFIGS)
-BACKENDS = (*RUNTIME_BACKENDS, "torch")
+# --------------------------------------------------------------------------- the command
+
+
+def _precision_hint(value: str) -> str:
+    """The one line for the old ``viewrt infer --precision``."""
+    ov = {"fp32": "f32", "fp16": "f16"}.get(value, value)
+    return (
+        f"--precision {value} is the graph precision, which the export fixes (viewrt export, viewrt calib); "
+        f"for OpenVINO's compute precision use --inference-precision "
+        f"{ov if ov in INFERENCE_PRECISIONS else '|'.join(INFERENCE_PRECISIONS)}"
+    )
 
 
 @click.command("infer")
-@click.argument("export_dir", type=click.Path(file_okay=False))
+@export_dir_argument()
 @click.option(
     "--scene",
     "scene_json",
@@ -273,13 +394,7 @@ BACKENDS = (*RUNTIME_BACKENDS, "torch")
     default=None,
     help="Scene JSON (LVSM RealEstate10K format). Default: a synthetic scene generated into OUT/_scene.",
 )
-@click.option(
-    "--list",
-    "list_file",
-    type=click.Path(dir_okay=False),
-    default=None,
-    help="List file, one scene JSON per line: scenes run in turn into OUT/<scene_name>/.",
-)
+@list_option("List file, one scene JSON per line: scenes run in turn into OUT/<scene_name>/.")
 @click.option(
     "--index",
     "index_file",
@@ -290,40 +405,37 @@ BACKENDS = (*RUNTIME_BACKENDS, "torch")
 )
 @click.option(
     "--views",
-    type=int,
+    type=click.IntRange(min=1),
     default=None,
     help="Input views to add, one at a time. Default: every frame that is not a target (at most the export's max_views); "
     "with --index, the scene's context views.",
 )
 @click.option(
     "--targets",
+    type=FrameIndices(),
     default=None,
     help="Target frame indices, comma-separated (e.g. 2,5). Default: 2 frames at 1/3 and 2/3 of the sequence; "
     "the inputs are then the first frames that are not targets.",
 )
-@click.option(
-    "--backend",
-    type=click.Choice(BACKENDS),
-    default="ort",
-    show_default=True,
-    help="ort: ONNX Runtime; openvino: OpenVINO CPU; trt: TensorRT engines (viewrt build); torch: PyTorch eager from "
+@backend_option(
+    BACKENDS,
+    "ort",
+    "ort: ONNX Runtime; openvino: OpenVINO CPU; trt: TensorRT engines (viewrt build); torch: PyTorch eager from "
     "the export's preset and weights (and the other runtime configurations: ort-cuda, ort-trt, openvino-f32).",
 )
 @click.option(
-    "--precision",
-    type=click.Choice(["f32", "bf16", "f16"]),
+    "--inference-precision",
+    type=click.Choice(INFERENCE_PRECISIONS),
     default=None,
-    help="openvino only: inference precision (default: OpenVINO's for this CPU, bf16 with AMX or AVX512-BF16). "
-    "Below f32, the max abs image error and PSNR against f32 are reported too.",
+    help="openvino only: OpenVINO's compute precision (INFERENCE_PRECISION_HINT; the graph precision is the "
+    "export's). Default: OpenVINO's for this CPU, bf16 with AMX or AVX512-BF16. Below f32, the max abs image "
+    "error and PSNR against f32 are reported too.",
 )
-@click.option(
-    "--device",
-    default=None,
-    help="Device: cpu, cuda[:N] (ort, torch), tensorrt[:N] (ort). Default: cpu (ort, torch), cuda:0 (trt).",
+@refused_option("--precision", _precision_hint)
+@device_option(
+    "Device: cpu, cuda[:N] (ort, torch), tensorrt[:N] (ort). Default: cpu (ort, torch), cuda:0 (trt)."
 )
-@click.option(
-    "--out", "out_dir", type=click.Path(file_okay=False), required=True, help="Output folder."
-)
+@out_option()
 @click.option(
     "--data-root",
     "data_roots",
@@ -337,6 +449,7 @@ BACKENDS = (*RUNTIME_BACKENDS, "torch")
     is_flag=True,
     help="Accept intrinsics that do not look like a pinhole camera for the image (unusual lenses).",
 )
+@cli_errors
 def infer(
     export_dir,
     scene_json,
@@ -345,7 +458,7 @@ def infer(
     views,
     targets,
     backend,
-    precision,
+    inference_precision,
     device,
     out_dir,
     data_roots,
@@ -361,17 +474,20 @@ def infer(
     Metrics are computed on the 8-bit images as written; LPIPS is not computed. The scene
     normalization frame comes from all input and target cameras.
     """
-    cli_errors(_infer)(
-        export_dir,
-        scene_json,
-        list_file,
-        index_file,
-        views,
-        targets,
-        backend,
-        device,
-        out_dir,
-        data_roots,
-        not no_intrinsics_check,
-        precision,
+    if scene_json and list_file:
+        raise ViewrtError("pass either --scene or --list, not both")
+    req = InferRequest(
+        export_dir=Path(export_dir),
+        out=Path(out_dir),
+        backend=backend,
+        device=device,
+        inference_precision=inference_precision,
+        views=views,
+        targets=targets,
+        scene_json=Path(scene_json) if scene_json is not None else None,
+        list_file=Path(list_file) if list_file else None,
+        index_file=Path(index_file) if index_file else None,
+        roots=DataRoots.parse(data_roots),
+        check_intrinsics=not no_intrinsics_check,
     )
+    _infer(req)

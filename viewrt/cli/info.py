@@ -8,14 +8,14 @@ from pathlib import Path
 import click
 
 from viewrt.cli._errors import cli_errors
+from viewrt.cli.options import export_dir_argument
+from viewrt.contract.manifest import load_manifest
 
 
 @click.command("info")
-@click.argument("export_dir", type=click.Path(file_okay=False))
+@export_dir_argument()
 @cli_errors
 def info(export_dir):
     """Print what an export folder holds (model, tensors, cache size, engines)."""
-    from viewrt.contract.manifest import load_manifest
-
     m = load_manifest(Path(export_dir))
     click.echo(json.dumps(m.summary(), indent=1))

@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
+import shutil
+
 import click
 
 from viewrt.cli._errors import cli_errors
+from viewrt.cli.options import out_option, seed_option
+from viewrt.contract.manifest import load_manifest
+from viewrt.data import make_eval_index, make_synthetic_list
 from viewrt.errors import ViewrtError
+from viewrt.folders import check_creatable, locked_folder
 
 
 @click.command("scene")
-@click.option(
-    "--out",
-    "out_dir",
-    type=click.Path(file_okay=False),
-    required=True,
-    help="Output folder (list, index, scenes).",
-)
+@out_option("Output folder (list, index, scenes).")
 @click.option(
     "--views",
     type=click.IntRange(2, 10_000),
@@ -43,13 +43,7 @@ from viewrt.errors import ViewrtError
     show_default=True,
     help="Number of scenes.",
 )
-@click.option(
-    "--seed",
-    type=click.IntRange(0, 2**31 - 1),
-    default=0,
-    show_default=True,
-    help="Seed of the first scene.",
-)
+@seed_option(help="Seed of the first scene.")
 @click.option(
     "--style",
     type=click.Choice(["classic", "multiview"]),
@@ -61,12 +55,7 @@ from viewrt.errors import ViewrtError
 def scene(out_dir, views, size, for_export, scenes, seed, style):
     """Generate synthetic scenes in the LVSM RealEstate10K format (scene JSON + PNGs), with a
     list file and an evaluation index."""
-    from viewrt.data import make_eval_index, make_synthetic_list
-    from viewrt.folders import check_creatable, locked_folder
-
     if for_export is not None:
-        from viewrt.contract.manifest import load_manifest
-
         export_size = load_manifest(for_export, verify=False).image_size
         if size is not None and size != export_size:
             click.echo(
@@ -76,8 +65,6 @@ def scene(out_dir, views, size, for_export, scenes, seed, style):
             )
         size = size or export_size
     size = size or 128
-    import shutil
-
     need = (
         scenes * views * size * size * 3
     )  # raw RGB bytes; PNG is smaller, but generating holds frames too

@@ -1,22 +1,33 @@
-"""``viewrt train``: train the demo Efficient-LVSM on synthetic scenes, or evaluate it."""
+"""``viewrt train``: train the demo Efficient-LVSM on synthetic scenes, or evaluate it.
+
+viewrt.models (torch) is imported when the command runs (see viewrt/cli/__init__.py).
+"""
 
 from __future__ import annotations
 
 import click
 
 from viewrt.cli._errors import cli_errors, finite_float
+from viewrt.cli.options import list_option, out_option, refused_option, seed_option
 from viewrt.errors import ViewrtError
 from viewrt.folders import check_creatable
 
+AUTOCAST = ("auto", "bf16", "off")
+
+
+def _precision_hint(value: str) -> str:
+    """The one line for the old ``viewrt train --precision``."""
+    autocast = {"fp32": "off", "f32": "off"}.get(value, value)
+    return (
+        f"--precision {value} is the graph precision (viewrt export, build, calib, estimate); "
+        f"for training's mixed precision use --autocast {autocast if autocast in AUTOCAST else 'auto|bf16|off'}"
+    )
+
 
 @click.command("train")
-@click.option(
-    "--out",
-    "out_dir",
-    type=click.Path(file_okay=False),
+@out_option(
+    "Run folder: checkpoint.pt, log.json, curves.png, model.safetensors (resumed if a checkpoint is there).",
     default="out/train/demo",
-    show_default=True,
-    help="Run folder: checkpoint.pt, log.json, curves.png, model.safetensors (resumed if a checkpoint is there).",
 )
 @click.option(
     "--steps",
@@ -24,13 +35,7 @@ from viewrt.folders import check_creatable
     default=None,
     help="Training steps (default: the demo recipe's).",
 )
-@click.option(
-    "--seed",
-    type=click.IntRange(min=0),
-    default=0,
-    show_default=True,
-    help="Seed of the model init, the scenes and every draw.",
-)
+@seed_option(help="Seed of the model init, the scenes and every draw.")
 @click.option(
     "--scenes",
     "n_scenes",
@@ -38,13 +43,7 @@ from viewrt.folders import check_creatable
     default=None,
     help="Synthetic training scenes (default: the demo recipe's).",
 )
-@click.option(
-    "--list",
-    "scene_list",
-    type=click.Path(dir_okay=False),
-    default=None,
-    help="Train on a scene list (dataset format) instead.",
-)
+@list_option("Train on a scene list file (dataset format) instead.", dest="scene_list")
 @click.option(
     "--batch",
     type=click.IntRange(min=1),
@@ -58,12 +57,13 @@ from viewrt.folders import check_creatable
     help="Peak learning rate (default: the demo recipe's).",
 )
 @click.option(
-    "--precision",
-    type=click.Choice(["auto", "bf16", "fp32"]),
+    "--autocast",
+    type=click.Choice(AUTOCAST),
     default="auto",
     show_default=True,
-    help="auto: bf16 autocast where the CPU has bf16 instructions (faster on this project's CPU), else fp32.",
+    help="bf16 autocast of the forward pass; auto: where the CPU has bf16 instructions (faster on this project's CPU), else off (fp32).",
 )
+@refused_option("--precision", _precision_hint)
 @click.option("--no-resume", is_flag=True, help="Start over even if OUT holds a checkpoint.")
 @click.option(
     "--eval",
@@ -93,7 +93,7 @@ def train(
     scene_list,
     batch,
     lr,
-    precision,
+    autocast,
     no_resume,
     eval_only,
     checkpoint,
@@ -118,7 +118,7 @@ def train(
         scene_list=scene_list,
         batch=batch,
         lr=lr,
-        precision=precision,
+        autocast=autocast,
     )
     log = tr.train(recipe, out_dir, resume=not no_resume, echo=click.echo)
     click.echo(
