@@ -1,7 +1,7 @@
 """PyTorch baselines for ``viewrt bench``: eager renderers with a preallocated or
 ``torch.cat`` cache (fp32 or bf16 autocast), the full-recompute models (Efficient-LVSM
 without a cache, LVSM decoder-only of the same width and depth), analytic FLOP counts and
-the matmul-rate probe. The benchmark harness (viewrt.runtime.bench, torch-free) drives
+the matmul-rate probe. The benchmark harness (viewrt.bench, torch-free) drives
 them through :class:`TorchBaselines`, which ``viewrt bench`` hands it.
 """
 

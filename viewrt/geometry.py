@@ -12,6 +12,9 @@ Conventions (those of LVSM / Efficient-LVSM; the dataset side is in ``docs/data.
   target views 6 channels ``[o x d, d]`` (:func:`plucker`, alias :func:`target_view`).
 
 Every problem the caller can fix raises :class:`~viewrt.errors.ViewrtError`.
+
+PIL is imported lazily (:func:`resize_center_crop`), so that ``import viewrt.runtime`` does
+not load it.
 """
 
 from __future__ import annotations
@@ -20,7 +23,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from viewrt.errors import ViewrtError
 
@@ -499,6 +501,8 @@ def resize_center_crop(image: Any, fxfycxcy: Any, size: int) -> tuple[np.ndarray
     new_w = max(s, int(round(w * s / short)))
     new_h = max(s, int(round(h * s / short)))
     if (new_h, new_w) != (h, w):
+        from PIL import Image
+
         channels = [
             np.asarray(
                 Image.fromarray(np.ascontiguousarray(img[..., c])).resize(

@@ -11,9 +11,9 @@ import math
 import pytest
 from click.testing import CliRunner
 
+from viewrt.bench.harness import parse_backends, parse_int_list
 from viewrt.cli.bench import BACKEND_NAMES as BACKENDS
 from viewrt.models.baselines import BASELINES
-from viewrt.runtime.bench.harness import parse_backends, parse_int_list
 
 RECOMPUTE = [b for b, (kind, _) in BASELINES.items() if kind == "recompute"]
 from viewrt.cli import main

@@ -20,13 +20,41 @@ LAYERS = {
             "viewrt.runtime",
             "viewrt.calib",
             "viewrt.cli",
+            "viewrt.bench",
+            "viewrt.evaluation",
             "torch",
             "onnx",
         ),
     ),
     "runtime": (
         "viewrt.runtime",
-        ("viewrt.models", "viewrt.export", "viewrt.calib", "viewrt.cli", "torch"),
+        (
+            "viewrt.models",
+            "viewrt.export",
+            "viewrt.calib",
+            "viewrt.cli",
+            "torch",
+            # the deployable part: the applications and the dataset code sit above it
+            "viewrt.bench",
+            "viewrt.evaluation",
+            "viewrt.data",
+        ),
+    ),
+    # applications of the runtime (torch-free; viewrt bench brings the PyTorch baselines)
+    "viewrt/bench": (
+        "viewrt.bench",
+        (
+            "viewrt.models",
+            "viewrt.export",
+            "viewrt.calib",
+            "viewrt.cli",
+            "viewrt.evaluation",
+            "torch",
+        ),
+    ),
+    "viewrt/evaluation": (
+        "viewrt.evaluation",
+        ("viewrt.models", "viewrt.export", "viewrt.calib", "viewrt.cli", "viewrt.bench", "torch"),
     ),
     "models": ("viewrt.models", ("viewrt.export", "viewrt.runtime", "viewrt.calib", "viewrt.cli")),
     "export": ("viewrt.export", ("viewrt.runtime", "viewrt.calib", "viewrt.cli")),
@@ -34,11 +62,15 @@ LAYERS = {
 }
 
 
+# folders under viewrt/ that are not the root package's floor
+APPLICATIONS = ("cli", "bench", "evaluation")
+
+
 def _modules():
     for folder in LAYERS:
         for path in sorted((ROOT / folder).rglob("*.py")):
-            if folder == "viewrt" and path.relative_to(ROOT / "viewrt").parts[0] == "cli":
-                continue  # the one place that composes the layers
+            if folder == "viewrt" and path.relative_to(ROOT / "viewrt").parts[0] in APPLICATIONS:
+                continue  # cli: the one place that composes the layers; the others: own layers
             yield folder, path
 
 

@@ -1,4 +1,4 @@
-"""``viewrt bench``: the torch-free harness (viewrt.runtime.bench) composed with the
+"""``viewrt bench``: the torch-free harness (viewrt.bench) composed with the
 PyTorch baselines (viewrt.models.baselines)."""
 
 from __future__ import annotations
@@ -7,16 +7,16 @@ from pathlib import Path
 
 import click
 
-from viewrt.cli._errors import cli_errors, finite_float, require_report_extra
-from viewrt.errors import ViewrtError
-from viewrt.runtime.backends import CONFIGS
-from viewrt.runtime.bench.harness import (
+from viewrt.bench.harness import (
     QUANTIZED,
     BenchConfig,
     parse_backends,
     parse_int_list,
     run_bench,
 )
+from viewrt.cli._errors import cli_errors, finite_float, require_report_extra
+from viewrt.errors import ViewrtError
+from viewrt.runtime.backends import CONFIGS
 
 FINITE_POSITIVE, FINITE_NONNEGATIVE = finite_float(True), finite_float(False)
 

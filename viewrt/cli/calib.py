@@ -10,10 +10,10 @@ from pathlib import Path
 
 import click
 
+from viewrt.bench.harness import parse_int_list
 from viewrt.cli._errors import cli_errors
 from viewrt.errors import ViewrtError
 from viewrt.folders import check_creatable
-from viewrt.runtime.bench.harness import parse_int_list
 
 PRECISIONS = ("int8", "fp8")
 METHODS = ("minmax", "entropy", "percentile", "distribution")

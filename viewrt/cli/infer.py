@@ -1,4 +1,4 @@
-"""``viewrt infer``: the CLI over the view-by-view evaluation (viewrt.runtime.evaluate):
+"""``viewrt infer``: the CLI over the view-by-view evaluation (viewrt.evaluation):
 renderers from the runtime registry, or PyTorch eager from the export's preset and weights."""
 
 from __future__ import annotations
@@ -9,9 +9,7 @@ import click
 
 from viewrt.cli._errors import cli_errors, require_report_extra
 from viewrt.errors import ViewrtError
-from viewrt.folders import locked_folder
-from viewrt.runtime.backends import CONFIGS
-from viewrt.runtime.evaluate import (
+from viewrt.evaluation import (
     DEFAULT_TARGETS,
     SYNTHETIC_FRAMES,
     UNTRAINED,
@@ -23,6 +21,8 @@ from viewrt.runtime.evaluate import (
     scene_line,
     select_frames,
 )
+from viewrt.folders import locked_folder
+from viewrt.runtime.backends import CONFIGS
 
 
 def _renderer_factory(
@@ -89,11 +89,11 @@ def _report_against_fp32(factory, factory_fp32, scene, sel: dict, size: int, out
 
     import numpy as np
 
+    from viewrt.evaluation import load_images, write_json
+    from viewrt.evaluation.precision import against_fp32
     from viewrt.geometry import NormalizationFrame
-    from viewrt.runtime.evaluate import _load_images, _write_json
-    from viewrt.runtime.precision_check import against_fp32
 
-    data = _load_images(scene, [*sel["inputs"], *sel["targets"]], size)
+    data = load_images(scene, [*sel["inputs"], *sel["targets"]], size)
     frame = NormalizationFrame.from_cameras(
         np.stack([data[i][1].c2w for i in [*sel["inputs"], *sel["targets"]]])
     )
@@ -106,7 +106,7 @@ def _report_against_fp32(factory, factory_fp32, scene, sel: dict, size: int, out
     path = out / "summary.json"
     summary = json.loads(path.read_text())
     summary["precision_vs_fp32"] = cmp
-    _write_json(path, summary)
+    write_json(path, summary)
     click.echo(
         f"{cmp['precision']} vs {cmp['reference_precision']} (same backend, float images): max abs {cmp['max_abs']:.2e}, "
         f"PSNR {cmp['psnr_db_min']:.1f} dB (worst step); per step in {path}"

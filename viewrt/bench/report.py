@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from viewrt.runtime.bench import cpu
+from viewrt.bench import cpu
 
 COMPONENTS = (
     "preprocess",

@@ -10,6 +10,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from viewrt.metrics import psnr
+
 
 def against_fp32(
     open_reduced: Callable, open_fp32: Callable, views: Sequence[tuple], targets: Sequence
@@ -26,8 +28,6 @@ def against_fp32(
         "max_abs": worst over the steps, "psnr_db_min": worst mean PSNR over the steps}.
         PSNR is ``10 log10(1 / MSE)`` on [0, 1] images, the mean over the targets.
     """
-    from viewrt.metrics import psnr
-
     a, b = open_reduced(), None
     try:
         b = open_fp32()

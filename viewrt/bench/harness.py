@@ -31,13 +31,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
+import viewrt.runtime as vrt
+from viewrt import devices
+from viewrt.bench import cpu
+from viewrt.bench.memory import Memory, loadavg, machine_info, rss_page_bytes
+from viewrt.bench.report import COMPONENTS, CSV_FIELDS, write_outputs
+from viewrt.contract.manifest import load_manifest
 from viewrt.contract.precision import QUANTIZED_PRECISIONS
+from viewrt.data import load_frame, load_scene, make_synthetic_scene
 from viewrt.errors import ViewrtError
-from viewrt.runtime.backends import CONFIGS
-from viewrt.runtime.bench import cpu
-from viewrt.runtime.bench.memory import Memory, loadavg, machine_info, rss_page_bytes
-from viewrt.runtime.bench.report import COMPONENTS, CSV_FIELDS, write_outputs
+from viewrt.folders import locked_folder
+from viewrt.geometry import Camera, NormalizationFrame
+from viewrt.runtime.backends import CONFIGS, backend_class, create
+from viewrt.runtime.estimate import echo_estimate
 from viewrt.timing import matmul_gflops
 
 RUNTIME = CONFIGS  # runtime configuration names (ort, ort-cuda, ort-trt, trt, ...)
@@ -54,8 +62,6 @@ def all_backend_names(baselines=None, quantized: str | None = None) -> list[str]
 
 def _not_installed(backend: str) -> str | None:
     """Why a registered backend cannot load here (its packages are missing), or None."""
-    from viewrt.runtime.backends import backend_class
-
     try:
         backend_class(backend)
     except ViewrtError as e:
@@ -212,8 +218,6 @@ class Bench:
     # -- setup ----------------------------------------------------------------------------
     def check(self) -> None:
         """Everything a user can get wrong, before any heavy work."""
-        from viewrt.contract.manifest import load_manifest
-
         cfg = self.cfg
         if cfg.repeats < 1:
             raise ViewrtError(f"--repeats must be at least 1, got {cfg.repeats}")
@@ -270,8 +274,6 @@ class Bench:
 
         import onnxruntime as ort
 
-        from viewrt import devices
-
         providers = ort.get_available_providers()
         if names is None:
             names = all_backend_names(
@@ -310,8 +312,6 @@ class Bench:
     def _cannot_make(self, backend: str) -> str | None:
         """Why a runtime configuration cannot be made for its export (files it reads that
         are missing or do not match the manifest, options), without loading any graph."""
-        from viewrt.runtime.backends import create
-
         m, name = (
             (self.qmanifest, QUANTIZED[backend][0])
             if backend in QUANTIZED
@@ -324,9 +324,6 @@ class Bench:
         return None
 
     def setup(self) -> None:
-        from viewrt.data import load_frame, load_scene, make_synthetic_scene
-        from viewrt.geometry import Camera, NormalizationFrame
-
         cfg, m = self.cfg, self.manifest
         self.mem = Memory()
         self.machine = machine_info()
@@ -416,8 +413,6 @@ class Bench:
     # -- incremental backends (runtime and PyTorch eager) -----------------------------------
     def _open(self, backend: str):
         if self._runtime(backend):
-            import viewrt.runtime as vrt
-
             folder, config = (
                 (self.cfg.quantized_export, QUANTIZED[backend][0])
                 if backend in QUANTIZED
@@ -604,8 +599,6 @@ class Bench:
 
     # -- run -------------------------------------------------------------------------------------
     def run(self) -> dict:
-        from tqdm import tqdm
-
         cfg = self.cfg
         t_start = time.perf_counter()
         try:
@@ -729,9 +722,6 @@ def run_bench(cfg: BenchConfig, make_baselines=None, progress: bool = True) -> t
     Raises: ViewrtError on bad options, an export that cannot hold max(views), or an
         unknown backend (checked before any measurement).
     """
-    from viewrt.folders import locked_folder
-    from viewrt.runtime.estimate import echo_estimate
-
     b = Bench(cfg, make_baselines, progress)
     b.check()
     echo_estimate(
