@@ -116,7 +116,7 @@ class OpenVinoBackend(Backend):
         if self.threads:
             config["INFERENCE_NUM_THREADS"] = int(self.threads)
         self.compiled, self.requests, precisions = {}, {}, set()
-        for g in ("encoder", "decoder"):
+        for g in self.manifest.graphs:
             path = self.manifest.path(g)
             try:
                 model = core.read_model(str(path))

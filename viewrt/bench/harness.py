@@ -9,7 +9,8 @@ inputs are its first views, targets its last ones), every point gets warm-up run
 result is a median with its spread. Timed repetitions at the same N remove the view just
 added and add it again, so each one is a genuine add into N-1 cached views.
 
-Backends: the runtime configurations of :data:`viewrt.runtime.backends.CONFIGS`, and the
+Backends: the runtime configurations of the registry (:mod:`viewrt.runtime.backends`: each
+configuration, and one column per quantized precision a configuration runs), and the
 baselines a provider brings (``viewrt bench`` passes
 :class:`viewrt.models.baselines.TorchBaselines`: PyTorch eager with a preallocated or
 ``torch.cat`` cache, Efficient-LVSM without a cache, LVSM decoder-only). A full-recompute
@@ -34,7 +35,6 @@ import numpy as np
 from tqdm import tqdm
 
 import viewrt.runtime as vrt
-from viewrt import devices
 from viewrt.bench import cpu
 from viewrt.bench.memory import Memory, loadavg, machine_info, rss_page_bytes
 from viewrt.bench.report import COMPONENTS, CSV_FIELDS, write_outputs
@@ -44,29 +44,33 @@ from viewrt.data import load_frame, load_scene, make_synthetic_scene
 from viewrt.errors import ViewrtError
 from viewrt.folders import locked_folder
 from viewrt.geometry import Camera, NormalizationFrame
-from viewrt.runtime.backends import CONFIGS, backend_class, create
+from viewrt.runtime import backends as registry
 from viewrt.runtime.estimate import echo_estimate
 from viewrt.timing import matmul_gflops
 
-RUNTIME = CONFIGS  # runtime configuration names (ort, ort-cuda, ort-trt, trt, ...)
-# runtime configurations run on a second, quantized export (viewrt calib; --quantized-export)
-QUANTIZED = {f"{c}-{p}": (c, p) for p in QUANTIZED_PRECISIONS for c in ("openvino", "ort")}
+
+def quantized_configs() -> dict[str, tuple[str, str]]:
+    """``{"<configuration>-<precision>": (configuration, precision)}``: the runtime
+    configurations that run a second, quantized export (``viewrt calib``;
+    ``--quantized-export``), from the registry's ``Config.quantized``."""
+    return {
+        f"{c}-{p}": (c, p)
+        for p in QUANTIZED_PRECISIONS
+        for c, row in registry.configs().items()
+        if p in row.quantized
+    }
+
+
+def runtime_names() -> list[str]:
+    """The runtime's bench columns: every configuration, then the quantized ones."""
+    return [*registry.configs(), *quantized_configs()]
 
 
 def all_backend_names(baselines=None, quantized: str | None = None) -> list[str]:
     """The bench vocabulary: runtime configurations, those on a quantized export of
     precision ``quantized`` (if any), then the provider's baselines."""
-    q = [n for n, (_, p) in QUANTIZED.items() if p == quantized]
-    return [*RUNTIME, *q, *(baselines.names if baselines is not None else ())]
-
-
-def _not_installed(backend: str) -> str | None:
-    """Why a registered backend cannot load here (its packages are missing), or None."""
-    try:
-        backend_class(backend)
-    except ViewrtError as e:
-        return str(e)
-    return None
+    q = [n for n, (_, p) in quantized_configs().items() if p == quantized]
+    return [*registry.configs(), *q, *(baselines.names if baselines is not None else ())]
 
 
 def numpy_matmul_rate(reps: int = 5) -> dict:
@@ -200,7 +204,7 @@ class Bench:
     Args:
         cfg: what to measure.
         baselines: a provider of non-runtime backends (see viewrt.models.baselines.
-            TorchBaselines: names, kinds, descriptions, labels, open, recompute, flops,
+            TorchBaselines: names, kinds, descriptions, labels, row_notes, open, recompute, flops,
             matmul_rate, sync, device_peak_reset, device_peak, machine, notes), made by
             ``make_baselines(manifest)`` once the manifest is checked; None: runtime only.
         progress: show a progress bar (on a terminal).
@@ -214,6 +218,8 @@ class Bench:
         self.growth: dict[str, dict] = {}
         self.notes: list[str] = []
         self.steps: dict[str, list] = {}
+        self.runtime = dict(registry.configs())  # runtime configurations, by name
+        self.quantized = quantized_configs()  # name -> (configuration, precision)
 
     # -- setup ----------------------------------------------------------------------------
     def check(self) -> None:
@@ -255,7 +261,7 @@ class Bench:
                     f"--views up to {max(cfg.views)}: {cfg.quantized_export} has max_views {q.max_views}"
                 )
         if self.make_baselines is not None and (
-            cfg.backends is None or set(cfg.backends) - set(RUNTIME) - set(QUANTIZED)
+            cfg.backends is None or set(cfg.backends) - set(self.runtime) - set(self.quantized)
         ):
             self.base = self.make_baselines(m)
             self.notes += self.base.notes
@@ -271,56 +277,35 @@ class Bench:
             )
 
     def _available(self, names: list[str] | None) -> tuple[list[str], dict[str, str]]:
-
-        import onnxruntime as ort
-
-        providers = ort.get_available_providers()
+        """(backends that can run here, {backend: why not} for the others)."""
         if names is None:
             names = all_backend_names(
                 self.base, self.qmanifest.precision if self.qmanifest is not None else None
             )
         selected, skipped = [], {}
         for b in names:
-            why = None
-            if b in QUANTIZED:
-                if self.qmanifest is None:
-                    why = "needs --quantized-export DIR (an int8/fp8 export from `viewrt calib`)"
-                elif self.qmanifest.precision != QUANTIZED[b][1]:
-                    why = f"the quantized export is {self.qmanifest.precision}"
-                else:
-                    why = _not_installed(RUNTIME[QUANTIZED[b][0]].backend)
-            elif b not in RUNTIME and self.base is None:
-                why = "no baselines provider in this run (viewrt bench brings the PyTorch ones)"
-            elif b == "ort-cuda" and "CUDAExecutionProvider" not in providers:
-                why = "onnxruntime has no CUDAExecutionProvider here"
-            elif b == "ort-trt" and "TensorrtExecutionProvider" not in providers:
-                why = "onnxruntime has no TensorrtExecutionProvider here"
-            elif b == "trt" and not devices.tensorrt_status().ok:
-                why = devices.tensorrt_status().reason
-            elif b == "trt" and not self.manifest.engines:
-                why = f"no engines in {self.cfg.export_dir} (run `viewrt build`)"
-            elif b in RUNTIME:
-                why = _not_installed(RUNTIME[b].backend)
-            if why is None and self._runtime(b):
-                why = self._cannot_make(b)
+            why = self._why_not(b)
             if why is None:
                 selected.append(b)
             else:
                 skipped[b] = why
         return selected, skipped
 
-    def _cannot_make(self, backend: str) -> str | None:
-        """Why a runtime configuration cannot be made for its export (files it reads that
-        are missing or do not match the manifest, options), without loading any graph."""
-        m, name = (
-            (self.qmanifest, QUANTIZED[backend][0])
-            if backend in QUANTIZED
-            else (self.manifest, backend)
-        )
-        try:
-            create(name, m, threads=self.cfg.threads)
-        except ViewrtError as e:
-            return str(e)
+    def _why_not(self, backend: str) -> str | None:
+        """Why a backend cannot run in this bench (packages, machine, export files,
+        options; checked from the registry without loading any graph), or None."""
+        threads = self.cfg.threads
+        if backend in self.quantized:
+            config, precision = self.quantized[backend]
+            if self.qmanifest is None:
+                return "needs --quantized-export DIR (an int8/fp8 export from `viewrt calib`)"
+            if self.qmanifest.precision != precision:
+                return f"the quantized export is {self.qmanifest.precision}"
+            return registry.unavailable(config, self.qmanifest, threads=threads)
+        if backend in self.runtime:
+            return registry.unavailable(backend, self.manifest, threads=threads)
+        if self.base is None:
+            return "no baselines provider in this run (viewrt bench brings the PyTorch ones)"
         return None
 
     def setup(self) -> None:
@@ -355,9 +340,8 @@ class Bench:
     def kind(self, backend: str) -> str:
         return "runtime" if self._runtime(backend) else self.base.kinds[backend]
 
-    @staticmethod
-    def _runtime(backend: str) -> bool:
-        return backend in RUNTIME or backend in QUANTIZED
+    def _runtime(self, backend: str) -> bool:
+        return backend in self.runtime or backend in self.quantized
 
     # -- FLOPs --------------------------------------------------------------------------------
     def flops(self, backend: str, n: int, t: int) -> dict:
@@ -414,8 +398,8 @@ class Bench:
     def _open(self, backend: str):
         if self._runtime(backend):
             folder, config = (
-                (self.cfg.quantized_export, QUANTIZED[backend][0])
-                if backend in QUANTIZED
+                (self.cfg.quantized_export, self.quantized[backend][0])
+                if backend in self.quantized
                 else (self.cfg.export_dir, backend)
             )
             r = vrt.open(
@@ -503,8 +487,8 @@ class Bench:
                         device_peak_bytes=self._device_peak(backend),
                     )
                     self.steps[f"{backend} N={n} T={t}"] = raw
-                    if backend == "torch-cat":
-                        row["note"] = "cache copy (torch.cat) is inside encode"
+                    if not self._runtime(backend) and backend in self.base.row_notes:
+                        row["note"] = self.base.row_notes[backend]
                 bar.update()
             later = (
                 deltas[1:] or deltas
@@ -655,11 +639,11 @@ class Bench:
 
     def results(self) -> dict:
         m = self.manifest
-        descriptions = {b: RUNTIME[b].description for b in RUNTIME}
+        descriptions = {b: row.description for b, row in self.runtime.items()}
         descriptions.update(
             {
-                b: f"{RUNTIME[c].description}, on the {p} Q/DQ export ({self.cfg.quantized_export})"
-                for b, (c, p) in QUANTIZED.items()
+                b: f"{self.runtime[c].description}, on the {p} Q/DQ export ({self.cfg.quantized_export})"
+                for b, (c, p) in self.quantized.items()
             }
         )
         if self.base is not None:

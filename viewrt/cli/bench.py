@@ -8,22 +8,33 @@ from pathlib import Path
 import click
 
 from viewrt.bench.harness import (
-    QUANTIZED,
     BenchConfig,
     parse_backends,
     parse_int_list,
     run_bench,
+    runtime_names,
 )
 from viewrt.cli._errors import cli_errors, finite_float, require_report_extra
 from viewrt.errors import ViewrtError
-from viewrt.runtime.backends import CONFIGS
+from viewrt.runtime import backends as registry
 
 FINITE_POSITIVE, FINITE_NONNEGATIVE = finite_float(True), finite_float(False)
 
-# The bench vocabulary: runtime configurations, then the PyTorch baselines (names kept here so
-# that `--help` needs no torch; tests check it equals models.baselines.BASELINES).
-BASELINE_NAMES = ("torch-fp32", "torch-bf16", "torch-cat", "efflvsm-nocache", "lvsm")
-BACKEND_NAMES = [*CONFIGS, *QUANTIZED, *BASELINE_NAMES]
+
+def baseline_names() -> tuple[str, ...]:
+    """The PyTorch baselines' names (viewrt.models.baselines.BASELINES); none where torch
+    is not installed (a runtime-only install benches the runtime alone)."""
+    try:
+        from viewrt.models.baselines import BASELINES  # imports torch: only when a run asks
+    except ImportError:
+        return ()
+    return tuple(BASELINES)
+
+
+def backend_names() -> list[str]:
+    """The bench vocabulary: the runtime's configurations from its registry (and their
+    quantized columns), then the PyTorch baselines."""
+    return [*runtime_names(), *baseline_names()]
 
 
 @click.command("bench")
@@ -43,7 +54,10 @@ BACKEND_NAMES = [*CONFIGS, *QUANTIZED, *BASELINE_NAMES]
 @click.option(
     "--backends",
     default=None,
-    help=f"Comma-separated, of: {', '.join(BACKEND_NAMES)} (default: all available).",
+    help="Comma-separated: runtime configurations of the backend registry (viewrt.runtime.backends: "
+    f"{', '.join(registry.CONFIGS)}, and any registered), their quantized columns (e.g. ort-int8, "
+    "with --quantized-export) and the PyTorch baselines of viewrt.models.baselines "
+    "(default: all available; an unknown name lists them all).",
 )
 @click.option(
     "--repeats",
@@ -116,7 +130,7 @@ def bench(
         Path(out_dir),
         parse_int_list(views, "--views"),
         parse_int_list(targets, "--targets"),
-        parse_backends(backends, BACKEND_NAMES),
+        parse_backends(backends, backend_names()),
         repeats,
         warmup,
         max_seconds_per_point,

@@ -22,7 +22,7 @@ from viewrt.evaluation import (
     select_frames,
 )
 from viewrt.folders import locked_folder
-from viewrt.runtime.backends import CONFIGS
+from viewrt.runtime import backends as registry
 
 
 def _renderer_factory(
@@ -36,7 +36,7 @@ def _renderer_factory(
         raise ViewrtError(
             f"--precision applies to --backend openvino; {backend} computes in the export's precision"
         )
-    if backend in RUNTIME_BACKENDS:
+    if backend in registry.names():
         import viewrt.runtime as vrt
 
         def open_renderer(frame):
@@ -49,7 +49,9 @@ def _renderer_factory(
 
         return open_renderer, manifest
     if backend != "torch":
-        raise ViewrtError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
+        raise ViewrtError(
+            f"unknown backend {backend!r}; expected one of {', '.join(BackendChoice().choices)}"
+        )
     family = manifest.family
     if family != "efficient-lvsm":
         raise ViewrtError(
@@ -260,8 +262,20 @@ def _infer(
             click.echo(note)
 
 
-RUNTIME_BACKENDS = tuple(CONFIGS)  # the runtime's configurations (viewrt.runtime.backends.CONFIGS)
-BACKENDS = (*RUNTIME_BACKENDS, "torch")
+class BackendChoice(click.Choice):
+    """``--backend``: the names of the runtime's backend registry, read when the command
+    runs (so a backend registered after import counts), then "torch"."""
+
+    def __init__(self):
+        super().__init__(())
+
+    @property
+    def choices(self) -> tuple[str, ...]:
+        return (*registry.names(), "torch")
+
+    @choices.setter
+    def choices(self, _value) -> None:
+        pass  # the registry is the one list
 
 
 @click.command("infer")
@@ -303,7 +317,7 @@ BACKENDS = (*RUNTIME_BACKENDS, "torch")
 )
 @click.option(
     "--backend",
-    type=click.Choice(BACKENDS),
+    type=BackendChoice(),
     default="ort",
     show_default=True,
     help="ort: ONNX Runtime; openvino: OpenVINO CPU; trt: TensorRT engines (viewrt build); torch: PyTorch eager from "
