@@ -14,6 +14,8 @@ import numpy as np
 from viewrt.bench.memory import proc_cpu_flags
 from viewrt.metrics import psnr
 
+# openvino is imported lazily (cpu_isa: its optimization capabilities, where installed).
+
 _FLAGS = {
     "amx_bf16": "AMX-BF16",
     "amx_int8": "AMX-INT8",

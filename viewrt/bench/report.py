@@ -13,6 +13,8 @@ import numpy as np
 
 from viewrt.bench import cpu
 
+# matplotlib is imported lazily (_plots): summary.md needs no plotting library.
+
 COMPONENTS = (
     "preprocess",
     "h2d",
