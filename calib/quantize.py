@@ -59,7 +59,6 @@ DEFAULT_METHOD = {"int8": "minmax", "fp8": "minmax"}
 # Images vs the fp32 export on held-out validation inputs (random weights or trained):
 # PSNR in dB must be at least this. Loose on purpose: the accuracy report holds the real numbers.
 MIN_PSNR_VS_FP32 = {"int8": 25.0, "fp8": 20.0}
-GRAPHS = ("encoder", "decoder")
 
 
 def matmul_nodes(onnx_path: Path) -> list[dict]:
@@ -370,7 +369,7 @@ def quantize_export(
             seed,
             n_views=max(12, min(src.max_views, 28) + targets),
         )
-        nodes = {g: matmul_nodes(src.path(g)) for g in GRAPHS}
+        nodes = {g: matmul_nodes(src.path(g)) for g in src.graphs}
         _check_exclude(nodes, exclude)
         cs = collect(export_dir, paths, targets=targets, max_samples=max_samples, progress=progress)
         if not cs.encoder or not cs.decoder:
@@ -379,10 +378,11 @@ def quantize_export(
             )
         tmp = work / "out"
         tmp.mkdir()
-        feeds = {"encoder": cs.encoder, "decoder": cs.decoder}
+        # the cache's writer is fed posed views, its reader the cached K/V and target rays
+        feeds = {src.cache.writer: cs.encoder, src.cache.reader: cs.decoder}
         graph_rec = {
             g: _quantize_one(src, g, nodes[g], feeds[g], tmp, precision, method, exclude, attention)
-            for g in GRAPHS
+            for g in src.graphs
         }
         calibration = {"source": source_desc, **cs.record}
         manifest = _quantized_manifest(
@@ -431,14 +431,14 @@ def _check_out(export_dir: Path, out_dir: Path) -> None:
 
 def _check_exclude(nodes: dict[str, list[dict]], exclude: list[str]) -> None:
     """ViewrtError naming the ``--exclude`` patterns that match no matmul's module or node."""
-    known = {n["module"] for g in GRAPHS for n in nodes[g]} | {
-        n["node"] for g in GRAPHS for n in nodes[g]
+    known = {n["module"] for g in nodes for n in nodes[g]} | {
+        n["node"] for g in nodes for n in nodes[g]
     }
     unknown = [p for p in exclude if not any(k == p or k.startswith(p + ".") for k in known)]
     if unknown:
         raise ViewrtError(
             f"--exclude: no matmul in module or node {', '.join(unknown)}; "
-            f"modules are e.g. {', '.join(sorted({n['module'] for n in nodes['decoder']})[:4])}"
+            f"modules are e.g. {', '.join(sorted({n['module'] for g in nodes for n in nodes[g]})[:4])}"
         )
 
 
@@ -473,14 +473,13 @@ def _quantized_manifest(
     import onnxruntime
 
     files = {}
-    for g in GRAPHS:
+    for g in src.graphs:
         f = tmp / src.graphs[g].file
         files[f.name] = {"sha256": sha256_file(f), "size_bytes": f.stat().st_size}
     opset = max(
         o.version
-        for o in onnx.load(
-            str(tmp / src.graphs["decoder"].file), load_external_data=False
-        ).opset_import
+        for info in src.graphs.values()
+        for o in onnx.load(str(tmp / info.file), load_external_data=False).opset_import
         if o.domain in ("", "ai.onnx")
     )
     versions = {

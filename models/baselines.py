@@ -1,7 +1,7 @@
 """PyTorch baselines for ``viewrt bench``: eager renderers with a preallocated or
 ``torch.cat`` cache (fp32 or bf16 autocast), the full-recompute models (Efficient-LVSM
 without a cache, LVSM decoder-only of the same width and depth), analytic FLOP counts and
-the matmul-rate probe. The benchmark harness (viewrt.runtime.bench, torch-free) drives
+the matmul-rate probe. The benchmark harness (viewrt.bench, torch-free) drives
 them through :class:`TorchBaselines`, which ``viewrt bench`` hands it.
 """
 
@@ -30,6 +30,8 @@ BASELINES: dict[str, tuple[str, str]] = {
     "lvsm": ("recompute", "LVSM decoder-only, same width and depth (full recompute), fp32"),
 }
 LABELS = {"efflvsm-nocache": "effLVSM no-cache", "lvsm": "LVSM dec-only"}
+# what a measured row of a baseline needs said next to its numbers
+ROW_NOTES = {"torch-cat": "cache copy (torch.cat) is inside encode"}
 # the precision each baseline computes in (the runtime's backends report theirs in info())
 PRECISION = {
     "torch-fp32": "fp32",
@@ -101,7 +103,8 @@ class TorchBaselines:
         device: "cpu" or "cuda".
         threads: torch intra-op threads (None: torch's default).
     Attributes: ``names`` (BASELINES), ``kinds``, ``descriptions``, ``labels``, ``notes``
-        (what the caller should know, e.g. built-in weights used), ``model_cfg``,
+        (what the caller should know, e.g. built-in weights used), ``row_notes`` (a note
+        per measured row of a baseline), ``model_cfg``,
         ``lvsm_cfg``, ``lvsm_name``.
     """
 
@@ -118,6 +121,7 @@ class TorchBaselines:
         self.kinds = {n: k for n, (k, _) in BASELINES.items()}
         self.descriptions = {n: d for n, (_, d) in BASELINES.items()}
         self.labels = dict(LABELS)
+        self.row_notes = dict(ROW_NOTES)
         self.precisions = dict(PRECISION)
         fam = FAMILIES[manifest.family]
         ecfg = fam.config_cls(**manifest.config)

@@ -4,7 +4,7 @@ resident memory, and the one-line estimate at the start of infer, bench and buil
 
 from __future__ import annotations
 
-from viewrt.contract import estimate as _contract
+import viewrt.contract.estimate as _contract
 from viewrt.contract.estimate import MIB, PRECISIONS, format_estimate
 from viewrt.contract.manifest import load_manifest
 from viewrt.errors import ViewrtError

@@ -7,10 +7,10 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
+import viewrt.runtime.backends as registry
 from viewrt.contract.family import VIEW_SLOTS
 from viewrt.contract.manifest import Manifest, load_manifest
 from viewrt.errors import ViewrtError
-import viewrt.runtime.backends as registry
 from viewrt.runtime.renderer import Renderer
 
 # memory kind -> (module, class) of the session that runs it, imported when used

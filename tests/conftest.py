@@ -50,19 +50,25 @@ def _real_tensorrt() -> str | None:
     return None
 
 
-# Runtime backends every runtime test runs on (options for viewrt.runtime.open); OpenVINO in
-# f32, the precision held to PyTorch within 1e-4.
-# (configuration names of viewrt.runtime.backends.CONFIGS, the one backend vocabulary)
-RUNTIME_BACKENDS = {"ort": {"backend": "ort"}, "openvino": {"backend": "openvino-f32"}}
+def _tested_configurations() -> list[str]:
+    """The runtime configurations every runtime test runs on: the registry's rows marked
+    ``tests`` (ONNX Runtime on the CPU and OpenVINO in f32, the precision held to PyTorch
+    within 1e-4; and any backend registered with ``tests=True``, e.g. by a ``-p`` plugin)."""
+    from viewrt.runtime import backends as registry
+
+    return [name for name, row in registry.configs().items() if row.tests]
 
 
-@pytest.fixture(params=list(RUNTIME_BACKENDS))
+@pytest.fixture(params=_tested_configurations())
 def backend(request):
-    """``viewrt.runtime.open`` options of each CPU runtime backend: ONNX Runtime, and OpenVINO
-    (f32) where it is installed (skipped with a reason elsewhere)."""
-    if request.param == "openvino" and importlib.util.find_spec("openvino") is None:
-        pytest.skip("OpenVINO is not installed (pip install 'viewrt[openvino]')")
-    return dict(RUNTIME_BACKENDS[request.param])
+    """``viewrt.runtime.open`` options of each tested runtime configuration (skipped with
+    the registry's reason where its packages are not installed)."""
+    from viewrt.runtime import backends as registry
+
+    why = registry.missing(request.param)
+    if why is not None:
+        pytest.skip(why)
+    return {"backend": request.param}
 
 
 def pytest_collection_modifyitems(config, items):

@@ -12,6 +12,9 @@ Conventions (those of LVSM / Efficient-LVSM; the dataset side is in ``docs/data.
   target views 6 channels ``[o x d, d]`` (:func:`plucker`, alias :func:`target_view`).
 
 Every problem the caller can fix raises :class:`~viewrt.errors.ViewrtError`.
+
+PIL is imported lazily (:func:`resize_center_crop`), so that ``import viewrt.runtime`` does
+not load it.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ scikit-image).
   image, computed in float64 (the same number as scikit-image's
   ``peak_signal_noise_ratio(gt, pred, data_range=1)``). Identical images have an infinite
   PSNR: :func:`psnr` returns ``inf`` (as scikit-image does, without its warning); callers
-  that write JSON turn it into ``null`` (see ``viewrt.runtime.evaluate``).
+  that write JSON turn it into ``null`` (see ``viewrt.evaluation``).
 * SSIM: scikit-image ``structural_similarity`` with an 11-tap Gaussian window
   (``win_size=11, gaussian_weights=True``, sigma 1.5), ``data_range=1``, averaged over
   the three channels (``channel_axis=0``), on float64 copies of the inputs: the settings

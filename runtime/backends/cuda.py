@@ -9,6 +9,7 @@ error (e.g. cudaErrorInsufficientDriver, with the cuda-python/driver hint).
 from __future__ import annotations
 
 from viewrt.devices import cuda_check, import_cudart
+from viewrt.errors import ViewrtError
 
 
 def _cudart():
@@ -70,7 +71,5 @@ def device_name(device_id: int = 0) -> str:
 def set_device(device_id: int) -> None:
     count = check(_cudart().cudaGetDeviceCount(), "cudaGetDeviceCount")
     if not 0 <= device_id < count:
-        from viewrt.errors import ViewrtError
-
         raise ViewrtError(f"CUDA device {device_id} does not exist ({count} device(s))")
     check(_cudart().cudaSetDevice(device_id), "cudaSetDevice")

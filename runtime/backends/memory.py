@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from viewrt.runtime.backends import cuda
 from viewrt.runtime.backends.base import Buffer
 
 
@@ -54,8 +55,6 @@ class CudaMemory:
     alignment = 256  # cudaMalloc returns 256-byte aligned blocks
 
     def __init__(self, device_id: int = 0):
-        from viewrt.runtime.backends import cuda
-
         self._cuda = cuda
         cuda.set_device(device_id)
         self.device = f"cuda:{device_id}"

@@ -21,6 +21,8 @@ from viewrt.errors import ViewrtError
 from viewrt.runtime.backends.base import Backend, Buffer
 from viewrt.runtime.backends.memory import HostMemory
 
+# openvino is imported lazily (_import_ov): `import viewrt.runtime` works without it.
+
 PRECISIONS = ("f32", "bf16", "f16")  # INFERENCE_PRECISION_HINT values a caller may force
 _NAMES = {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}  # OpenVINO's names -> the project's
 
@@ -117,7 +119,7 @@ class OpenVinoBackend(Backend):
         if self.threads:
             config["INFERENCE_NUM_THREADS"] = int(self.threads)
         self.compiled, self.requests, precisions = {}, {}, set()
-        for g in ("encoder", "decoder"):
+        for g in self.manifest.graphs:
             path = self.manifest.path(g)
             try:
                 model = core.read_model(str(path))

@@ -5,16 +5,76 @@ the encoder writes into a cache slot and the decoder reads the cache prefix in p
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 from viewrt.contract.manifest import Manifest
 from viewrt.errors import ViewrtError
 from viewrt.runtime.backends.base import Backend, Buffer
-from viewrt.runtime.backends.memory import HostMemory
+from viewrt.runtime.backends.memory import CudaMemory, HostMemory
 
-_PROVIDERS = {
-    "cpu": ["CPUExecutionProvider"],
-    "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
-    "tensorrt": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
+# onnxruntime is imported lazily (activate, unavailable): `import viewrt.runtime` works without it.
+
+CPU_EP, CUDA_EP, TRT_EP = (
+    "CPUExecutionProvider",
+    "CUDAExecutionProvider",
+    "TensorrtExecutionProvider",
+)
+
+
+@dataclass(frozen=True)
+class DeviceKind:
+    """What a device kind of the ``device`` option ("cpu", "cuda:N", "tensorrt:N") means
+    for ONNX Runtime.
+
+    Attributes:
+        providers: execution providers in order of preference (the first one must exist).
+        host: buffers in host memory, bound as "cpu"; else CUDA device memory, bound as "cuda".
+        fuses_attention: the provider fuses the plain MatMul -> Softmax -> MatMul attention
+            (no score matrix in memory).
+        decoder_variant: the export's decoder variant it runs where the export has one and
+            fused attention is wanted (export/ort_mha.py), or None.
+    """
+
+    providers: tuple[str, ...]
+    host: bool
+    fuses_attention: bool = False
+    decoder_variant: str | None = None
+
+
+DEVICE_KINDS: dict[str, DeviceKind] = {
+    "cpu": DeviceKind((CPU_EP,), host=True, decoder_variant="onnxruntime-cpu"),
+    "cuda": DeviceKind((CUDA_EP, CPU_EP), host=False),
+    "tensorrt": DeviceKind((TRT_EP, CUDA_EP, CPU_EP), host=False, fuses_attention=True),
 }
+
+
+def _parse_device(device) -> tuple[str, int]:
+    """("cpu" | "cuda" | "tensorrt", device index) of a ``device`` option.
+
+    Raises: ViewrtError for a non-string or an unknown device.
+    """
+    if not isinstance(device, str):
+        raise ViewrtError(
+            f"device must be a string such as 'cpu' or 'cuda:0', got {type(device).__name__}"
+        )
+    kind, _, idx = device.partition(":")
+    if kind not in DEVICE_KINDS or (idx and not idx.isdigit()):
+        raise ViewrtError(
+            f"unknown ONNX Runtime device {device!r}; expected cpu, cuda[:N] or tensorrt[:N]"
+        )
+    return kind, int(idx or 0)
+
+
+def unavailable(manifest: Manifest | None = None, device: str = "cpu", **_options) -> str | None:
+    """Why ONNX Runtime cannot run on ``device`` here (the installed onnxruntime lacks the
+    execution provider), or None. Loads no graph."""
+    import onnxruntime as ort
+
+    wanted = DEVICE_KINDS[_parse_device(device)[0]].providers[0]
+    if wanted not in ort.get_available_providers():
+        return f"onnxruntime has no {wanted} here"
+    return None
 
 
 _ORT_TYPES = {
@@ -53,31 +113,25 @@ class OrtBackend(Backend):
         threads: int | None = None,
         fused_attention: bool = True,
     ):
-        if not isinstance(device, str):
-            raise ViewrtError(
-                f"device must be a string such as 'cpu' or 'cuda:0', got {type(device).__name__}"
-            )
-        kind, _, idx = device.partition(":")
-        if kind not in _PROVIDERS or (idx and not idx.isdigit()):
-            raise ViewrtError(
-                f"unknown ONNX Runtime device {device!r}; expected cpu, cuda[:N] or tensorrt[:N]"
-            )
-        self.kind, self.device_id = kind, int(idx or 0)
-        super().__init__(manifest, "cpu" if kind == "cpu" else f"cuda:{self.device_id}")
+        kind, self.device_id = _parse_device(device)
+        self.device_kind = DEVICE_KINDS[kind]
+        super().__init__(manifest, "cpu" if self.device_kind.host else f"cuda:{self.device_id}")
         # On the CPU, the export's MultiHeadAttention decoder variant (export/ort_mha.py), where it
         # has one: ONNX Runtime's flash attention, no score matrix. The TensorRT EP fuses the plain one.
         self.decoder_variant = (
-            manifest.variant("decoder", "onnxruntime-cpu")
-            if kind == "cpu" and fused_attention
+            manifest.variant("decoder", self.device_kind.decoder_variant)
+            if self.device_kind.decoder_variant is not None and fused_attention
             else None
         )
-        self.materializes_attention = kind != "tensorrt" and self.decoder_variant is None
+        self.materializes_attention = (
+            not self.device_kind.fuses_attention and self.decoder_variant is None
+        )
         self.threads = threads
 
     def activate(self) -> None:
         import onnxruntime as ort
 
-        wanted = _PROVIDERS[self.kind]
+        wanted = self.device_kind.providers
         if wanted[0] not in ort.get_available_providers():
             raise ViewrtError(
                 f"onnxruntime has no {wanted[0]} here (available: {', '.join(ort.get_available_providers())})"
@@ -92,10 +146,9 @@ class OrtBackend(Backend):
         if self.threads:
             opts.intra_op_num_threads = self.threads
         self.sessions = {}
-        for g in ("encoder", "decoder"):
+        for g in self.manifest.graphs:
             providers = [
-                (p, self._provider_options(p, g)) if p != "CPUExecutionProvider" else p
-                for p in wanted
+                (p, self._provider_options(p, g)) if p in PROVIDER_OPTIONS else p for p in wanted
             ]
             try:
                 path = (
@@ -120,63 +173,11 @@ class OrtBackend(Backend):
                 [_declared(t) for t in sess.get_outputs()],
                 source,
             )
-        if self.kind == "cpu":
-            self.memory = HostMemory()
-        else:
-            from viewrt.runtime.backends.memory import CudaMemory
-
-            self.memory = CudaMemory(self.device_id)
+        self.memory = HostMemory() if self.device_kind.host else CudaMemory(self.device_id)
 
     def _provider_options(self, provider: str, graph: str) -> dict:
-        """Options of a GPU execution provider. For the TensorRT EP: one optimization
-        profile from the manifest's dynamic axes (past tokens 1 view .. max views, targets
-        1 .. max targets, tuned for the maximum), no precision flag (``trt_fp16_enable``
-        builds weakly typed; the export's precision is in the graph, so the EP builds it
-        strongly typed), an engine cache keyed by the graph's sha256 (a subfolder per
-        checksum: re-exported weights never meet a stale engine) and a timing cache, both
-        next to the export."""
-        opts = {"device_id": self.device_id}
-        if provider != "TensorrtExecutionProvider":
-            return opts
-        m = self.manifest
-        dims = m.dynamic_ranges()  # {dim: (min, opt, max)}
-        lo, hi = [], []
-        for t in m.tensors(graph, "inputs"):
-            if any(isinstance(d, str) for d in t.shape):
-                lo.append(
-                    f"{t.name}:"
-                    + "x".join(str(dims[d][0] if isinstance(d, str) else d) for d in t.shape)
-                )
-                hi.append(
-                    f"{t.name}:"
-                    + "x".join(str(dims[d][2] if isinstance(d, str) else d) for d in t.shape)
-                )
-        root = m.dir / "ort_trt_cache"
-        sha = m.graphs[graph].sha256
-        if not sha:
-            raise ViewrtError(
-                f"{m.dir}: the manifest records no sha256 for the {graph} graph; re-export"
-            )
-        # typed graphs are never down-cast (precision table); engines are keyed by the graph's content
-        opts.update(
-            {
-                "trt_fp16_enable": m.precision_row.ort_trt_fp16,
-                "trt_int8_enable": False,
-                "trt_engine_cache_enable": True,
-                "trt_engine_cache_path": str(root / sha),
-                "trt_timing_cache_enable": True,
-                "trt_timing_cache_path": str(root),
-            }
-        )
-        if lo:
-            opts.update(
-                {
-                    "trt_profile_min_shapes": ",".join(lo),
-                    "trt_profile_opt_shapes": ",".join(hi),
-                    "trt_profile_max_shapes": ",".join(hi),
-                }
-            )
-        return opts
+        """Options of an execution provider for one graph (its row of PROVIDER_OPTIONS)."""
+        return PROVIDER_OPTIONS[provider](self, graph)
 
     def info(self) -> dict:
         return {
@@ -195,10 +196,71 @@ class OrtBackend(Backend):
     def _run(self, graph: str, inputs: dict[str, Buffer], outputs: dict[str, Buffer]) -> None:
         session = self.sessions[graph]
         binding = session.io_binding()
-        dev = "cpu" if self.kind == "cpu" else "cuda"
+        dev = "cpu" if self.device_kind.host else "cuda"
         for name, b in inputs.items():
             binding.bind_input(name, dev, self.device_id, b.dtype, list(b.shape), b.ptr)
         for name, b in outputs.items():
             binding.bind_output(name, dev, self.device_id, b.dtype, list(b.shape), b.ptr)
         self.memory.synchronize()  # copies queued on our stream precede the run
         session.run_with_iobinding(binding)
+
+
+def _cuda_options(backend: OrtBackend, graph: str) -> dict:
+    """Options of the CUDA execution provider: the device."""
+    return {"device_id": backend.device_id}
+
+
+def _tensorrt_options(backend: OrtBackend, graph: str) -> dict:
+    """Options of the TensorRT execution provider: one optimization profile from the
+    manifest's dynamic axes (past tokens 1 view .. max views, targets 1 .. max targets,
+    tuned for the maximum), no precision flag (``trt_fp16_enable`` builds weakly typed; the
+    export's precision is in the graph, so the EP builds it strongly typed), an engine cache
+    keyed by the graph's sha256 (a subfolder per checksum: re-exported weights never meet a
+    stale engine) and a timing cache, both next to the export."""
+    opts = {"device_id": backend.device_id}
+    m = backend.manifest
+    dims = m.dynamic_ranges()  # {dim: (min, opt, max)}
+    lo, hi = [], []
+    for t in m.tensors(graph, "inputs"):
+        if any(isinstance(d, str) for d in t.shape):
+            lo.append(
+                f"{t.name}:"
+                + "x".join(str(dims[d][0] if isinstance(d, str) else d) for d in t.shape)
+            )
+            hi.append(
+                f"{t.name}:"
+                + "x".join(str(dims[d][2] if isinstance(d, str) else d) for d in t.shape)
+            )
+    root = m.dir / "ort_trt_cache"
+    sha = m.graphs[graph].sha256
+    if not sha:
+        raise ViewrtError(
+            f"{m.dir}: the manifest records no sha256 for the {graph} graph; re-export"
+        )
+    # typed graphs are never down-cast (precision table); engines are keyed by the graph's content
+    opts.update(
+        {
+            "trt_fp16_enable": m.precision_row.ort_trt_fp16,
+            "trt_int8_enable": False,
+            "trt_engine_cache_enable": True,
+            "trt_engine_cache_path": str(root / sha),
+            "trt_timing_cache_enable": True,
+            "trt_timing_cache_path": str(root),
+        }
+    )
+    if lo:
+        opts.update(
+            {
+                "trt_profile_min_shapes": ",".join(lo),
+                "trt_profile_opt_shapes": ",".join(hi),
+                "trt_profile_max_shapes": ",".join(hi),
+            }
+        )
+    return opts
+
+
+# provider -> its options for (backend, graph name); providers not listed take none (the CPU EP)
+PROVIDER_OPTIONS: dict[str, Callable[[OrtBackend, str], dict]] = {
+    CUDA_EP: _cuda_options,
+    TRT_EP: _tensorrt_options,
+}

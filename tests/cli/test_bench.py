@@ -11,7 +11,7 @@ import math
 import pytest
 from click.testing import CliRunner
 
-from viewrt.cli.bench import BACKEND_NAMES as BACKENDS
+from viewrt.cli.bench import backend_names
 from viewrt.cli.options import parse_backends, parse_int_list
 from viewrt.models.baselines import BASELINES
 
@@ -157,13 +157,23 @@ def test_bad_view_lists(text):
 
 
 def test_parse_helpers():
+    BACKENDS = backend_names()
     assert parse_int_list("4, 1,2,2", "--views") == [1, 2, 4]
     assert parse_backends(None, BACKENDS) is None
     assert parse_backends("lvsm,ort,lvsm", BACKENDS) == ["lvsm", "ort"]
     assert set(CPU_BACKENDS) <= set(BACKENDS)
-    from viewrt.cli.bench import BASELINE_NAMES
+    from viewrt.runtime.backends import CONFIGS
 
-    assert BASELINE_NAMES == tuple(BASELINES)  # one vocabulary: the CLI's names are the registry's
+    # one vocabulary: the CLI's names are the registries' (runtime configurations, the
+    # quantized columns of the configurations that run Q/DQ exports, the PyTorch baselines)
+    assert BACKENDS == [
+        *CONFIGS,
+        "ort-int8",
+        "openvino-int8",
+        "ort-fp8",
+        "openvino-fp8",
+        *BASELINES,
+    ]
 
 
 def test_bad_repeats_and_missing_export(tiny_export, tmp_path):

@@ -11,9 +11,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 TOP = ("viewrt", "runtime", "export", "models", "calib", "tests", "docs", ".ci")
 # a path inside the repository: starts at a top-level folder, ends in a file or folder name
-PATH = re.compile(
-    r"(?<![\w./-])((?:%s)/[\w./-]*[\w/])" % "|".join(re.escape(t) for t in TOP)
-)
+PATH = re.compile(r"(?<![\w./-])((?:%s)/[\w./-]*[\w/])" % "|".join(re.escape(t) for t in TOP))
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
 

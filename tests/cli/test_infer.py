@@ -18,7 +18,7 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from viewrt.cli import main
 from viewrt.data import load_scene, make_synthetic_list, make_synthetic_scene
 from viewrt.errors import ViewrtError
-from viewrt.runtime.evaluate import _jsonable, default_targets, run_scene, select_frames
+from viewrt.evaluation import default_targets, jsonable, run_scene, select_frames
 
 VIEWS = 3
 TARGETS = 2
@@ -268,7 +268,7 @@ def load_scene_stub(n: int):
 
 
 def test_json_has_no_infinity():
-    assert _jsonable({"psnr": math.inf, "x": [np.float32(1.5), np.int64(2), math.nan]}) == {
+    assert jsonable({"psnr": math.inf, "x": [np.float32(1.5), np.int64(2), math.nan]}) == {
         "psnr": None,
         "x": [1.5, 2, None],
     }

@@ -22,7 +22,7 @@ from viewrt.data import (
     select_index_frames,
 )
 from viewrt.errors import ViewrtError
-from viewrt.runtime.evaluate import SceneSkipped, select_frames
+from viewrt.evaluation import SceneSkipped, select_frames
 
 EXACT = 1e-6  # float32 rounding of k / 255 or k / 65535
 

@@ -1,4 +1,4 @@
-"""``viewrt bench``: the torch-free harness (viewrt.runtime.bench) composed with the
+"""``viewrt bench``: the torch-free harness (viewrt.bench) composed with the
 PyTorch baselines (viewrt.models.baselines, imported when the command runs: see
 viewrt/cli/__init__.py)."""
 
@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from viewrt.bench.harness import BenchConfig, run_bench, runtime_names
 from viewrt.cli._errors import cli_errors, finite_float, require_report_extra
 from viewrt.cli.options import (
     backends_option,
@@ -19,15 +20,24 @@ from viewrt.cli.options import (
     threads_option,
 )
 from viewrt.errors import ViewrtError
-from viewrt.runtime.backends import CONFIGS
-from viewrt.runtime.bench.harness import QUANTIZED, BenchConfig, run_bench
 
 FINITE_POSITIVE, FINITE_NONNEGATIVE = finite_float(True), finite_float(False)
 
-# The bench vocabulary: runtime configurations, then the PyTorch baselines (names kept here so
-# that `--help` needs no torch; tests check it equals models.baselines.BASELINES).
-BASELINE_NAMES = ("torch-fp32", "torch-bf16", "torch-cat", "efflvsm-nocache", "lvsm")
-BACKEND_NAMES = [*CONFIGS, *QUANTIZED, *BASELINE_NAMES]
+
+def baseline_names() -> tuple[str, ...]:
+    """The PyTorch baselines' names (viewrt.models.baselines.BASELINES); none where torch
+    is not installed (a runtime-only install benches the runtime alone)."""
+    try:
+        from viewrt.models.baselines import BASELINES  # imports torch: only when a run asks
+    except ImportError:
+        return ()
+    return tuple(BASELINES)
+
+
+def backend_names() -> list[str]:
+    """The bench vocabulary, read when the command runs: the runtime's configurations from
+    its registry (and their quantized columns), then the PyTorch baselines."""
+    return [*runtime_names(), *baseline_names()]
 
 
 @click.command("bench")
@@ -36,8 +46,11 @@ BACKEND_NAMES = [*CONFIGS, *QUANTIZED, *BASELINE_NAMES]
 @int_list_option("--views", "1,2,4,8,16,32,48,64", "Cached-view counts N (comma-separated).")
 @int_list_option("--targets", "1,8", "Target-view counts (comma-separated).")
 @backends_option(
-    BACKEND_NAMES,
-    f"Comma-separated, of: {', '.join(BACKEND_NAMES)} (default: all available).",
+    backend_names,
+    "Comma-separated: runtime configurations of the backend registry (viewrt.runtime.backends, "
+    "and any registered), their quantized columns (e.g. ort-int8, with --quantized-export) and "
+    "the PyTorch baselines of viewrt.models.baselines (default: all available; an unknown name "
+    "lists them all).",
 )
 @click.option(
     "--repeats",

@@ -1,4 +1,4 @@
-"""``viewrt infer``: the CLI over the view-by-view evaluation (viewrt.runtime.evaluate):
+"""``viewrt infer``: the CLI over the view-by-view evaluation (viewrt.evaluation):
 renderers from the runtime registry, or PyTorch eager from the export's preset and weights.
 
 The command runs in steps, one function each: the arguments become an :class:`InferRequest`;
@@ -20,6 +20,7 @@ import click
 import numpy as np
 
 import viewrt.runtime as vrt
+import viewrt.runtime.backends as registry
 from viewrt.cli._errors import cli_errors, require_report_extra
 from viewrt.cli.options import (
     FrameIndices,
@@ -39,29 +40,31 @@ from viewrt.data import (
     make_synthetic_scene,
 )
 from viewrt.errors import ViewrtError
-from viewrt.failures import summarize_failures
-from viewrt.folders import locked_folder
-from viewrt.geometry import NormalizationFrame
-from viewrt.runtime import backends as registry
-from viewrt.runtime.backends.openvino import PRECISIONS as INFERENCE_PRECISIONS
-from viewrt.runtime.estimate import echo_estimate
-from viewrt.runtime.evaluate import (
+from viewrt.evaluation import (
     DEFAULT_TARGETS,
     SYNTHETIC_FRAMES,
     UNTRAINED,
     BackendUnavailable,
-    _load_images,
-    _write_json,
+    load_images,
     mean,
     run_list,
     run_scene,
     scene_line,
     select_frames,
+    write_json,
 )
-from viewrt.runtime.precision_check import against_fp32
+from viewrt.evaluation.precision import against_fp32
+from viewrt.failures import summarize_failures
+from viewrt.folders import locked_folder
+from viewrt.geometry import NormalizationFrame
+from viewrt.runtime.backends.openvino import PRECISIONS as INFERENCE_PRECISIONS
+from viewrt.runtime.estimate import echo_estimate
 
-RUNTIME_BACKENDS = tuple(registry.CONFIGS)  # the runtime's configurations
-BACKENDS = (*RUNTIME_BACKENDS, "torch")
+
+def backend_names() -> list[str]:
+    """``--backend`` choices, read when the command runs (a backend registered after import
+    counts): the runtime registry's names, then "torch"."""
+    return [*registry.names(), "torch"]
 
 
 @dataclass(frozen=True)
@@ -87,7 +90,7 @@ class InferRequest:
 
 def _takes_inference_precision(backend: str) -> bool:
     """Whether a backend name (configuration or torch) has a compute-precision option."""
-    if backend not in RUNTIME_BACKENDS:
+    if backend not in registry.names():
         return False
     name, _ = registry.resolve(backend)
     return "inference_precision" in registry.backend_class(name).options
@@ -165,7 +168,7 @@ def _renderer_factory(req: InferRequest, manifest: Manifest):
             f"--inference-precision applies to a backend with its own compute precision (openvino); "
             f"{req.backend} computes in the export's precision"
         )
-    if req.backend in RUNTIME_BACKENDS:
+    if req.backend in registry.names():
         return _runtime_factory(req)
     return _torch_factory(req, manifest)
 
@@ -335,7 +338,7 @@ def _report_against_fp32(*, factory, factory_fp32, scene, sel: dict, size: int, 
     """Reduced compute precision (OpenVINO bf16/f16): the same views on f32, max abs image
     error and PSNR against it per step, into summary.json ("precision_vs_fp32") and one line."""
     frames = [*sel["inputs"], *sel["targets"]]
-    data = _load_images(scene, frames, size)
+    data = load_images(scene, frames, size)
     frame = NormalizationFrame.from_cameras(np.stack([data[i][1].c2w for i in frames]))
     cmp = against_fp32(
         lambda: factory(frame),
@@ -346,7 +349,7 @@ def _report_against_fp32(*, factory, factory_fp32, scene, sel: dict, size: int, 
     path = out / "summary.json"
     summary = json.loads(path.read_text())
     summary["precision_vs_fp32"] = cmp
-    _write_json(path, summary)
+    write_json(path, summary)
     click.echo(
         f"{cmp['precision']} vs {cmp['reference_precision']} (same backend, float images): max abs {cmp['max_abs']:.2e}, "
         f"PSNR {cmp['psnr_db_min']:.1f} dB (worst step); per step in {path}"
@@ -418,7 +421,7 @@ def _precision_hint(value: str) -> str:
     "the inputs are then the first frames that are not targets.",
 )
 @backend_option(
-    BACKENDS,
+    backend_names,
     "ort",
     "ort: ONNX Runtime; openvino: OpenVINO CPU; trt: TensorRT engines (viewrt build); torch: PyTorch eager from "
     "the export's preset and weights (and the other runtime configurations: ort-cuda, ort-trt, openvino-f32).",

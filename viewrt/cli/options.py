@@ -164,8 +164,12 @@ class BackendList(_Parsed):
 
     name = "NAME,NAME,..."
 
-    def __init__(self, known: Sequence[str]):
-        self.known = list(known)
+    def __init__(self, known: Sequence[str] | Callable[[], Sequence[str]]):
+        self._known = known  # a callable is read when the command runs (registered backends)
+
+    @property
+    def known(self) -> list[str]:
+        return list(self._known() if callable(self._known) else self._known)
 
     def parse(self, text):
         return _backends(text, self.known)
@@ -266,15 +270,33 @@ def device_option(help: str, choices: Sequence[str] | None = None, default: str 
     )
 
 
-def backend_option(names: Sequence[str], default: str, help: str):
-    """``--backend``: one name of ``names``."""
+class NameChoice(click.Choice):
+    """A click Choice whose names may come from a function, read when the command runs
+    (the backend registry: a backend registered after import counts)."""
+
+    def __init__(self, names: Sequence[str] | Callable[[], Sequence[str]]):
+        self._names = names
+        super().__init__(())
+
+    @property
+    def choices(self) -> tuple[str, ...]:
+        return tuple(self._names() if callable(self._names) else self._names)
+
+    @choices.setter
+    def choices(self, _value) -> None:
+        pass  # the names are the one list
+
+
+def backend_option(names: Sequence[str] | Callable[[], Sequence[str]], default: str, help: str):
+    """``--backend``: one name of ``names`` (a function is read when the command runs)."""
     return click.option(
-        "--backend", type=click.Choice(list(names)), default=default, show_default=True, help=help
+        "--backend", type=NameChoice(names), default=default, show_default=True, help=help
     )
 
 
-def backends_option(names: Sequence[str], help: str):
-    """``--backends``: a comma-separated list of ``names`` (None: the command's default set)."""
+def backends_option(names: Sequence[str] | Callable[[], Sequence[str]], help: str):
+    """``--backends``: a comma-separated list of ``names`` (None: the command's default set);
+    ``names`` may be a function, read when the command runs (backends registered since)."""
     return click.option("--backends", type=BackendList(names), default=None, help=help)
 
 

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from viewrt.checksum import sha256_file
 import viewrt.contract.names as N
+from viewrt.checksum import sha256_file
 from viewrt.contract.families import family_contract
 from viewrt.contract.family import CacheGeometry, FamilyContract
 from viewrt.contract.memory import host_memory_bytes

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+# Imported lazily: psutil (optional), resource (not on Windows), onnxruntime (its version).
+
 # CPU features that decide which precisions run fast (x86 /proc/cpuinfo flag names).
 ISA_FLAGS = (
     "amx_tile",

@@ -28,7 +28,6 @@ def against_fp32(
         "max_abs": worst over the steps, "psnr_db_min": worst mean PSNR over the steps}.
         PSNR is ``10 log10(1 / MSE)`` on [0, 1] images, the mean over the targets.
     """
-
     a, b = open_reduced(), None
     try:
         b = open_fp32()

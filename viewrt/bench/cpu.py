@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from viewrt.runtime.bench.memory import proc_cpu_flags
+from viewrt.bench.memory import proc_cpu_flags
+from viewrt.metrics import psnr
+
+# openvino is imported lazily (cpu_isa: its optimization capabilities, where installed).
 
 _FLAGS = {
     "amx_bf16": "AMX-BF16",
@@ -122,8 +125,6 @@ def accuracy(renders: dict, precisions: dict, order: list[str]) -> list[dict]:
     Args: renders: {(backend, n, t): float images [t, 3, S, S]}; precisions: backend ->
         precision; order: backends in preference order for the fp32 reference.
     """
-    from viewrt.metrics import psnr
-
     ref = next(
         (
             b

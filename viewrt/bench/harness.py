@@ -9,7 +9,8 @@ inputs are its first views, targets its last ones), every point gets warm-up run
 result is a median with its spread. Timed repetitions at the same N remove the view just
 added and add it again, so each one is a genuine add into N-1 cached views.
 
-Backends: the runtime configurations of :data:`viewrt.runtime.backends.CONFIGS`, and the
+Backends: the runtime configurations of the registry (:mod:`viewrt.runtime.backends`: each
+configuration, and one column per quantized precision a configuration runs), and the
 baselines a provider brings (``viewrt bench`` passes
 :class:`viewrt.models.baselines.TorchBaselines`: PyTorch eager with a preallocated or
 ``torch.cat`` cache, Efficient-LVSM without a cache, LVSM decoder-only). A full-recompute
@@ -31,36 +32,45 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
+import viewrt.bench.cpu as cpu
+import viewrt.runtime as vrt
+import viewrt.runtime.backends as registry
+from viewrt.bench.memory import Memory, loadavg, machine_info, rss_page_bytes
+from viewrt.bench.report import COMPONENTS, CSV_FIELDS, write_outputs
+from viewrt.contract.manifest import load_manifest
 from viewrt.contract.precision import QUANTIZED_PRECISIONS
+from viewrt.data import load_frame, load_scene, make_synthetic_scene
 from viewrt.errors import ViewrtError
-from viewrt.runtime.backends import CONFIGS
-from viewrt.runtime.bench import cpu
-from viewrt.runtime.bench.memory import Memory, loadavg, machine_info, rss_page_bytes
-from viewrt.runtime.bench.report import COMPONENTS, CSV_FIELDS, write_outputs
+from viewrt.folders import locked_folder
+from viewrt.geometry import Camera, NormalizationFrame
+from viewrt.runtime.estimate import echo_estimate
 from viewrt.timing import matmul_gflops
 
-RUNTIME = CONFIGS  # runtime configuration names (ort, ort-cuda, ort-trt, trt, ...)
-# runtime configurations run on a second, quantized export (viewrt calib; --quantized-export)
-QUANTIZED = {f"{c}-{p}": (c, p) for p in QUANTIZED_PRECISIONS for c in ("openvino", "ort")}
+
+def quantized_configs() -> dict[str, tuple[str, str]]:
+    """``{"<configuration>-<precision>": (configuration, precision)}``: the runtime
+    configurations that run a second, quantized export (``viewrt calib``;
+    ``--quantized-export``), from the registry's ``Config.quantized``."""
+    return {
+        f"{c}-{p}": (c, p)
+        for p in QUANTIZED_PRECISIONS
+        for c, row in registry.configs().items()
+        if p in row.quantized
+    }
+
+
+def runtime_names() -> list[str]:
+    """The runtime's bench columns: every configuration, then the quantized ones."""
+    return [*registry.configs(), *quantized_configs()]
 
 
 def all_backend_names(baselines=None, quantized: str | None = None) -> list[str]:
     """The bench vocabulary: runtime configurations, those on a quantized export of
     precision ``quantized`` (if any), then the provider's baselines."""
-    q = [n for n, (_, p) in QUANTIZED.items() if p == quantized]
-    return [*RUNTIME, *q, *(baselines.names if baselines is not None else ())]
-
-
-def _not_installed(backend: str) -> str | None:
-    """Why a registered backend cannot load here (its packages are missing), or None."""
-    from viewrt.runtime.backends import backend_class
-
-    try:
-        backend_class(backend)
-    except ViewrtError as e:
-        return str(e)
-    return None
+    q = [n for n, (_, p) in quantized_configs().items() if p == quantized]
+    return [*registry.configs(), *q, *(baselines.names if baselines is not None else ())]
 
 
 def numpy_matmul_rate(reps: int = 5) -> dict:
@@ -154,7 +164,7 @@ class Bench:
     Args:
         cfg: what to measure.
         baselines: a provider of non-runtime backends (see viewrt.models.baselines.
-            TorchBaselines: names, kinds, descriptions, labels, open, recompute, flops,
+            TorchBaselines: names, kinds, descriptions, labels, row_notes, open, recompute, flops,
             matmul_rate, sync, device_peak_reset, device_peak, machine, notes), made by
             ``make_baselines(manifest)`` once the manifest is checked; None: runtime only.
         progress: show a progress bar (on a terminal).
@@ -168,12 +178,12 @@ class Bench:
         self.growth: dict[str, dict] = {}
         self.notes: list[str] = []
         self.steps: dict[str, list] = {}
+        self.runtime = dict(registry.configs())  # runtime configurations, by name
+        self.quantized = quantized_configs()  # name -> (configuration, precision)
 
     # -- setup ----------------------------------------------------------------------------
     def check(self) -> None:
         """Everything a user can get wrong, before any heavy work."""
-        from viewrt.contract.manifest import load_manifest
-
         cfg = self.cfg
         if cfg.repeats < 1:
             raise ViewrtError(f"--repeats must be at least 1, got {cfg.repeats}")
@@ -211,7 +221,7 @@ class Bench:
                     f"--views up to {max(cfg.views)}: {cfg.quantized_export} has max_views {q.max_views}"
                 )
         if self.make_baselines is not None and (
-            cfg.backends is None or set(cfg.backends) - set(RUNTIME) - set(QUANTIZED)
+            cfg.backends is None or set(cfg.backends) - set(self.runtime) - set(self.quantized)
         ):
             self.base = self.make_baselines(m)
             self.notes += self.base.notes
@@ -227,66 +237,38 @@ class Bench:
             )
 
     def _available(self, names: list[str] | None) -> tuple[list[str], dict[str, str]]:
-
-        import onnxruntime as ort
-
-        from viewrt import devices
-
-        providers = ort.get_available_providers()
+        """(backends that can run here, {backend: why not} for the others)."""
         if names is None:
             names = all_backend_names(
                 self.base, self.qmanifest.precision if self.qmanifest is not None else None
             )
         selected, skipped = [], {}
         for b in names:
-            why = None
-            if b in QUANTIZED:
-                if self.qmanifest is None:
-                    why = "needs --quantized-export DIR (an int8/fp8 export from `viewrt calib`)"
-                elif self.qmanifest.precision != QUANTIZED[b][1]:
-                    why = f"the quantized export is {self.qmanifest.precision}"
-                else:
-                    why = _not_installed(RUNTIME[QUANTIZED[b][0]].backend)
-            elif b not in RUNTIME and self.base is None:
-                why = "no baselines provider in this run (viewrt bench brings the PyTorch ones)"
-            elif b == "ort-cuda" and "CUDAExecutionProvider" not in providers:
-                why = "onnxruntime has no CUDAExecutionProvider here"
-            elif b == "ort-trt" and "TensorrtExecutionProvider" not in providers:
-                why = "onnxruntime has no TensorrtExecutionProvider here"
-            elif b == "trt" and not devices.tensorrt_status().ok:
-                why = devices.tensorrt_status().reason
-            elif b == "trt" and not self.manifest.engines:
-                why = f"no engines in {self.cfg.export_dir} (run `viewrt build`)"
-            elif b in RUNTIME:
-                why = _not_installed(RUNTIME[b].backend)
-            if why is None and self._runtime(b):
-                why = self._cannot_make(b)
+            why = self._why_not(b)
             if why is None:
                 selected.append(b)
             else:
                 skipped[b] = why
         return selected, skipped
 
-    def _cannot_make(self, backend: str) -> str | None:
-        """Why a runtime configuration cannot be made for its export (files it reads that
-        are missing or do not match the manifest, options), without loading any graph."""
-        from viewrt.runtime.backends import create
-
-        m, name = (
-            (self.qmanifest, QUANTIZED[backend][0])
-            if backend in QUANTIZED
-            else (self.manifest, backend)
-        )
-        try:
-            create(name, m, threads=self.cfg.threads)
-        except ViewrtError as e:
-            return str(e)
+    def _why_not(self, backend: str) -> str | None:
+        """Why a backend cannot run in this bench (packages, machine, export files,
+        options; checked from the registry without loading any graph), or None."""
+        threads = self.cfg.threads
+        if backend in self.quantized:
+            config, precision = self.quantized[backend]
+            if self.qmanifest is None:
+                return "needs --quantized-export DIR (an int8/fp8 export from `viewrt calib`)"
+            if self.qmanifest.precision != precision:
+                return f"the quantized export is {self.qmanifest.precision}"
+            return registry.unavailable(config, self.qmanifest, threads=threads)
+        if backend in self.runtime:
+            return registry.unavailable(backend, self.manifest, threads=threads)
+        if self.base is None:
+            return "no baselines provider in this run (viewrt bench brings the PyTorch ones)"
         return None
 
     def setup(self) -> None:
-        from viewrt.data import load_frame, load_scene, make_synthetic_scene
-        from viewrt.geometry import Camera, NormalizationFrame
-
         cfg, m = self.cfg, self.manifest
         self.mem = Memory()
         self.machine = machine_info()
@@ -318,9 +300,8 @@ class Bench:
     def kind(self, backend: str) -> str:
         return "runtime" if self._runtime(backend) else self.base.kinds[backend]
 
-    @staticmethod
-    def _runtime(backend: str) -> bool:
-        return backend in RUNTIME or backend in QUANTIZED
+    def _runtime(self, backend: str) -> bool:
+        return backend in self.runtime or backend in self.quantized
 
     # -- FLOPs --------------------------------------------------------------------------------
     def flops(self, backend: str, n: int, t: int) -> dict:
@@ -376,11 +357,9 @@ class Bench:
     # -- incremental backends (runtime and PyTorch eager) -----------------------------------
     def _open(self, backend: str):
         if self._runtime(backend):
-            import viewrt.runtime as vrt
-
             folder, config = (
-                (self.cfg.quantized_export, QUANTIZED[backend][0])
-                if backend in QUANTIZED
+                (self.cfg.quantized_export, self.quantized[backend][0])
+                if backend in self.quantized
                 else (self.cfg.export_dir, backend)
             )
             r = vrt.open(
@@ -468,8 +447,8 @@ class Bench:
                         device_peak_bytes=self._device_peak(backend),
                     )
                     self.steps[f"{backend} N={n} T={t}"] = raw
-                    if backend == "torch-cat":
-                        row["note"] = "cache copy (torch.cat) is inside encode"
+                    if not self._runtime(backend) and backend in self.base.row_notes:
+                        row["note"] = self.base.row_notes[backend]
                 bar.update()
             later = (
                 deltas[1:] or deltas
@@ -564,8 +543,6 @@ class Bench:
 
     # -- run -------------------------------------------------------------------------------------
     def run(self) -> dict:
-        from tqdm import tqdm
-
         cfg = self.cfg
         t_start = time.perf_counter()
         try:
@@ -622,11 +599,11 @@ class Bench:
 
     def results(self) -> dict:
         m = self.manifest
-        descriptions = {b: RUNTIME[b].description for b in RUNTIME}
+        descriptions = {b: row.description for b, row in self.runtime.items()}
         descriptions.update(
             {
-                b: f"{RUNTIME[c].description}, on the {p} Q/DQ export ({self.cfg.quantized_export})"
-                for b, (c, p) in QUANTIZED.items()
+                b: f"{self.runtime[c].description}, on the {p} Q/DQ export ({self.cfg.quantized_export})"
+                for b, (c, p) in self.quantized.items()
             }
         )
         if self.base is not None:
@@ -689,9 +666,6 @@ def run_bench(cfg: BenchConfig, make_baselines=None, progress: bool = True) -> t
     Raises: ViewrtError on bad options, an export that cannot hold max(views), or an
         unknown backend (checked before any measurement).
     """
-    from viewrt.folders import locked_folder
-    from viewrt.runtime.estimate import echo_estimate
-
     b = Bench(cfg, make_baselines, progress)
     b.check()
     echo_estimate(

@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import csv
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from viewrt.runtime.bench import cpu
+import viewrt.bench.cpu as cpu
+
+# matplotlib is imported lazily (_plots): summary.md needs no plotting library.
 
 COMPONENTS = (
     "preprocess",
@@ -131,120 +134,160 @@ def _primary(res: dict) -> str | None:
     return next(iter(_of_kind(res, "runtime")), None)
 
 
+@dataclass(frozen=True)
+class _Run:
+    """What every check reads: the results, their rows by (backend, N, targets), the
+    runtime backend evaluated, the target count and its note, the fast eager baselines."""
+
+    res: dict
+    rows: dict
+    rt: str
+    T: int
+    tnote: str
+    eager: list[str]
+
+    def median(self, backend: str, n: int, key: str = "median_ms"):
+        return _num(self.rows.get((backend, n, self.T)), key)
+
+    def fastest_eager(self, n: int) -> list[float]:
+        """Medians of the eager baselines at N (torch.cat, upstream's style, left out)."""
+        return [
+            x for x in (self.median(b, n) for b in self.eager if b != "torch-cat") if x is not None
+        ]
+
+
 def _check_lines(res: dict) -> list[str]:
     """The issue's targets, evaluated on this run: PASS / FAIL / n/a with the numbers."""
-    L = _lookup(res)
     rt = _primary(res)
-    rate = res["matmul"]["gflops"]
-    out = []
     if rt is None:
         return ["- n/a: no runtime backend in this run"]
     T = 8 if 8 in res["targets"] else max(res["targets"])
-    tnote = "" if T == 8 else f" (8 targets not in this run; evaluated with {T})"
+    run = _Run(
+        res,
+        _lookup(res),
+        rt,
+        T,
+        "" if T == 8 else f" (8 targets not in this run; evaluated with {T})",
+        _of_kind(res, "eager"),
+    )
+    return [
+        *_check_speedup_vs_eager(run),
+        *_check_quantized_vs_eager(run),
+        *_check_decoder_rate(run),
+        *_check_overhead(run),
+        *_check_speedup_vs_lvsm(run),
+        *_check_memory(run),
+    ]
 
-    # 1. runtime faster than the faster PyTorch eager baseline at N 4..64
+
+def _check_speedup_vs_eager(run: _Run) -> list[str]:
+    """1. the runtime faster than the faster PyTorch eager baseline at N 4..64."""
     tg = TARGETS["speedup_vs_eager"]
     lo, hi = tg["views"]
-    eager = _of_kind(res, "eager")
     pts = []
-    for n in res["views"]:
+    for n in run.res["views"]:
         if not lo <= n <= hi:
             continue
-        a = _num(L.get((rt, n, T)))
-        tor = [
-            x for x in (_num(L.get((b, n, T))) for b in eager if b != "torch-cat") if x is not None
-        ]
+        a, tor = run.median(run.rt, n), run.fastest_eager(n)
         if a is not None and tor:
             pts.append((n, min(tor) / a))
-    if pts:
-        ok = all(s >= tg["min"] for _, s in pts)
-        out.append(
-            f"- {'PASS' if ok else 'FAIL'}: {rt} >= {tg['min']:g}x faster than the faster of {'/'.join(b for b in eager if b != 'torch-cat')} at N {lo}..{hi}{tnote}: "
-            + ", ".join(f"N={n} {s:.2f}x" for n, s in pts)
-            + (
-                ""
-                if {4, 8, 16, 32, 48, 64} <= {n for n, _ in pts}
-                else " (not every N of 4,8,16,32,48,64 was run)"
-            )
+    if not pts:
+        return ["- n/a: runtime vs PyTorch eager at N 4..64 (no such points in this run)"]
+    ok = all(s >= tg["min"] for _, s in pts)
+    return [
+        f"- {'PASS' if ok else 'FAIL'}: {run.rt} >= {tg['min']:g}x faster than the faster of {'/'.join(b for b in run.eager if b != 'torch-cat')} at N {lo}..{hi}{run.tnote}: "
+        + ", ".join(f"N={n} {s:.2f}x" for n, s in pts)
+        + (
+            ""
+            if {4, 8, 16, 32, 48, 64} <= {n for n, _ in pts}
+            else " (not every N of 4,8,16,32,48,64 was run)"
         )
-    else:
-        out.append("- n/a: runtime vs PyTorch eager at N 4..64 (no such points in this run)")
+    ]
 
-    # 1b. the quantized export on OpenVINO against PyTorch eager
+
+def _check_quantized_vs_eager(run: _Run) -> list[str]:
+    """1b. the quantized export on OpenVINO against PyTorch eager."""
     tq = TARGETS["quantized_vs_eager"]
-    for qb in (b for b in tq["backends"] if b in res["backends"]):
+    out = []
+    for qb in (b for b in tq["backends"] if b in run.res["backends"]):
         qpts = []
-        for n in res["views"]:
-            a = _num(L.get((qb, n, T)))
-            tor = [
-                x
-                for x in (_num(L.get((b, n, T))) for b in eager if b != "torch-cat")
-                if x is not None
-            ]
+        for n in run.res["views"]:
+            a, tor = run.median(qb, n), run.fastest_eager(n)
             if tq["views"][0] <= n <= tq["views"][1] and a is not None and tor:
                 qpts.append((n, min(tor) / a))
         if qpts:
             ok = all(s >= tq["min"] for _, s in qpts)
             out.append(
                 f"- {'PASS' if ok else 'FAIL'}: {qb} >= {tq['min']:g}x faster than the faster PyTorch eager baseline at N "
-                f"{tq['views'][0]}..{tq['views'][1]}{tnote}: "
+                f"{tq['views'][0]}..{tq['views'][1]}{run.tnote}: "
                 + ", ".join(f"N={n} {s:.2f}x" for n, s in qpts)
             )
+    return out
 
-    # 2. decoder at N=64 >= 80% of the measured matmul rate
+
+def _check_decoder_rate(run: _Run) -> list[str]:
+    """2. the decoder at N=64 at >= 80% of the measured matmul rate."""
+    res, rate = run.res, run.res["matmul"]["gflops"]
     nmax = 64 if 64 in res["views"] else max(res["views"])
-    r = L.get((rt, nmax, T))
-    d = _num(r, "decode_gflops")
-    if d is not None:
-        frac = d / rate
-        want = TARGETS["decoder_matmul_fraction"]["min"]
-        verdict = (
-            ("PASS" if frac >= want else "FAIL")
-            if nmax == 64
-            else "n/a (N=64 not run; value at N=%d)" % nmax
-        )
-        out.append(
-            f"- {verdict}: {rt} decoder at N={nmax} runs {d:.1f} GFLOP/s = {100 * frac:.0f}% of the measured fp32 matmul rate "
-            f"{rate:.1f} GFLOP/s (target >= {100 * want:.0f}% at N=64){tnote}"
-        )
+    d = run.median(run.rt, nmax, "decode_gflops")
+    if d is None:
+        return []
+    frac = d / rate
+    want = TARGETS["decoder_matmul_fraction"]["min"]
+    verdict = (
+        ("PASS" if frac >= want else "FAIL")
+        if nmax == 64
+        else "n/a (N=64 not run; value at N=%d)" % nmax
+    )
+    return [
+        f"- {verdict}: {run.rt} decoder at N={nmax} runs {d:.1f} GFLOP/s = {100 * frac:.0f}% of the measured fp32 matmul rate "
+        f"{rate:.1f} GFLOP/s (target >= {100 * want:.0f}% at N=64){run.tnote}"
+    ]
 
-    # 3. overhead (step - encode - decode) flat across N
-    ov = [(n, _num(L.get((rt, n, T)), "overhead_ms")) for n in res["views"]]
+
+def _check_overhead(run: _Run) -> list[str]:
+    """3. the overhead (step - encode - decode) flat across N."""
+    ov = [(n, run.median(run.rt, n, "overhead_ms")) for n in run.res["views"]]
     ov = [(n, v) for n, v in ov if v is not None]
-    if len(ov) >= 2:
-        vals = [v for _, v in ov]
-        flat = TARGETS["overhead_flat"]
-        spread, tol = (
-            max(vals) - min(vals),
-            max(flat["abs_ms"], flat["rel"] * float(np.median(vals))),
-        )
-        out.append(
-            f"- {'PASS' if spread <= tol else 'FAIL'}: overhead (step minus the encoder and decoder runs, i.e. minus analytic FLOPs at "
-            f"their achieved rate) flat across N: {', '.join(f'N={n} {v:.2f}' for n, v in ov)} ms; range {spread:.2f} ms "
-            f"(flat: <= max(1 ms, 20% of the median)){tnote}"
-        )
+    if len(ov) < 2:
+        return []
+    vals = [v for _, v in ov]
+    flat = TARGETS["overhead_flat"]
+    spread, tol = (
+        max(vals) - min(vals),
+        max(flat["abs_ms"], flat["rel"] * float(np.median(vals))),
+    )
+    return [
+        f"- {'PASS' if spread <= tol else 'FAIL'}: overhead (step minus the encoder and decoder runs, i.e. minus analytic FLOPs at "
+        f"their achieved rate) flat across N: {', '.join(f'N={n} {v:.2f}' for n, v in ov)} ms; range {spread:.2f} ms "
+        f"(flat: <= max(1 ms, 20% of the median)){run.tnote}"
+    ]
 
-    # 4. speedup over LVSM dec-only at least the upstream factors
+
+def _check_speedup_vs_lvsm(run: _Run) -> list[str]:
+    """4. the speedup over LVSM decoder-only at least the upstream factors."""
     sp = []
-    for n in res["views"]:
+    for n in run.res["views"]:
         if n in UPSTREAM:
-            a, lv = L.get((rt, n, T)), L.get(("lvsm", n, T))
+            a, lv = run.rows.get((run.rt, n, run.T)), run.rows.get(("lvsm", n, run.T))
             if _num(a) and _num(lv):
                 sp.append((n, _num(lv) / _num(a), UPSTREAM[n][2], lv["status"]))
-    if sp:
-        ok = all(s >= u for _, s, u, _ in sp)
-        mark = {"scaled": "†", "extrapolated": "‡"}
-        out.append(
-            f"- {'PASS' if ok else 'FAIL'}: speedup over LVSM dec-only >= upstream (GPU, res256){tnote}: "
-            + ", ".join(f"N={n} {s:.1f}x{mark.get(st, '')} vs {u}x" for n, s, u, st in sp)
-        )
-    else:
-        out.append(
+    if not sp:
+        return [
             "- n/a: speedup over LVSM dec-only at the upstream N (4..64) (no such points in this run)"
-        )
+        ]
+    ok = all(s >= u for _, s, u, _ in sp)
+    mark = {"scaled": "†", "extrapolated": "‡"}
+    return [
+        f"- {'PASS' if ok else 'FAIL'}: speedup over LVSM dec-only >= upstream (GPU, res256){run.tnote}: "
+        + ", ".join(f"N={n} {s:.1f}x{mark.get(st, '')} vs {u}x" for n, s, u, st in sp)
+    ]
 
-    # 5. + 6. memory
-    g = res["cache_growth"].get(rt)
+
+def _check_memory(run: _Run) -> list[str]:
+    """5. + 6. resident memory grows by the cache per view, and the peak no faster."""
+    res, out = run.res, []
+    g = res["cache_growth"].get(run.rt)
     if g:
         per, want, res_b = (
             g["mean_rss_delta_per_add_bytes"],
@@ -269,7 +312,7 @@ def _check_lines(res: dict) -> list[str]:
                 else ""
             )
         )
-    pk = [(n, _num(L.get((rt, n, T)), "peak_rss_bytes")) for n in res["views"]]
+    pk = [(n, run.median(run.rt, n, "peak_rss_bytes")) for n in res["views"]]
     pk = [(n, v) for n, v in pk if v is not None]
     if len(pk) >= 2 and g:
         (n0, p0), (n1, p1) = pk[0], pk[-1]
@@ -277,7 +320,7 @@ def _check_lines(res: dict) -> list[str]:
         want = g["manifest_bytes_per_view"]
         out.append(
             f"- {'PASS' if slope <= (1 + TARGETS['peak_growth']['rel']) * want else 'FAIL'}: peak resident memory growth N={n0}..{n1}: {slope / 2**20:.3f} MiB per view "
-            f"vs cache {want / 2**20:.3f} MiB per view (no growth beyond the cache: <= +5%){tnote}"
+            f"vs cache {want / 2**20:.3f} MiB per view (no growth beyond the cache: <= +5%){run.tnote}"
         )
     return out
 
@@ -286,10 +329,30 @@ def summary_markdown(res: dict) -> str:
     """The summary table (upstream README's shape) and the rest of the report."""
     L = _lookup(res)
     rt = _primary(res)
-    m, mach = res["model"], res["machine"]
     torch_b = _of_kind(res, "eager")
     inc = _of_kind(res, "runtime") + torch_b
     cols = inc + _of_kind(res, "recompute")
+    tmax = max(res["targets"])
+    lines = [
+        *_header_lines(res),
+        *_latency_sections(res, L, rt, cols, torch_b),
+        *_rate_section(res, L, cols, inc, tmax),
+        *_components_section(res, L, rt, tmax),
+        *_memory_section(res, L, inc, cols, tmax),
+        *cpu.sections(res),
+        "## Targets (evaluated on this run, not asserted)",
+        "",
+        *_check_lines(res),
+        *cpu.check_lines(res),
+        "",
+        *_notes_section(res),
+    ]
+    return "\n".join(lines)
+
+
+def _header_lines(res: dict) -> list[str]:
+    """Title, machine, model, what a step is, the backends and what was skipped."""
+    m, mach = res["model"], res["machine"]
     lines = [f"# viewrt bench: {res['preset']} ({res['precision']})", ""]
     lines += [
         f"- Machine: {mach['cpu']}, {mach.get('usable_cores', mach['logical_cores'])} cores usable "
@@ -328,6 +391,12 @@ def summary_markdown(res: dict) -> str:
         )
     lines.append(f"- Wall time of this run: {res['wall_seconds']:.0f} s.")
     lines.append("")
+    return lines
+
+
+def _latency_sections(res: dict, L: dict, rt, cols: list, torch_b: list) -> list[str]:
+    """One latency table per target count, its legend and the widest spread."""
+    lines = []
     upstream_col = 8 in res["targets"]
     for t in res["targets"]:
         lines += [f"## Add-view latency, {t} target{'s' if t > 1 else ''} (ms, median)", ""]
@@ -379,7 +448,12 @@ def summary_markdown(res: dict) -> str:
             "",
         ]
 
-    tmax = max(res["targets"])
+    return lines
+
+
+def _rate_section(res: dict, L: dict, cols: list, inc: list, tmax: int) -> list[str]:
+    """Achieved GFLOP/s of each backend (and of the incremental ones' decoders)."""
+    lines = []
     lines += [
         f"## Achieved rate, {tmax} targets (GFLOP/s from analytic FLOPs / median step; % of the matmul rate)",
         "",
@@ -410,20 +484,33 @@ def summary_markdown(res: dict) -> str:
         lines.append(f"| {b} decoder only | " + " | ".join(cells) + " |")
     lines.append("")
 
-    if rt:
-        lines += [f"## Components of one step, `{rt}`, {tmax} targets (ms, median)", ""]
-        comp = [c for c in COMPONENTS if c != "forward"]
-        lines += ["| N | " + " | ".join(comp) + " | step |", "|" + "---|" * (len(comp) + 2)]
-        for n in res["views"]:
-            r = L.get((rt, n, tmax))
-            if r is not None and r["status"] == "measured":
-                lines.append(
-                    f"| {n} | "
-                    + " | ".join(f"{float(r[c + '_ms']):.2f}" for c in comp)
-                    + f" | {float(r['median_ms']):.2f} |"
-                )
-        lines.append("")
+    return lines
 
+
+def _components_section(res: dict, L: dict, rt, tmax: int) -> list[str]:
+    """The primary runtime backend's step by component."""
+    if not rt:
+        return []
+    lines = []
+    lines += [f"## Components of one step, `{rt}`, {tmax} targets (ms, median)", ""]
+    comp = [c for c in COMPONENTS if c != "forward"]
+    lines += ["| N | " + " | ".join(comp) + " | step |", "|" + "---|" * (len(comp) + 2)]
+    for n in res["views"]:
+        r = L.get((rt, n, tmax))
+        if r is not None and r["status"] == "measured":
+            lines.append(
+                f"| {n} | "
+                + " | ".join(f"{float(r[c + '_ms']):.2f}" for c in comp)
+                + f" | {float(r['median_ms']):.2f} |"
+            )
+    lines.append("")
+
+    return lines
+
+
+def _memory_section(res: dict, L: dict, inc: list, cols: list, tmax: int) -> list[str]:
+    """Cache and peak resident memory by N, and the cache growth per added view."""
+    lines = []
     lines += [f"## Memory, {tmax} targets (MiB; peak resident memory is {res['memory_peak']})", ""]
     head = [
         "N",
@@ -445,38 +532,38 @@ def summary_markdown(res: dict) -> str:
             f"(cache bytes per view: {g['bytes_per_view'] / 2**20:.3f} MiB; manifest: {g['manifest_bytes_per_view'] / 2**20:.3f} MiB)."
         )
     lines.append("")
-    lines += cpu.sections(res)
-    lines += [
-        "## Targets (evaluated on this run, not asserted)",
-        "",
-        *_check_lines(res),
-        *cpu.check_lines(res),
-        "",
-    ]
+    return lines
+
+
+def _notes_section(res: dict) -> list[str]:
+    """The run's notes and the full-recompute rows' notes."""
     notes = list(res["notes"])
     notes += [
         f"{r['backend']} N={r['n_views']} T={r['n_targets']}: {r['note']}"
         for r in res["rows"]
         if r["note"] and res["kinds"].get(r["backend"]) == "recompute"
     ]
-    if notes:
-        lines += ["## Notes", "", *[f"- {x}" for x in notes], ""]
-    return "\n".join(lines)
+    return ["## Notes", "", *[f"- {x}" for x in notes], ""] if notes else []
 
 
 def _plots(res: dict, out: Path) -> None:
+    """latency_vs_views.png, speedup.png and components.png into ``out``."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    L = _lookup(res)
-    rt = _primary(res)
-    backends = res["backends"]
-    targets = res["targets"]
     cmap = plt.get_cmap("tab10")
     color = {b: cmap(i % 10) for i, b in enumerate(res["backends"])}
+    L = _lookup(res)
+    _plot_latency(plt, res, L, color, out / "latency_vs_views.png")
+    _plot_speedup(plt, res, L, color, out / "speedup.png")
+    _plot_components(plt, res, L, out / "components.png")
 
+
+def _plot_latency(plt, res: dict, L: dict, color: dict, path: Path) -> None:
+    """Step latency against N per backend, one panel per target count."""
+    backends, targets = res["backends"], res["targets"]
     fig, axes = plt.subplots(1, len(targets), figsize=(6 * len(targets), 4.5), squeeze=False)
     for ax, t in zip(axes[0], targets):
         for b in backends:
@@ -509,9 +596,13 @@ def _plots(res: dict, out: Path) -> None:
             ax.legend(fontsize=8)
     fig.suptitle("open squares: scaled from 1 target or extrapolated from FLOPs", fontsize=8)
     fig.tight_layout()
-    fig.savefig(out / "latency_vs_views.png", dpi=110)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
 
+
+def _plot_speedup(plt, res: dict, L: dict, color: dict, path: Path) -> None:
+    """The primary runtime backend's speedup over every other, one panel per target count."""
+    rt, backends, targets = _primary(res), res["backends"], res["targets"]
     fig, axes = plt.subplots(1, len(targets), figsize=(6 * len(targets), 4.5), squeeze=False)
     for ax, t in zip(axes[0], targets):
         if rt is not None:
@@ -543,9 +634,13 @@ def _plots(res: dict, out: Path) -> None:
         if ax.get_legend_handles_labels()[0]:  # no 'no artists with labels' warning
             ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(out / "speedup.png", dpi=110)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
 
+
+def _plot_components(plt, res: dict, L: dict, path: Path) -> None:
+    """Each incremental backend's step by component against N, at the most targets."""
+    backends, targets = res["backends"], res["targets"]
     inc = [b for b in backends if res["kinds"].get(b) in ("runtime", "eager")]
     tmax = max(targets)
     comp = [c for c in COMPONENTS if c != "forward"]
@@ -567,7 +662,7 @@ def _plots(res: dict, out: Path) -> None:
         if ax.get_legend_handles_labels()[0]:  # no 'no artists with labels' warning
             ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(out / "components.png", dpi=110)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
