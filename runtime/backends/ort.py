@@ -212,25 +212,20 @@ def _cuda_options(backend: OrtBackend, graph: str) -> dict:
 
 def _tensorrt_options(backend: OrtBackend, graph: str) -> dict:
     """Options of the TensorRT execution provider: one optimization profile from the
-    manifest's dynamic axes (past tokens 1 view .. max views, targets 1 .. max targets,
-    tuned for the maximum), no precision flag (``trt_fp16_enable`` builds weakly typed; the
+    manifest's dynamic ranges (the contract's one opt rule: the cache tuned for half full,
+    every other dimension for its maximum), no precision flag (``trt_fp16_enable`` builds weakly typed; the
     export's precision is in the graph, so the EP builds it strongly typed), an engine cache
     keyed by the graph's sha256 (a subfolder per checksum: re-exported weights never meet a
     stale engine) and a timing cache, both next to the export."""
     opts = {"device_id": backend.device_id}
     m = backend.manifest
-    dims = m.dynamic_ranges()  # {dim: (min, opt, max)}
-    lo, hi = [], []
+    dims = m.dynamic_ranges()  # {dim: (min, opt, max)}: the contract's one opt rule
+    shapes = {0: [], 1: [], 2: []}  # min, opt, max
     for t in m.tensors(graph, "inputs"):
-        if any(isinstance(d, str) for d in t.shape):
-            lo.append(
-                f"{t.name}:"
-                + "x".join(str(dims[d][0] if isinstance(d, str) else d) for d in t.shape)
-            )
-            hi.append(
-                f"{t.name}:"
-                + "x".join(str(dims[d][2] if isinstance(d, str) else d) for d in t.shape)
-            )
+        if t.dynamic_axes:
+            for k, out in shapes.items():
+                dims_k = (str(dims[d][k] if isinstance(d, str) else d) for d in t.shape)
+                out.append(f"{t.name}:" + "x".join(dims_k))
     root = m.dir / "ort_trt_cache"
     sha = m.graphs[graph].sha256
     if not sha:
@@ -248,12 +243,12 @@ def _tensorrt_options(backend: OrtBackend, graph: str) -> dict:
             "trt_timing_cache_path": str(root),
         }
     )
-    if lo:
+    if shapes[0]:
         opts.update(
             {
-                "trt_profile_min_shapes": ",".join(lo),
-                "trt_profile_opt_shapes": ",".join(hi),
-                "trt_profile_max_shapes": ",".join(hi),
+                "trt_profile_min_shapes": ",".join(shapes[0]),
+                "trt_profile_opt_shapes": ",".join(shapes[1]),
+                "trt_profile_max_shapes": ",".join(shapes[2]),
             }
         )
     return opts

@@ -190,3 +190,21 @@ def test_gpu_check_says_why_and_exits_3_without_tensorrt(tmp_path):
     assert res.returncode == 3
     assert res.stderr.startswith("gpu-check NOT run: ") and res.stderr.count("\n") == 1
     assert not (tmp_path / "gc").exists()
+
+
+def test_ort_tensorrt_ep_profile_is_the_manifest_ranges(tiny_export):
+    """The ORT TensorRT EP's profile comes from Manifest.dynamic_ranges (the one opt rule):
+    checked on the option strings without a GPU."""
+    from viewrt.contract.manifest import load_manifest
+    from viewrt.runtime.backends import ort
+
+    m = load_manifest(tiny_export[0])
+    backend = ort.OrtBackend(m, device="tensorrt:0")
+    opts = ort._tensorrt_options(backend, "decoder")
+    r = m.dynamic_ranges()
+    T, H, Dh, S = m.tokens_per_view, m.n_heads, m.head_dim, m.image_size
+    for key, k in (("min", 0), ("opt", 1), ("max", 2)):
+        shapes = dict(s.split(":") for s in opts[f"trt_profile_{key}_shapes"].split(","))
+        assert shapes["past_key.0"] == f"1x{r['past_tokens'][k]}x{H}x{Dh}"
+        assert shapes["target_rays"] == f"1x{r['num_targets'][k]}x6x{S}x{S}"
+    assert r["past_tokens"][1] == max(1, m.max_views // 2) * T  # tuned for half the cache
