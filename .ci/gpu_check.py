@@ -114,6 +114,47 @@ def parity(export_dir: Path, precision: str, seed: int = 0) -> dict:
     return result
 
 
+def _export_and_build(viewrt: str, out: Path, summary: dict, timeout: float) -> bool:
+    """Export and build every EXPORTS row, then check its parity; False on any failure."""
+    ok = True
+    for preset, precision, views in EXPORTS:
+        name = f"{preset}-{precision}"
+        d = out / name
+        export = [viewrt, "export", "--preset", preset, "--precision", precision]
+        export += ["--max-views", str(views), "--out", str(d), "--force", "--seed", "0"]
+        build = [viewrt, "build", str(d), "--max-targets", "8"]
+        for step, cmd in (("export", export), ("build", build)):
+            res = _run(cmd, out / f"{name}.{step}.log", timeout)
+            summary["steps"].append({"name": f"{name} {step}", **res})
+            print(f"[gpu-check] {name} {step}: rc {res['rc']} in {res['seconds']} s", flush=True)
+            if res["rc"] != 0:
+                ok = False
+                break
+        else:
+            checks = parity(d, precision)
+            summary["parity"][name] = checks
+            held = {k: v["ok"] for k, v in checks.items() if k in PARITY_BACKENDS}
+            ok &= all(held.values())
+            said = ", ".join(f"{k} {'ok' if v else 'FAILED'}" for k, v in held.items())
+            print(f"[gpu-check] {name} parity: {said}", flush=True)
+    return ok
+
+
+def _bench(viewrt: str, out: Path, summary: dict, timeout: float) -> bool:
+    """The GPU bench of the built small exports; False when one fails."""
+    ok = True
+    for name in ("small-fp32", "small-fp16"):
+        if not (out / name / "decoder.engine").is_file():
+            continue
+        cmd = [viewrt, "bench", str(out / name), "--out", str(out / f"bench-{name}")]
+        cmd += ["--views", "4,16,64", "--targets", "8", "--backends", ",".join(PARITY_BACKENDS)]
+        res = _run([*cmd, "--quiet"], out / f"bench-{name}.log", 2 * timeout)
+        summary["bench"][name] = res
+        ok &= res["rc"] == 0
+        print(f"[gpu-check] bench {name}: rc {res['rc']} in {res['seconds']} s", flush=True)
+    return ok
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="out/gpu-check")
@@ -132,8 +173,7 @@ def main() -> int:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    bindir = Path(sys.executable).parent
-    viewrt = str(bindir / "viewrt")
+    viewrt = str(Path(sys.executable).parent / "viewrt")
     summary = {
         "machine": {
             "tensorrt": status.version,
@@ -147,73 +187,8 @@ def main() -> int:
         "bench": {},
     }
     start = time.perf_counter()
-    ok = True
-    for preset, precision, views in EXPORTS:
-        name = f"{preset}-{precision}"
-        d = out / name
-        for step, cmd in (
-            (
-                "export",
-                [
-                    viewrt,
-                    "export",
-                    "--preset",
-                    preset,
-                    "--precision",
-                    precision,
-                    "--max-views",
-                    str(views),
-                    "--out",
-                    str(d),
-                    "--force",
-                    "--seed",
-                    "0",
-                ],
-            ),
-            ("build", [viewrt, "build", str(d), "--max-targets", "8"]),
-        ):
-            res = _run(cmd, out / f"{name}.{step}.log", args.step_timeout)
-            summary["steps"].append({"name": f"{name} {step}", **res})
-            print(f"[gpu-check] {name} {step}: rc {res['rc']} in {res['seconds']} s", flush=True)
-            if res["rc"] != 0:
-                ok = False
-                break
-        else:
-            summary["parity"][name] = parity(d, precision)
-            ok &= all(v["ok"] for k, v in summary["parity"][name].items() if k in PARITY_BACKENDS)
-            print(
-                f"[gpu-check] {name} parity: "
-                + ", ".join(
-                    f"{k} {'ok' if v['ok'] else 'FAILED'}"
-                    for k, v in summary["parity"][name].items()
-                    if k in PARITY_BACKENDS
-                ),
-                flush=True,
-            )
-    for name in ("small-fp32", "small-fp16"):
-        if not (out / name / "decoder.engine").is_file():
-            continue
-        res = _run(
-            [
-                viewrt,
-                "bench",
-                str(out / name),
-                "--out",
-                str(out / f"bench-{name}"),
-                "--views",
-                "4,16,64",
-                "--targets",
-                "8",
-                "--backends",
-                ",".join(PARITY_BACKENDS),
-                "--quiet",
-            ],
-            out / f"bench-{name}.log",
-            2 * args.step_timeout,
-        )
-        summary["bench"][name] = res
-        ok &= res["rc"] == 0
-        print(f"[gpu-check] bench {name}: rc {res['rc']} in {res['seconds']} s", flush=True)
+    ok = _export_and_build(viewrt, out, summary, args.step_timeout)
+    ok &= _bench(viewrt, out, summary, args.step_timeout)
     summary["seconds"] = round(time.perf_counter() - start, 1)
     summary["ok"] = bool(ok)
     (out / "summary.json").write_text(json.dumps(summary, indent=1))

@@ -277,48 +277,15 @@ def build_engine(
     if builder is None:
         raise ViewrtError("TensorRT could not create a builder")
     # Q/DQ graphs (viewrt calib): the rule check, FP8 only on sm >= 8.9; they build strongly typed
-
     qdq_plan(onnx_path, precision, cc)
-    # 10.x: strong typing is asked for by flag; 11.x: always strongly typed (the flag is ignored).
-    strong = plan["typing"] == "strong" and status.major < 11
-    network = builder.create_network(
-        1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if strong else 0
-    )
-    if network is None:  # never by truthiness: len(network) is its layer count, 0 when fresh
-        raise ViewrtError("TensorRT could not create a network definition")
-    parser = trt.OnnxParser(network, logger)
-    if parser is None:
-        raise ViewrtError("TensorRT could not create an ONNX parser")
-    if not parser.parse_from_file(str(onnx_path)):
-        raise ViewrtError(f"TensorRT cannot parse '{onnx_path.name}': {_parser_errors(parser)}")
-
-    config = builder.create_builder_config()
-    if config is None:
-        raise ViewrtError("TensorRT could not create a builder config")
-    if workspace_bytes is not None:
-        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_bytes))
-    if not tf32:
-        config.clear_flag(trt.BuilderFlag.TF32)  # on by default; cleared for true fp32
-    if plan["fp16_flag"]:
-        config.set_flag(trt.BuilderFlag.FP16)  # only on 10.x, only to down-cast an fp32 graph
-
-    profile = builder.create_optimization_profile()
-    if profile is None:
-        raise ViewrtError("TensorRT could not create an optimization profile")
-    used = _set_profile(network, profile, profiles)
-    if config.add_optimization_profile(profile) < 0:
-        raise ViewrtError(f"TensorRT rejected the optimization profile {used}")
-
-    blob = timing_cache.read_bytes() if timing_cache and timing_cache.is_file() else b""
-    cache = config.create_timing_cache(blob)
-    if cache is None or not config.set_timing_cache(cache, ignore_mismatch=False):
-        _say(f"timing cache {timing_cache} does not match this GPU/TensorRT; starting empty")
-        cache = config.create_timing_cache(b"")
-        if cache is None or not config.set_timing_cache(cache, ignore_mismatch=False):
-            raise ViewrtError("TensorRT could not create an empty timing cache")
+    network, parser = _parse(trt, builder, logger, onnx_path, plan, status.major)
+    config = _configure(trt, builder, plan, workspace_bytes, tf32)
+    used = _add_profile(builder, config, network, profiles)
+    _use_timing_cache(config, timing_cache)
 
     _say(
-        f"building {engine_path.name} ({plan['precision']}, {plan['typing']}ly typed, TF32 {'on' if tf32 else 'off'}); this takes minutes"
+        f"building {engine_path.name} ({plan['precision']}, {plan['typing']}ly typed, TF32 "
+        f"{'on' if tf32 else 'off'}); this takes minutes"
     )
     start = time.perf_counter()
     serialized = builder.build_serialized_network(network, config)
@@ -326,16 +293,7 @@ def build_engine(
     if serialized is None:
         raise ViewrtError(f"TensorRT failed to build '{engine_path.name}'; see its log above")
     data = bytes(memoryview(serialized))
-
-    # Read the plan back: its IO as TensorRT resolved it, and its activation memory.
-    runtime = trt.Runtime(logger)
-    engine = runtime.deserialize_cuda_engine(data) if runtime is not None else None
-    if engine is None:
-        raise ViewrtError(
-            f"TensorRT cannot deserialize the engine it just built ('{engine_path.name}')"
-        )
-    device_memory = int(engine.device_memory_size_v2)
-    io = _engine_io(trt, engine)
+    device_memory, io = _read_back(trt, logger, data, engine_path.name)
 
     engine_path.parent.mkdir(parents=True, exist_ok=True)
     _write_atomic(engine_path, data)
@@ -344,9 +302,9 @@ def build_engine(
         if tc is not None:
             _write_atomic(Path(timing_cache), bytes(memoryview(tc.serialize())))
     _say(
-        f"wrote {engine_path} ({len(data) / 2**20:.1f} MiB, {device_memory / 2**20:.1f} MiB of activations) in {seconds:.0f} s"
+        f"wrote {engine_path} ({len(data) / 2**20:.1f} MiB, {device_memory / 2**20:.1f} MiB of "
+        f"activations) in {seconds:.0f} s"
     )
-
     return {
         "file": engine_path.name,
         "sha256": hashlib.sha256(data).hexdigest(),
@@ -363,6 +321,68 @@ def build_engine(
         "compute_capability": cc,
         "build_seconds": round(seconds, 1),
     }
+
+
+def _parse(trt, builder, logger, onnx_path: Path, plan: dict, major: int):
+    """(network, parser) of the ONNX file; strongly typed where the plan says so."""
+    # 10.x: strong typing is asked for by flag; 11.x: always strongly typed (the flag is ignored).
+    strong = plan["typing"] == "strong" and major < 11
+    network = builder.create_network(
+        1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if strong else 0
+    )
+    if network is None:  # never by truthiness: len(network) is its layer count, 0 when fresh
+        raise ViewrtError("TensorRT could not create a network definition")
+    parser = trt.OnnxParser(network, logger)
+    if parser is None:
+        raise ViewrtError("TensorRT could not create an ONNX parser")
+    if not parser.parse_from_file(str(onnx_path)):
+        raise ViewrtError(f"TensorRT cannot parse '{onnx_path.name}': {_parser_errors(parser)}")
+    return network, parser  # the parser must outlive the build (it owns the weights)
+
+
+def _configure(trt, builder, plan: dict, workspace_bytes: int | None, tf32: bool):
+    """The builder config: workspace limit, TF32 and the FP16 flag as the plan says."""
+    config = builder.create_builder_config()
+    if config is None:
+        raise ViewrtError("TensorRT could not create a builder config")
+    if workspace_bytes is not None:
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_bytes))
+    if not tf32:
+        config.clear_flag(trt.BuilderFlag.TF32)  # on by default; cleared for true fp32
+    if plan["fp16_flag"]:
+        config.set_flag(trt.BuilderFlag.FP16)  # only on 10.x, only to down-cast an fp32 graph
+    return config
+
+
+def _add_profile(builder, config, network, profiles: dict[str, Profile]) -> dict[str, dict]:
+    """Add the one optimization profile; returns it as recorded in the manifest."""
+    profile = builder.create_optimization_profile()
+    if profile is None:
+        raise ViewrtError("TensorRT could not create an optimization profile")
+    used = _set_profile(network, profile, profiles)
+    if config.add_optimization_profile(profile) < 0:
+        raise ViewrtError(f"TensorRT rejected the optimization profile {used}")
+    return used
+
+
+def _use_timing_cache(config, timing_cache: Path | None) -> None:
+    """Load the timing cache file (an empty cache where it is absent or does not match)."""
+    blob = timing_cache.read_bytes() if timing_cache and timing_cache.is_file() else b""
+    cache = config.create_timing_cache(blob)
+    if cache is None or not config.set_timing_cache(cache, ignore_mismatch=False):
+        _say(f"timing cache {timing_cache} does not match this GPU/TensorRT; starting empty")
+        cache = config.create_timing_cache(b"")
+        if cache is None or not config.set_timing_cache(cache, ignore_mismatch=False):
+            raise ViewrtError("TensorRT could not create an empty timing cache")
+
+
+def _read_back(trt, logger, data: bytes, name: str) -> tuple[int, list[dict]]:
+    """(activation memory in bytes, IO as TensorRT resolved it) of a serialized engine."""
+    runtime = trt.Runtime(logger)
+    engine = runtime.deserialize_cuda_engine(data) if runtime is not None else None
+    if engine is None:
+        raise ViewrtError(f"TensorRT cannot deserialize the engine it just built ('{name}')")
+    return int(engine.device_memory_size_v2), _engine_io(trt, engine)
 
 
 def engine_io(engine_path: str | Path) -> list[dict]:
