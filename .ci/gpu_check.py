@@ -7,7 +7,7 @@ Where TensorRT and a CUDA GPU are usable (viewrt.devices decides, once):
 2. runs the runtime parity sequence (add views one by one, render after each, remove a view,
    a non-keyframe view, render) on `trt`, `ort-trt` and `ort-cuda` against ONNX Runtime on the
    CPU (which `make test` holds to PyTorch within 1e-4): max abs image difference per step,
-   tolerance 1e-4 for fp32 (DESIGN.md) and 1e-2 for fp16;
+   tolerance 1e-4 for fp32 (docs/design.md) and 1e-2 for fp16;
 3. runs `viewrt bench` on both small exports at N = 4, 16, 64 cached views, 8 targets, on those
    three backends;
 and writes every log, manifest, parity table and bench output under OUT (default

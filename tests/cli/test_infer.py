@@ -325,7 +325,7 @@ def test_openvino_backend_and_bf16_against_f32(tiny_export, scene32, runs, tmp_p
     assert [st["views"] for st in cmp["steps"]] == [1, 2, 3]
     assert (
         0 < cmp["max_abs"] <= 1e-2 and cmp["psnr_db_min"] > 30
-    )  # DESIGN.md: bf16 within 1e-2 of fp32
+    )  # docs/design.md: bf16 within 1e-2 of fp32
     assert "bf16 vs fp32" in r.output and "PSNR" in r.output
     r = _invoke(
         tiny_export[0], "--scene", scene32, "--inference-precision", "bf16", "--out", tmp_path / "o"

@@ -1,4 +1,4 @@
-"""Arrows point down only (DESIGN.md): every module is parsed, function-local imports
+"""Arrows point down only (docs/design.md): every module is parsed, function-local imports
 included, and checked against what its layer may import. Only viewrt/cli composes layers."""
 
 from __future__ import annotations

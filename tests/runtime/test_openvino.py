@@ -114,7 +114,7 @@ def test_cache_bound_by_address_and_requests_reused(tiny_export):
 
 
 def test_bf16_and_default_close_to_f32(tiny_export):
-    """bf16 (native or emulated) and OpenVINO's default stay within 1e-2 of f32 (DESIGN.md);
+    """bf16 (native or emulated) and OpenVINO's default stay within 1e-2 of f32 (docs/design.md);
     f32 is within the fp32 tolerance of PyTorch."""
     out_dir, model = tiny_export
     sc = Scene(model, n_views=3)

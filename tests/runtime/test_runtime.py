@@ -17,7 +17,7 @@ from viewrt.data import synthetic_cameras
 from viewrt.errors import ViewrtError
 from viewrt.geometry import input_view, plucker
 
-ATOL = 1e-4  # fp32 graphs vs PyTorch, rendered images (DESIGN.md)
+ATOL = 1e-4  # fp32 graphs vs PyTorch, rendered images (docs/design.md)
 
 
 class Scene:
