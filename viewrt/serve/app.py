@@ -70,6 +70,7 @@ class SessionHost:
     ):
         self.index = index
         self.incarnation = secrets.token_hex(3)
+        self.restarted = ray.get_runtime_context().was_current_actor_reconstructed
         self.manager = SessionManager(
             export_dir, backend, limits, open_options, id_prefix=f"{index}-{self.incarnation}-"
         )
@@ -91,11 +92,17 @@ class SessionHost:
         if r.session is not None and r.op != "create":
             where = session_host(r.session)
             if where is not None and where[1] != self.incarnation:
-                lost = SessionGone(
-                    f"session {r.session} was lost: replica {self.index} died and was restarted empty"
-                )
-                return self._answer(*api.error_payload(lost))
+                return self._answer(*api.error_payload(self._not_mine(r.session)))
         return self._answer(*api.handle(self.manager, method, path, body))
+
+    def _not_mine(self, session: str) -> Exception:
+        """A session id of this index with another incarnation: lost when this replica
+        was restarted (it died), else an id that never existed."""
+        if self.restarted:
+            return SessionGone(
+                f"session {session} was lost: replica {self.index} died and was restarted empty"
+            )
+        return UnknownSession(f"unknown session {session!r}")
 
     @staticmethod
     def _answer(status: int, payload: dict) -> tuple[int, bytes]:
@@ -154,16 +161,16 @@ class Gateway:
     async def _create(self, method: str, path: str, body: bytes) -> Response:
         """A new session on the next replica that is up and within its bounds."""
         answer = None
-        n = len(self.hosts)
+        n, first = len(self.hosts), self._next
+        self._next = (first + 1) % n  # before any await: concurrent creates spread out
         for k in range(n):
-            i = (self._next + k) % n
+            i = (first + k) % n
             try:
                 status, data = await self.hosts[i].call.remote(method, path, body)
             except RayActorError as e:
                 answer = (503, {"error": f"replica {i} is down ({type(e).__name__})"})
                 continue
             if status != 503:  # made, or a bad request that every replica would refuse
-                self._next = (i + 1) % n
                 return Response(data, status_code=status, media_type="application/json")
             answer = (status, api.parse_body(data))
         status, payload = answer
