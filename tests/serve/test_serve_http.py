@@ -19,6 +19,8 @@ import pytest
 
 from helpers import random_cameras
 
+# viewrt serve's local mode: Ray's processes on loopback (read by Ray when it is imported)
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 ray = pytest.importorskip(
     "ray", reason="Ray is not installed: pip install '.[serve]' (the serve extra)"
 )
@@ -40,15 +42,7 @@ def port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         free = s.getsockname()[1]
-    ray.init(
-        num_cpus=2,
-        object_store_memory=100 * 2**20,
-        include_dashboard=False,
-        _node_ip_address="127.0.0.1",
-        namespace="viewrt-tests",
-        logging_level="WARNING",
-        log_to_driver=False,
-    )
+    serve_app.init_ray(num_cpus=2, object_store_memory=100 * 2**20)  # viewrt serve's local mode
     serve.start(http_options={"host": "127.0.0.1", "port": free})
     yield free
     serve.shutdown()
@@ -223,17 +217,56 @@ def test_bounds_refuse_with_503_naming_the_bound(api_server):
     assert _http(url + "/")[1]["sessions"] == before["sessions"]
 
 
-def test_http_socket_listens_on_loopback_only(api_server, port):
-    """The proxy's port is bound to 127.0.0.1 (not 0.0.0.0 / ::) unless --host asks."""
-    seen = []
+def _descendants(pid: int) -> set[int]:
+    """``pid`` and every process below it (Ray's GCS, raylet, workers, agents)."""
+    children: dict[int, list[int]] = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except OSError:
+                continue
+            children.setdefault(ppid, []).append(int(d))
+    out, todo = set(), [pid]
+    while todo:
+        p = todo.pop()
+        out.add(p)
+        todo += children.get(p, [])
+    return out
+
+
+def _socket_inodes(pids: set[int]) -> set[str]:
+    inodes = set()
+    for p in pids:
+        try:
+            for fd in os.listdir(f"/proc/{p}/fd"):
+                link = os.readlink(f"/proc/{p}/fd/{fd}")
+                if link.startswith("socket:["):
+                    inodes.add(link[8:-1])
+        except OSError:
+            continue
+    return inodes
+
+
+LOOPBACK = ("0100007F", "0000000000000000FFFF00000100007F", "00000000000000000000000001000000")
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs Linux /proc")
+def test_every_listening_socket_is_on_loopback(api_server, port):
+    """Local mode: the HTTP proxy and every socket of Ray's processes listen on 127.0.0.1
+    (not 0.0.0.0 / ::), unless --host asks."""
+    ours = _socket_inodes(_descendants(os.getpid()))
+    listening = []
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         with open(table) as f:
             for line in f.readlines()[1:]:
-                local, state = line.split()[1], line.split()[3]
-                addr, p = local.split(":")
-                if state == "0A" and int(p, 16) == port:
-                    seen.append(addr)
-    assert seen and all(a in ("0100007F", "00000000000000000000000001000000") for a in seen), seen
+                fields = line.split()
+                addr, p = fields[1].split(":")
+                if fields[3] == "0A" and fields[9] in ours:
+                    listening.append((addr, int(p, 16)))
+    assert port in [p for _, p in listening]  # the HTTP proxy is among them
+    assert len(listening) > 3 and [x for x in listening if x[0] not in LOOPBACK] == []
 
 
 # -- isolation under load -----------------------------------------------------------------------

@@ -147,11 +147,13 @@ def _call(m, method, path, body=None):
 def test_api_over_the_manager(export):
     rng = np.random.default_rng(2)
     m = _manager(export)
-    status, made = _call(m, "POST", "/sessions", {"max_views": 3})
-    assert status == 201 and made["info"]["max_views"] == 3
-    sid = made["session"]
     size = m.manifest.image_size
     cam, target = random_cameras(rng, 2, size)
+    frame = codec.encode_frame([cam, target])  # the scene's frame from every camera
+    status, made = _call(m, "POST", "/sessions", {"max_views": 3, "frame": frame})
+    assert status == 201 and made["info"]["max_views"] == 3
+    assert made["info"]["frame_source"] == "caller"
+    sid = made["session"]
     img = _image(rng, size)
     status, added = _call(
         m,
@@ -163,7 +165,9 @@ def test_api_over_the_manager(export):
     status, out = _call(
         m, "POST", f"/sessions/{sid}/render", {"cameras": [codec.encode_camera(target)]}
     )
-    with vrt.open(export, max_views=3, threads=1) as ref:
+    with vrt.open(
+        export, max_views=3, threads=1, frame=[vrt.Camera(*cam), vrt.Camera(*target)]
+    ) as ref:
         ref.add_view(img, cam)
         want = ref.render([target])
     np.testing.assert_allclose(codec.decode_array(out["images"]), want, atol=ATOL, rtol=0)
@@ -180,6 +184,8 @@ def test_api_over_the_manager(export):
         ("PUT", "/sessions", None, 405, "allowed: POST"),
         ("POST", "/sessions", {"max_view": 3}, 400, "unexpected"),
         ("POST", "/sessions", [1], 400, "JSON object"),
+        ("POST", "/sessions", {"frame": [[1, 2]]}, 400, "4x4 c2w"),
+        ("POST", "/sessions", {"frame": [(2 * np.eye(4)).tolist()]}, 400, "rigid camera"),
         ("DELETE", "/sessions/x/views/one", None, 400, "view id must be an integer"),
     ],
 )

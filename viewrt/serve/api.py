@@ -10,7 +10,7 @@ Endpoints (request and response bodies are JSON objects; images and cameras as i
 method  path                            body                                             answer
 ======  ==============================  ===============================================  ==========================
 GET     /                               -                                                server: export, limits, sessions
-POST    /sessions                       {max_views?, window?, pinned?}                   201 {session, info}
+POST    /sessions                       {max_views?, window?, pinned?, frame?}           201 {session, info}
 GET     /sessions/{id}                  -                                                {info}
 DELETE  /sessions/{id}                  -                                                {closed: id}
 POST    /sessions/{id}/views            {image, camera, keyframe?}                       201 {view_id}
@@ -39,7 +39,7 @@ from viewrt.serve.session import SessionManager
 
 log = logging.getLogger("viewrt.serve")
 
-CREATE_OPTIONS = ("max_views", "window", "pinned")
+CREATE_OPTIONS = ("max_views", "window", "pinned", "frame")
 
 
 class MethodNotAllowed(NotFound):
@@ -114,7 +114,10 @@ def _run(manager: SessionManager, r: Route, body: dict) -> tuple[int, dict]:
     if r.op == "server":
         return 200, {"export": manager.manifest.summary(), **manager.stats()}
     if r.op == "create":
-        sid = manager.create(**_fields(body, (), CREATE_OPTIONS))
+        options = dict(_fields(body, (), CREATE_OPTIONS))
+        if options.get("frame") is not None:
+            options["frame"] = list(codec.decode_frame(options["frame"], "frame"))
+        sid = manager.create(**options)
         return 201, {"session": sid, "info": manager.info(sid)}
     if r.op == "info":
         return 200, manager.info(r.session)

@@ -31,6 +31,7 @@ import os
 import secrets
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import ray
@@ -47,6 +48,9 @@ from viewrt.serve.session import Limits, SessionManager
 log = logging.getLogger("viewrt.serve")
 
 START_TIMEOUT_S = 180.0
+# Ray's single-machine mode (every socket of its processes on 127.0.0.1); read by Ray when it
+# is imported, so it must be in the environment before: see init_ray.
+LOCAL_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 
 
 def session_host(session_id: str) -> tuple[int, str] | None:
@@ -70,7 +74,9 @@ class SessionHost:
     ):
         self.index = index
         self.incarnation = secrets.token_hex(3)
-        self.restarted = ray.get_runtime_context().was_current_actor_reconstructed
+        with warnings.catch_warnings():  # Ray 2.60 warns about its own use of actor_id here
+            warnings.simplefilter("ignore")
+            self.restarted = ray.get_runtime_context().was_current_actor_reconstructed
         self.manager = SessionManager(
             export_dir, backend, limits, open_options, id_prefix=f"{index}-{self.incarnation}-"
         )
@@ -121,6 +127,25 @@ class SessionHost:
         return self.manager.manifest.summary()
 
 
+def _loopback_replica_grpc() -> None:
+    """Local mode: bind this Serve replica's inter-deployment gRPC server (started after the
+    constructor, unused by the HTTP path) to 127.0.0.1; Ray 2.60 hard-codes "[::]:0" for it
+    (ray/serve/_private/replica.py). A Ray without that helper keeps its own address."""
+    try:
+        from ray.serve._private import replica
+    except ImportError:
+        return
+    original = getattr(replica, "add_port_to_grpc_server", None)
+    if original is None or getattr(original, "_viewrt_loopback", False):
+        return
+
+    def add_port(server, address: str):
+        return original(server, address.replace("[::]", "127.0.0.1", 1))
+
+    add_port._viewrt_loopback = True
+    replica.add_port_to_grpc_server = add_port
+
+
 def _json(status: int, payload: dict) -> Response:
     return Response(api.dumps(payload), status_code=status, media_type="application/json")
 
@@ -129,7 +154,9 @@ def _json(status: int, payload: dict) -> Response:
 class Gateway:
     """The HTTP ingress: routes each request to the session replica that holds it."""
 
-    def __init__(self, hosts: list, summary: dict):
+    def __init__(self, hosts: list, summary: dict, loopback: bool = False):
+        if loopback:
+            _loopback_replica_grpc()
         self.hosts = hosts
         self.summary = summary
         self._next = 0
@@ -213,18 +240,40 @@ class Server:
             ray.kill(h, no_restart=True)
 
 
-def init_ray(address: str | None, replicas: int, replica_cpus: float) -> None:
-    """Join the cluster at ``address``, or start a local Ray bound to loopback without
-    the dashboard (enough logical CPUs for the replicas). A Ray already initialized in this
-    process (tests) is used as it is."""
+def init_ray(
+    address: str | None = None, num_cpus: int | None = None, object_store_memory: int | None = None
+) -> None:
+    """Join the cluster at ``address``, or start a local Ray for this process: every one of
+    its sockets on loopback, no dashboard, ``num_cpus`` logical CPUs (default: this
+    machine's). A Ray already initialized in this process is used as it is.
+
+    Keeping Ray's own processes (GCS, raylet, workers, agents, metrics) on loopback needs
+    ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` (:data:`LOCAL_ENV`, Ray's single-machine mode) in
+    the environment before ``ray`` is first imported; ``viewrt serve`` sets it. Without it
+    they listen on every interface, and this logs a warning. Only the HTTP proxy follows
+    ``--host``.
+    """
     if ray.is_initialized():
         return
-    quiet = {"logging_level": logging.WARNING, "log_to_driver": True, "namespace": "viewrt"}
+    # Ray's and the replicas' logs stay in Ray's session folder (/tmp/ray/session_latest/logs)
+    logging.getLogger("ray.serve").setLevel(logging.WARNING)
+    quiet = {"logging_level": logging.WARNING, "log_to_driver": False, "namespace": "viewrt"}
     if address:
         ray.init(address=address, **quiet)
         return
-    cpus = max(os.cpu_count() or 1, math.ceil(replicas * replica_cpus))
-    ray.init(num_cpus=cpus, include_dashboard=False, _node_ip_address="127.0.0.1", **quiet)
+    if any(os.environ.get(k) != v for k, v in LOCAL_ENV.items()):
+        log.warning(
+            "Ray's own processes will listen on every interface: set %s before Ray is imported "
+            "to keep them on loopback (viewrt serve does)",
+            " ".join(f"{k}={v}" for k, v in LOCAL_ENV.items()),
+        )
+    ray.init(
+        num_cpus=num_cpus or os.cpu_count() or 1,
+        object_store_memory=object_store_memory,
+        include_dashboard=False,
+        _node_ip_address="127.0.0.1",
+        **quiet,
+    )
 
 
 def start(
@@ -262,7 +311,7 @@ def start(
     export_dir = str(export_dir)
     summary = load_manifest(export_dir).summary()  # a bad folder fails before Ray starts
     limits = limits or Limits()
-    init_ray(address, replicas, replica_cpus)
+    init_ray(address, num_cpus=max(os.cpu_count() or 1, math.ceil(replicas * replica_cpus)))
     serve.start(http_options={"host": host, "port": port})
     actor = ray.remote(SessionHost).options(
         max_restarts=-1,
@@ -277,13 +326,17 @@ def start(
     ]
     _wait_ready(hosts, limits, replica_cpus)
     serve.run(
-        Gateway.bind(hosts, summary),
+        Gateway.bind(hosts, summary, address is None and _is_loopback(host)),
         name=name,
         route_prefix=route_prefix,
         logging_config={"log_level": "WARNING"},
     )
     shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
     return Server(f"http://{shown}:{port}{route_prefix.rstrip('/')}", name, hosts)
+
+
+def _is_loopback(host: str) -> bool:
+    return host in ("localhost", "::1") or host.startswith("127.")
 
 
 def _wait_ready(hosts: list, limits: Limits, replica_cpus: float) -> None:

@@ -72,14 +72,24 @@ class Client:
         """The export's summary, the limits and the sessions held."""
         return self.request("GET", "/")
 
-    def session(self, max_views: int | None = None, window: int | None = None, pinned: int = 0):
+    def session(
+        self,
+        max_views: int | None = None,
+        window: int | None = None,
+        pinned: int = 0,
+        frame=None,
+    ):
         """Open a session on the server (a renderer with its own K/V cache).
 
-        Args: as :func:`viewrt.runtime.open` (``max_views``: cache capacity in views).
+        Args: as :func:`viewrt.runtime.open` (``max_views``: cache capacity in views;
+            ``frame``: cameras, (c2w, fxfycxcy) pairs or 4x4 c2w matrices to compute the
+            scene's normalization frame from, or None: from the first added view).
         Returns: a :class:`Session` (a context manager that closes it).
         Raises: Refused when a bound of the server is hit, BadRequest for a bad option.
         """
         body = {"max_views": max_views, "window": window, "pinned": pinned}
+        if frame is not None:
+            body["frame"] = codec.encode_frame(frame)
         answer = self.request("POST", "/sessions", body)
         return Session(self, answer["session"])
 

@@ -147,3 +147,31 @@ def decode_camera(obj, what: str = "camera") -> Camera:
         return Camera(c2w, k)
     except ViewrtError as e:
         raise BadRequest(f"{what}: {e}") from None
+
+
+def encode_frame(cameras) -> list:
+    """The ``frame`` option of a new session: the c2w matrices (4x4 nested lists) of Cameras,
+    (c2w, fxfycxcy) pairs or 4x4 arrays, from which the scene's normalization frame is
+    computed."""
+    out = []
+    for c in cameras:
+        if isinstance(c, Camera):
+            c = c.c2w
+        elif isinstance(c, (tuple, list)) and len(c) == 2:
+            c = c[0]
+        out.append(np.asarray(c, np.float64).tolist())
+    return out
+
+
+def decode_frame(obj, what: str = "frame") -> np.ndarray:
+    """float64 ``[N, 4, 4]`` c2w matrices of the ``frame`` option (N >= 1).
+
+    Raises: BadRequest naming ``what`` for anything but a non-empty list of 4x4 numbers.
+    """
+    try:
+        m = np.asarray(obj, np.float64)
+    except (TypeError, ValueError):
+        m = None
+    if m is None or m.ndim != 3 or m.shape[1:] != (4, 4) or not len(m):
+        raise BadRequest(f"{what}: expected a non-empty list of 4x4 c2w matrices")
+    return m

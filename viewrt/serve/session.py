@@ -166,7 +166,11 @@ class SessionManager:
 
     # -- sessions -------------------------------------------------------------------------------
     def create(
-        self, max_views: int | None = None, window: int | None = None, pinned: int = 0
+        self,
+        max_views: int | None = None,
+        window: int | None = None,
+        pinned: int = 0,
+        frame=None,
     ) -> str:
         """Open a session (a renderer with its own cache).
 
@@ -174,6 +178,8 @@ class SessionManager:
             max_views: cache capacity in views (default: the export's).
             window: sliding window size (None: a full cache refuses new views).
             pinned: the first ``pinned`` views are never evicted.
+            frame: the scene's normalization frame (a NormalizationFrame, or cameras / 4x4
+                c2w matrices to compute it from); None: from the first added view.
         Returns:
             the new session id.
         Raises:
@@ -198,6 +204,7 @@ class SessionManager:
                 max_views=max_views,
                 window=window,
                 pinned=pinned,
+                frame=frame,
                 **self.open_options,
             )
         except BaseException:
