@@ -20,13 +20,19 @@ LAYERS = {
             "viewrt.runtime",
             "viewrt.calib",
             "viewrt.cli",
+            "viewrt.serve",
             "torch",
             "onnx",
         ),
     ),
     "runtime": (
         "viewrt.runtime",
-        ("viewrt.models", "viewrt.export", "viewrt.calib", "viewrt.cli", "torch"),
+        ("viewrt.models", "viewrt.export", "viewrt.calib", "viewrt.cli", "viewrt.serve", "torch"),
+    ),
+    # an application over the runtime (Ray only in serve/app.py: tests/serve checks that)
+    "viewrt/serve": (
+        "viewrt.serve",
+        ("viewrt.models", "viewrt.export", "viewrt.calib", "viewrt.cli", "torch", "onnx"),
     ),
     "models": ("viewrt.models", ("viewrt.export", "viewrt.runtime", "viewrt.calib", "viewrt.cli")),
     "export": ("viewrt.export", ("viewrt.runtime", "viewrt.calib", "viewrt.cli")),
@@ -39,6 +45,8 @@ def _modules():
         for path in sorted((ROOT / folder).rglob("*.py")):
             if folder == "viewrt" and path.relative_to(ROOT / "viewrt").parts[0] == "cli":
                 continue  # the one place that composes the layers
+            if folder == "viewrt" and path.relative_to(ROOT / "viewrt").parts[0] == "serve":
+                continue  # its own layer (above the runtime)
             yield folder, path
 
 
