@@ -250,3 +250,25 @@ def test_runtime_imports_nothing_of_serve():
         if any(n.startswith("viewrt.serve") for n in _imports(p))
     ]
     assert not bad
+
+
+@pytest.mark.parametrize("command", ["serve", "serve-bench"])
+def test_serve_without_ray_says_how_to_install_it(tiny_export, monkeypatch, command):
+    import importlib.util
+
+    from click.testing import CliRunner
+
+    from viewrt.cli import main
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name.startswith("ray") else real(name, *a),
+    )
+    res = CliRunner().invoke(main, [command, str(tiny_export[0])])
+    assert res.exit_code == 1
+    assert (
+        res.output.strip()
+        == f'error: viewrt {command} needs Ray Serve: pip install ".[serve]" (from the viewrt clone)'
+    )

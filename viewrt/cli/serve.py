@@ -238,6 +238,7 @@ def serve_bench(
     manifest = load_manifest(export_dir)
     if views > manifest.max_views:
         raise ViewrtError(f"--views {views} exceeds the export's max_views {manifest.max_views}")
+    _preflight(export_dir, backend, threads)
     w = load.Workload(sessions, views, targets, renders)
     opts = {} if threads is None else {"threads": threads}
     limits = Limits(
