@@ -272,3 +272,19 @@ def test_serve_without_ray_says_how_to_install_it(tiny_export, monkeypatch, comm
         res.output.strip()
         == f'error: viewrt {command} needs Ray Serve: pip install ".[serve]" (from the viewrt clone)'
     )
+
+
+def test_checking_for_ray_does_not_import_it():
+    """Ray reads its single-machine switch when first imported: the check for the serve extra
+    must not import it, or local mode would listen on every interface."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from viewrt.cli.serve import _require_ray\n"
+        "try:\n    _require_ray('x')\nexcept Exception:\n    pass\n"
+        "print('ray' in sys.modules)\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.stdout.strip() == "False", res.stderr

@@ -26,20 +26,19 @@ FINITE_POSITIVE = finite_float(True)
 RAY_LOCAL_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 
 
-def _import_app(address: str | None):
-    """viewrt.serve.app (imports ray); in local mode with Ray's processes kept on loopback."""
+def _local_ray_env(address: str | None) -> None:
+    """Local mode: Ray's processes on loopback. Ray reads this when it is first imported,
+    so it is set before anything that may import ray."""
     if address is None:
         os.environ.update(RAY_LOCAL_ENV)
-    from viewrt.serve import app
-
-    return app
 
 
 def _require_ray(command: str) -> None:
-    if importlib.util.find_spec("ray") is None or importlib.util.find_spec("ray.serve") is None:
-        raise ViewrtError(
-            f'{command} needs Ray Serve: pip install ".[serve]" (from the viewrt clone)'
-        )
+    """Ray Serve is installed (checked without importing ray)."""
+    spec = importlib.util.find_spec("ray")
+    where = list(spec.submodule_search_locations or []) if spec else []
+    if not any((Path(p) / "serve" / "__init__.py").is_file() for p in where):
+        raise ViewrtError(f'{command} needs Ray Serve: pip install ".[serve]" (from the viewrt clone)')
 
 
 def _check_port_free(host: str, port: int) -> None:
@@ -164,13 +163,14 @@ def serve(
     Each session is a renderer with its own K/V cache on one replica; see docs/serving.md
     for the API and viewrt.serve.Client for the Python client.
     """
+    _local_ray_env(address)
     _require_ray("viewrt serve")
     load_manifest(export_dir)  # a bad folder fails before Ray starts
     limits = Limits(max_sessions, int(max_cache_mib * 2**20), idle_timeout)
     if address is None:
         _check_port_free(host, port)
         _preflight(export_dir, backend, threads)
-    app = _import_app(address)
+    from viewrt.serve import app  # ray
 
     try:
         server = app.start(
@@ -234,6 +234,7 @@ def serve_bench(
     the same work in one process; throughput and p50/p99 latency."""
     from viewrt.serve import load
 
+    _local_ray_env(address)
     _require_ray("viewrt serve-bench")
     manifest = load_manifest(export_dir)
     if views > manifest.max_views:
@@ -246,7 +247,7 @@ def serve_bench(
     )
     # one process first, while no Ray process runs
     local = load.run_in_process(SessionManager(export_dir, backend, limits, opts), w)
-    app = _import_app(address)
+    from viewrt.serve import app  # ray
 
     try:
         server = app.start(

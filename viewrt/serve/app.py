@@ -326,17 +326,13 @@ def start(
     ]
     _wait_ready(hosts, limits, replica_cpus)
     serve.run(
-        Gateway.bind(hosts, summary, address is None and _is_loopback(host)),
+        Gateway.bind(hosts, summary, address is None),  # local mode: internal sockets on loopback
         name=name,
         route_prefix=route_prefix,
         logging_config={"log_level": "WARNING"},
     )
     shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
     return Server(f"http://{shown}:{port}{route_prefix.rstrip('/')}", name, hosts)
-
-
-def _is_loopback(host: str) -> bool:
-    return host in ("localhost", "::1") or host.startswith("127.")
 
 
 def _wait_ready(hosts: list, limits: Limits, replica_cpus: float) -> None:
