@@ -38,7 +38,9 @@ def _require_ray(command: str) -> None:
     spec = importlib.util.find_spec("ray")
     where = list(spec.submodule_search_locations or []) if spec else []
     if not any((Path(p) / "serve" / "__init__.py").is_file() for p in where):
-        raise ViewrtError(f'{command} needs Ray Serve: pip install ".[serve]" (from the viewrt clone)')
+        raise ViewrtError(
+            f'{command} needs Ray Serve: pip install ".[serve]" (from the viewrt clone)'
+        )
 
 
 def _check_port_free(host: str, port: int) -> None:

@@ -90,7 +90,6 @@ class SessionHost:
 
     def call(self, method: str, path: str, body: bytes) -> tuple[int, bytes]:
         """Answer one request of a session of this replica: (status, JSON bytes)."""
-        r = None
         try:
             r = api.route(method, path)
         except Exception as e:
@@ -122,9 +121,6 @@ class SessionHost:
             "incarnation": self.incarnation,
             **self.manager.stats(),
         }
-
-    def export_summary(self) -> dict:
-        return self.manager.manifest.summary()
 
 
 def _loopback_replica_grpc() -> None:
