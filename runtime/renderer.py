@@ -46,6 +46,16 @@ def _as_camera(camera, what: str) -> Camera:
     )
 
 
+def _frame_c2w(item) -> np.ndarray:
+    """The c2w of one item of a frame's cameras: a Camera, a (c2w, fxfycxcy) pair, a dict
+    with c2w and fxfycxcy, or a 4x4 c2w matrix."""
+    if isinstance(item, (Camera, dict, tuple)) or (
+        isinstance(item, list) and len(item) == 2 and np.ndim(item[0]) == 2
+    ):
+        return _as_camera(item, "frame camera").c2w
+    return np.asarray(item)
+
+
 def _locked(fn):
     @functools.wraps(fn)
     def wrapper(self, *args, **kwargs):
@@ -167,11 +177,14 @@ class Renderer:
             raise ViewrtError(
                 f"frame: expected a NormalizationFrame, cameras or c2w matrices, got {type(frame).__name__}"
             )
-        c2ws = [
-            c if np.ndim(c) == 2 else _as_camera(c, "frame camera").c2w for c in frame
-        ]  # Cameras or 4x4 c2w
+        c2ws = [_frame_c2w(c) for c in frame]  # Cameras, (c2w, fxfycxcy) pairs or 4x4 c2w
         if not c2ws:
             raise ViewrtError("frame: expected at least one camera")
+        shapes = {np.shape(c) for c in c2ws}
+        if shapes != {(4, 4)}:
+            raise ViewrtError(
+                f"frame: every camera needs a 4x4 c2w, got shapes {sorted(map(str, shapes))}"
+            )
         return NormalizationFrame.from_cameras(np.stack(c2ws))
 
     # -- checks (no state touched) --------------------------------------------------------------

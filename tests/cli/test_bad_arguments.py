@@ -140,6 +140,20 @@ def _table(export: Path, tmp: Path):
             ["bench", export, "--out", out, "--threads", "0"],
             ["bench", export, "--out", out, "--backends", ","],
         ],
+        "serve": [  # each fails before Ray starts
+            ["serve", tmp / "nope"],
+            ["serve", export, "--backend", "bogus"],
+            ["serve", export, "--replicas", "0"],
+            ["serve", export, "--port", "70000"],
+            ["serve", export, "--max-cache-mib", "nan"],
+            ["serve", export, "--host", "203.0.113.9"],  # not an address of this machine
+        ],
+        "serve-bench": [
+            ["serve-bench", tmp / "nope"],
+            ["serve-bench", export, "--views", "99"],
+            ["serve-bench", export, "--sessions", "0"],
+            ["serve-bench", export, "--backend", "bogus"],
+        ],
     }
 
 
@@ -162,6 +176,8 @@ def test_every_subcommand_is_in_the_table(tiny_export, tmp_path):
         "calib-report",
         "estimate",
         "train",
+        "serve",
+        "serve-bench",
     ],
 )
 def test_bad_arguments_end_in_one_line(tiny_export, tmp_path, command):

@@ -22,6 +22,7 @@ LAYERS = {
             "viewrt.cli",
             "viewrt.bench",
             "viewrt.evaluation",
+            "viewrt.serve",
             "torch",
             "onnx",
         ),
@@ -38,6 +39,7 @@ LAYERS = {
             "viewrt.bench",
             "viewrt.evaluation",
             "viewrt.data",
+            "viewrt.serve",
         ),
     ),
     # applications of the runtime (torch-free; viewrt bench brings the PyTorch baselines)
@@ -56,6 +58,11 @@ LAYERS = {
         "viewrt.evaluation",
         ("viewrt.models", "viewrt.export", "viewrt.calib", "viewrt.cli", "viewrt.bench", "torch"),
     ),
+    # an application over the runtime (Ray only in serve/app.py: tests/serve checks that)
+    "viewrt/serve": (
+        "viewrt.serve",
+        ("viewrt.models", "viewrt.export", "viewrt.calib", "viewrt.cli", "torch", "onnx"),
+    ),
     "models": ("viewrt.models", ("viewrt.export", "viewrt.runtime", "viewrt.calib", "viewrt.cli")),
     "export": ("viewrt.export", ("viewrt.runtime", "viewrt.calib", "viewrt.cli")),
     "calib": ("viewrt.calib", ("viewrt.cli",)),
@@ -63,7 +70,7 @@ LAYERS = {
 
 
 # folders under viewrt/ that are not the root package's floor
-APPLICATIONS = ("cli", "bench", "evaluation")
+APPLICATIONS = ("cli", "bench", "evaluation", "serve")
 
 
 def _modules():

@@ -186,3 +186,16 @@ def test_a_closed_renderer_refuses_work(tiny_export):
 def test_open_option_values_are_checked(tiny_export, kwargs, pattern):
     with pytest.raises(ViewrtError, match=pattern):
         vrt.open(tiny_export[0], **kwargs)
+
+
+def test_frame_from_camera_pairs_or_matrices_and_bad_frames(tiny_export):
+    """A frame given as (c2w, fxfycxcy) pairs equals one given as c2w matrices; a ragged or
+    malformed frame is one ViewrtError (it was a bare numpy ValueError)."""
+    out_dir, model = tiny_export
+    _, cams, _, _ = _scene(model, 3)
+    pairs = [(c.c2w, c.fxfycxcy) for c in cams]
+    with vrt.open(out_dir, frame=pairs) as a, vrt.open(out_dir, frame=[c.c2w for c in cams]) as b:
+        assert a.info()["frame"] == b.info()["frame"]
+    for bad in ([np.eye(3)], [(np.eye(4), [1.0, 1.0]), np.eye(4)[:3]], [[1, 2, 3]]):
+        with pytest.raises(ViewrtError, match="frame"):
+            vrt.open(out_dir, frame=bad)

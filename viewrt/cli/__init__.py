@@ -82,10 +82,13 @@ from viewrt.cli.export import export  # noqa: E402
 from viewrt.cli.infer import infer  # noqa: E402
 from viewrt.cli.info import info  # noqa: E402
 from viewrt.cli.scene import scene  # noqa: E402
+from viewrt.cli.serve import serve, serve_bench  # noqa: E402
 from viewrt.cli.train import train  # noqa: E402
 
 for _command in (export, build, info, scene, infer, bench, calib, calib_report, estimate, train):
     main.add_command(_command)
+main.add_command(serve)
+main.add_command(serve_bench)
 
 if __name__ == "__main__":
     main()
