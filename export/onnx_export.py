@@ -26,9 +26,9 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+import viewrt.contract.names as N
 from viewrt import __version__
 from viewrt.checksum import sha256_file
-import viewrt.contract.names as N
 from viewrt.contract.manifest import Manifest
 from viewrt.contract.memory import host_memory_bytes
 from viewrt.contract.precision import EXPORT_PRECISIONS, get_precision

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-import viewrt.runtime as vrt
 import viewrt.contract.names as N
+import viewrt.runtime as vrt
 from viewrt.contract.manifest import load_manifest
 from viewrt.data import synthetic_cameras
 from viewrt.errors import ViewrtError
