@@ -1,7 +1,8 @@
 """The model families: one row per family holding its config class, presets, model class,
 checkpoint key signature and FLOP counter. ``build_model``, config inference,
 ``load_checkpoint``, export and the benchmark loop over it, so a new family is one
-models/ module, one export spec (export/families.py) and one line here."""
+models/ module, one export spec (export/spec.py) and one line here, beside the
+family's contract declaration (viewrt/contract/families/, docs/extending.md)."""
 
 from __future__ import annotations
 

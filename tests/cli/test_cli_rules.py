@@ -19,9 +19,14 @@ from viewrt.contract.precision import PRECISIONS
 from viewrt.errors import ViewrtError
 
 CLI = Path(__file__).resolve().parents[2] / "viewrt" / "cli"
-HEAVY = ("torch", "onnx", "onnxruntime", "openvino", "tensorrt", "matplotlib", "skimage")
-LAZY_LAYERS = ("viewrt.models", "viewrt.export", "viewrt.calib")  # import torch/onnx
-LAZY_THIRD_PARTY = ("torch", "tqdm")
+HEAVY = ("torch", "onnx", "onnxruntime", "openvino", "tensorrt", "matplotlib", "skimage", "ray")
+LAZY_LAYERS = (
+    "viewrt.models",
+    "viewrt.export",
+    "viewrt.calib",
+    "viewrt.serve.app",
+)  # import torch/onnx, or Ray (which must see the loopback setting before it loads)
+LAZY_THIRD_PARTY = ("torch", "tqdm", "ray")
 SHARED = (
     "--out",
     "--seed",

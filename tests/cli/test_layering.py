@@ -313,7 +313,15 @@ def _top_level_only_files() -> list[Path]:
 
 # viewrt's own heavy layers (importing them imports torch / onnx): a module that is
 # otherwise free of them may import them lazily, inside the function that needs them.
-HEAVY_VIEWRT = ("viewrt.models", "viewrt.export", "viewrt.calib", "torch", "onnx")
+HEAVY_VIEWRT = (
+    "viewrt.models",
+    "viewrt.export",
+    "viewrt.calib",
+    "viewrt.serve.app",
+    "torch",
+    "onnx",
+    "ray",
+)
 
 
 def _within(name: str, packages: tuple[str, ...]) -> bool:

@@ -183,13 +183,16 @@ def export_dir_argument():
     return click.argument("export_dir", type=click.Path(file_okay=False))
 
 
-def out_option(help: str = "Output folder.", default: str | None = None):
-    """``--out`` -> ``out_dir``: the folder the command writes (required unless ``default``)."""
+def out_option(
+    help: str = "Output folder.", default: str | None = None, required: bool | None = None
+):
+    """``--out`` -> ``out_dir``: the folder the command writes (required unless ``default``
+    is given or ``required`` is False)."""
     return click.option(
         "--out",
         "out_dir",
         type=click.Path(file_okay=False),
-        required=default is None,
+        required=(default is None) if required is None else required,
         default=default,
         show_default=default is not None,
         help=help,

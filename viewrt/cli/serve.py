@@ -16,9 +16,14 @@ from pathlib import Path
 
 import click
 
+import viewrt.runtime as vrt
+import viewrt.runtime.backends as registry
+import viewrt.serve.load as load
 from viewrt.cli._errors import cli_errors, finite_float
+from viewrt.cli.options import backend_option, out_option, threads_option
 from viewrt.contract.manifest import load_manifest
 from viewrt.errors import ViewrtError
+from viewrt.folders import check_creatable
 from viewrt.serve.session import Limits, SessionManager
 
 FINITE_POSITIVE = finite_float(True)
@@ -57,8 +62,6 @@ def _check_port_free(host: str, port: int) -> None:
 def _preflight(export_dir: str, backend: str, threads: int | None) -> None:
     """Open (and close) one session here, so that a backend that cannot run fails in one
     line before Ray starts (local mode: the replicas run on this machine)."""
-    import viewrt.runtime as vrt
-
     opts = {} if threads is None else {"threads": threads}
     vrt.open(export_dir, backend=backend, max_views=1, **opts).close()
 
@@ -85,11 +88,8 @@ def _common(fn):
     """Options shared by serve and serve-bench: backend, replicas, threads, address."""
     for deco in reversed(
         [
-            click.option(
-                "--backend",
-                default="ort",
-                show_default=True,
-                help="Runtime backend of every session (as viewrt infer).",
+            backend_option(
+                registry.names, "ort", "Runtime backend of every session (as viewrt infer)."
             ),
             click.option(
                 "--replicas",
@@ -98,12 +98,7 @@ def _common(fn):
                 show_default=True,
                 help="Session replicas (Ray actors; each holds its own sessions).",
             ),
-            click.option(
-                "--threads",
-                type=click.IntRange(1),
-                default=None,
-                help="ONNX Runtime threads per session (default: the runtime's).",
-            ),
+            threads_option("ONNX Runtime threads per session (default: the runtime's)."),
             click.option(
                 "--replica-cpus",
                 type=FINITE_POSITIVE,
@@ -172,7 +167,7 @@ def serve(
     if address is None:
         _check_port_free(host, port)
         _preflight(export_dir, backend, threads)
-    from viewrt.serve import app  # ray
+    import viewrt.serve.app as app  # lazy: imports ray, after the loopback setting
 
     try:
         server = app.start(
@@ -220,22 +215,18 @@ def serve(
     show_default=True,
     help="Render calls per session.",
 )
-@click.option(
-    "--out",
-    "out_file",
-    type=click.Path(dir_okay=False),
-    default=None,
-    help="Also write the results as JSON here.",
+@out_option(
+    "Also write the results to OUT/serve_bench.json (the folder is created).", required=False
 )
 @cli_errors
 def serve_bench(
     export_dir, backend, replicas, threads, replica_cpus, address, sessions, views, targets,
-    renders, out_file,
+    renders, out_dir,
 ):  # fmt: skip
     """Load benchmark: SESSIONS concurrent sessions through `viewrt serve` (HTTP) against
     the same work in one process; throughput and p50/p99 latency."""
-    from viewrt.serve import load
-
+    if out_dir is not None:
+        check_creatable(out_dir)  # before any work: an unwritable --out changes nothing
     _local_ray_env(address)
     _require_ray("viewrt serve-bench")
     manifest = load_manifest(export_dir)
@@ -249,7 +240,7 @@ def serve_bench(
     )
     # one process first, while no Ray process runs
     local = load.run_in_process(SessionManager(export_dir, backend, limits, opts), w)
-    from viewrt.serve import app  # ray
+    import viewrt.serve.app as app  # lazy: imports ray, after the loopback setting
 
     try:
         server = app.start(
@@ -271,8 +262,9 @@ def serve_bench(
         "served": served,
     }
     _print_table(result)
-    if out_file:
-        Path(out_file).write_text(json.dumps(result, indent=1))
+    if out_dir is not None:
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        (Path(out_dir) / "serve_bench.json").write_text(json.dumps(result, indent=1))
     if local["errors"] or served["errors"]:
         raise ViewrtError(f"errors during the run: {(local['errors'] + served['errors'])[:3]}")
 

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from viewrt.serve import codec
+import viewrt.serve.codec as codec
 from viewrt.serve.errors import BadRequest, NotFound, ServeError, status_of
 from viewrt.serve.session import SessionManager
 

@@ -39,9 +39,9 @@ from ray import serve
 from ray.exceptions import GetTimeoutError, RayActorError
 from starlette.responses import Response
 
+import viewrt.serve.api as api
 from viewrt.contract.manifest import load_manifest
 from viewrt.errors import ViewrtError
-from viewrt.serve import api
 from viewrt.serve.errors import SessionGone, UnknownSession
 from viewrt.serve.session import Limits, SessionManager
 

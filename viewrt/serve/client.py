@@ -18,7 +18,7 @@ import urllib.request
 
 import numpy as np
 
-from viewrt.serve import codec
+import viewrt.serve.codec as codec
 from viewrt.serve.errors import (
     BadRequest,
     NotFound,
