@@ -77,7 +77,7 @@ def scene_paths(
     """
     if (scenes is None) == (synthetic is None):
         raise ViewrtError(
-            "give calibration scenes with exactly one of --scenes LIST or --synthetic N"
+            "give calibration scenes with exactly one of --list FILE or --synthetic N"
         )
     if synthetic is not None:
         if synthetic < 1:

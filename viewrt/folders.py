@@ -1,7 +1,7 @@
 """Output folders that several processes may write: a lock per folder, creation with one
 clear error, and a restorable swap of a set of files (used by export and infer).
 
-The lock is a file named after the folder's resolved path in ``<tmp>/viewrt-locks/`` (the
+The lock is a file named after the folder's resolved path in ``<tmp>/viewrt-locks-<uid>/`` (the
 filelock library), so nothing is added to the folder itself. A second writer on the same
 machine waits for the first and then sees what it wrote (export then refuses another
 model without --force).
@@ -113,9 +113,12 @@ def locked_folder(path: str | Path, what: str = "output", clean_on_error=False):
 
 
 def lock_path(path: Path) -> Path:
-    """The lock file of a folder: ``<tmp>/viewrt-locks/<sha256 of its resolved path>.lock``."""
-    locks = Path(tempfile.gettempdir()) / "viewrt-locks"
-    locks.mkdir(exist_ok=True)
+    """The lock file of a folder: ``<tmp>/viewrt-locks-<uid>/<sha256 of its resolved
+    path>.lock``; one folder per user, so that a folder another user made first (mode 0755)
+    never stops this one from locking."""
+    uid = os.getuid() if hasattr(os, "getuid") else 0
+    locks = Path(tempfile.gettempdir()) / f"viewrt-locks-{uid}"
+    locks.mkdir(mode=0o700, exist_ok=True)
     return locks / (hashlib.sha256(str(Path(path).resolve()).encode()).hexdigest()[:32] + ".lock")
 
 

@@ -147,12 +147,15 @@ def _table(export: Path, tmp: Path):
             ["serve", export, "--port", "70000"],
             ["serve", export, "--max-cache-mib", "nan"],
             ["serve", export, "--host", "203.0.113.9"],  # not an address of this machine
+            ["serve", export, "--address", "127.0.0.1:1"],  # no Ray cluster answers there
+            ["serve", export, "--address", "nohostport"],
         ],
         "serve-bench": [
             ["serve-bench", tmp / "nope"],
             ["serve-bench", export, "--views", "99"],
             ["serve-bench", export, "--sessions", "0"],
             ["serve-bench", export, "--backend", "bogus"],
+            ["serve-bench", export, "--out", afile / "x"],  # a file stands in the path
         ],
     }
 

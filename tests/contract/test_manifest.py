@@ -63,7 +63,18 @@ CASES = {
         lambda d: d["graphs"]["encoder"]["outputs"][0].update(dtype="float16"),
         r"encoder output 0 dtype: manifest has 'float16'",
     ),
-    "missing_field": (lambda d: d.pop("head_dim"), r"malformed manifest \(KeyError: 'head_dim'\)"),
+    "missing_field": (lambda d: d.pop("head_dim"), r"malformed manifest: missing field 'head_dim'"),
+    "null_graphs": (lambda d: d.update(graphs=None), r"malformed manifest \(TypeError"),
+    "edited_cache": (
+        lambda d: d["cache"].update(capacity=99),
+        r"cache is .*'capacity': 99.*but the header implies",
+    ),
+    "edited_bytes": (
+        lambda d: d["kv_bytes_per_view"].update(fp32=1),
+        r"kv_bytes_per_view is .*but the header implies",
+    ),
+    "unknown_family": (lambda d: d.update(family="nope"), r"model family 'nope' is not one"),
+    "wrong_memory": (lambda d: d.update(memory="token-window"), r"keeps its K/V as 'view-slots'"),
 }
 
 
@@ -96,6 +107,7 @@ def test_manifest_that_disagrees_with_its_graph(edited):
 
     def heads(d):
         d["n_heads"], d["head_dim"] = 4, 16
+        d.pop("cache")  # a derived record: left out, not checked (present, it must agree)
         for g in d["graphs"].values():
             for t in g["inputs"] + g["outputs"]:
                 if names.parse_kv_name(t["name"]):

@@ -288,3 +288,28 @@ def test_checking_for_ray_does_not_import_it():
     )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert res.stdout.strip() == "False", res.stderr
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose header claims width x height (no pixel data): what a decompression bomb
+    looks like to a decoder that trusts the header."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b"")
+
+
+def test_an_image_too_large_to_decode_is_a_bad_request():
+    import base64
+
+    from viewrt.serve import codec
+    from viewrt.serve.errors import BadRequest
+
+    data = base64.b64encode(_png_header_only(30000, 30000)).decode()
+    with pytest.raises(BadRequest, match="image too large"):
+        codec.decode_array({"png": data}, "image")

@@ -52,10 +52,29 @@ def _check_port_free(host: str, port: int) -> None:
     """Fail before Ray starts when the HTTP port cannot be bound here."""
     try:
         with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+            # as the HTTP server binds: a port left in TIME-WAIT by a stopped server is free
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             s.bind((host, port))
     except OSError as e:
         raise ViewrtError(
             f"cannot listen on {host}:{port} ({e.strerror}); choose another --port or --host"
+        ) from None
+
+
+def _check_cluster(address: str, timeout: float = 5.0) -> None:
+    """Fail in one line when a Ray cluster's HOST:PORT does not answer (``ray.init`` would
+    retry for ever); "auto" and ray:// addresses are left to Ray."""
+    if address == "auto" or "://" in address:
+        return
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ViewrtError(f"--address {address!r}: expected HOST:PORT, 'auto' or ray://HOST:PORT")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise ViewrtError(
+            f"--address {address}: no Ray cluster answers there ({e.strerror or e}); "
+            "start one with `ray start --head` or leave --address out for a local Ray"
         ) from None
 
 
@@ -167,6 +186,8 @@ def serve(
     if address is None:
         _check_port_free(host, port)
         _preflight(export_dir, backend, threads)
+    else:
+        _check_cluster(address)
     import viewrt.serve.app as app  # lazy: imports ray, after the loopback setting
 
     try:
@@ -179,7 +200,10 @@ def serve(
             f"viewrt serve: {server.url} ({replicas} replica(s) of {export_dir}); Ctrl-C stops",
             err=True,
         )
-        signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops it as cleanly as Ctrl-C
+        # `kill` stops it as cleanly as Ctrl-C, and so does SIGINT when the shell started it
+        # with SIGINT ignored (`viewrt serve ... &` in a script)
+        signal.signal(signal.SIGTERM, _interrupt)
+        signal.signal(signal.SIGINT, _interrupt)
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
@@ -233,6 +257,8 @@ def serve_bench(
     if views > manifest.max_views:
         raise ViewrtError(f"--views {views} exceeds the export's max_views {manifest.max_views}")
     _preflight(export_dir, backend, threads)
+    if address is not None:
+        _check_cluster(address)
     w = load.Workload(sessions, views, targets, renders)
     opts = {} if threads is None else {"threads": threads}
     limits = Limits(

@@ -261,10 +261,25 @@ class Manifest:
             m = cls(**kw, extra=extra, dir=directory)
         except ViewrtError:
             raise
-        except (KeyError, TypeError, ValueError, AttributeError) as e:
+        except KeyError as e:
+            raise ViewrtError(f"{where}: malformed manifest: missing field {e.args[0]!r}") from None
+        except (TypeError, ValueError, AttributeError) as e:
             raise ViewrtError(f"{where}: malformed manifest ({type(e).__name__}: {e})") from None
         m.check_bounds(where)
+        m._check_derived(data, where)
         return m
+
+    def _check_derived(self, data: dict, where) -> None:
+        """The derived records a manifest carries for readers in other languages (memory,
+        cache, kv_bytes_per_<entry>) must be what its header implies: an edit is refused."""
+        want = self.to_dict()
+        derived = ("memory", "cache", f"kv_bytes_per_{self.cache.entry}")
+        for k in (k for k in derived if k in data):
+            if data[k] != want[k]:
+                raise ViewrtError(
+                    f"{where}: {k} is {data[k]!r}, but the header implies {want[k]!r}; the "
+                    "manifest was edited: re-export"
+                )
 
     # -- checks ----------------------------------------------------------------------------
     def check_bounds(self, where="manifest") -> None:

@@ -73,7 +73,11 @@ def _unpng(data: str, what: str) -> np.ndarray:
     try:
         with Image.open(io.BytesIO(_b64(data, what))) as im:
             rgb = np.asarray(im.convert("RGB"), np.float32) / 255.0
-    except (UnidentifiedImageError, OSError, ValueError) as e:
+    except Image.DecompressionBombError as e:
+        raise BadRequest(f"{what}: image too large ({e})") from None
+    except UnidentifiedImageError:
+        raise BadRequest(f"{what}: not a readable PNG (not an image file PIL can identify)") from None
+    except (OSError, ValueError) as e:
         raise BadRequest(f"{what}: not a readable PNG ({e})") from None
     return np.ascontiguousarray(rgb.transpose(2, 0, 1))  # [3, H, W]
 
