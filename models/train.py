@@ -554,7 +554,8 @@ def train(
 
     recipe.check()
     if recipe.scene_list:
-        load_scene_list(recipe.scene_list)  # a bad list: one error before anything is written
+        for scene in load_scene_list(recipe.scene_list):  # a bad list or scene file: one
+            load_scene(scene)  # error before anything is written
 
     out = make_folder(out_dir, "--out")
     torch.manual_seed(recipe.seed)
