@@ -220,7 +220,7 @@ class WindowMachine(RuleBasedStateMachine):
             self.backend.__exit__(None, None, None)
 
 
-WindowMachine.TestCase.settings = settings(max_examples=60, stateful_step_count=30, deadline=None)
+WindowMachine.TestCase.settings = settings(max_examples=40, stateful_step_count=30, deadline=None)
 test_token_window_rules = WindowMachine.TestCase
 
 
