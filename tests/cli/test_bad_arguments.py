@@ -148,6 +148,15 @@ def _table(export: Path, tmp: Path):
             ["serve", export, "--max-cache-mib", "nan"],
             ["serve", export, "--host", "203.0.113.9"],  # not an address of this machine
         ],
+        "studio": [  # each fails before the server starts
+            ["studio", tmp / "nope"],
+            ["studio", export, "--backend", "bogus"],
+            ["studio", export, "--port", "0"],
+            ["studio", export, "--list", tmp / "missing.txt"],
+            ["studio", export, "--synthetic", "0"],
+            ["studio", export, "--max-sessions", "0"],
+            ["studio", export, "--host", "203.0.113.9", "--port", "8765"],  # not ours
+        ],
         "serve-bench": [
             ["serve-bench", tmp / "nope"],
             ["serve-bench", export, "--views", "99"],
@@ -178,6 +187,7 @@ def test_every_subcommand_is_in_the_table(tiny_export, tmp_path):
         "train",
         "serve",
         "serve-bench",
+        "studio",
     ],
 )
 def test_bad_arguments_end_in_one_line(tiny_export, tmp_path, command):

@@ -61,6 +61,7 @@ async function loadThumbs() {
 
 async function draw(s) {
   const sceneChanged = !state || state.scene.id !== s.scene.id || thumbs.length !== s.scene.frames;
+  sid = s.session;
   state = s;
   if (sceneChanged) await loadThumbs();
   $("scene").value = s.scene.id;
@@ -200,7 +201,6 @@ async function start() {
   server.backends.forEach((b) => option($("backend"), b.id, b.available ? b.id : `${b.id} (unavailable)`, !b.available, b.why));
   const s = await act("POST", "/api/sessions", { scene: server.scenes[0].id, backend: server.default_backend });
   if (!s) return;
-  sid = s.session;
   $("scene").onchange = () => act("POST", `/api/sessions/${sid}/scene`, { scene: $("scene").value });
   $("backend").onchange = () => act("POST", `/api/sessions/${sid}/backend`, { backend: $("backend").value });
   $("apply").onclick = () => act("POST", `/api/sessions/${sid}/settings`,
