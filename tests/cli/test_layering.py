@@ -63,14 +63,30 @@ LAYERS = {
     # an application over the runtime (Ray only in serve/app.py: tests/serve checks that)
     "viewrt/serve": (
         "viewrt.serve",
-        ("viewrt.models", "viewrt.export", "viewrt.calib", "viewrt.cli", "torch", "onnx",
-         "viewrt.studio"),  # fmt: skip
+        (
+            "viewrt.models",
+            "viewrt.export",
+            "viewrt.calib",
+            "viewrt.cli",
+            "torch",
+            "onnx",
+            "viewrt.studio",
+        ),
     ),
     # the local page over the runtime and the serve layer's session manager
     "viewrt/studio": (
         "viewrt.studio",
-        ("viewrt.models", "viewrt.export", "viewrt.calib", "viewrt.cli", "torch", "onnx",
-         "viewrt.bench", "viewrt.evaluation", "ray"),  # fmt: skip
+        (
+            "viewrt.models",
+            "viewrt.export",
+            "viewrt.calib",
+            "viewrt.cli",
+            "torch",
+            "onnx",
+            "viewrt.bench",
+            "viewrt.evaluation",
+            "ray",
+        ),
     ),
     "models": ("viewrt.models", ("viewrt.export", "viewrt.runtime", "viewrt.calib", "viewrt.cli")),
     "export": ("viewrt.export", ("viewrt.runtime", "viewrt.calib", "viewrt.cli")),
