@@ -343,6 +343,7 @@ HEAVY_VIEWRT = (
     "viewrt.export",
     "viewrt.calib",
     "viewrt.serve.app",
+    "viewrt.studio.server",
     "torch",
     "onnx",
     "ray",

@@ -1,7 +1,8 @@
 """``viewrt studio``: a local web page over the runtime (viewrt/studio/, docs in README).
 
-Starlette, uvicorn and scipy (the ``studio`` extra) are imported inside the command, as is
-playwright for ``--screenshot``: ``viewrt --help`` needs none.
+Starlette and uvicorn (the ``studio`` extra) come with viewrt.studio.server, imported
+inside the command; scipy and playwright are imported by the functions that use them:
+``viewrt --help`` needs none.
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ from viewrt.contract.manifest import load_manifest
 from viewrt.errors import ViewrtError
 from viewrt.runtime import backends as registry
 from viewrt.serve.session import Limits, SessionManager
+from viewrt.studio import browser
+from viewrt.studio.scenes import Catalogue
+from viewrt.studio.state import Studio
 
 FINITE_POSITIVE = finite_float(True)
 STUDIO_MODULES = ("starlette", "uvicorn", "scipy")
@@ -69,9 +73,7 @@ def studio(
     """Serve a page to add, remove and pin views of EXPORT_DIR's model, watch its cache and
     latency, and render targets (http://HOST:PORT/; Ctrl-C stops)."""
     _require_studio_extra()
-    from viewrt.studio import server
-    from viewrt.studio.scenes import Catalogue
-    from viewrt.studio.state import Studio
+    import viewrt.studio.server as server  # lazy: imports starlette and uvicorn
 
     manifest = load_manifest(export_dir)
     limits = Limits(max_sessions, int(max_cache_mib * 2**20), idle_timeout)
@@ -92,7 +94,7 @@ def studio(
 
 
 def _screenshot(app, out: Path) -> None:
-    from viewrt.studio import browser, server
+    import viewrt.studio.server as server  # lazy: imports starlette and uvicorn
 
     with server.Background(app) as bg:
         browser.screenshot(bg.url, out)

@@ -4,7 +4,8 @@
 
 Also the free camera between two frames (:func:`interpolate`) and thumbnails.
 
-Imports viewrt.data (numpy, PIL), viewrt.geometry and scipy's rotation slerp.
+Imports viewrt.data (numpy, PIL) and viewrt.geometry; scipy (its rotation slerp) inside
+:func:`interpolate`, so that ``viewrt --help`` does not load it.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from scipy.spatial.transform import Rotation, Slerp
 
 from viewrt.data import STYLES, DataRoots, load_frame, load_scene, load_scene_list, synthetic_views
 from viewrt.errors import ViewrtError
@@ -137,6 +137,8 @@ def interpolate(a: Camera, b: Camera, t) -> Camera:
     """
     if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0.0 <= t <= 1.0:
         raise ViewrtError(f"t must be a number in [0, 1], got {t!r}")
+    from scipy.spatial.transform import Rotation, Slerp
+
     rots = Rotation.from_matrix(np.stack([a.c2w[:3, :3], b.c2w[:3, :3]]))
     c2w = np.eye(4)
     c2w[:3, :3] = Slerp([0.0, 1.0], rots)([float(t)]).as_matrix()[0]
