@@ -9,6 +9,7 @@ from viewrt.studio.scenes import Catalogue
 from viewrt.studio.state import Studio
 
 
-def make_studio(export, scene_list=None, synthetic=2, **limits) -> Studio:
-    manager = SessionManager(export, "ort", Limits(**limits), {"threads": 1})
+def make_studio(export, scene_list=None, synthetic=2, clock=None, **limits) -> Studio:
+    kw = {} if clock is None else {"clock": clock}
+    manager = SessionManager(export, "ort", Limits(**limits), {"threads": 1}, **kw)
     return Studio(manager, Catalogue(load_manifest(export).image_size, synthetic, scene_list))

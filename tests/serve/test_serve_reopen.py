@@ -43,10 +43,13 @@ def test_reopen_replaces_the_renderer_after_setup(export):
     new = m.renderer(sid)
     assert new is not old and old._closed and m.options(sid)["window"] == 1
     assert new.info()["pinned_ids"] == [0] and new.info()["cached_ids"] == [0, 2]  # 1 evicted
-    m.reopen(sid, setup=replay, window=None, pinned=0)  # back to the same options as before: the same render
+    m.reopen(
+        sid, setup=replay, window=None, pinned=0
+    )  # back to the same options as before: the same render
     np.testing.assert_allclose(m.render(sid, targets), before, atol=1e-5, rtol=0)
-    assert m.stats()["sessions"] == 1
+    assert m.stats()["sessions"] == 1 and m.ids() == [sid]
     m.close_all()
+    assert m.ids() == []
 
 
 def test_a_failed_reopen_changes_nothing(export):

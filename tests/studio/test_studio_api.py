@@ -354,13 +354,17 @@ def test_a_removed_scene_file(export, tmp_path):
 
 
 def test_idle_session_expires(export, scene_list):
-    studio = make_studio(export, scene_list, idle_timeout_s=0.05)
+    now = [1000.0]
+    studio = make_studio(export, scene_list, clock=lambda: now[0], idle_timeout_s=60)
     with TestClient(make_app(studio)) as c:
         sid = _ok(c.post("/api/sessions", json={"scene": "file-0"}), 201)["session"]
-        import time
-
-        time.sleep(0.2)
-        _refused(c.get(f"/api/sessions/{sid}"), 410, "idle")
+        now[0] += 59
+        _ok(c.get(f"/api/sessions/{sid}"))  # a call resets the idle clock
+        now[0] += 61
+        _refused(c.get(f"/api/sessions/{sid}"), 410, "gone", "60 s idle")
+        assert studio.manager.ids() == []
+        new = _ok(c.post("/api/sessions", json={"scene": "file-0"}), 201)["session"]
+        assert list(studio._sessions) == studio.manager.ids() == [new]  # the expired page dropped
     studio.manager.close_all()
 
 

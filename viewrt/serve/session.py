@@ -337,6 +337,13 @@ class SessionManager:
             if s.renderer is not None:
                 s.renderer.close()
 
+    def ids(self) -> list[str]:
+        """The ids of the sessions held now (expired ones closed first; no idle clock is
+        reset)."""
+        self.sweep()
+        with self._lock:
+            return [sid for sid, s in self._sessions.items() if s.renderer is not None]
+
     def stats(self) -> dict:
         """Sessions held, cache bytes reserved, and the limits."""
         self.sweep()

@@ -89,7 +89,9 @@ class Catalogue:
         if list_file is not None:
             self._roots = DataRoots().for_list(list_file)
             for i, path in enumerate(load_scene_list(list_file)):
-                e = SceneEntry(f"file-{i}", Path(path).stem, path=Path(path))
+                e = SceneEntry(
+                    f"file-{i}", f"{Path(path).parent.name}/{Path(path).name}", path=Path(path)
+                )
                 self.entries[e.id] = e
         if not self.entries:
             raise ViewrtError("no scenes: ask for synthetic scenes or give a scene list")

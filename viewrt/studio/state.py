@@ -166,10 +166,18 @@ class Studio:
             backend=choice.config, export_dir=choice.export_dir,
         )  # fmt: skip
         page = PageSession(sid, loaded, choice.id)
+        self._forget_ended()
         with self._lock:
             self._sessions[sid] = page
         with page.lock:
             return self._state(page)
+
+    def _forget_ended(self) -> None:
+        """Drop the pages of sessions the manager no longer holds (expired, closed)."""
+        held = set(self.manager.ids())
+        with self._lock:
+            for sid in [sid for sid in self._sessions if sid not in held]:
+                del self._sessions[sid]
 
     def close(self, sid) -> dict:
         self._page(sid)
