@@ -180,6 +180,7 @@ class Studio:
                 del self._sessions[sid]
 
     def close(self, sid) -> dict:
+        """Close a page session and release its cache. Raises: UnknownSession, SessionGone."""
         self._page(sid)
         self.manager.close(sid)
         with self._lock:
@@ -187,6 +188,7 @@ class Studio:
         return {"closed": sid}
 
     def state(self, sid) -> dict:
+        """The session's state (see :meth:`_state`). Raises: UnknownSession, SessionGone."""
         page = self._page(sid)
         with page.lock:
             return self._state(page)
@@ -210,6 +212,7 @@ class Studio:
             return self._state(page)
 
     def remove(self, sid, view_id) -> dict:
+        """Remove a cached view. Raises the runtime's ViewrtError (not cached), unchanged."""
         page = self._page(sid)
         with page.lock:
             self.manager.remove_view(sid, view_id)
@@ -217,6 +220,7 @@ class Studio:
             return self._state(page)
 
     def reset(self, sid) -> dict:
+        """Forget every view (the window and pinned settings stay)."""
         page = self._page(sid)
         with page.lock:
             self.manager.renderer(sid).reset()
@@ -318,7 +322,12 @@ class Studio:
         page.timings.append({"op": op, **steps, "other": round(other, 4), "total": total})
 
     def _state(self, page: PageSession) -> dict:
-        """The session as the runtime holds it (lock held): views read back from info()."""
+        """The session as the runtime holds it (lock held): ``session``, ``scene`` (id, name,
+        kind, frames), ``backend`` (the choice's id), ``cache`` (the runtime's info(): views,
+        capacity, bytes, window, pinned, backend, device, precision), ``views`` (slot order:
+        view_id, frame, keyframe, pinned), ``next_evicts`` (the policy's plan for one more
+        keyframe: ``evicts`` or why it would be ``refused``), ``timings`` (ms per step of the
+        last calls) and ``render`` (the last render: PNGs, PSNR)."""
         r = self.manager.renderer(page.sid)
         info = self.manager.info(page.sid)
         held = set(info["slots"])
