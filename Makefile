@@ -27,7 +27,7 @@ TRAIN_ARGS ?=
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml
-	@echo "[setup] creating $(VENV) and installing viewrt[dev,serve] ($(TORCH_SPEC))"
+	@echo "[setup] creating $(VENV) and installing viewrt[dev,serve,studio] ($(TORCH_SPEC))"
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	@if [ -n "$(TORCH_INDEX)" ] && [ "$$(uname -sm)" = "Linux x86_64" ] && \
@@ -38,7 +38,7 @@ $(STAMP): pyproject.toml
 		echo "[setup] $(TORCH_INDEX) not used (unreachable, or not Linux x86-64): $(TORCH_SPEC) from pip's configured index"; \
 		$(BIN)/python -m pip install -q "$(TORCH_SPEC)"; \
 	fi
-	$(BIN)/python -m pip install -q -e ".[dev,serve]"  # serve: Ray Serve, for tests/serve (~400 MB)
+	$(BIN)/python -m pip install -q -e ".[dev,serve,studio]"  # serve: Ray Serve, for tests/serve (~400 MB); studio: viewrt studio
 	@touch $@
 
 # The main job on the built-in trained model: export, held-out synthetic scenes (seeds

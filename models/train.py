@@ -1,7 +1,8 @@
 """Training Efficient-LVSM on synthetic scenes (or a scene list), and the held-out evaluation
 behind the ``demo`` preset.
 
-Data. By default scenes come from :func:`viewrt.data.synthetic_views` (style "multiview",
+Data. By default scenes come from :func:`viewrt.data.synthetic_views` (style "multiview";
+"mixed": the styles of STYLES in turn, scene ``k`` in style ``STYLES[k % len(STYLES)]``;
 8 views of 64 px), rendered once into a uint8 cache (``OUT/scenes-*.npz``). Training
 scenes use seeds ``TRAIN_SEED0 + seed * 1_000_000 + k``; validation (the PSNR shown while
 training) uses ``VAL_SEED0 + k`` and the held-out evaluation ``HELDOUT_SEED0 + k``: the
@@ -38,6 +39,7 @@ import torch
 from tqdm import tqdm
 
 from viewrt.data import (
+    STYLES,
     load_frame,
     load_scene,
     load_scene_list,
@@ -56,6 +58,7 @@ from viewrt.models.efficient_lvsm import PRESETS, EfficientLVSM, EfficientLVSMCo
 
 TRAIN_SEED0 = 10_000
 VAL_SEED0 = 800_000
+MIXED = "mixed"  # a pool of every style of viewrt.data.STYLES, in turn
 HELDOUT_SEED0 = 900_000
 EVAL_TARGETS = (2, 5)  # of 8 frames: viewrt.infer.default_targets(8)
 EVAL_INPUTS = (
@@ -87,7 +90,7 @@ class Recipe:
     d_model: int = 128
     n_layers: int = 4
     head_dim: int = 32
-    style: str = "multiview"
+    style: str = "multiview"  # or "mixed" (see scene_style)
     n_scenes: int = 2000
     frames_per_scene: int = 8
     scene_list: str | None = None
@@ -110,6 +113,7 @@ class Recipe:
     loss: str = "mse"
     cycles: list = field(default_factory=lambda: [[500, 5e-4]])
     notes: list = field(default_factory=list)
+    init: str | None = None  # weights to start from (a fine-tune), else a fresh init
 
     @property
     def total_steps(self) -> int:
@@ -126,6 +130,10 @@ class Recipe:
         )
 
     def check(self) -> None:
+        if self.style not in (*STYLES, MIXED):
+            raise ViewrtError(
+                f"style must be one of {', '.join((*STYLES, MIXED))}, got {self.style!r}"
+            )
         if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
             raise ViewrtError(f"lr must be a finite number > 0, got {self.lr!r}")
         if not 1 <= self.min_views <= self.max_views:
@@ -159,12 +167,17 @@ def scene_seed(recipe_seed: int, k: int) -> int:
     return TRAIN_SEED0 + recipe_seed * 1_000_000 + k  # seed 0: < 510,000; seed >= 1: >= 1,010,000
 
 
+def scene_style(style: str, k: int) -> str:
+    """The style of scene ``k`` of a pool of ``style`` ("mixed": the STYLES in turn)."""
+    return STYLES[k % len(STYLES)] if style == MIXED else style
+
+
 def _render_scenes(seeds, n_views: int, size: int, style: str, desc: str) -> dict:
     images, c2ws = [], []
     bar = _bar(seeds, desc) if _tty() else seeds
     fx = None
-    for s in bar:
-        im, c, fx = synthetic_views(n_views, size, int(s), style)
+    for k, s in enumerate(bar):
+        im, c, fx = synthetic_views(n_views, size, int(s), scene_style(style, k))
         images.append(
             np.stack([image_to_uint8(v).transpose(2, 0, 1) for v in im])
         )  # [V, 3, S, S] uint8
@@ -562,6 +575,9 @@ def train(
     if recipe.threads:
         torch.set_num_threads(recipe.threads)
     model = init_for_training(EfficientLVSM(recipe.model_config()), recipe.seed).train()
+    if recipe.init:  # a fine-tune: the given weights (strictly, this recipe's architecture)
+        start, _ = load_checkpoint(recipe.init, recipe.model_config())
+        model.load_state_dict(start.state_dict(), strict=True)
     opt = _optimizer(model, recipe)
     ckpt = out / "checkpoint.pt"
     step, log, wall0 = 0, [], 0.0
@@ -758,13 +774,16 @@ def _machine() -> dict:
 
 
 def demo_recipe(
-    steps=None, seed=0, n_scenes=None, scene_list=None, batch=None, lr=None, autocast="auto"
-) -> Recipe:
-    """The recipe of the shipped demo weights, with optional overrides (None keeps the default).
+    steps=None, seed=0, n_scenes=None, scene_list=None, batch=None, lr=None, autocast="auto",
+    style=None, init=None,
+) -> Recipe:  # fmt: skip
+    """The recipe of the shipped demo weights, with optional overrides (None keeps the default;
+    ``style``: "classic", "multiview" or "mixed"; ``init``: weights to fine-tune).
     ``autocast``: "bf16" (raises ViewrtError on a CPU without bf16 instructions), "off" (fp32),
     or "auto" (bf16 where the CPU has it)."""
-    r = Recipe(seed=seed, scene_list=scene_list)
-    for k, v in (("steps", steps), ("n_scenes", n_scenes), ("batch", batch), ("lr", lr)):
+    r = Recipe(seed=seed, scene_list=scene_list, init=None if init is None else str(init))
+    for k, v in (("steps", steps), ("n_scenes", n_scenes), ("batch", batch), ("lr", lr),
+                 ("style", style)):  # fmt: skip
         if v is not None:
             setattr(r, k, v)
     if steps is not None:
@@ -781,9 +800,12 @@ def demo_recipe(
     return r
 
 
-def run_eval(out_dir: str | Path, checkpoint: str | None = None, n_scenes: int = 50) -> dict:
-    """Evaluate the demo preset (or ``checkpoint`` with the demo config) and write
-    ``out_dir/eval.json`` and ``out_dir/eval.md``. Returns the result with "markdown"."""
+def run_eval(
+    out_dir: str | Path, checkpoint: str | None = None, n_scenes: int = 50, style="multiview"
+) -> dict:
+    """Evaluate the demo preset (or ``checkpoint`` with the demo config) on held-out scenes
+    of ``style`` and write ``out_dir/eval.json`` and ``out_dir/eval.md``. Returns the result
+    with "markdown"."""
     if checkpoint:
         model, _ = load_checkpoint(checkpoint, PRESETS["demo"])
         src = str(checkpoint)
@@ -791,7 +813,7 @@ def run_eval(out_dir: str | Path, checkpoint: str | None = None, n_scenes: int =
         model, _ = build_model("demo")
         src = f"demo preset ({DEMO_WEIGHTS.name})"
     t0 = time.perf_counter()
-    res = evaluate(model, n_scenes)
+    res = evaluate(model, n_scenes, style)
     res["weights"], res["machine"], res["eval_s"] = src, _machine(), time.perf_counter() - t0
     res["markdown"] = eval_markdown(res, f"Held-out evaluation of {src} ({res['machine']['cpu']})")
     out = Path(out_dir)

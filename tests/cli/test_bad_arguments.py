@@ -150,6 +150,15 @@ def _table(export: Path, tmp: Path):
             ["serve", export, "--address", "127.0.0.1:1"],  # no Ray cluster answers there
             ["serve", export, "--address", "nohostport"],
         ],
+        "studio": [  # each fails before the server starts
+            ["studio", tmp / "nope"],
+            ["studio", export, "--backend", "bogus"],
+            ["studio", export, "--port", "0"],
+            ["studio", export, "--list", tmp / "missing.txt"],
+            ["studio", export, "--synthetic", "0"],
+            ["studio", export, "--max-sessions", "0"],
+            ["studio", export, "--host", "203.0.113.9", "--port", "8765"],  # not ours
+        ],
         "serve-bench": [
             ["serve-bench", tmp / "nope"],
             ["serve-bench", export, "--views", "99"],
@@ -181,6 +190,7 @@ def test_every_subcommand_is_in_the_table(tiny_export, tmp_path):
         "train",
         "serve",
         "serve-bench",
+        "studio",
     ],
 )
 def test_bad_arguments_end_in_one_line(tiny_export, tmp_path, command):

@@ -19,12 +19,16 @@ from viewrt.contract.precision import PRECISIONS
 from viewrt.errors import ViewrtError
 
 CLI = Path(__file__).resolve().parents[2] / "viewrt" / "cli"
-HEAVY = ("torch", "onnx", "onnxruntime", "openvino", "tensorrt", "matplotlib", "skimage", "ray")
+HEAVY = (
+    "torch", "onnx", "onnxruntime", "openvino", "tensorrt", "matplotlib", "skimage", "ray",
+    "starlette", "uvicorn", "scipy", "playwright",
+)  # fmt: skip
 LAZY_LAYERS = (
     "viewrt.models",
     "viewrt.export",
     "viewrt.calib",
     "viewrt.serve.app",
+    "viewrt.studio.server",
 )  # import torch/onnx, or Ray (which must see the loopback setting before it loads)
 LAZY_THIRD_PARTY = ("torch", "tqdm", "ray")
 SHARED = (

@@ -23,6 +23,7 @@ LAYERS = {
             "viewrt.bench",
             "viewrt.evaluation",
             "viewrt.serve",
+            "viewrt.studio",
             "torch",
             "onnx",
         ),
@@ -40,6 +41,7 @@ LAYERS = {
             "viewrt.evaluation",
             "viewrt.data",
             "viewrt.serve",
+            "viewrt.studio",
         ),
     ),
     # applications of the runtime (torch-free; viewrt bench brings the PyTorch baselines)
@@ -61,7 +63,30 @@ LAYERS = {
     # an application over the runtime (Ray only in serve/app.py: tests/serve checks that)
     "viewrt/serve": (
         "viewrt.serve",
-        ("viewrt.models", "viewrt.export", "viewrt.calib", "viewrt.cli", "torch", "onnx"),
+        (
+            "viewrt.models",
+            "viewrt.export",
+            "viewrt.calib",
+            "viewrt.cli",
+            "torch",
+            "onnx",
+            "viewrt.studio",
+        ),
+    ),
+    # the local page over the runtime and the serve layer's session manager
+    "viewrt/studio": (
+        "viewrt.studio",
+        (
+            "viewrt.models",
+            "viewrt.export",
+            "viewrt.calib",
+            "viewrt.cli",
+            "torch",
+            "onnx",
+            "viewrt.bench",
+            "viewrt.evaluation",
+            "ray",
+        ),
     ),
     "models": ("viewrt.models", ("viewrt.export", "viewrt.runtime", "viewrt.calib", "viewrt.cli")),
     "export": ("viewrt.export", ("viewrt.runtime", "viewrt.calib", "viewrt.cli")),
@@ -70,7 +95,7 @@ LAYERS = {
 
 
 # folders under viewrt/ that are not the root package's floor
-APPLICATIONS = ("cli", "bench", "evaluation", "serve")
+APPLICATIONS = ("cli", "bench", "evaluation", "serve", "studio")
 
 
 def _modules():
@@ -318,6 +343,7 @@ HEAVY_VIEWRT = (
     "viewrt.export",
     "viewrt.calib",
     "viewrt.serve.app",
+    "viewrt.studio.server",
     "torch",
     "onnx",
     "ray",

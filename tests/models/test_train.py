@@ -160,3 +160,34 @@ def test_explicit_steps_are_the_whole_run():
     r = demo_recipe(steps=2, autocast="off")
     assert r.total_steps == 2 and not r.cycles  # no warm restart added on top of --steps
     assert demo_recipe(autocast="off").total_steps > 2  # the shipped recipe keeps its restart cycle
+
+
+def test_mixed_style_pool_alternates_styles():
+    from viewrt.models.train import _render_scenes, scene_style
+
+    assert [scene_style("mixed", k) for k in range(4)] == [
+        "classic",
+        "multiview",
+        "classic",
+        "multiview",
+    ]
+    assert scene_style("classic", 1) == "classic"
+    pool = _render_scenes([5, 6], 2, 16, "mixed", "x")
+    for k, seed in enumerate((5, 6)):
+        own = synthetic_views(2, 16, seed, ("classic", "multiview")[k])[0]
+        np.testing.assert_allclose(pool["images"][k] / 255.0, own, atol=0.5 / 255 + 1e-9)
+    with pytest.raises(ViewrtError, match="style"):
+        _tiny(style="fancy").check()
+
+
+def test_init_starts_from_the_given_weights(tmp_path):
+    """A fine-tune starts from ``init``: its first validation equals the given weights'."""
+    first = train(_tiny(steps=3), tmp_path / "a", resume=False, echo=lambda s: None)
+    weights = tmp_path / "a" / "model.safetensors"
+    ft = _tiny(steps=1, init=str(weights), lr=1e-12, min_lr=1e-12, style="mixed", eval_every=1)
+    log = train(ft, tmp_path / "b", resume=False, echo=lambda s: None)
+    start, _ = load_checkpoint(weights, ft.model_config())
+    end, _ = load_checkpoint(tmp_path / "b" / "model.safetensors", ft.model_config())
+    for k, v in start.state_dict().items():
+        torch.testing.assert_close(end.state_dict()[k], v, atol=1e-6, rtol=0)
+    assert log["recipe"]["init"] == str(weights) and first["recipe"]["init"] is None

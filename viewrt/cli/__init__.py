@@ -83,12 +83,14 @@ from viewrt.cli.infer import infer  # noqa: E402
 from viewrt.cli.info import info  # noqa: E402
 from viewrt.cli.scene import scene  # noqa: E402
 from viewrt.cli.serve import serve, serve_bench  # noqa: E402
+from viewrt.cli.studio import studio  # noqa: E402
 from viewrt.cli.train import train  # noqa: E402
 
 for _command in (export, build, info, scene, infer, bench, calib, calib_report, estimate, train):
     main.add_command(_command)
 main.add_command(serve)
 main.add_command(serve_bench)
+main.add_command(studio)
 
 if __name__ == "__main__":
     main()

@@ -84,6 +84,19 @@ def _precision_hint(value: str) -> str:
     show_default=True,
     help="With --eval: held-out scenes.",
 )
+@click.option(
+    "--style",
+    type=click.Choice(["classic", "multiview", "mixed"]),
+    default=None,
+    help="Style of the synthetic scenes (mixed: both in turn); with --eval, of the held-out scenes. Default: multiview.",
+)
+@click.option(
+    "--init",
+    "init",
+    type=click.Path(dir_okay=False, exists=True),
+    default=None,
+    help="Start from these weights (a fine-tune; e.g. models/weights/demo.safetensors).",
+)
 @cli_errors
 def train(
     out_dir,
@@ -98,6 +111,8 @@ def train(
     eval_only,
     checkpoint,
     eval_scenes,
+    style,
+    init,
 ):
     """Train the demo Efficient-LVSM on synthetic scenes (needs torch), or evaluate it (--eval)."""
     from viewrt.models import train as tr
@@ -108,7 +123,7 @@ def train(
         )
     check_creatable(out_dir, "--out")
     if eval_only:
-        res = tr.run_eval(out_dir, checkpoint, eval_scenes)
+        res = tr.run_eval(out_dir, checkpoint, eval_scenes, style or "multiview")
         click.echo(res["markdown"])
         return
     recipe = tr.demo_recipe(
@@ -119,6 +134,8 @@ def train(
         batch=batch,
         lr=lr,
         autocast=autocast,
+        style=style,
+        init=init,
     )
     log = tr.train(recipe, out_dir, resume=not no_resume, echo=click.echo)
     click.echo(

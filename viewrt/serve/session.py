@@ -17,7 +17,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +27,7 @@ from viewrt.errors import ViewrtError
 from viewrt.serve.errors import BadRequest, Refused, SessionGone, UnknownSession
 
 _MiB = 2**20
+_OPTION_NAMES = ("max_views", "window", "pinned", "frame", "backend", "export_dir")
 _REMEMBERED = 4096  # ended session ids kept to answer "gone" rather than "unknown"
 
 
@@ -60,6 +61,7 @@ class _Session:
     cache_bytes: int
     created: float
     last_used: float
+    options: dict = field(default_factory=dict)  # how it was opened (reopen() starts from it)
 
 
 class SessionManager:
@@ -171,6 +173,8 @@ class SessionManager:
         window: int | None = None,
         pinned: int = 0,
         frame=None,
+        backend: str | None = None,
+        export_dir: str | Path | None = None,
     ) -> str:
         """Open a session (a renderer with its own cache).
 
@@ -180,41 +184,114 @@ class SessionManager:
             pinned: the first ``pinned`` views are never evicted.
             frame: the scene's normalization frame (a NormalizationFrame, or cameras / 4x4
                 c2w matrices to compute it from); None: from the first added view.
+            backend: this session's backend (None: the manager's).
+            export_dir: this session's export folder (None: the manager's), e.g. the
+                quantized ``viewrt calib`` export of the same model.
         Returns:
             the new session id.
         Raises:
             Refused: the sessions bound or the cache bytes bound would be exceeded.
             ViewrtError: a bad option (nothing is opened).
         """
-        if max_views is not None and (
-            isinstance(max_views, bool) or not isinstance(max_views, (int, np.integer))
-        ):
-            raise BadRequest(f"max_views must be an integer or null, got {max_views!r}")
-        need = self.session_bytes(max_views)
+        options = self._options(max_views, window, pinned, frame, backend, export_dir)
+        need = self._need(options)
         self.sweep()
         with self._lock:
             self._admit(need)
             sid = f"{self.id_prefix}{secrets.token_hex(8)}"
             now = self._clock()
-            self._sessions[sid] = _Session(None, need, now, now)  # reserved while it opens
+            self._sessions[sid] = _Session(None, need, now, now, options)  # reserved while it opens
         try:
-            r = vrt.open(
-                self.export_dir,
-                backend=self.backend,
-                max_views=max_views,
-                window=window,
-                pinned=pinned,
-                frame=frame,
-                **self.open_options,
-            )
+            r = self._open(options)
         except BaseException:
             with self._lock:
                 del self._sessions[sid]
             raise
         with self._lock:
             s = self._sessions[sid]
-            s.renderer, s.cache_bytes = r, self.session_bytes(r.max_views)
+            s.renderer, s.cache_bytes = r, self._need(options, r.max_views)
         return sid
+
+    def _options(self, max_views, window, pinned, frame, backend, export_dir) -> dict:
+        if max_views is not None and (
+            isinstance(max_views, bool) or not isinstance(max_views, (int, np.integer))
+        ):
+            raise BadRequest(f"max_views must be an integer or null, got {max_views!r}")
+        if backend is not None and not isinstance(backend, str):
+            raise BadRequest(f"backend must be a string, got {type(backend).__name__}")
+        return {
+            "max_views": max_views,
+            "window": window,
+            "pinned": pinned,
+            "frame": frame,
+            "backend": backend or self.backend,
+            "export_dir": self.export_dir if export_dir is None else Path(export_dir),
+        }
+
+    def _need(self, options: dict, max_views: int | None = None) -> int:
+        """Cache bytes a session of these options reserves (``max_views``: as opened)."""
+        if options["export_dir"] == self.export_dir:
+            manifest = self.manifest
+        else:
+            manifest = vrt.load_manifest(options["export_dir"])
+        n = max_views or options["max_views"] or manifest.max_views
+        return int(manifest.kv_bytes_per_view) * int(n)
+
+    def _open(self, options: dict) -> vrt.Renderer:
+        o = dict(options)
+        return vrt.open(o.pop("export_dir"), **o, **self.open_options)
+
+    def renderer(self, sid: str) -> vrt.Renderer:
+        """The live renderer of session ``sid`` (its idle clock reset), for a front end
+        that needs more of the runtime's API than this class wraps (``reset``,
+        ``last_timings``, the cache policy's plan). Raises: UnknownSession, SessionGone."""
+        return self._get(sid).renderer
+
+    def options(self, sid: str) -> dict:
+        """The options session ``sid`` was opened with (max_views, window, pinned, frame,
+        backend, export_dir). Raises: UnknownSession, SessionGone."""
+        return dict(self._get(sid).options)
+
+    def reopen(self, sid: str, setup: Callable[[vrt.Renderer], None] | None = None, **changes):
+        """Replace session ``sid``'s renderer by a new one opened with its options updated
+        by ``changes`` (any of :meth:`create`'s arguments: another backend, window, ...),
+        after ``setup(new_renderer)`` ran (e.g. re-adding the session's views). The id
+        stays. While it runs both renderers exist; the cache bytes bound counts the larger.
+
+        Raises: UnknownSession, SessionGone, BadRequest for an unknown option, Refused when
+            the new cache does not fit the bound, or what opening or ``setup`` raises: then
+            the new renderer is closed and the session is exactly as it was.
+        """
+        unknown = sorted(set(changes) - set(_OPTION_NAMES))
+        if unknown:
+            raise BadRequest(f"reopen: unknown option(s) {unknown}")
+        s = self._get(sid)
+        options = self._options(**{**s.options, **changes})
+        need = self._need(options)
+        with self._lock:
+            used = self._used_bytes() - s.cache_bytes
+            if used + need > self.limits.max_cache_bytes:
+                raise Refused(
+                    f"reopen refused: the new K/V cache needs {need / _MiB:.2f} MiB, and "
+                    f"{used / _MiB:.2f} of the {self.limits.max_cache_bytes / _MiB:.2f} MiB "
+                    "bound (max_cache_bytes) are reserved by other sessions"
+                )
+        r = self._open(options)
+        try:
+            if setup is not None:
+                setup(r)
+        except BaseException:
+            r.close()
+            raise
+        with self._lock:
+            live = self._sessions.get(sid)
+            if live is not s:  # closed or expired meanwhile
+                r.close()
+                raise SessionGone(f"session {sid} is gone: {self._ended.get(sid, 'closed')}")
+            old = s.renderer
+            s.renderer, s.options = r, options
+            s.cache_bytes = self._need(options, r.max_views)
+        old.close()
 
     def add_view(
         self, sid: str, image: np.ndarray, camera: vrt.Camera, keyframe: bool = True
@@ -259,6 +336,13 @@ class SessionManager:
         for s in gone:
             if s.renderer is not None:
                 s.renderer.close()
+
+    def ids(self) -> list[str]:
+        """The ids of the sessions held now (expired ones closed first; no idle clock is
+        reset)."""
+        self.sweep()
+        with self._lock:
+            return [sid for sid, s in self._sessions.items() if s.renderer is not None]
 
     def stats(self) -> dict:
         """Sessions held, cache bytes reserved, and the limits."""
