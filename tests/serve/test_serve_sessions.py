@@ -313,3 +313,15 @@ def test_an_image_too_large_to_decode_is_a_bad_request():
     data = base64.b64encode(_png_header_only(30000, 30000)).decode()
     with pytest.raises(BadRequest, match="image too large"):
         codec.decode_array({"png": data}, "image")
+
+
+@pytest.mark.parametrize("max_views", [0, -1, 10**6])
+def test_max_views_out_of_range_is_a_bad_request_before_any_bound(tiny_export, max_views):
+    """A max_views outside the export's range is the request's fault (400), whatever the
+    bounds say (it was a 503 naming max_cache_bytes for a huge one)."""
+    from viewrt.serve.errors import BadRequest
+
+    m = _manager(tiny_export[0])
+    with pytest.raises(BadRequest, match="max_views must be in 1.."):
+        m.create(max_views=max_views)
+    assert m.ids() == []

@@ -234,7 +234,13 @@ class SessionManager:
             manifest = self.manifest
         else:
             manifest = vrt.load_manifest(options["export_dir"])
-        n = max_views or options["max_views"] or manifest.max_views
+        n = next(
+            (v for v in (max_views, options["max_views"]) if v is not None), manifest.max_views
+        )
+        if not 1 <= int(n) <= manifest.max_views:  # a bad request before any bound is asked
+            raise BadRequest(
+                f"max_views must be in 1..{manifest.max_views} (the export's), got {n}"
+            )
         return int(manifest.kv_bytes_per_view) * int(n)
 
     def _open(self, options: dict) -> vrt.Renderer:
