@@ -42,6 +42,7 @@ SHARED = (
     "--list",
     "--max-views",
     "--synthetic",
+    "--style",
 )
 
 

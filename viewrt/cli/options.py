@@ -17,6 +17,8 @@ What each shared name means, in every subcommand that takes it:
 - ``--backend`` / ``--backends``: names of the runtime registry (and the PyTorch baselines).
 - ``--threads``: CPU threads; ``--device``: where a backend runs.
 - ``--max-views``: a number of views in the cache, at least 1.
+- ``--style``: the style of synthetic scenes (:data:`viewrt.data.STYLES`; ``train`` also
+  takes ``mixed``: the styles in turn).
 - ``--synthetic``: a number (1..1000) of generated synthetic scenes; ``--scenes`` is a number
   of scenes too (``scene``, ``train``), and a scene list file is ``--list`` (``infer``,
   ``train``, ``calib``, ``calib-report``; calib's old ``--scenes FILE`` is refused with a hint).
@@ -254,6 +256,17 @@ def synthetic_option(help: str):
     """``--synthetic N``: N (1..1000) generated synthetic scenes."""
     return click.option(
         "--synthetic", type=click.IntRange(1, MAX_SYNTHETIC), default=None, help=help
+    )
+
+
+def style_option(choices: Sequence[str], default: str | None, help: str):
+    """``--style``: the style of synthetic scenes, one of ``choices``."""
+    return click.option(
+        "--style",
+        type=click.Choice(list(choices)),
+        default=default,
+        show_default=default is not None,
+        help=help,
     )
 
 

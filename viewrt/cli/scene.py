@@ -7,9 +7,9 @@ import shutil
 import click
 
 from viewrt.cli._errors import cli_errors
-from viewrt.cli.options import out_option, seed_option
+from viewrt.cli.options import out_option, seed_option, style_option
 from viewrt.contract.manifest import load_manifest
-from viewrt.data import make_eval_index, make_synthetic_list
+from viewrt.data import STYLES, make_eval_index, make_synthetic_list
 from viewrt.errors import ViewrtError
 from viewrt.folders import check_creatable, locked_folder
 
@@ -44,12 +44,10 @@ from viewrt.folders import check_creatable, locked_folder
     help="Number of scenes.",
 )
 @seed_option(help="Seed of the first scene.")
-@click.option(
-    "--style",
-    type=click.Choice(["classic", "multiview"]),
-    default="classic",
-    show_default=True,
-    help="multiview: scenes one view cannot explain (what the demo model is trained on).",
+@style_option(
+    STYLES,
+    "classic",
+    "multiview: scenes one view cannot explain (what the demo model is trained on).",
 )
 @cli_errors
 def scene(out_dir, views, size, for_export, scenes, seed, style):

@@ -8,7 +8,14 @@ from __future__ import annotations
 import click
 
 from viewrt.cli._errors import cli_errors, finite_float
-from viewrt.cli.options import list_option, out_option, refused_option, seed_option
+from viewrt.cli.options import (
+    list_option,
+    out_option,
+    refused_option,
+    seed_option,
+    style_option,
+)
+from viewrt.data import STYLES
 from viewrt.errors import ViewrtError
 from viewrt.folders import check_creatable
 
@@ -84,11 +91,10 @@ def _precision_hint(value: str) -> str:
     show_default=True,
     help="With --eval: held-out scenes.",
 )
-@click.option(
-    "--style",
-    type=click.Choice(["classic", "multiview", "mixed"]),
-    default=None,
-    help="Style of the synthetic scenes (mixed: both in turn); with --eval, of the held-out scenes. Default: multiview.",
+@style_option(
+    (*STYLES, "mixed"),
+    None,
+    "Style of the synthetic scenes (mixed: the styles in turn); with --eval, of the held-out scenes. Default: multiview.",
 )
 @click.option(
     "--init",
