@@ -100,7 +100,9 @@ def parse_body(body: bytes | str | None) -> dict:
     return obj
 
 
-def _fields(body: dict, required: tuple, optional: tuple = ()) -> dict:
+def fields(body: dict, required: tuple, optional: tuple = ()) -> dict:
+    """``body`` when it has every field of ``required`` and no field beyond ``required`` and
+    ``optional``. Raises BadRequest naming what is missing or unexpected."""
     missing = [k for k in required if k not in body]
     extra = sorted(set(body) - set(required) - set(optional))
     if missing or extra:
@@ -114,7 +116,7 @@ def _run(manager: SessionManager, r: Route, body: dict) -> tuple[int, dict]:
     if r.op == "server":
         return 200, {"export": manager.manifest.summary(), **manager.stats()}
     if r.op == "create":
-        options = dict(_fields(body, (), CREATE_OPTIONS))
+        options = dict(fields(body, (), CREATE_OPTIONS))
         if options.get("frame") is not None:
             options["frame"] = list(codec.decode_frame(options["frame"], "frame"))
         sid = manager.create(**options)
@@ -125,7 +127,7 @@ def _run(manager: SessionManager, r: Route, body: dict) -> tuple[int, dict]:
         manager.close(r.session)
         return 200, {"closed": r.session}
     if r.op == "add_view":
-        b = _fields(body, ("image", "camera"), ("keyframe",))
+        b = fields(body, ("image", "camera"), ("keyframe",))
         image = codec.decode_array(b["image"], "image")
         camera = codec.decode_camera(b["camera"], "camera")
         vid = manager.add_view(r.session, image, camera, keyframe=b.get("keyframe", True))
@@ -133,7 +135,7 @@ def _run(manager: SessionManager, r: Route, body: dict) -> tuple[int, dict]:
     if r.op == "remove_view":
         manager.remove_view(r.session, r.view_id)
         return 200, {"removed": r.view_id}
-    b = _fields(body, ("cameras",), ("format",))  # render
+    b = fields(body, ("cameras",), ("format",))  # render
     fmt = b.get("format", "f32")
     if fmt not in codec.FORMATS:
         raise BadRequest(f"format must be one of {', '.join(codec.FORMATS)}, got {fmt!r}")

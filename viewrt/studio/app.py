@@ -34,7 +34,6 @@ Imports starlette (the ``studio`` extra), viewrt.serve and viewrt.studio.state.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from starlette.applications import Starlette
@@ -44,7 +43,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from viewrt.serve.api import dumps, error_payload
+from viewrt.serve.api import dumps, error_payload, fields, parse_body
 from viewrt.serve.errors import BadRequest
 from viewrt.studio.state import Studio
 
@@ -57,23 +56,9 @@ class _Json(JSONResponse):
 
 
 def _body(raw: bytes, required: tuple = (), optional: tuple = ()) -> dict:
-    """The request's JSON object with exactly these fields. Raises BadRequest."""
-    if not raw:
-        obj = {}
-    else:
-        try:
-            obj = json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise BadRequest(f"request body is not valid JSON ({e})") from None
-    if not isinstance(obj, dict):
-        raise BadRequest(f"request body must be a JSON object, got {type(obj).__name__}")
-    missing = [k for k in required if k not in obj]
-    extra = sorted(set(obj) - set(required) - set(optional))
-    if missing or extra:
-        want = ", ".join([*required, *(f"{k}?" for k in optional)])
-        got = f"missing {missing}" if missing else f"unexpected {extra}"
-        raise BadRequest(f"request body: {got}; expected fields: {want}")
-    return obj
+    """The request's JSON object with exactly these fields (the serve API's rules). Raises
+    BadRequest."""
+    return fields(parse_body(raw), required, optional)
 
 
 def _int(text: str, what: str) -> int:
