@@ -18,8 +18,12 @@ are opset 19 (int8 graphs keep the export's opset 18).
 
 The output folder is a complete export: encoder.onnx, decoder.onnx and a manifest copied
 from the fp32 one, with precision, files, checksums and validation replaced and a
-``quantization`` record added (:func:`quantization_record`). K/V stay float32 at the
-graph boundary (the cache does not shrink); the Q/DQ sit inside the graphs.
+``quantization`` record added (:func:`quantization_record`). Without ``kv`` the K/V stay
+float32 at the graph boundary (the cache does not shrink); the Q/DQ sit inside the graphs.
+With ``kv="int8"`` (kv_cache.py) the cache itself is int8: a QuantizeLinear ends each
+encoder K/V output and a DequantizeLinear starts each decoder K/V input, with per-head
+scales calibrated on the same scenes; the manifest's ``kv_dtype`` is ``int8``. It combines
+with int8 or fp8 matmuls, or stands alone on the fp32 graphs (``precision="fp32"``).
 """
 
 from __future__ import annotations
@@ -39,6 +43,14 @@ import onnx
 
 import viewrt.runtime as vrt
 from viewrt.calib.data import FeedReader, collect, scene_paths
+from viewrt.calib.kv_cache import (
+    add_kv_qdq,
+    cached_kv,
+    fake_quantize_feeds,
+    kv_format,
+    kv_record,
+    kv_scales,
+)
 from viewrt.checksum import sha256_file
 from viewrt.contract.manifest import load_manifest
 from viewrt.data import synthetic_cameras
@@ -58,7 +70,7 @@ METHODS = {
 DEFAULT_METHOD = {"int8": "minmax", "fp8": "minmax"}
 # Images vs the fp32 export on held-out validation inputs (random weights or trained):
 # PSNR in dB must be at least this. Loose on purpose: the accuracy report holds the real numbers.
-MIN_PSNR_VS_FP32 = {"int8": 25.0, "fp8": 20.0}
+MIN_PSNR_VS_FP32 = {"int8": 25.0, "fp8": 20.0, "fp32": 25.0}  # fp32: matmuls kept, int8 cache
 
 
 def matmul_nodes(onnx_path: Path) -> list[dict]:
@@ -229,21 +241,29 @@ def quantized_tensors(onnx_path: Path) -> dict:
 
 
 def quantization_record(
-    precision: str, method: str, calibration: dict, source: dict, graphs: dict, versions: dict
+    precision: str,
+    method: str | None,
+    calibration: dict,
+    source: dict,
+    graphs: dict,
+    versions: dict,
+    kv_cache: dict | None = None,
 ) -> dict:
     """The manifest's ``quantization`` entry (the one place its keys are written).
 
     Args:
-        precision: "int8" or "fp8".
+        precision: "int8" or "fp8" matmuls, or "fp32" (matmuls kept, an 8-bit cache only).
         method: calibration method.
         calibration: where the samples came from and how many (CalibrationSet.record plus
             the scene source).
         source: the fp32 export it came from (``dir``, ``weights_sha256``).
         graphs: per graph: quantized and excluded matmul nodes, quantized tensors.
         versions: tool versions (onnxruntime).
+        kv_cache: the 8-bit cache's record (:func:`viewrt.calib.kv_cache.kv_record`), or None
+            (the cache stays float32).
     """
-    qtype = {"int8": "int8", "fp8": "float8e4m3fn"}[precision]
-    return {
+    qtype = {"int8": "int8", "fp8": "float8e4m3fn", "fp32": None}[precision]
+    rec = {
         "precision": precision,
         "type": qtype,
         "format": "QDQ",
@@ -251,12 +271,17 @@ def quantization_record(
         "weights": "per-channel (output channel)",
         "activations": "per-tensor",
         "op_types": ["MatMul", "Gemm"],
-        "method": method,
+        "method": method or "none (matmuls fp32)",
         "calibration": calibration,
         "tool": f"onnxruntime.quantization.quantize_static {versions.get('onnxruntime', '?')}",
         "source_export": source,
         "graphs": graphs,
     }
+    if precision == "fp32":
+        rec.update(weights="fp32 (not quantized)", activations="fp32 (not quantized)", op_types=[])
+    if kv_cache:
+        rec["kv_cache"] = kv_cache
+    return rec
 
 
 def _check_source(export_dir: Path):
@@ -292,8 +317,7 @@ def validate_quantized(fp32_dir: Path, q_dir: Path, precision: str, seed: int = 
             for r in (f, q):
                 r.add_view(img, vrt.Camera(c2ws[i], fx))
         T = f.manifest.tokens_per_view
-        for bf, bq in zip(f.cache.buffers, q.cache.buffers):
-            a, b = bf.host[:, : n_views * T], bq.host[:, : n_views * T]
+        for a, b in zip(cached_kv(f, n_views * T), cached_kv(q, n_views * T)):
             kv_err = max(kv_err, float(np.linalg.norm(a - b) / max(np.linalg.norm(a), 1e-12)))
         targets = [vrt.Camera(c, fx) for c in c2ws[n_views:]]
         a, b = f.render(targets), q.render(targets)
@@ -327,13 +351,15 @@ def quantize_export(
     max_samples: int = 256,
     seed: int = 0,
     progress: bool = False,
+    kv: str | None = None,
 ):
     """Calibrate and quantize an fp32 export into a new export folder.
 
     Args:
         export_dir: an fp32 export (encoder.onnx, decoder.onnx, manifest.json).
         out_dir: the new export folder; must not exist or be empty.
-        precision: "int8" or "fp8" (float8e4m3fn).
+        precision: "int8" or "fp8" (float8e4m3fn) matmuls, or "fp32" (matmuls kept; only
+            with ``kv``).
         scenes: a scene list file (viewrt.data format), or
         synthetic: the number of synthetic scenes to generate instead.
         method: "minmax" (default), "entropy", "percentile" (int8) or "distribution";
@@ -345,12 +371,17 @@ def quantize_export(
         max_samples: cap on calibration samples per graph.
         seed: seed of synthetic scenes and validation inputs.
         progress: progress bars (only on a terminal).
+        kv: "int8": an 8-bit K/V cache (kv_cache.py); None: the cache stays float32.
     Returns: the manifest written.
     Raises:
-        ViewrtError: unknown precision or method, a missing or non-fp32 export, no scenes,
-            an output folder that holds files, or failed validation; nothing is written then.
+        ViewrtError: unknown precision, method or cache type, fp32 without ``kv``, a missing
+            or non-fp32 export, no scenes, an output folder that holds files, or failed
+            validation; nothing is written then.
     """
-    method = _check_method(precision, method)
+    fmt = kv_format(kv) if kv is not None else None
+    if precision == "fp32" and fmt is None:
+        raise ViewrtError("--precision fp32 keeps every matmul: give --kv int8 (an 8-bit cache) or choose int8/fp8")
+    method = _check_method(precision, method) if precision != "fp32" else None
     export_dir, out_dir = Path(export_dir), Path(out_dir)
     src = _check_source(export_dir)
     _check_out(export_dir, out_dir)
@@ -360,14 +391,9 @@ def quantize_export(
     created = not out_dir.exists()
     done = False
     try:
-        # synthetic scenes long enough for the decoder samples to reach large caches
+        # synthetic scenes long enough for the decoder samples to reach the largest cache
         paths, source_desc = scene_paths(
-            scenes,
-            synthetic,
-            src.image_size,
-            work / "scenes",
-            seed,
-            n_views=max(12, min(src.max_views, 28) + targets),
+            scenes, synthetic, src.image_size, work / "scenes", seed, n_views=max(12, src.max_views + targets)
         )
         nodes = {g: matmul_nodes(src.path(g)) for g in src.graphs}
         _check_exclude(nodes, exclude)
@@ -378,15 +404,23 @@ def quantize_export(
             )
         tmp = work / "out"
         tmp.mkdir()
-        # the cache's writer is fed posed views, its reader the cached K/V and target rays
-        feeds = {src.cache.writer: cs.encoder, src.cache.reader: cs.decoder}
+        calibration = {"source": source_desc, **cs.record}
+        scales = kv_scales(cs.decoder, src.past_names, fmt) if fmt else None
+        # the cache's writer is fed posed views, its reader the cached K/V (as the 8-bit
+        # cache rounds them, when there is one) and target rays
+        feeds = {
+            src.cache.writer: cs.encoder,
+            src.cache.reader: fake_quantize_feeds(cs.decoder, scales, fmt) if fmt else cs.decoder,
+        }
         graph_rec = {
             g: _quantize_one(src, g, nodes[g], feeds[g], tmp, precision, method, exclude, attention)
             for g in src.graphs
         }
-        calibration = {"source": source_desc, **cs.record}
+        if fmt:
+            _add_kv_cache(src, tmp, scales, fmt, precision)
         manifest = _quantized_manifest(
-            src, export_dir, tmp, precision, method, calibration, graph_rec
+            src, export_dir, tmp, precision, method, calibration, graph_rec,
+            kv=kv_record(scales, fmt, calibration) if fmt else None,
         )
         manifest.write(tmp)
         manifest.validation = {
@@ -403,6 +437,18 @@ def quantize_export(
         shutil.rmtree(work, ignore_errors=True)
         if created and not done and out_dir.exists():
             shutil.rmtree(out_dir, ignore_errors=True)
+
+
+def _add_kv_cache(src, tmp: Path, scales: dict, fmt, precision: str) -> None:
+    """Put the 8-bit cache's Q/DQ into the writer and reader graphs in ``tmp`` and check
+    both graphs against TensorRT's rules again."""
+    geo = src.cache
+    paths = {g: tmp / src.graphs[g].file for g in (geo.writer, geo.reader)}
+    models = {g: onnx.load(str(p)) for g, p in paths.items()}
+    add_kv_qdq(models[geo.writer], models[geo.reader], scales, fmt)
+    for g, p in paths.items():
+        onnx.save(models[g], str(p))
+        check_qdq(p, f"{g} ({precision}, {fmt.name} K/V cache)")
 
 
 def _check_method(precision: str, method: str | None) -> str:
@@ -455,6 +501,9 @@ def _quantize_one(
 ) -> dict:
     """Quantize graph ``g`` of the source export into ``tmp`` and check its Q/DQ; returns
     its manifest record (quantized and excluded nodes, quantized tensors)."""
+    if precision == "fp32":  # matmuls kept: the graph as exported (an 8-bit cache goes in next)
+        shutil.copyfile(src.path(g), tmp / src.graphs[g].file)
+        return {"quantized_nodes": [], "excluded_nodes": [], "tensors": {"activations": [], "weights": []}}
     quant, excl = select_nodes(nodes, exclude, attention)
     if not quant:
         raise ViewrtError(f"{g}: --exclude leaves no matmul to quantize")
@@ -464,12 +513,31 @@ def _quantize_one(
     return {"quantized_nodes": quant, "excluded_nodes": excl, "tensors": quantized_tensors(dst)}
 
 
+def _graph_infos(src, files: dict, kv_dtype: str) -> dict:
+    """The graphs' records with new checksums; the tensor lists from the family's
+    signatures when the cache dtype changes (the K/V inputs and outputs are then 8-bit)."""
+    sigs = src.contract.signatures(src.header, kv_dtype) if kv_dtype != src.kv_dtype else None
+    out = {}
+    for g, info in src.graphs.items():
+        sha = files[info.file]["sha256"]
+        out[g] = sigs[g].graph_info(info.file, sha) if sigs else replace(info, sha256=sha)
+    return out
+
+
 def _quantized_manifest(
-    src, export_dir: Path, tmp: Path, precision: str, method: str, calibration: dict, graph_rec
+    src,
+    export_dir: Path,
+    tmp: Path,
+    precision: str,
+    method: str | None,
+    calibration: dict,
+    graph_rec,
+    kv: dict | None = None,
 ):
     """The source manifest with the quantized graphs in ``tmp``: files and checksums,
-    opset, versions and the quantization record (the contract's one writer), bounded and
-    checked again; not yet written, not yet validated."""
+    opset, versions, kv_dtype (the 8-bit cache's, from ``kv``, the :func:`kv_record`) and
+    the quantization record (the contract's one writer), bounded and checked again; not yet
+    written, not yet validated."""
     import onnxruntime
 
     files = {}
@@ -494,10 +562,12 @@ def _quantized_manifest(
         {"dir": str(export_dir.resolve()), "weights_sha256": src.weights_sha256},
         graph_rec,
         versions,
+        kv,
     )
     manifest = replace(
         src,
         precision=precision,
+        kv_dtype=kv["dtype"] if kv else src.kv_dtype,
         opset=opset,
         versions=versions,
         quantization=quant,
@@ -506,9 +576,7 @@ def _quantized_manifest(
         files=files,
         validation=None,
         dir=tmp,
-        graphs={
-            g: replace(info, sha256=files[info.file]["sha256"]) for g, info in src.graphs.items()
-        },
+        graphs=_graph_infos(src, files, kv["dtype"] if kv else src.kv_dtype),
     )
     manifest.check_bounds()
     return manifest

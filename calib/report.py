@@ -23,6 +23,7 @@ import numpy as np
 
 import viewrt.runtime as vrt
 from viewrt.calib.data import scene_paths
+from viewrt.calib.kv_cache import cached_kv
 from viewrt.data import load_frame, load_scene
 from viewrt.errors import ViewrtError
 from viewrt.metrics import psnr, ssim
@@ -168,8 +169,7 @@ def _score_scene(f, qr, scene, views: list[int], targets: int, rows: dict, kv_er
 def _kv_errors(f, qr, tokens: int) -> np.ndarray:
     """Relative error of each cache tensor of ``qr`` against ``f`` over the first ``tokens``."""
     err = []
-    for bf, bq in zip(f.cache.buffers, qr.cache.buffers):
-        a, b = bf.host[:, :tokens], bq.host[:, :tokens]
+    for a, b in zip(cached_kv(f, tokens), cached_kv(qr, tokens)):
         err.append(float(np.linalg.norm(a - b) / max(float(np.linalg.norm(a)), 1e-12)))
     return np.array(err)
 

@@ -13,7 +13,15 @@ QuantizeLinear/DequantizeLinear nodes in the ONNX graph, and only in this form:
 - no ``block_size`` (blocked quantization is not in TensorRT 10.3);
 - placement: an activation's QuantizeLinear feeds DequantizeLinear nodes only (a pair), and
   every DequantizeLinear feeds an op TensorRT fuses Q/DQ into (MatMul, Gemm, Conv,
-  ConvTranspose).
+  ConvTranspose);
+- an 8-bit K/V cache (calib/kv_cache.py) is the one exception, at the graph boundary: a
+  QuantizeLinear may produce a graph output and a DequantizeLinear may read a graph input
+  (strongly typed networks take int8/fp8 I/O tensors), only for a K/V cache tensor
+  (``present_*`` out, ``past_*``/``retained_*`` in), of the zero point's type; the Q is the
+  output's only producer and nothing else reads it; the graph input feeds DequantizeLinear
+  only (dequantized right where it enters); the scale is per tensor or per head: 1-D, as long
+  as the tensor's head axis, ``axis`` that axis (2 of ``[B, tokens, heads, head_dim]``);
+- opset: per-axis Q/DQ need opset 13 or newer, float8 Q/DQ opset 19.
 
 :func:`qdq_violations` lists every break of these rules; :func:`check_qdq` raises on the
 first few. Both read the graph structure only (onnx, no runtime).
@@ -29,10 +37,12 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+import viewrt.contract.names as N
 from viewrt.errors import ViewrtError
 
 ALLOWED_TYPES = {onnx.TensorProto.INT8: "int8", onnx.TensorProto.FLOAT8E4M3FN: "float8e4m3fn"}
 QDQ_CONSUMERS = frozenset({"MatMul", "Gemm", "Conv", "ConvTranspose"})
+KV_HEAD_AXIS = 2  # [B, tokens, heads, head_dim]
 Q, DQ = "QuantizeLinear", "DequantizeLinear"
 
 
@@ -93,9 +103,27 @@ def qdq_violations(model) -> list[str]:
     Raises:
         ViewrtError: the file does not exist.
     """
-    g = _load(model).graph
+    m = _load(model)
+    g = m.graph
     ix = _index(g)
-    return [line for n in g.node if n.op_type in (Q, DQ) for line in _node_violations(n, ix)]
+    bad = [line for n in g.node if n.op_type in (Q, DQ) for line in _node_violations(n, ix)]
+    return bad + _opset_violations(m, ix)
+
+
+def _opset_violations(m: onnx.ModelProto, ix: _Index) -> list[str]:
+    """Per-axis Q/DQ need opset 13, float8 Q/DQ opset 19."""
+    opset = max((o.version for o in m.opset_import if o.domain in ("", "ai.onnx")), default=0)
+    bad = []
+    for n in m.graph.node:
+        if n.op_type not in (Q, DQ):
+            continue
+        zp = ix.const_types.get(n.input[2]) if len(n.input) > 2 else None
+        if zp == onnx.TensorProto.FLOAT8E4M3FN and opset < 19:
+            bad.append(f"{n.op_type} '{_label(n)}': float8 Q/DQ need opset 19, the graph is opset {opset}")
+        scale = ix.consts.get(n.input[1]) if len(n.input) > 1 else None
+        if scale is not None and scale.size > 1 and opset < 13:
+            bad.append(f"{n.op_type} '{_label(n)}': per-axis Q/DQ need opset 13, the graph is opset {opset}")
+    return bad
 
 
 @dataclass
@@ -108,6 +136,8 @@ class _Index:
     consumers: dict[str, list[onnx.NodeProto]]
     producer: dict[str, onnx.NodeProto]
     graph_outputs: set[str]
+    io: dict[str, onnx.ValueInfoProto]  # graph inputs and outputs by name
+    graph_inputs: set[str]
 
 
 def _index(g: onnx.GraphProto) -> _Index:
@@ -124,7 +154,9 @@ def _index(g: onnx.GraphProto) -> _Index:
             consumers[i].append(n)
         for o in n.output:
             producer[o] = n
-    return _Index(consts, const_types, consumers, producer, {o.name for o in g.output})
+    io = {v.name: v for v in [*g.input, *g.output]}
+    inputs = {i.name for i in g.input} - set(consts)
+    return _Index(consts, const_types, consumers, producer, {o.name for o in g.output}, io, inputs)
 
 
 def _node_violations(n: onnx.NodeProto, ix: _Index) -> list[str]:
@@ -143,7 +175,59 @@ def _node_violations(n: onnx.NodeProto, ix: _Index) -> list[str]:
         bad.append(f"{who}: blocked quantization (block_size) is not supported by TensorRT 10.3")
     if n.op_type == DQ and n.input[0] in ix.consts:  # a constant weight
         return bad + _weight_violations(n, who, s, ix)
+    if (n.op_type == Q and n.output[0] in ix.graph_outputs) or (
+        n.op_type == DQ and n.input[0] in ix.graph_inputs
+    ):
+        return bad + _cache_violations(n, who, s, ix)
     return bad + _activation_violations(n, who, s, ix)
+
+
+def _dims(v: onnx.ValueInfoProto) -> list:
+    return [d.dim_value if d.HasField("dim_value") else d.dim_param for d in v.type.tensor_type.shape.dim]
+
+
+def _cache_violations(n: onnx.NodeProto, who: str, s: np.ndarray, ix: _Index) -> list[str]:
+    """A Q that writes a graph output or a DQ that reads a graph input: only an 8-bit K/V
+    cache tensor, of the zero point's type, placed at the boundary, scaled per tensor or per
+    head (see the module docstring)."""
+    writes = n.op_type == Q
+    t = n.output[0] if writes else n.input[0]
+    roles = ("present",) if writes else ("past", "retained")
+    parsed = N.parse_kv_name(t)
+    if parsed is None or parsed[0] not in roles:
+        side = "writes graph output" if writes else "reads graph input"
+        return [
+            f"{who}: {side} '{t}', which is no K/V cache tensor ({'/'.join(roles)}_*); "
+            "only an 8-bit cache is quantized at the graph boundary"
+        ]
+    bad = []
+    v = ix.io[t]
+    zp = ix.const_types.get(n.input[2]) if len(n.input) > 2 else None
+    if zp is not None and v.type.tensor_type.elem_type != zp:
+        bad.append(
+            f"{who}: cache tensor '{t}' is {onnx.TensorProto.DataType.Name(v.type.tensor_type.elem_type)}, "
+            f"its zero point {onnx.TensorProto.DataType.Name(zp)}"
+        )
+    users = ix.consumers.get(t, [])
+    if writes and users:
+        bad.append(f"{who}: cache output '{t}' is also read inside the graph ({sorted({u.op_type for u in users})})")
+    if not writes and any(u.op_type != DQ for u in users):
+        bad.append(
+            f"{who}: cache input '{t}' also feeds {sorted({u.op_type for u in users} - {DQ})}; "
+            "dequantize it where it enters"
+        )
+    if s.size <= 1:  # per tensor
+        return bad
+    dims = _dims(v)
+    axis = _attr(n, "axis", 1)
+    if len(dims) != 4 or axis % max(len(dims), 1) != KV_HEAD_AXIS or s.ndim != 1:
+        return bad + [
+            f"{who}: cache scale of shape {s.shape} on axis {axis} of '{t}' {dims}; per-head scales "
+            f"are 1-D on axis {KV_HEAD_AXIS} of [B, tokens, heads, head_dim]"
+        ]
+    if isinstance(dims[KV_HEAD_AXIS], int) and dims[KV_HEAD_AXIS] != s.size:
+        bad.append(f"{who}: {s.size} per-head scales, '{t}' has {dims[KV_HEAD_AXIS]} heads")
+    return bad
 
 
 def _zero_point_violations(n: onnx.NodeProto, who: str, ix: _Index) -> list[str]:

@@ -44,7 +44,15 @@ def _scenes_hint(value: str) -> str:
 @export_dir_argument()
 @out_option("New export folder (must not hold files).")
 @precision_option(
-    QUANTIZED_PRECISIONS, required=True, help="int8, or fp8 (float8 E4M3FN): the new graphs'."
+    ("fp32", *QUANTIZED_PRECISIONS),
+    default=None,
+    help="Matmuls: int8, or fp8 (float8 E4M3FN); fp32 keeps them (with --kv). Default: fp32 with --kv, else required.",
+)
+@click.option(
+    "--kv",
+    type=click.Choice(["int8", "fp8"]),
+    default=None,
+    help="Store the K/V cache in 8 bits: int8 with per-head scales (a quarter of fp32's bytes); fp8 is refused here (docs/calib.md).",
 )
 @list_option("Scene list file of the calibration scenes (one scene JSON per line).")
 @refused_option("--scenes", _scenes_hint)
@@ -91,10 +99,16 @@ def calib(
     max_samples,
     seed,
     report_dir,
+    kv,
 ):
-    """Quantize an fp32 export to explicit Q/DQ (int8 or fp8) calibrated on scene views."""
+    """Quantize an fp32 export to explicit Q/DQ (int8 or fp8 matmuls, an int8 K/V cache)
+    calibrated on scene views."""
     from viewrt.calib.quantize import quantize_export
+    from viewrt.errors import ViewrtError
 
+    if precision is None and kv is None:
+        raise ViewrtError("give --precision int8|fp8 (quantized matmuls) and/or --kv int8 (an 8-bit K/V cache)")
+    precision = precision or "fp32"
     check_creatable(out_dir, "--out")
     m = quantize_export(
         export_dir,
@@ -108,12 +122,13 @@ def calib(
         max_samples=max_samples,
         seed=seed,
         progress=True,
+        kv=kv,
     )
     q, v = m.quantization, m.validation
     n = {g: len(q["graphs"][g]["quantized_nodes"]) for g in q["graphs"]}
     x = sum(len(q["graphs"][g]["excluded_nodes"]) for g in q["graphs"])
     click.echo(
-        f"wrote {out_dir}: {precision} Q/DQ ({q['method']}, {q['calibration']['encoder_samples']} encoder + "
+        f"wrote {out_dir}: {precision} Q/DQ ({q['method']}, {m.kv_dtype} K/V cache, {q['calibration']['encoder_samples']} encoder + "
         f"{q['calibration']['decoder_samples']} decoder samples); quantized matmuls: encoder {n['encoder']}, decoder "
         f"{n['decoder']}, {x} kept fp32; passes the TensorRT Q/DQ check; vs fp32: {v['psnr_vs_fp32_db']} dB PSNR"
     )
