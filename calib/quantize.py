@@ -76,13 +76,15 @@ MIN_PSNR_VS_FP32 = {"int8": 25.0, "fp8": 20.0, "fp32": 25.0}  # fp32: matmuls ke
 def matmul_nodes(onnx_path: Path) -> list[dict]:
     """MatMul/Gemm nodes of a graph with the module they come from.
 
-    Returns: ``[{"node", "module", "attention"}]`` where ``module`` is the PyTorch module
-    path the exporter recorded (``self_cross_blocks.0.cross_attn.to_q``; attention
-    matmuls name their attention module) and ``attention`` is True when both inputs are
-    activations (scores and weighted sum).
+    Returns: ``[{"node", "module", "attention", "probabilities"}]`` where ``module`` is the
+    PyTorch module path the exporter recorded (``self_cross_blocks.0.cross_attn.to_q``;
+    attention matmuls name their attention module), ``attention`` is True when both inputs
+    are activations (scores and weighted sum) and ``probabilities`` when the first input is
+    a Softmax's output (the weighted sum P·V).
     """
     m = onnx.load(str(onnx_path), load_external_data=False)
     consts = {i.name for i in m.graph.initializer}
+    softmax_out = {o for n in m.graph.node if n.op_type == "Softmax" for o in n.output}
     out = []
     for n in m.graph.node:
         if n.op_type not in ("MatMul", "Gemm"):
@@ -96,8 +98,14 @@ def matmul_nodes(onnx_path: Path) -> list[dict]:
         # the last scope is the op itself (linear_3, matmul_2); the one before is the module
         module = parts[-2] if len(parts) >= 2 else n.name
         module = module[len("model.") :] if module.startswith("model.") else module
+        attention = not any(i in consts for i in n.input)
         out.append(
-            {"node": n.name, "module": module, "attention": not any(i in consts for i in n.input)}
+            {
+                "node": n.name,
+                "module": module,
+                "attention": attention,
+                "probabilities": attention and n.input[0] in softmax_out,
+            }
         )
     return out
 
@@ -117,16 +125,21 @@ def _matches(module: str, node: str, patterns: list[str]) -> bool:
 
 
 def select_nodes(
-    nodes: list[dict], exclude: list[str], attention: bool
+    nodes: list[dict], exclude: list[str], attention: bool, probabilities: bool = True
 ) -> tuple[list[str], list[str]]:
     """(quantized node names, excluded node names) of one graph.
 
     A pattern excludes a node by its name, its module path, or a module prefix on a dot
     boundary (``self_cross_blocks.3`` excludes every matmul of decoder block 3).
+    ``probabilities=False`` keeps the P·V matmuls (a Softmax's output times V) in float.
     """
     quant, excl = [], []
     for n in nodes:
-        if (n["attention"] and not attention) or _matches(n["module"], n["node"], exclude):
+        if (
+            (n["attention"] and not attention)
+            or (n.get("probabilities") and not probabilities)
+            or _matches(n["module"], n["node"], exclude)
+        ):
             excl.append(n["node"])
         else:
             quant.append(n["node"])
@@ -504,13 +517,23 @@ def _quantize_one(
     if precision == "fp32":  # matmuls kept: the graph as exported (an 8-bit cache goes in next)
         shutil.copyfile(src.path(g), tmp / src.graphs[g].file)
         return {"quantized_nodes": [], "excluded_nodes": [], "tensors": {"activations": [], "weights": []}}
-    quant, excl = select_nodes(nodes, exclude, attention)
+    # The reader's attention probabilities stay float: a row of P spreads over every cached
+    # token (and target), so at a long cache most of its mass is in probabilities far below
+    # the largest one, which sets a per-tensor int8 scale; they round to 0 (docs/calib.md,
+    # "Long caches"). The writer's attention has a fixed length (one view's tokens).
+    probabilities = g != src.cache.reader
+    quant, excl = select_nodes(nodes, exclude, attention, probabilities)
     if not quant:
         raise ViewrtError(f"{g}: --exclude leaves no matmul to quantize")
     dst = tmp / src.graphs[g].file
     quantize_graph(src.path(g), dst, feeds, precision, method, excl)
     check_qdq(dst, f"{g} ({precision})")
-    return {"quantized_nodes": quant, "excluded_nodes": excl, "tensors": quantized_tensors(dst)}
+    return {
+        "quantized_nodes": quant,
+        "excluded_nodes": excl,
+        "float_probabilities": [n["node"] for n in nodes if n["probabilities"] and not probabilities],
+        "tensors": quantized_tensors(dst),
+    }
 
 
 def _graph_infos(src, files: dict, kv_dtype: str) -> dict:

@@ -35,7 +35,7 @@ def estimate_line(
     r = next(x for x in est["rows"] if x["device"] == dev)
     return (
         f"[estimate] {r['precision']} on {dev.upper()}, {est['max_views']} views x {targets} targets: about "
-        f"{r['total'] / MIB:.0f} MiB (weights {r['weights'] / MIB:.0f}, KV cache {r['kv_cache'] / MIB:.0f}, "
+        f"{r['total'] / MIB:.0f} MiB (weights {r['weights'] / MIB:.0f}, KV cache {r['kv_cache'] / MIB:.0f} {r['kv_dtype']}, "
         f"activations {r['activations'] / MIB:.0f}"
         + (f", process {r['process'] / MIB:.0f})" if dev == "cpu" else ")")
     )

@@ -375,6 +375,7 @@ class Renderer:
             "bytes_used": n * self.cache.bytes_per_view,
             "bytes_reserved": self.cache.reserved_bytes,
             "bytes_per_view": self.cache.bytes_per_view,
+            "kv_dtype": self.manifest.kv_dtype,
             "max_views": self.max_views,
             "slots": [s.view_id for s in slots],
             "cached_ids": [s.view_id for s in keys],

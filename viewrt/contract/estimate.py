@@ -13,7 +13,9 @@ Terms (bytes; T tokens per view, D model width, H heads, L layers, N views, t ta
   of the ones it dequantizes ahead of time: counted as quantized + fp32. TensorRT engines
   hold one copy.
 - KV cache: ``L * 2 * N * T * D * bytes(kv)``; the K/V at the graph boundary are fp32
-  for fp32, int8 and fp8 exports (Q/DQ sit inside the graphs) and fp16 for fp16.
+  for fp32, int8 and fp8 exports (Q/DQ sit inside the graphs) and fp16 for fp16; the
+  export's own precision row uses the manifest's ``kv_dtype`` (an 8-bit cache from
+  ``viewrt calib --kv int8``: 1 byte, a quarter of fp32).
 - activations of one decoder call (the largest step): where attention is materialized
   (ONNX Runtime: MatMul -> Softmax -> MatMul) the fp32 scores and probabilities of one
   layer's cross-attention, ``2 * t' * T * N * T * H * 4`` with ``t'`` the targets per call
@@ -89,7 +91,7 @@ def estimate(
         repeated: renders repeat at the same cache size (a benchmark): activations twice on the CPU.
     Returns:
         ``{"export_precision", "max_views", "targets", "rows": [{"precision", "device",
-        "weights", "kv_cache", "activations", "process", "total"} (bytes)]}`` with a CPU and
+        "kv_dtype", "weights", "kv_cache", "activations", "process", "total"} (bytes)]}`` with a CPU and
         a GPU row per precision ("process" on the CPU includes the two sessions).
     Raises:
         ViewrtError: a bad folder or manifest, an unknown precision, or max_views outside
@@ -120,7 +122,8 @@ def estimate(
     rows = []
     for p in PRECISIONS if precision is None else (precision,):
         w = weights_fp32 * WEIGHT_BYTES[p] // 4
-        kv = geo.bytes_per_entry(KV_BYTES[p]) * n
+        kv_dtype = m.kv_dtype if p == src else _TABLE[p].kv_dtype
+        kv = geo.bytes_per_entry(m.np_kv_dtype.itemsize if p == src else KV_BYTES[p]) * n
         for device in ("cpu", "gpu"):
             if device == "cpu":
                 t = _targets_per_call(T, n, H, targets, attention_budget_mib)
@@ -141,7 +144,7 @@ def estimate(
                 act = 2 * targets * T * 4 * D * 4
                 row = {"weights": w, "kv_cache": kv, "activations": act, "process": 0}
             row["total"] = sum(row.values())
-            rows.append({"precision": p, "device": device, **row})
+            rows.append({"precision": p, "device": device, "kv_dtype": kv_dtype, **row})
     return {
         "export": str(m.dir),
         "export_precision": src,
@@ -156,11 +159,11 @@ def format_estimate(est: dict) -> str:
     lines = [
         f"memory estimate for {est['export']} ({est['export_precision']} export), {est['max_views']} views, "
         f"{est['targets']} targets (MiB):",
-        f"  {'precision':9} {'device':6} {'weights':>8} {'KV cache':>9} {'activ.':>8} {'process':>8} {'total':>8}",
+        f"  {'precision':9} {'device':6} {'weights':>8} {'KV cache':>9} {'KV dtype':>8} {'activ.':>8} {'process':>8} {'total':>8}",
     ]
     for r in est["rows"]:
         lines.append(
-            f"  {r['precision']:9} {r['device']:6} {r['weights'] / MIB:8.1f} {r['kv_cache'] / MIB:9.1f} "
+            f"  {r['precision']:9} {r['device']:6} {r['weights'] / MIB:8.1f} {r['kv_cache'] / MIB:9.1f} {r['kv_dtype']:>8} "
             f"{r['activations'] / MIB:8.1f} {r['process'] / MIB:8.1f} {r['total'] / MIB:8.1f}"
         )
     return "\n".join(lines)

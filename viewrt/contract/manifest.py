@@ -23,7 +23,7 @@ from viewrt.checksum import sha256_file
 from viewrt.contract.families import family_contract
 from viewrt.contract.family import CacheGeometry, FamilyContract
 from viewrt.contract.memory import host_memory_bytes
-from viewrt.contract.precision import PRECISIONS, Precision, get_precision
+from viewrt.contract.precision import PRECISIONS, KVCache, Precision, get_kv_cache, get_precision
 from viewrt.contract.tensors import GraphInfo, TensorInfo
 from viewrt.errors import ViewrtError
 
@@ -101,6 +101,11 @@ class Manifest:
     @property
     def precision_row(self) -> Precision:
         return get_precision(self.precision)
+
+    @property
+    def kv_row(self) -> KVCache:
+        """The cache dtype's row of the precision table (itemsize, scales, tolerances)."""
+        return get_kv_cache(self.kv_dtype)
 
     @property
     def np_kv_dtype(self) -> np.dtype:
@@ -307,6 +312,7 @@ class Manifest:
             np.dtype(self.kv_dtype)
         except TypeError:
             raise ViewrtError(f"{where}: kv_dtype {self.kv_dtype!r} is not a dtype") from None
+        self._check_kv_scales(where)
         for problem in contract.check_header(self.header):
             raise ViewrtError(f"{where}: {problem}")
         if list(self.graphs) != list(contract.graph_names):
@@ -329,6 +335,25 @@ class Manifest:
                 f"more than this machine's {mem / 2**30:.1f} GiB"
             )
         contract.check_signatures(self.graphs, self.header, self.kv_dtype, where)
+
+    def _check_kv_scales(self, where) -> None:
+        """An 8-bit cache (a scaled kv_dtype) records its per-head scales for every cached
+        tensor of the writer (``quantization.kv_cache.scales``; the graphs hold the same)."""
+        try:
+            row = get_kv_cache(self.kv_dtype)
+        except ViewrtError as e:
+            raise ViewrtError(f"{where}: {e}") from None
+        if not row.scaled:
+            return
+        scales = ((self.quantization or {}).get("kv_cache") or {}).get("scales") or {}
+        geo = self.cache
+        want = [t.name for t in self.graphs[geo.writer].outputs if N.parse_kv_name(t.name)]
+        bad = [n for n in want if len(scales.get(n) or ()) not in (1, geo.n_heads)]
+        if bad:
+            raise ViewrtError(
+                f"{where}: kv_dtype {self.kv_dtype} needs quantization.kv_cache.scales with 1 or "
+                f"{geo.n_heads} values for {bad[0]}{' and others' if len(bad) > 1 else ''}"
+            )
 
     def verify_files(self, files: list[str] | None = None) -> None:
         """Check the sha256 of the named files (default: every file the manifest lists).

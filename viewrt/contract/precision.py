@@ -110,6 +110,53 @@ PRECISIONS: dict[str, Precision] = {
         ),
     )
 }
+
+
+@dataclass(frozen=True)
+class KVCache:
+    """How the K/V cache is stored: one row per manifest ``kv_dtype``.
+
+    Attributes:
+        dtype: the manifest's ``kv_dtype`` (numpy name): the writer's K/V outputs, the
+            reader's K/V inputs and the runtime's cache buffers.
+        itemsize: bytes per cached element.
+        scaled: an 8-bit cache with scales: a QuantizeLinear at each writer output and a
+            DequantizeLinear at each reader input, per-head scales in both graphs and in the
+            manifest (``quantization.kv_cache``); made by ``viewrt calib --kv``.
+        atol_images: max abs error of rendered images (values in [0, 1]) against the same
+            graphs with a float32 cache, on fresh random views at every step of a scripted
+            sequence (0: the cache is the graphs' own dtype, the precision row's tolerance holds).
+        min_psnr_db: the same comparison as PSNR (dB), the bound for the whole render.
+    """
+
+    dtype: str
+    itemsize: int
+    scaled: bool
+    atol_images: float = 0.0
+    min_psnr_db: float = 0.0
+
+
+KV_CACHES: dict[str, KVCache] = {
+    c.dtype: c
+    for c in (
+        KVCache("float32", 4, False),
+        KVCache("float16", 2, False),
+        # int8 with per-(layer, K/V, head) absmax scales: the rounding step is at most
+        # amax_head / 127 (0.4% of the head's range) on every cached element. Measured on the
+        # tiny preset's random weights (tests/calib/test_kv_cache.py): images within 0.003 of
+        # the float32 cache on ONNX Runtime and OpenVINO, 64-74 dB; the bound leaves ~7x room.
+        KVCache("int8", 1, True, atol_images=2e-2, min_psnr_db=45.0),
+    )
+}
+
+
+def get_kv_cache(dtype: str) -> KVCache:
+    """The row of a cache dtype. Raises ViewrtError naming the known ones."""
+    if dtype not in KV_CACHES:
+        raise ViewrtError(f"K/V cache dtype {dtype!r}; expected one of {', '.join(KV_CACHES)}")
+    return KV_CACHES[dtype]
+
+
 EXPORT_PRECISIONS = tuple(n for n, p in PRECISIONS.items() if p.exported)
 QUANTIZED_PRECISIONS = tuple(n for n, p in PRECISIONS.items() if p.quantized)
 
