@@ -25,6 +25,7 @@ from viewrt.cli.options import (
 )
 from viewrt.contract.manifest import load_manifest
 from viewrt.contract.precision import QUANTIZED_PRECISIONS
+from viewrt.errors import ViewrtError
 from viewrt.folders import check_creatable
 from viewrt.runtime.estimate import estimate as _estimate
 from viewrt.runtime.estimate import format_estimate
@@ -104,7 +105,6 @@ def calib(
     """Quantize an fp32 export to explicit Q/DQ (int8 or fp8 matmuls, an int8 K/V cache)
     calibrated on scene views."""
     from viewrt.calib.quantize import quantize_export
-    from viewrt.errors import ViewrtError
 
     if precision is None and kv is None:
         raise ViewrtError("give --precision int8|fp8 (quantized matmuls) and/or --kv int8 (an 8-bit K/V cache)")
