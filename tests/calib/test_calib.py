@@ -17,7 +17,9 @@ from viewrt.errors import ViewrtError
 from viewrt.export.qdq_check import qdq_types, qdq_violations
 
 # Quantized vs fp32 export, same inputs (random tiny weights, random views): explicit bounds.
-IMAGE_ATOL = {"int8": 0.1, "fp8": 0.25}
+# int8 max abs: 0.081-0.183 over 12 random draws of this test's inputs, with main's calibration
+# and with the decoder's P·V kept float alike (PSNR >= 31.4 dB), so 0.25 (0.1 failed most draws)
+IMAGE_ATOL = {"int8": 0.25, "fp8": 0.25}
 MIN_PSNR = {"int8": 30.0, "fp8": 22.0}
 
 
