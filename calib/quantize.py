@@ -423,7 +423,9 @@ def quantize_export(
         # cache rounds them, when there is one) and target rays
         feeds = {
             src.cache.writer: cs.encoder,
-            src.cache.reader: fake_quantize_feeds(cs.decoder, scales, fmt) if fmt else cs.decoder,
+            src.cache.reader: fake_quantize_feeds(cs.decoder, scales, fmt)
+            if fmt and precision != "fp32"  # fp32: no decoder calibration
+            else cs.decoder,
         }
         graph_rec = {
             g: _quantize_one(src, g, nodes[g], feeds[g], tmp, precision, method, exclude, attention)
