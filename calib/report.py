@@ -84,6 +84,7 @@ def accuracy_report(
         "export": str(export_dir.resolve()),
         "reference": str(reference.resolve()),
         "precision": qm.precision,
+        "kv_dtype": qm.kv_dtype,
         "method": q.get("method"),
         "calibration": q.get("calibration"),
         "excluded": {g: q["graphs"][g]["excluded_nodes"] for g in q.get("graphs", {})},
@@ -232,7 +233,7 @@ def _calib_text(c: dict | None) -> str:
 def report_markdown(r: dict) -> str:
     """The report as a markdown page."""
     lines = [
-        f"# Accuracy of the {r['precision']} export",
+        f"# Accuracy of the {r['precision']} export ({r.get('kv_dtype', 'float32')} K/V cache)",
         "",
         f"- export: `{r['export']}`; reference (fp32): `{r['reference']}`",
         f"- calibration: {r['method']}; {_calib_text(r['calibration'])}",
@@ -315,17 +316,18 @@ def summary_table(report_dirs: list[str | Path]) -> str:
     ]
     views = sorted({b["views"] for _, r in reports for b in r["by_views"]})
     lines = [
-        "| export | method | "
+        "| export | K/V cache | method | "
         + " | ".join(f"N={n}" for n in views)
         + " | SSIM, N=4 | max K/V rel. error |",
-        "|---|---|" + "---:|" * (len(views) + 2),
+        "|---|---|---|" + "---:|" * (len(views) + 2),
     ]
     for name, r in reports:
         b = {x["views"]: x for x in r["by_views"]}
         kv = max(max(x["key_rel_error"], x["value_rel_error"]) for x in r["kv_error_by_layer"])
         psnr = " | ".join(f"{b[n]['psnr_q_vs_fp32']:.1f}" if n in b else "-" for n in views)
         ssim4 = f"{b[4]['ssim_q_vs_fp32']:.4f}" if 4 in b else "-"
-        lines.append(f"| {name} | {r['method']} | {psnr} | {ssim4} | {kv:.3f} |")
+        kvd = r.get("kv_dtype", "float32")
+        lines.append(f"| {name} | {kvd} | {r['method']} | {psnr} | {ssim4} | {kv:.3f} |")
     return "\n".join(lines)
 
 

@@ -7,6 +7,12 @@ right after the batch axis, so entry slot ``s`` is the contiguous token run
 ``[s*T, (s+1)*T)`` and the first ``n`` slots are one contiguous prefix: the writer graph's
 ``present_*`` outputs are bound to a slot (written in place), the reader graph's ``past_*``
 inputs to the prefix (read in place).
+
+Buffers are in the manifest's ``kv_dtype`` (its row of ``KV_CACHES``): float32, float16, or
+int8 for an 8-bit cache (``viewrt calib --kv int8``), whose QuantizeLinear and
+DequantizeLinear sit in the graphs: the storage only holds and moves the bytes (1 per
+element, a quarter of float32). An int8 cache cannot hold a non-finite value (the encoder's
+Q saturates), so :meth:`KVStorage.check_finite` only ever fails for float caches.
 """
 
 from __future__ import annotations
