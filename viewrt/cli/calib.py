@@ -30,7 +30,13 @@ from viewrt.folders import check_creatable
 from viewrt.runtime.estimate import estimate as _estimate
 from viewrt.runtime.estimate import format_estimate
 
-REPORT_VIEWS = (1, 2, 4, 8)  # cached-view counts of the accuracy report
+REPORT_VIEWS = (1, 2, 4, 8)  # cached-view counts of the accuracy report (calib-report's default)
+
+
+def _calib_report_views(max_views: int) -> tuple[int, ...]:
+    """Views scored by ``viewrt calib --report``: 1, 4, 16 and the export's largest cache,
+    where int8 loses most (docs/calib.md, "Long caches")."""
+    return tuple(sorted({v for v in (1, 4, 16) if v <= max_views} | {max_views}))
 
 
 def _scenes_hint(value: str) -> str:
@@ -85,7 +91,7 @@ def _scenes_hint(value: str) -> str:
     "report_dir",
     type=click.Path(file_okay=False),
     default=None,
-    help="Also write the accuracy report there.",
+    help="Also write the accuracy report there (views 1, 4, 16 and the export's max_views).",
 )
 @cli_errors
 def calib(
@@ -133,7 +139,7 @@ def calib(
         f"{n['decoder']}, {x} kept fp32; passes the TensorRT Q/DQ check; vs fp32: {v['psnr_vs_fp32_db']} dB PSNR"
     )
     if report_dir:
-        _report(out_dir, report_dir, views=REPORT_VIEWS)
+        _report(out_dir, report_dir, views=_calib_report_views(m.max_views))
 
 
 def _report(export_dir, out_dir, views, reference=None, scenes=None, synthetic=None):
