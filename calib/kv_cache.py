@@ -60,7 +60,9 @@ def kv_format(name: str) -> KVFormat:
             "use --kv int8"
         )
     if name not in KV_FORMATS:
-        raise ViewrtError(f"--kv: unknown cache type {name!r}; expected one of {', '.join(KV_FORMATS)}")
+        raise ViewrtError(
+            f"--kv: unknown cache type {name!r}; expected one of {', '.join(KV_FORMATS)}"
+        )
     return KV_FORMATS[name]
 
 
@@ -96,11 +98,16 @@ def dequantize_kv(q: np.ndarray, scale: np.ndarray) -> np.ndarray:
     return q.astype(np.float32) * scale[None, None, :, None]
 
 
-def fake_quantize_feeds(feeds: list[dict], scales: dict[str, np.ndarray], fmt: KVFormat) -> list[dict]:
+def fake_quantize_feeds(
+    feeds: list[dict], scales: dict[str, np.ndarray], fmt: KVFormat
+) -> list[dict]:
     """The decoder feeds with every ``past_*`` rounded through the cache type, so that the
     decoder's own calibration sees the K/V it will read."""
     return [
-        {k: dequantize_kv(quantize_kv(v, scales[k], fmt), scales[k]) if k in scales else v for k, v in f.items()}
+        {
+            k: dequantize_kv(quantize_kv(v, scales[k], fmt), scales[k]) if k in scales else v
+            for k, v in f.items()
+        }
         for f in feeds
     ]
 
@@ -111,7 +118,9 @@ def _scale_inits(tensor: str, scale: np.ndarray, fmt: KVFormat) -> tuple[str, st
     return s, z, [numpy_helper.from_array(scale.astype(np.float32), s), zp]
 
 
-def add_kv_qdq(writer: onnx.ModelProto, reader: onnx.ModelProto, scales: dict, fmt: KVFormat) -> None:
+def add_kv_qdq(
+    writer: onnx.ModelProto, reader: onnx.ModelProto, scales: dict, fmt: KVFormat
+) -> None:
     """Put the cache's Q/DQ into the two graphs, in place.
 
     Writer: each ``present_*`` output is now a QuantizeLinear (axis 2, the per-head scale,
@@ -140,7 +149,13 @@ def add_kv_qdq(writer: onnx.ModelProto, reader: onnx.ModelProto, scales: dict, f
         s, z, inits = _scale_inits(present, scale, fmt)
         writer.graph.initializer.extend(inits)
         writer.graph.node.append(
-            helper.make_node("QuantizeLinear", [inner, s, z], [present], name=f"{present}.kv_quantize", axis=HEAD_AXIS)
+            helper.make_node(
+                "QuantizeLinear",
+                [inner, s, z],
+                [present],
+                name=f"{present}.kv_quantize",
+                axis=HEAD_AXIS,
+            )
         )
         outputs[present].type.tensor_type.elem_type = fmt.onnx_type
         # reader: dequantize the cache input right where the graph starts
@@ -150,7 +165,13 @@ def add_kv_qdq(writer: onnx.ModelProto, reader: onnx.ModelProto, scales: dict, f
         s, z, inits = _scale_inits(past, scale, fmt)
         reader.graph.initializer.extend(inits)
         dq_nodes.append(
-            helper.make_node("DequantizeLinear", [past, s, z], [deq], name=f"{past}.kv_dequantize", axis=HEAD_AXIS)
+            helper.make_node(
+                "DequantizeLinear",
+                [past, s, z],
+                [deq],
+                name=f"{past}.kv_dequantize",
+                axis=HEAD_AXIS,
+            )
         )
         inputs[past].type.tensor_type.elem_type = fmt.onnx_type
     nodes = dq_nodes + list(reader.graph.node)  # topological order: the DQ first
@@ -170,7 +191,8 @@ def kv_record(scales: dict[str, np.ndarray], fmt: KVFormat, calibration: dict) -
         "method": f"absmax over every cached token of the calibration scenes, scale = amax / {fmt.qmax:g}",
         "scales_in_graphs": True,
         "scales": {
-            N.kv_name("present", *N.parse_kv_name(k)[1:]): [float(v) for v in s] for k, s in scales.items()
+            N.kv_name("present", *N.parse_kv_name(k)[1:]): [float(v) for v in s]
+            for k, s in scales.items()
         },
         "calibration": calibration,
     }

@@ -42,7 +42,9 @@ def lost_mass(fp32_dir, int8_dir, views=(4, 16, 64)) -> list[dict]:
     scales = _p_scales(int8_dir)
     m = onnx.load(str(Path(fp32_dir) / "decoder.onnx"))
     soft = [n.output[0] for n in m.graph.node if n.op_type == "Softmax"]
-    m.graph.output.extend(onnx.helper.make_tensor_value_info(s, onnx.TensorProto.FLOAT, None) for s in soft)
+    m.graph.output.extend(
+        onnx.helper.make_tensor_value_info(s, onnx.TensorProto.FLOAT, None) for s in soft
+    )
     sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
     top = max(views)
     rows = []
@@ -64,7 +66,9 @@ def lost_mass(fp32_dir, int8_dir, views=(4, 16, 64)) -> list[dict]:
                 if p.shape[-1] != n * T or s not in scales:
                     continue  # cross-attention softmaxes whose P the int8 export quantized
                 lost = float((p * (p < scales[s] / 2)).sum(-1).mean())
-                rows.append({"views": n, "softmax": s, "keys": n * T, "scale": scales[s], "lost": lost})
+                rows.append(
+                    {"views": n, "softmax": s, "keys": n * T, "scale": scales[s], "lost": lost}
+                )
     return rows
 
 

@@ -393,7 +393,9 @@ def quantize_export(
     """
     fmt = kv_format(kv) if kv is not None else None
     if precision == "fp32" and fmt is None:
-        raise ViewrtError("--precision fp32 keeps every matmul: give --kv int8 (an 8-bit cache) or choose int8/fp8")
+        raise ViewrtError(
+            "--precision fp32 keeps every matmul: give --kv int8 (an 8-bit cache) or choose int8/fp8"
+        )
     method = _check_method(precision, method) if precision != "fp32" else None
     export_dir, out_dir = Path(export_dir), Path(out_dir)
     src = _check_source(export_dir)
@@ -406,7 +408,12 @@ def quantize_export(
     try:
         # synthetic scenes long enough for the decoder samples to reach the largest cache
         paths, source_desc = scene_paths(
-            scenes, synthetic, src.image_size, work / "scenes", seed, n_views=max(12, src.max_views + targets)
+            scenes,
+            synthetic,
+            src.image_size,
+            work / "scenes",
+            seed,
+            n_views=max(12, src.max_views + targets),
         )
         nodes = {g: matmul_nodes(src.path(g)) for g in src.graphs}
         _check_exclude(nodes, exclude)
@@ -419,14 +426,7 @@ def quantize_export(
         tmp.mkdir()
         calibration = {"source": source_desc, **cs.record}
         scales = kv_scales(cs.decoder, src.past_names, fmt) if fmt else None
-        # the cache's writer is fed posed views, its reader the cached K/V (as the 8-bit
-        # cache rounds them, when there is one) and target rays
-        feeds = {
-            src.cache.writer: cs.encoder,
-            src.cache.reader: fake_quantize_feeds(cs.decoder, scales, fmt)
-            if fmt and precision != "fp32"  # fp32: no decoder calibration
-            else cs.decoder,
-        }
+        feeds = _calibration_feeds(src, cs, scales, fmt, precision)
         graph_rec = {
             g: _quantize_one(src, g, nodes[g], feeds[g], tmp, precision, method, exclude, attention)
             for g in src.graphs
@@ -434,7 +434,13 @@ def quantize_export(
         if fmt:
             _add_kv_cache(src, tmp, scales, fmt, precision)
         manifest = _quantized_manifest(
-            src, export_dir, tmp, precision, method, calibration, graph_rec,
+            src,
+            export_dir,
+            tmp,
+            precision,
+            method,
+            calibration,
+            graph_rec,
             kv=kv_record(scales, fmt, calibration) if fmt else None,
         )
         manifest.write(tmp)
@@ -452,6 +458,16 @@ def quantize_export(
         shutil.rmtree(work, ignore_errors=True)
         if created and not done and out_dir.exists():
             shutil.rmtree(out_dir, ignore_errors=True)
+
+
+def _calibration_feeds(src, cs, scales, fmt, precision: str) -> dict:
+    """``{graph: feeds}``: the cache's writer is fed posed views, its reader the cached K/V
+    (rounded through the 8-bit cache when there is one: the decoder is calibrated on what it
+    will read; fp32 matmuls need no decoder calibration) and target rays."""
+    reader = cs.decoder
+    if fmt and precision != "fp32":
+        reader = fake_quantize_feeds(cs.decoder, scales, fmt)
+    return {src.cache.writer: cs.encoder, src.cache.reader: reader}
 
 
 def _add_kv_cache(src, tmp: Path, scales: dict, fmt, precision: str) -> None:
@@ -518,7 +534,11 @@ def _quantize_one(
     its manifest record (quantized and excluded nodes, quantized tensors)."""
     if precision == "fp32":  # matmuls kept: the graph as exported (an 8-bit cache goes in next)
         shutil.copyfile(src.path(g), tmp / src.graphs[g].file)
-        return {"quantized_nodes": [], "excluded_nodes": [], "tensors": {"activations": [], "weights": []}}
+        return {
+            "quantized_nodes": [],
+            "excluded_nodes": [],
+            "tensors": {"activations": [], "weights": []},
+        }
     # The reader's attention probabilities stay float: a row of P spreads over every cached
     # token (and target), so at a long cache most of its mass is in probabilities far below
     # the largest one, which sets a per-tensor int8 scale; they round to 0 (docs/calib.md,
@@ -533,7 +553,9 @@ def _quantize_one(
     return {
         "quantized_nodes": quant,
         "excluded_nodes": excl,
-        "float_probabilities": [n["node"] for n in nodes if n["probabilities"] and not probabilities],
+        "float_probabilities": [
+            n["node"] for n in nodes if n["probabilities"] and not probabilities
+        ],
         "tensors": quantized_tensors(dst),
     }
 

@@ -119,10 +119,14 @@ def _opset_violations(m: onnx.ModelProto, ix: _Index) -> list[str]:
             continue
         zp = ix.const_types.get(n.input[2]) if len(n.input) > 2 else None
         if zp == onnx.TensorProto.FLOAT8E4M3FN and opset < 19:
-            bad.append(f"{n.op_type} '{_label(n)}': float8 Q/DQ need opset 19, the graph is opset {opset}")
+            bad.append(
+                f"{n.op_type} '{_label(n)}': float8 Q/DQ need opset 19, the graph is opset {opset}"
+            )
         scale = ix.consts.get(n.input[1]) if len(n.input) > 1 else None
         if scale is not None and scale.size > 1 and opset < 13:
-            bad.append(f"{n.op_type} '{_label(n)}': per-axis Q/DQ need opset 13, the graph is opset {opset}")
+            bad.append(
+                f"{n.op_type} '{_label(n)}': per-axis Q/DQ need opset 13, the graph is opset {opset}"
+            )
     return bad
 
 
@@ -183,7 +187,10 @@ def _node_violations(n: onnx.NodeProto, ix: _Index) -> list[str]:
 
 
 def _dims(v: onnx.ValueInfoProto) -> list:
-    return [d.dim_value if d.HasField("dim_value") else d.dim_param for d in v.type.tensor_type.shape.dim]
+    return [
+        d.dim_value if d.HasField("dim_value") else d.dim_param
+        for d in v.type.tensor_type.shape.dim
+    ]
 
 
 def _cache_violations(n: onnx.NodeProto, who: str, s: np.ndarray, ix: _Index) -> list[str]:
@@ -210,7 +217,9 @@ def _cache_violations(n: onnx.NodeProto, who: str, s: np.ndarray, ix: _Index) ->
         )
     users = ix.consumers.get(t, [])
     if writes and users:
-        bad.append(f"{who}: cache output '{t}' is also read inside the graph ({sorted({u.op_type for u in users})})")
+        bad.append(
+            f"{who}: cache output '{t}' is also read inside the graph ({sorted({u.op_type for u in users})})"
+        )
     if not writes and any(u.op_type != DQ for u in users):
         bad.append(
             f"{who}: cache input '{t}' also feeds {sorted({u.op_type for u in users} - {DQ})}; "

@@ -89,11 +89,16 @@ class _Scene:
     def reference(self, live):
         f, s = self.frame, self.size
         views = np.stack(
-            [input_view(self.images[i], f.apply(self.cams[i].c2w), self.cams[i].fxfycxcy) for i in live]
+            [
+                input_view(self.images[i], f.apply(self.cams[i].c2w), self.cams[i].fxfycxcy)
+                for i in live
+            ]
         )
         rays = np.stack([plucker(f.apply(c.c2w), c.fxfycxcy, s, s) for c in self.targets])
         with torch.no_grad():
-            return self.model(torch.from_numpy(views)[None], torch.from_numpy(rays)[None])[0].numpy()
+            return self.model(torch.from_numpy(views)[None], torch.from_numpy(rays)[None])[
+                0
+            ].numpy()
 
 
 def _check(r, sc, live, bounds):
@@ -128,11 +133,16 @@ def test_scripted_sequence_within_tolerance(tiny_export, kv8, backend, precision
         if precision == "fp32":  # encoder graphs equal up to the Q: error <= scale / 2
             T = r.manifest.tokens_per_view
             scales = kv_scales_of(r.manifest)
-            for name, a, b in zip(r.manifest.present_names, cached_kv(r, 4 * T), cached_kv(f, 4 * T)):
+            for name, a, b in zip(
+                r.manifest.present_names, cached_kv(r, 4 * T), cached_kv(f, 4 * T)
+            ):
                 step = scales[name][None, None, :, None]
                 inside = np.abs(b) <= 127 * step  # random views may exceed the calibrated range
                 assert inside.mean() > 0.99, name
-                assert (np.abs(a - b) <= (step / 2 * 1.001 + 1e-6) + np.maximum(np.abs(b) - 127 * step, 0)).all()
+                assert (
+                    np.abs(a - b)
+                    <= (step / 2 * 1.001 + 1e-6) + np.maximum(np.abs(b) - 127 * step, 0)
+                ).all()
         r.remove_view(ids[1])
         live.remove(1)
         errs.append(_check(r, sc, live, bounds))
@@ -165,7 +175,9 @@ def test_report_gives_loss_by_views(kv8, tmp_path):
 )
 def test_cli_refusals_one_line_nothing_written(tiny_export, tmp_path, args, phrase):
     out = tmp_path / "out"
-    res = CliRunner().invoke(main, ["calib", str(tiny_export[0]), "--out", str(out), "--synthetic", "1", *args])
+    res = CliRunner().invoke(
+        main, ["calib", str(tiny_export[0]), "--out", str(out), "--synthetic", "1", *args]
+    )
     assert res.exit_code != 0 and phrase in res.output and "Traceback" not in res.output
     assert len(res.output.strip().splitlines()) == 1
     assert not out.exists()
@@ -175,8 +187,14 @@ def test_cli_refusals_one_line_nothing_written(tiny_export, tmp_path, args, phra
 
 
 def _boundary_graph(
-    out_name="present_key.0", in_name="past_key.0", axis=2, heads=2, n_scale=2, opset=18,
-    out_type=TensorProto.INT8, extra_reader=False,
+    out_name="present_key.0",
+    in_name="past_key.0",
+    axis=2,
+    heads=2,
+    n_scale=2,
+    opset=18,
+    out_type=TensorProto.INT8,
+    extra_reader=False,
 ):
     """A writer Q into a graph output and a reader DQ from a graph input, [1, T, H, Dh]."""
     s = numpy_helper.from_array(np.full(n_scale, 0.1, np.float32), "s")
@@ -199,7 +217,11 @@ def _boundary_graph(
         [
             helper.make_tensor_value_info(out_name, out_type, shape),
             helper.make_tensor_value_info("y", TensorProto.FLOAT, shape),
-            *([helper.make_tensor_value_info("c", TensorProto.FLOAT, shape)] if extra_reader else []),
+            *(
+                [helper.make_tensor_value_info("c", TensorProto.FLOAT, shape)]
+                if extra_reader
+                else []
+            ),
         ],
         [s, z],
     )

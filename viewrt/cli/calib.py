@@ -113,7 +113,9 @@ def calib(
     from viewrt.calib.quantize import quantize_export
 
     if precision is None and kv is None:
-        raise ViewrtError("give --precision int8|fp8 (quantized matmuls) and/or --kv int8 (an 8-bit K/V cache)")
+        raise ViewrtError(
+            "give --precision int8|fp8 (quantized matmuls) and/or --kv int8 (an 8-bit K/V cache)"
+        )
     precision = precision or "fp32"
     check_creatable(out_dir, "--out")
     m = quantize_export(
