@@ -391,12 +391,7 @@ def quantize_export(
             or non-fp32 export, no scenes, an output folder that holds files, or failed
             validation; nothing is written then.
     """
-    fmt = kv_format(kv) if kv is not None else None
-    if precision == "fp32" and fmt is None:
-        raise ViewrtError(
-            "--precision fp32 keeps every matmul: give --kv int8 (an 8-bit cache) or choose int8/fp8"
-        )
-    method = _check_method(precision, method) if precision != "fp32" else None
+    fmt, method = _check_kv_method(precision, method, kv)
     export_dir, out_dir = Path(export_dir), Path(out_dir)
     src = _check_source(export_dir)
     _check_out(export_dir, out_dir)
@@ -407,14 +402,8 @@ def quantize_export(
     done = False
     try:
         # synthetic scenes long enough for the decoder samples to reach the largest cache
-        paths, source_desc = scene_paths(
-            scenes,
-            synthetic,
-            src.image_size,
-            work / "scenes",
-            seed,
-            n_views=max(12, src.max_views + targets),
-        )
+        n_views = max(12, src.max_views + targets)
+        paths, desc = scene_paths(scenes, synthetic, src.image_size, work / "scenes", seed, n_views)
         nodes = {g: matmul_nodes(src.path(g)) for g in src.graphs}
         _check_exclude(nodes, exclude)
         cs = collect(export_dir, paths, targets=targets, max_samples=max_samples, progress=progress)
@@ -424,7 +413,7 @@ def quantize_export(
             )
         tmp = work / "out"
         tmp.mkdir()
-        calibration = {"source": source_desc, **cs.record}
+        calibration = {"source": desc, **cs.record}
         scales = kv_scales(cs.decoder, src.past_names, fmt) if fmt else None
         feeds = _calibration_feeds(src, cs, scales, fmt, precision)
         graph_rec = {
@@ -433,16 +422,9 @@ def quantize_export(
         }
         if fmt:
             _add_kv_cache(src, tmp, scales, fmt, precision)
-        manifest = _quantized_manifest(
-            src,
-            export_dir,
-            tmp,
-            precision,
-            method,
-            calibration,
-            graph_rec,
-            kv=kv_record(scales, fmt, calibration) if fmt else None,
-        )
+        kv_rec = kv_record(scales, fmt, calibration) if fmt else None
+        args = (precision, method, calibration, graph_rec, kv_rec)
+        manifest = _quantized_manifest(src, export_dir, tmp, *args)
         manifest.write(tmp)
         manifest.validation = {
             "vs": "fp32 export, ONNX Runtime CPU",
@@ -458,6 +440,17 @@ def quantize_export(
         shutil.rmtree(work, ignore_errors=True)
         if created and not done and out_dir.exists():
             shutil.rmtree(out_dir, ignore_errors=True)
+
+
+def _check_kv_method(precision: str, method: str | None, kv: str | None):
+    """``(cache format or None, method or None)``; ViewrtError for an unknown cache type or
+    method, and for fp32 matmuls without an 8-bit cache (nothing to do)."""
+    fmt = kv_format(kv) if kv is not None else None
+    if precision == "fp32" and fmt is None:
+        raise ViewrtError(
+            "--precision fp32 keeps every matmul: give --kv int8 (an 8-bit cache) or choose int8/fp8"
+        )
+    return fmt, (_check_method(precision, method) if precision != "fp32" else None)
 
 
 def _calibration_feeds(src, cs, scales, fmt, precision: str) -> dict:
