@@ -20,7 +20,7 @@ import viewrt.runtime as vrt
 import viewrt.runtime.backends as registry
 import viewrt.serve.load as load
 from viewrt.cli._errors import cli_errors, finite_float
-from viewrt.cli.options import backend_option, out_option, threads_option
+from viewrt.cli.options import backend_option, export_dir_argument, out_option, threads_option
 from viewrt.contract.manifest import load_manifest
 from viewrt.errors import ViewrtError
 from viewrt.folders import check_creatable
@@ -103,10 +103,12 @@ def _shutdown() -> None:
     ray.shutdown()
 
 
-def _common(fn):
-    """Options shared by serve and serve-bench: backend, replicas, threads, address."""
+def _serve_options(fn):
+    """EXPORT_DIR and the options shared by serve and serve-bench: backend, replicas,
+    threads, replica CPUs, address."""
     for deco in reversed(
         [
+            export_dir_argument(),
             backend_option(
                 registry.names, "ort", "Runtime backend of every session (as viewrt infer)."
             ),
@@ -137,8 +139,7 @@ def _common(fn):
 
 
 @click.command("serve")
-@click.argument("export_dir", type=click.Path(file_okay=False))
-@_common
+@_serve_options
 @click.option(
     "--host",
     default="127.0.0.1",
@@ -192,8 +193,8 @@ def serve(
 
     try:
         server = app.start(
-            str(Path(export_dir).resolve()), backend=backend, replicas=replicas, host=host,
-            port=port, address=address, limits=limits, replica_cpus=replica_cpus,
+            str(Path(export_dir).resolve()), opener=vrt.open, backend=backend, replicas=replicas,
+            host=host, port=port, address=address, limits=limits, replica_cpus=replica_cpus,
             open_options={} if threads is None else {"threads": threads},
         )  # fmt: skip
         click.echo(
@@ -213,8 +214,7 @@ def serve(
 
 
 @click.command("serve-bench")
-@click.argument("export_dir", type=click.Path(file_okay=False))
-@_common
+@_serve_options
 @click.option(
     "--sessions",
     type=click.IntRange(1),
@@ -265,12 +265,13 @@ def serve_bench(
         max_sessions=sessions, max_cache_bytes=sessions * manifest.kv_bytes_per_view * views
     )
     # one process first, while no Ray process runs
-    local = load.run_in_process(SessionManager(export_dir, backend, limits, opts), w)
+    manager = SessionManager(export_dir, backend, limits, opts, opener=vrt.open)
+    local = load.run_in_process(manager, w)
     import viewrt.serve.app as app  # lazy: imports ray, after the loopback setting
 
     try:
         server = app.start(
-            str(Path(export_dir).resolve()), backend=backend, replicas=replicas,
+            str(Path(export_dir).resolve()), opener=vrt.open, backend=backend, replicas=replicas,
             port=_free_port(), address=address, limits=limits, replica_cpus=replica_cpus,
             open_options=opts,
         )  # fmt: skip
