@@ -81,8 +81,24 @@ def _check_cluster(address: str, timeout: float = 5.0) -> None:
 def _preflight(export_dir: str, backend: str, threads: int | None) -> None:
     """Open (and close) one session here, so that a backend that cannot run fails in one
     line before Ray starts (local mode: the replicas run on this machine)."""
-    opts = {} if threads is None else {"threads": threads}
-    vrt.open(export_dir, backend=backend, max_views=1, **opts).close()
+    vrt.open(export_dir, backend=backend, max_views=1, **_open_options(threads)).close()
+
+
+def _open_options(threads: int | None) -> dict:
+    """The runtime's open options of every session (``--threads``)."""
+    return {} if threads is None else {"threads": threads}
+
+
+def _start(export_dir, backend, replicas, threads, replica_cpus, address, limits, **http):
+    """Start the Ray Serve application (viewrt.serve.app.start) with the runtime's ``open``
+    as the replicas' opener; ``http``: ``port`` (and ``host``)."""
+    import viewrt.serve.app as app  # lazy: imports ray, after the loopback setting
+
+    return app.start(
+        str(Path(export_dir).resolve()), opener=vrt.open, backend=backend, replicas=replicas,
+        address=address, limits=limits, replica_cpus=replica_cpus,
+        open_options=_open_options(threads), **http,
+    )  # fmt: skip
 
 
 def _free_port() -> int:
@@ -189,13 +205,10 @@ def serve(
         _preflight(export_dir, backend, threads)
     else:
         _check_cluster(address)
-    import viewrt.serve.app as app  # lazy: imports ray, after the loopback setting
-
     try:
-        server = app.start(
-            str(Path(export_dir).resolve()), opener=vrt.open, backend=backend, replicas=replicas,
-            host=host, port=port, address=address, limits=limits, replica_cpus=replica_cpus,
-            open_options={} if threads is None else {"threads": threads},
+        server = _start(
+            export_dir, backend, replicas, threads, replica_cpus, address, limits, host=host,
+            port=port,
         )  # fmt: skip
         click.echo(
             f"viewrt serve: {server.url} ({replicas} replica(s) of {export_dir}); Ctrl-C stops",
@@ -260,20 +273,16 @@ def serve_bench(
     if address is not None:
         _check_cluster(address)
     w = load.Workload(sessions, views, targets, renders)
-    opts = {} if threads is None else {"threads": threads}
     limits = Limits(
         max_sessions=sessions, max_cache_bytes=sessions * manifest.kv_bytes_per_view * views
     )
     # one process first, while no Ray process runs
-    manager = SessionManager(export_dir, backend, limits, opts, opener=vrt.open)
+    manager = SessionManager(export_dir, backend, limits, _open_options(threads), opener=vrt.open)
     local = load.run_in_process(manager, w)
-    import viewrt.serve.app as app  # lazy: imports ray, after the loopback setting
-
     try:
-        server = app.start(
-            str(Path(export_dir).resolve()), opener=vrt.open, backend=backend, replicas=replicas,
-            port=_free_port(), address=address, limits=limits, replica_cpus=replica_cpus,
-            open_options=opts,
+        server = _start(
+            export_dir, backend, replicas, threads, replica_cpus, address, limits,
+            port=_free_port(),
         )  # fmt: skip
         served = load.run_http(server.url, manifest.image_size, w)
         server.stop()
