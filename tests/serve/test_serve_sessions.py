@@ -263,6 +263,20 @@ def test_runtime_imports_nothing_of_serve():
     assert not bad
 
 
+def test_serve_and_studio_load_no_runtime():
+    """The runtime's ``open`` comes from the CLI (the manager's opener): importing the session
+    layer and the studio's state loads no module of the runtime, imported transitively or not."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, viewrt.serve, viewrt.serve.load, viewrt.studio.state\n"
+        "print(sorted(m for m in sys.modules if m.startswith('viewrt.runtime')))\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.stdout.strip() == "[]", res.stdout + res.stderr
+
+
 @pytest.mark.parametrize("command", ["serve", "serve-bench"])
 def test_serve_without_ray_says_how_to_install_it(tiny_export, monkeypatch, command):
     import importlib.util
