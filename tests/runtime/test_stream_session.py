@@ -121,6 +121,28 @@ OPS = st.lists(
 )
 
 
+_SESSIONS: dict = {}  # (backend, window, pinned) -> an open session, reset per example
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _close_sessions():
+    yield
+    for sess in _SESSIONS.values():
+        sess.close()
+    _SESSIONS.clear()
+
+
+def _session(out_dir, backend, window, pinned):
+    """One session per configuration for the whole module (compiling graphs is the slow
+    part on OpenVINO), reset: each example starts a new stream on it."""
+    key = (str(out_dir), tuple(sorted(backend.items())), window, pinned)
+    if key not in _SESSIONS:
+        _SESSIONS[key] = vrt.open(out_dir, window=window, pinned=pinned, **backend)
+    sess = _SESSIONS[key]
+    sess.reset()
+    return sess
+
+
 @settings(
     max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
@@ -130,34 +152,34 @@ def test_random_streams_match_pytorch(
 ):
     out_dir, model = stream_export
     S = model.cfg.image_size
-    with vrt.open(out_dir, window=window, pinned=pinned, **backend) as sess:
-        truth = Truth(model, window, pinned)
-        start = _frames(pinned, S, seed)
-        truth.prefill(start, sess.prefill(start))
-        can_rollback = False
-        for op, arg in ops:
-            if op in ("key", "non"):
-                f = _frames(1, S, arg)[0]
-                truth.step(f, op == "key", sess.add_frame(f, keyframe=op == "key"))
-                can_rollback = can_rollback if op == "non" else True
-            elif op == "rollback":
-                position = sess.info()["next_position"] - 1 - arg
-                if arg == 0 and can_rollback:
-                    sess.remove(position)
-                    truth.rollback()
-                    can_rollback = False
-                else:
-                    before = sess.info()
-                    with pytest.raises(ViewrtError, match="cannot remove frame"):
-                        sess.remove(position)
-                    assert sess.info() == before
-            else:
-                sess.reset()
-                truth = Truth(model, window, pinned)
-                start = _frames(pinned, S, arg)
-                truth.prefill(start, sess.prefill(start))
+    sess = _session(out_dir, backend, window, pinned)
+    truth = Truth(model, window, pinned)
+    start = _frames(pinned, S, seed)
+    truth.prefill(start, sess.prefill(start))
+    can_rollback = False
+    for op, arg in ops:
+        if op in ("key", "non"):
+            f = _frames(1, S, arg)[0]
+            truth.step(f, op == "key", sess.add_frame(f, keyframe=op == "key"))
+            can_rollback = can_rollback if op == "non" else True
+        elif op == "rollback":
+            position = sess.info()["next_position"] - 1 - arg
+            if arg == 0 and can_rollback:
+                sess.remove(position)
+                truth.rollback()
                 can_rollback = False
-        assert sess.info()["next_position"] == len(truth.kept)
+            else:
+                before = sess.info()
+                with pytest.raises(ViewrtError, match="cannot remove frame"):
+                    sess.remove(position)
+                assert sess.info() == before
+        else:
+            sess.reset()
+            truth = Truth(model, window, pinned)
+            start = _frames(pinned, S, arg)
+            truth.prefill(start, sess.prefill(start))
+            can_rollback = False
+    assert sess.info()["next_position"] == len(truth.kept)
 
 
 def test_positions_are_absolute_after_eviction(stream_export, backend, one_torch_thread):
