@@ -84,6 +84,13 @@ class Backend:
         self.cache_dtype = manifest.np_kv_dtype
         self.active = False
 
+    @classmethod
+    def planned_cache_dtype(cls, manifest: Manifest, **options) -> str:
+        """The numpy dtype name of the K/V cache this backend will keep with these options,
+        without loading a graph (the memory estimate's): the manifest's kv_dtype unless
+        the backend keeps another (it then overrides this)."""
+        return manifest.kv_dtype
+
     def _use_cache_dtype(self, dtype) -> None:
         """Bind every K/V cache tensor of every graph in ``dtype`` instead of the manifest's
         kv_dtype (call it in ``activate``, once the graphs take and give that dtype): the

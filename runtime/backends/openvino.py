@@ -170,13 +170,7 @@ class OpenVinoBackend(Backend):
             config["INFERENCE_PRECISION_HINT"] = self.requested_precision
         if self.threads:
             config["INFERENCE_NUM_THREADS"] = int(self.threads)
-        # the precision this CPU will compute in with this config (the plugin's answer), which
-        # decides the cache dtype before the graphs are compiled
-        core.set_property("CPU", config)
-        compute = core.get_property("CPU", "INFERENCE_PRECISION_HINT").get_type_name()
-        bf16_cache = self.cache_precision == "bf16" or (
-            self.cache_precision is None and compute == "bf16" and _fp32_cache(self.manifest)
-        )
+        bf16_cache = _bf16_cache(core, config, self.manifest, self.cache_precision)
         self.compiled, self.requests, precisions = {}, {}, set()
         for g in self.manifest.graphs:
             model = self._read(core, g, ov)
@@ -194,6 +188,23 @@ class OpenVinoBackend(Backend):
             self._use_cache_dtype(_bfloat16())
         self.precision = "/".join(sorted(precisions))
         self.version, self._ov = ov.get_version(), ov
+
+    @classmethod
+    def planned_cache_dtype(
+        cls,
+        manifest: Manifest,
+        inference_precision: str | None = None,
+        cache_precision: str | None = None,
+        **_options,
+    ) -> str:
+        """The K/V cache's numpy dtype name these options give on this CPU ("bfloat16" or
+        the export's kv_dtype), without reading a graph (for the memory estimate)."""
+        ov = _import_ov()
+        config = (
+            {} if inference_precision is None else {"INFERENCE_PRECISION_HINT": inference_precision}
+        )
+        bf16 = _bf16_cache(ov.Core(), config, manifest, cache_precision)
+        return "bfloat16" if bf16 else manifest.kv_dtype
 
     def _read(self, core, graph: str, ov):
         """A graph read, checked against the manifest, with bounded dynamic axes."""
@@ -322,6 +333,18 @@ class OpenVinoBackend(Backend):
             raise ViewrtError(
                 f"{graph}: OpenVINO inference failed ({str(e).splitlines()[0]})"
             ) from None
+
+
+def _bf16_cache(core, config: dict, manifest: Manifest, cache_precision: str | None) -> bool:
+    """Whether the cache is kept in bf16: asked for, or (``cache_precision`` None) the
+    plugin computes in bf16 with ``config`` on this CPU (its own answer, read from the Core
+    once ``config`` is set on it: OpenVINO falls back to f32 where the CPU has no bf16) and
+    the export's cache is fp32."""
+    if cache_precision is not None:
+        return cache_precision == "bf16"
+    core.set_property("CPU", config)
+    compute = core.get_property("CPU", "INFERENCE_PRECISION_HINT").get_type_name()
+    return compute == "bf16" and _fp32_cache(manifest)
 
 
 def _fp32_cache(manifest: Manifest) -> bool:
