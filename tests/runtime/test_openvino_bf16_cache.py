@@ -34,6 +34,7 @@ from viewrt.runtime.backends.openvino import OpenVinoBackend  # noqa: E402
 from viewrt.runtime.estimate import estimate_line  # noqa: E402
 
 TOL = get_precision("fp32").atol_images_bf16  # bf16 OpenVINO on an fp32 export
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # the PyTorch references
 
 
 def _cpu_computes_bf16() -> bool:
@@ -51,7 +52,19 @@ PATHS = {
 }
 
 
-@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize(
+    "path",
+    [
+        "f32-compute-bf16-cache",
+        pytest.param(
+            "bf16-compute-default-cache",
+            marks=pytest.mark.skipif(
+                not BF16_CPU,
+                reason="OpenVINO computes in f32 on this CPU: the path is openvino-f32's, tested in test_runtime.py",
+            ),
+        ),
+    ],
+)
 @pytest.mark.parametrize("export", ["tiny_export", "small_export"])
 def test_scripted_sequences_within_the_bf16_tolerance(path, export, request, monkeypatch):
     """test_runtime's scripted sequences (add, remove from the middle and the end, a

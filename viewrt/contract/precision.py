@@ -63,7 +63,7 @@ PRECISIONS: dict[str, Precision] = {
     for p in (
         # fp32 everywhere; TensorRT: no precision flags, TF32 cleared by the build.
         # bf16 (OpenVINO): docs/design.md's 1e-2 for bf16; the bf16 cache alone (f32 compute)
-        # measured at most 1.1e-3 (tiny) and SMALL_MAX (small) over the runtime tests' scripted
+        # measured at most 1.1e-3 (tiny) and 7.1e-4 (small) over the runtime tests' scripted
         # sequences (tests/runtime/test_openvino_bf16_cache.py), leaving room for bf16 compute.
         Precision(
             "fp32",
