@@ -15,9 +15,10 @@ The K/V cache in bf16: where the plugin computes in bf16, an fp32 cache would be
 to bf16 by a Reorder on every cache input at every render (and the encoder's bf16 results
 back to fp32). So by default (``cache_precision=None``) a backend computing in bf16 keeps
 the cache of an fp32 export in bf16: OpenVINO's PrePostProcessor sets the encoder's
-``present_*`` outputs and the decoder's ``past_*`` inputs to bf16 (a Convert that the
-plugin drops when it computes in bf16: ``RemoveUselessBF16ConvertCPUTest`` in OpenVINO's
-CPU plugin tests), and the host buffers are ``ml_dtypes.bfloat16`` arrays, bound as
+``present_*`` outputs and the decoder's ``past_*`` inputs to bf16 (a Convert next to
+each, which the CPU plugin removes when it computes in bf16: ``RemoveUselessBF16Convert``
+in its tests; tests/runtime/test_openvino_bf16_cache.py checks the runtime model where the
+CPU has bf16), and the host buffers are ``ml_dtypes.bfloat16`` arrays, bound as
 ``ov.Tensor(uint16 view, shape, ov.Type.bf16)``, which shares their memory. The cache
 bytes halve. :meth:`OpenVinoBackend.cache_conversions` lists the conversion nodes the
 compiled graphs still run on cache tensors (read from ``get_runtime_model()``).
