@@ -62,9 +62,10 @@ PRECISIONS: dict[str, Precision] = {
     p.name: p
     for p in (
         # fp32 everywhere; TensorRT: no precision flags, TF32 cleared by the build.
-        # bf16 (OpenVINO): docs/design.md's 1e-2 for bf16; the bf16 cache alone (f32 compute)
-        # measured at most 1.1e-3 (tiny) and 7.1e-4 (small) over the runtime tests' scripted
-        # sequences (tests/runtime/test_openvino_bf16_cache.py), leaving room for bf16 compute.
+        # bf16 (OpenVINO): docs/design.md's 1e-2 for bf16. The bf16 cache alone (f32 compute)
+        # measured at most 1.1e-3 (tiny) and 7.1e-4 (small) over 3 runs of the runtime tests'
+        # scripted sequences (`pytest -s tests/runtime/test_openvino_bf16_cache.py -k scripted`
+        # prints it; AMD EPYC without AVX-512, OpenVINO 2026.4.1): room left for bf16 compute.
         Precision(
             "fp32",
             "float32",
