@@ -51,6 +51,7 @@ def open(
     targets_per_call: int | None = None,
     attention_budget_mib: float | None = None,
     inference_precision: str | None = None,
+    cache_precision: str | None = None,
 ) -> Renderer | StreamSession:  # noqa: A001 - the runtime's entry point, as in vrt.open
     """Open an export folder: the runtime session of its memory kind (:data:`SESSIONS`):
     view slots: a :class:`~viewrt.runtime.renderer.Renderer` (view-by-view rendering);
@@ -87,6 +88,9 @@ def open(
             INFERENCE_PRECISION_HINT; not the graph precision, which is the export's): None
             (OpenVINO's default for the CPU: bf16 with AMX or AVX512-BF16, else f32), "f32",
             "bf16" or "f16"; ``info()["precision"]`` says which is in use.
+        cache_precision: the K/V cache's dtype on a backend that takes it ("openvino":
+            None: bf16 where it computes in bf16 and the export's cache is fp32, else the
+            export's; "export"; "bf16"); ``info()["cache_dtype"]`` says which is in use.
     Returns: the session (a context manager; close() releases the backend).
     Raises: ViewrtError on a bad folder, a manifest that does not match its graphs, a
         checksum, an unknown or unavailable backend, an option the session does not take,
@@ -119,6 +123,7 @@ def open(
         device=device,
         threads=threads,
         inference_precision=inference_precision,
+        cache_precision=cache_precision,
     )
     try:
         return cls(manifest, be, **given)

@@ -24,8 +24,9 @@ class KVStorage:
 
     Args:
         backend: an active backend (owns the memory).
-        manifest: the cache geometry (layers, heads, head_dim, tokens per entry), the cache
-            dtype and the writer's ``present_*`` names.
+        manifest: the cache geometry (layers, heads, head_dim, tokens per entry) and the
+            writer's ``present_*`` names. The buffers' dtype is the backend's
+            ``cache_dtype`` (the manifest's kv_dtype unless the backend keeps another).
         slots: entries the region holds.
         tokens_per_slot: tokens of one slot (default: the geometry's tokens per entry).
         role: the reader inputs this region binds (``past``; a family may declare others).
@@ -46,7 +47,8 @@ class KVStorage:
         geo = manifest.cache
         self.backend = backend
         self.T = geo.tokens_per_entry if tokens_per_slot is None else int(tokens_per_slot)
-        itemsize = manifest.np_kv_dtype.itemsize
+        self.dtype = backend.cache_dtype  # the backend's, not always the manifest's kv_dtype
+        itemsize = self.dtype.itemsize
         slot_bytes = self.T * geo.n_heads * geo.head_dim * itemsize
         align = int(getattr(backend, "address_alignment", 1))
         if slot_bytes % align:
@@ -62,9 +64,8 @@ class KVStorage:
         self.read_names = {name: _role_name(name, role) for name in self.present}
         self.slots = slots
         shape = (1, slots * self.T, geo.n_heads, geo.head_dim)  # [1, slots*T, H, Dh]
-        self.buffers: list[Buffer] = [
-            backend.alloc(shape, manifest.np_kv_dtype) for _ in self.present
-        ]
+        self.buffers: list[Buffer] = [backend.alloc(shape, self.dtype) for _ in self.present]
+        self.bytes_per_entry = len(self.present) * slot_bytes  # one slot of every buffer
 
     @property
     def reserved_bytes(self) -> int:

@@ -14,7 +14,9 @@ Terms (bytes; T tokens per view, D model width, H heads, L layers, N views, t ta
   hold one copy.
 - KV cache: ``L * 2 * N * T * D * bytes(kv)`` (a token window adds its retained region and
   side caches, reserved at their maximum); the K/V at the graph boundary are fp32
-  for fp32, int8 and fp8 exports (Q/DQ sit inside the graphs) and fp16 for fp16.
+  for fp32, int8 and fp8 exports (Q/DQ sit inside the graphs) and fp16 for fp16, unless the
+  backend keeps the cache in another dtype (``cache_dtype``: OpenVINO computing in bf16
+  keeps an fp32 export's cache in bf16, 2 bytes).
 - activations of one decoder call (the largest step): where attention is materialized
   (ONNX Runtime: MatMul -> Softmax -> MatMul) the fp32 scores and probabilities of one
   layer's cross-attention, ``2 * t' * T * N * T * H * 4`` with ``t'`` the targets per call
@@ -40,6 +42,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from viewrt.contract.manifest import Manifest, load_manifest
 from viewrt.contract.memory import attention_scratch_bytes, targets_within
 from viewrt.contract.precision import PRECISIONS as _TABLE
@@ -47,9 +51,23 @@ from viewrt.errors import ViewrtError
 
 PRECISIONS = tuple(_TABLE)  # the precision table's rows
 WEIGHT_BYTES = {p: r.weight_itemsize for p, r in _TABLE.items()}
-KV_BYTES = {p: r.itemsize for p, r in _TABLE.items()}
 MIB = 2**20
 SESSION_BYTES = 7 * MIB  # see the module docstring
+
+
+_ITEMSIZE = {"bfloat16": 2}  # cache dtypes numpy names only once ml_dtypes is imported
+
+
+def cache_itemsize(dtype: str) -> int:
+    """Bytes per element of a K/V cache dtype name ("float32", "float16", "bfloat16", ...).
+
+    Raises: ViewrtError for a name that is not a dtype."""
+    if dtype in _ITEMSIZE:
+        return _ITEMSIZE[dtype]
+    try:
+        return np.dtype(dtype).itemsize
+    except TypeError:
+        raise ViewrtError(f"{dtype!r} is not a K/V cache dtype") from None
 
 
 def process_rss_bytes() -> int:
@@ -88,6 +106,7 @@ def estimate(
     attention_budget_mib: float = 256.0,
     process_bytes: int | None = None,
     repeated: bool = False,
+    cache_dtype: str | None = None,
 ) -> dict:
     """Estimate memory for an export.
 
@@ -100,10 +119,14 @@ def estimate(
         process_bytes: the CPU process's resident memory to add (default: this process now;
             import the backend first so that its libraries count).
         repeated: renders repeat at the same cache size (a benchmark): activations twice on the CPU.
+        cache_dtype: the numpy dtype name the backend keeps the K/V cache in, where it is not
+            the precision's (``Backend.planned_cache_dtype``; e.g. "bfloat16"): every row's
+            KV cache in it. None: each precision's own.
     Returns:
         ``{"export_precision", "max_views", "targets", "rows": [{"precision", "device",
-        "weights", "kv_cache", "activations", "process", "total"} (bytes)]}`` with a CPU and
-        a GPU row per precision ("process" on the CPU includes the two sessions).
+        "weights", "kv_cache", "kv_dtype", "activations", "process", "total"} (bytes, but
+        kv_dtype: the cache's dtype name)]}`` with a CPU and a GPU row per precision
+        ("process" on the CPU includes the two sessions).
     Raises:
         ViewrtError: a bad folder or manifest, an unknown precision, or max_views outside
             1..the export's.
@@ -133,7 +156,9 @@ def estimate(
     rows = []
     for p in PRECISIONS if precision is None else (precision,):
         w = weights_fp32 * WEIGHT_BYTES[p] // 4
-        kv = geo.bytes_per_entry(KV_BYTES[p]) * n + _kept_bytes(m, KV_BYTES[p])
+        kv_dtype = cache_dtype or _TABLE[p].kv_dtype
+        kv_itemsize = cache_itemsize(kv_dtype)
+        kv = geo.bytes_per_entry(kv_itemsize) * n + _kept_bytes(m, kv_itemsize)
         for device in ("cpu", "gpu"):
             if device == "cpu":
                 t = _targets_per_call(T, n, H, targets, attention_budget_mib)
@@ -154,7 +179,7 @@ def estimate(
                 act = 2 * targets * T * 4 * D * 4
                 row = {"weights": w, "kv_cache": kv, "activations": act, "process": 0}
             row["total"] = sum(row.values())
-            rows.append({"precision": p, "device": device, **row})
+            rows.append({"precision": p, "device": device, **row, "kv_dtype": kv_dtype})
     return {
         "export": str(m.dir),
         "export_precision": src,
