@@ -291,6 +291,10 @@ class Bench:
             return self.access.unavailable(backend, self.manifest, threads=threads)
         if self.base is None:
             return "no baselines provider in this run (viewrt bench brings the PyTorch ones)"
+        if backend not in self.base.names:
+            return (
+                "neither a baseline nor a runtime configuration of this run (BenchConfig.runtime)"
+            )
         return self.base.unavailable(backend)
 
     def setup(self) -> None:
