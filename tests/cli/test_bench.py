@@ -344,7 +344,7 @@ def test_a_failing_compile_is_a_skipped_column(tiny_export, tmp_path, monkeypatc
     assert "`torch-compile` (cannot open: torch.compile" in (out / "summary.md").read_text()
 
     monkeypatch.setattr(compiled, "BACKEND", "inductor")
-    monkeypatch.setattr(inductor.cpp, "cxx", (None, "no-such-c++"))
-    res = _bench(tiny_export[0], tmp_path / "c", *args, "--backends", "ort,torch-compile")
+    with inductor.patch({"cpp.cxx": (None, "no-such-c++")}):  # torch's own config patching
+        res = _bench(tiny_export[0], tmp_path / "c", *args, "--backends", "ort,torch-compile")
     assert res.exit_code != 0 and "Traceback" not in res.output
     assert "torch-compile: torch.compile (inductor) needs a C++ compiler" in res.output

@@ -89,7 +89,7 @@ def test_a_failing_compile_is_one_viewrt_error(tiny, monkeypatch):
 def test_no_cxx_compiler_is_said_before_any_compile(monkeypatch):
     from torch._inductor import config
 
-    monkeypatch.setattr(config.cpp, "cxx", (None, "no-such-c++"))
-    assert "no-such-c++ not found" in compiled.compile_unavailable()
-    monkeypatch.setattr(compiled, "BACKEND", "eager")
-    assert compiled.compile_unavailable() is None  # dynamo's eager backend compiles no C++
+    with config.patch({"cpp.cxx": (None, "no-such-c++")}):  # torch's own config patching
+        assert "no-such-c++ not found" in compiled.compile_unavailable()
+        monkeypatch.setattr(compiled, "BACKEND", "eager")
+        assert compiled.compile_unavailable() is None  # dynamo's eager backend compiles no C++
