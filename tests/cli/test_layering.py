@@ -44,7 +44,9 @@ LAYERS = {
             "viewrt.studio",
         ),
     ),
-    # applications of the runtime (torch-free; viewrt bench brings the PyTorch baselines)
+    # applications of the runtime (torch-free; viewrt bench brings the PyTorch baselines
+    # and hands the harness the runtime's open and registry lookups: only viewrt/cli
+    # imports viewrt.runtime)
     "viewrt/bench": (
         "viewrt.bench",
         (
@@ -53,6 +55,7 @@ LAYERS = {
             "viewrt.calib",
             "viewrt.cli",
             "viewrt.evaluation",
+            "viewrt.runtime",
             "torch",
         ),
     ),
