@@ -1,7 +1,9 @@
 """PyTorch baselines for ``viewrt bench``: eager renderers with a preallocated or
-``torch.cat`` cache (fp32 or bf16 autocast), the full-recompute models (Efficient-LVSM
-without a cache, LVSM decoder-only of the same width and depth), analytic FLOP counts and
-the matmul-rate probe. The benchmark harness (viewrt.bench, torch-free) drives
+``torch.cat`` cache (fp32 or bf16 autocast), the same preallocated renderer through
+``torch.compile`` (inductor, static shapes: one compile per N and target count, see
+viewrt.models.compiled), the full-recompute models (Efficient-LVSM without a cache, LVSM
+decoder-only of the same width and depth), analytic FLOP counts and torch's GEMM probe
+for the roofline. The benchmark harness (viewrt.bench, torch-free) drives
 them through :class:`TorchBaselines`, which ``viewrt bench`` hands it.
 """
 
@@ -17,15 +19,24 @@ from viewrt.errors import ViewrtError
 from viewrt.geometry import input_view, plucker
 from viewrt.models import init_weights, load_checkpoint
 from viewrt.models.checkpoint import weights_digest
+from viewrt.models.compiled import compile_unavailable
 from viewrt.models.registry import FAMILIES
-from viewrt.models.torch_renderer import TorchRenderer
-from viewrt.timing import matmul_gflops
+from viewrt.models.torch_renderer import CompiledTorchRenderer, TorchRenderer
+from viewrt.timing import matmul_gflops, timed_gflops
 
 # name -> (kind, description): "eager" renderers keep a cache; "recompute" run one forward over all views
 BASELINES: dict[str, tuple[str, str]] = {
     "torch-fp32": ("eager", "PyTorch eager fp32, preallocated cache"),
     "torch-bf16": ("eager", "PyTorch eager bf16 autocast, preallocated cache"),
     "torch-cat": ("eager", "PyTorch eager fp32, cache grown with torch.cat (upstream style)"),
+    "torch-compile": (
+        "eager",
+        "PyTorch torch.compile (inductor, static shapes: one compile per N and targets) fp32, preallocated cache",
+    ),
+    "torch-compile-bf16": (
+        "eager",
+        "PyTorch torch.compile (inductor, static shapes: one compile per N and targets) bf16 autocast, preallocated cache",
+    ),
     "efflvsm-nocache": ("recompute", "Efficient-LVSM without a cache (full recompute), fp32"),
     "lvsm": ("recompute", "LVSM decoder-only, same width and depth (full recompute), fp32"),
 }
@@ -37,62 +48,45 @@ PRECISION = {
     "torch-fp32": "fp32",
     "torch-bf16": "bf16",
     "torch-cat": "fp32",
+    "torch-compile": "fp32",
+    "torch-compile-bf16": "bf16",
     "efflvsm-nocache": "fp32",
     "lvsm": "fp32",
 }
+# name -> (cache, bf16 autocast, torch.compile)
 _EAGER = {
-    "torch-fp32": ("prealloc", False),
-    "torch-bf16": ("prealloc", True),
-    "torch-cat": ("cat", False),
+    "torch-fp32": ("prealloc", False, False),
+    "torch-bf16": ("prealloc", True, False),
+    "torch-cat": ("cat", False, False),
+    "torch-compile": ("prealloc", False, True),
+    "torch-compile-bf16": ("prealloc", True, True),
 }
+# torch dtypes of the GEMM probe's precisions (int8: torch._int_mm, int8 x int8 -> int32)
+_GEMM_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def measure_matmul_rate(model_shape: tuple[int, int, int] | None = None, reps: int = 5) -> dict:
-    """This machine's fp32 matrix-multiply rate (GFLOP/s): median of ``reps`` runs for each
-    of torch and numpy on 1024^3, 2048^3 and the model's MLP shape; the rate is the best.
-    Also the bf16 rate of torch at 2048^3 (AMX / AVX512-BF16 where the CPU has them).
-
-    Returns: {"gflops": best fp32, "best": "lib MxKxN", "runs": {"lib MxKxN": gflops}, "bf16_gflops"}.
-    """
-    shapes = [(1024, 1024, 1024), (2048, 2048, 2048)]
-    if model_shape is not None:
-        shapes.append(tuple(int(s) for s in model_shape))
-    runs = {}
+def gemm_rates(precision: str, shapes, reps: int = 5) -> dict[str, float]:
+    """Torch's GEMM rate (GFLOP/s, 2 M K N per product) in ``precision`` ("fp32", "bf16",
+    "fp16"; "int8" through ``torch._int_mm``) at each (M, K, N) of ``shapes``, in torch's
+    current threads: ``{"torch MxKxN": GFLOP/s}``; {} for a precision torch does not run
+    here."""
     g = torch.Generator().manual_seed(0)
-    for m, k, n in shapes:
-        a, b = torch.randn(m, k, generator=g), torch.randn(k, n, generator=g)
-        runs[f"torch {m}x{k}x{n}"] = matmul_gflops(a, b, 2 * m * k * n, reps)
-        runs[f"numpy {m}x{k}x{n}"] = matmul_gflops(a.numpy(), b.numpy(), 2 * m * k * n, reps)
-    best = max(runs, key=runs.get)
-    a, b = (
-        torch.randn(2048, 2048, generator=g).bfloat16(),
-        torch.randn(2048, 2048, generator=g).bfloat16(),
-    )
-    bf16 = matmul_gflops(a, b, 2 * 2048**3, reps)
-    return {
-        "gflops": runs[best],
-        "best": best,
-        "runs": runs,
-        "bf16_gflops": bf16,
-        "note": "fp32 (bf16 for reference), median of %d runs each; numpy threads are its BLAS default"
-        % reps,
-    }
-
-
-def measure_precision_rate(dtype: str, model_shape: tuple | None = None, reps: int = 5) -> dict:
-    """Torch matmul rate (GFLOP/s) in ``dtype`` ("bf16" or "fp16"): the best median of
-    ``reps`` runs over 1024^3, 2048^3 and the model's MLP shape."""
-    dt = {"bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
-    shapes = [(1024, 1024, 1024), (2048, 2048, 2048)] + (
-        [tuple(int(s) for s in model_shape)] if model_shape else []
-    )
-    g = torch.Generator().manual_seed(0)
-    runs = {}
-    for m, k, n in shapes:
-        a, b = torch.randn(m, k, generator=g).to(dt), torch.randn(k, n, generator=g).to(dt)
-        runs[f"torch {m}x{k}x{n}"] = matmul_gflops(a, b, 2 * m * k * n, reps)
-    best = max(runs, key=runs.get)
-    return {"gflops": runs[best], "best": best, "runs": runs}
+    out = {}
+    for m, k, n in (tuple(int(x) for x in s) for s in shapes):
+        name = f"torch {m}x{k}x{n}"
+        if precision == "int8":
+            a = torch.randint(-127, 128, (m, k), generator=g, dtype=torch.int8)
+            b = torch.randint(-127, 128, (k, n), generator=g, dtype=torch.int8)
+            try:
+                out[name] = timed_gflops(lambda: torch._int_mm(a, b), 2 * m * k * n, reps)
+            except (RuntimeError, AttributeError):  # shapes or builds without int8 matmul
+                continue
+        elif precision in _GEMM_DTYPES:
+            dt = _GEMM_DTYPES[precision]
+            a = torch.randn(m, k, generator=g).to(dt)
+            b = torch.randn(k, n, generator=g).to(dt)
+            out[name] = matmul_gflops(a, b, 2 * m * k * n, reps)
+    return out
 
 
 class TorchBaselines:
@@ -157,15 +151,15 @@ class TorchBaselines:
             info["gpu"] = torch.cuda.get_device_name(0)
         return info
 
-    def matmul_rate(self) -> dict:
-        c = self.model_cfg
-        return measure_matmul_rate(
-            (self.manifest.max_targets * c.tokens_per_view, c.d_model, c.mlp_mult * c.d_model)
-        )
+    def gemm_rates(self, precision: str, shapes, reps: int = 5) -> dict[str, float]:
+        """Torch's GEMM rates for the roofline (see :func:`gemm_rates`), same threads."""
+        return gemm_rates(precision, shapes, reps)
 
-    def precision_rate(self, precision: str, model_shape: tuple | None = None) -> dict:
-        """Matmul rate of torch in a reduced precision ("bf16", "fp16"), same threads."""
-        return measure_precision_rate(precision, model_shape)
+    def unavailable(self, backend: str) -> str | None:
+        """Why a baseline cannot run here (torch.compile without a C++ compiler), or None."""
+        if _EAGER.get(backend, (None, None, False))[2] and self.device.type == "cpu":
+            return compile_unavailable()
+        return None
 
     def flops(self, backend: str, n: int, t: int) -> dict:
         """Analytic FLOPs of one step (add a view into n-1, render t targets) of a backend."""
@@ -181,8 +175,14 @@ class TorchBaselines:
             torch.cuda.synchronize()
 
     def open(self, backend: str, max_views: int, frame):
-        """An eager renderer with the runtime's interface (add_view, remove_view, render, ...)."""
-        cache, bf16 = _EAGER[backend]
+        """An eager or compiled renderer with the runtime's interface (add_view,
+        remove_view, render, ...; a compiled one also ``compile``). Raises ViewrtError when
+        torch.compile fails (compiling the encoder here)."""
+        cache, bf16, compiled = _EAGER[backend]
+        if compiled:
+            return CompiledTorchRenderer(
+                self.model, max_views, frame=frame, autocast_bf16=bf16, device=str(self.device)
+            )
         return TorchRenderer(
             self.model,
             max_views,

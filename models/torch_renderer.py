@@ -6,6 +6,9 @@ Cache modes:
 - "prealloc": a preallocated cache written in place (TorchKVCache), as the runtime does;
 - "cat": the upstream way, growing each layer's K/V with torch.cat (a copy per add).
 ``autocast_bf16=True`` runs under bf16 autocast, as the upstream benchmark does.
+:class:`CompiledTorchRenderer` runs encode_view and render through ``torch.compile``
+(inductor, static shapes: :mod:`viewrt.models.compiled`); its ``compile`` compiles a
+render's shape family before it is timed.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import torch
 
 from viewrt.errors import ViewrtError
 from viewrt.geometry import Camera, NormalizationFrame, input_view, plucker
+from viewrt.models.compiled import CompiledModel
 from viewrt.models.efficient_lvsm import EfficientLVSM, TorchKVCache
 
 
@@ -32,6 +36,7 @@ class TorchRenderer:
         cache: "prealloc" or "cat".
         autocast_bf16: run encoder/decoder under torch.autocast(bfloat16).
         device: torch device.
+    Raises: ViewrtError for an unknown cache mode.
     """
 
     def __init__(
@@ -55,11 +60,18 @@ class TorchRenderer:
         self.autocast = autocast_bf16
         self.frame = self._given = frame
         self.name = (
-            "torch-" + ("bf16" if autocast_bf16 else "fp32") + ("-cat" if cache == "cat" else "")
+            "torch-"
+            + ("compile-" if isinstance(self, CompiledTorchRenderer) else "")
+            + ("bf16" if autocast_bf16 else "fp32")
+            + ("-cat" if cache == "cat" else "")
         )
+        self.net = self._network()  # what encodes and renders: the model, or it compiled
         self._ids = itertools.count()
         self.reset()
         self.last_timings: dict[str, float] = {}
+
+    def _network(self):
+        return self.model
 
     def _ctx(self):
         if self.autocast:
@@ -74,7 +86,7 @@ class TorchRenderer:
         self.frame = self._given
         self.view_ids: list[int] = []
         if self.mode == "prealloc":
-            self.cache = TorchKVCache(self.model, self.max_views, device=self.device)
+            self.cache = TorchKVCache(self.net, self.max_views, device=self.device)
         else:
             self.kv: list[list[torch.Tensor]] | None = None
 
@@ -135,13 +147,7 @@ class TorchRenderer:
         t0 = time.perf_counter()
         if len(self) == 0:
             raise ViewrtError("render: no views in the cache; add a view first")
-        rays = np.stack(
-            [
-                plucker(self.frame.apply(c.c2w), c.fxfycxcy, self.size, self.size)
-                for c in target_cameras
-            ]
-        )
-        targets = torch.from_numpy(rays[None]).to(self.device)  # [1, Vt, 6, S, S]
+        targets = self._targets(target_cameras)
         t1 = time.perf_counter()
         with self._ctx():
             if self.mode == "prealloc":
@@ -160,6 +166,16 @@ class TorchRenderer:
         }
         return out
 
+    def _targets(self, target_cameras) -> torch.Tensor:
+        """Target rays [1, Vt, 6, S, S] in the renderer's frame."""
+        rays = np.stack(
+            [
+                plucker(self.frame.apply(c.c2w), c.fxfycxcy, self.size, self.size)
+                for c in target_cameras
+            ]
+        )
+        return torch.from_numpy(rays[None]).to(self.device)
+
     def info(self) -> dict:
         T, cfg = self.model.cfg.tokens_per_view, self.model.cfg
         n = len(self)
@@ -175,3 +191,46 @@ class TorchRenderer:
             "backend": self.name,
             "device": str(self.device),
         }
+
+
+class CompiledTorchRenderer(TorchRenderer):
+    """:class:`TorchRenderer` with encode_view and render through ``torch.compile``
+    (inductor, static shapes: :class:`viewrt.models.compiled.CompiledModel`), preallocated
+    cache. The encoder is compiled here; :meth:`compile` compiles a render's shape family
+    (cached views, targets) before it is timed, so no step includes compilation.
+
+    Args: as TorchRenderer (cache "prealloc").
+    Raises: ViewrtError when inductor fails (e.g. no C++ compiler).
+    """
+
+    def __init__(
+        self,
+        model: EfficientLVSM,
+        max_views: int,
+        frame: NormalizationFrame | None = None,
+        autocast_bf16: bool = False,
+        device: str = "cpu",
+    ):
+        super().__init__(model, max_views, frame, "prealloc", autocast_bf16, device)
+        view = torch.zeros(1, 9, self.size, self.size, device=self.device)
+        with torch.no_grad(), self._ctx():
+            self.net.compile_encode(view)
+
+    def _network(self):
+        return CompiledModel(self.model)
+
+    @property
+    def compile_log(self) -> dict[str, float]:
+        """Seconds spent compiling, per shape family."""
+        return dict(self.net.compile_log)
+
+    @torch.no_grad()
+    def compile(self, target_cameras) -> float:
+        """Compile the render of these targets over the cache as it is now, outside any
+        timed step.
+        Returns: seconds spent compiling (0.0 if that shape family was compiled before).
+        Raises: ViewrtError on an empty cache or a failed compilation."""
+        if len(self) == 0:
+            raise ViewrtError("compile: no views in the cache; add a view first")
+        with self._ctx():
+            return self.net.compile_render(self._targets(target_cameras), self.cache.prefix())

@@ -281,6 +281,17 @@ def create(name: str, manifest, **options):
     return cls(manifest, **opts)
 
 
+def planned_cache_dtype(name: str, manifest, **options) -> str:
+    """The numpy dtype name of the K/V cache a backend or configuration will keep on
+    ``manifest``'s export with these options (``Backend.planned_cache_dtype``), for the
+    memory estimate; loads no graph.
+
+    Raises: ViewrtError for an unknown name or missing packages.
+    """
+    backend, opts = resolve(name, **options)
+    return backend_class(backend).planned_cache_dtype(manifest, **opts)
+
+
 def _installed(package: str) -> bool:
     try:
         return importlib.util.find_spec(package) is not None

@@ -13,10 +13,11 @@ zero-copy.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+import viewrt.contract.names as N
 from viewrt.contract.manifest import Manifest, check_graph_io
 from viewrt.errors import ViewrtError
 
@@ -56,12 +57,25 @@ class Buffer:
             self,
         )
 
+    def view(self, shape: tuple) -> Buffer:
+        """The same bytes seen as another shape of as many elements."""
+        if int(np.prod(shape)) != int(np.prod(self.shape)):
+            raise ValueError(f"cannot view {self.shape} as {tuple(shape)}")
+        host = None if self.host is None else self.host.reshape(shape)
+        return Buffer(self.ptr, tuple(shape), self.dtype, self.device, host, self)
+
 
 class Backend:
     """Base runner over an export's graphs (the family's, as the manifest lists them).
 
     Subclasses implement ``activate`` (which sets ``self.memory``), ``deactivate`` and
     ``_run``; memory is shared (runtime/backends/memory.py).
+
+    ``cache_dtype``: the numpy dtype of the K/V cache tensors as this backend binds them
+    (the writer's ``present_*`` outputs, the reader's ``past_*`` inputs): the manifest's
+    ``kv_dtype`` unless the backend keeps the cache in another dtype
+    (:meth:`_use_cache_dtype`, e.g. OpenVINO computing in bf16 keeps a bf16 cache); the
+    K/V storage allocates in it. Final once the backend is active.
     """
 
     name = "base"
@@ -74,7 +88,28 @@ class Backend:
         self._outputs = {g: info.outputs for g, info in manifest.graphs.items()}
         ranges = manifest.dynamic_ranges()
         self.bounds = {d: r[2] for d, r in ranges.items()}  # largest value of each dynamic dim
+        self.cache_dtype = manifest.np_kv_dtype
         self.active = False
+
+    @classmethod
+    def planned_cache_dtype(cls, manifest: Manifest, **options) -> str:
+        """The numpy dtype name of the K/V cache this backend will keep with these options,
+        without loading a graph (the memory estimate's): the manifest's kv_dtype unless
+        the backend keeps another (it then overrides this)."""
+        return manifest.kv_dtype
+
+    def _use_cache_dtype(self, dtype) -> None:
+        """Bind every K/V cache tensor of every graph in ``dtype`` instead of the manifest's
+        kv_dtype (call it in ``activate``, once the graphs take and give that dtype): the
+        checked entry points (:meth:`run`) then expect it; :meth:`infer` still takes and
+        gives the manifest's dtypes."""
+        self.cache_dtype = np.dtype(dtype)
+
+        def bound(t):
+            return replace(t, dtype=self.cache_dtype.name) if N.parse_kv_name(t.name) else t
+
+        self._inputs = {g: {n: bound(t) for n, t in ts.items()} for g, ts in self._inputs.items()}
+        self._outputs = {g: tuple(bound(t) for t in ts) for g, ts in self._outputs.items()}
 
     @property
     def capacity(self) -> int:
@@ -89,8 +124,14 @@ class Backend:
         return self.capacity
 
     def info(self) -> dict:
-        """What this backend runs with (name, device, precision in use, ...)."""
-        return {"backend": self.name, "device": self.device, "precision": self.manifest.precision}
+        """What this backend runs with (name, device, precision in use, the K/V cache's
+        dtype, ...)."""
+        return {
+            "backend": self.name,
+            "device": self.device,
+            "precision": self.manifest.precision,
+            "cache_dtype": self.cache_dtype.name,
+        }
 
     def check_io(
         self,
@@ -187,15 +228,23 @@ class Backend:
         return tuple(dims[d] if isinstance(d, str) else d for d in info.shape)
 
     def infer(self, graph: str, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Host arrays in, host arrays out (allocates per call; for parity checks).
+        """Host arrays in, host arrays out, in the manifest's dtypes (a K/V tensor the
+        backend binds in its own :attr:`cache_dtype` is converted on the way in and out;
+        allocates per call; for parity checks).
 
         Raises: ViewrtError on unknown/missing inputs, wrong shape/dtype, NaN or inf.
         """
+        declared = {t.name: t for t in self.manifest.tensors(graph, "inputs")}
         for name, arr in feed.items():
-            self.check_input(graph, name, np.shape(arr), np.asarray(arr).dtype)
+            if name not in declared:
+                raise ViewrtError(f"{graph}: unknown input '{name}'; expected {sorted(declared)}")
+            declared[name].check(np.shape(arr), np.asarray(arr).dtype, self.bounds)
             if not np.isfinite(arr).all():
                 raise ViewrtError(f"input '{name}': contains NaN or inf")
-        inputs = {n: self.upload(np.ascontiguousarray(a)) for n, a in feed.items()}
+        inputs = {
+            n: self.upload(np.ascontiguousarray(a, self._inputs[graph][n].np_dtype))
+            for n, a in feed.items()
+        }
         shapes = {n: np.shape(a) for n, a in feed.items()}
         outputs = {
             t.name: self.alloc(self.output_shape(graph, t.name, shapes), t.dtype)
@@ -203,7 +252,8 @@ class Backend:
         }
         self.run(graph, inputs, outputs)
         self.synchronize()
-        return {n: self.download(b) for n, b in outputs.items()}
+        want = {t.name: t.np_dtype for t in self.manifest.tensors(graph, "outputs")}
+        return {n: self.download(b).astype(want[n], copy=False) for n, b in outputs.items()}
 
 
 class Timer:

@@ -10,12 +10,25 @@ bound to an infer request as an ``ov.Tensor(array, shared_memory=True)``, so the
 writes into the cache slot and the decoder reads the cache prefix in place. The tensors
 over backend-allocated memory (cache slots and prefixes, the image buffer) are made once
 per (address, shape) and reused; the infer requests are made once at activation.
+
+The K/V cache in bf16: where the plugin computes in bf16, an fp32 cache would be converted
+to bf16 by a Reorder on every cache input at every render (and the encoder's bf16 results
+back to fp32). So by default (``cache_precision=None``) a backend computing in bf16 keeps
+the cache of an fp32 export in bf16: OpenVINO's PrePostProcessor sets the encoder's
+``present_*`` outputs and the decoder's ``past_*`` inputs to bf16 (a Convert next to
+each, which the CPU plugin removes when it computes in bf16: ``RemoveUselessBF16Convert``
+in its tests; tests/runtime/test_openvino_bf16_cache.py checks the runtime model where the
+CPU has bf16), and the host buffers are ``ml_dtypes.bfloat16`` arrays, bound as
+``ov.Tensor(uint16 view, shape, ov.Type.bf16)``, which shares their memory. The cache
+bytes halve. :meth:`OpenVinoBackend.cache_conversions` lists the conversion nodes the
+compiled graphs still run on cache tensors (read from ``get_runtime_model()``).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+import viewrt.contract.names as N
 from viewrt.contract.manifest import Manifest
 from viewrt.errors import ViewrtError
 from viewrt.runtime.backends.base import Backend, Buffer
@@ -25,6 +38,28 @@ from viewrt.runtime.backends.memory import HostMemory
 
 PRECISIONS = ("f32", "bf16", "f16")  # INFERENCE_PRECISION_HINT values a caller may force
 _NAMES = {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}  # OpenVINO's names -> the project's
+# cache_precision values: None: bf16 where the plugin computes in bf16 and the export's cache
+# is fp32, else the export's; "export": the manifest's kv_dtype; "bf16": bf16 whatever the
+# compute precision (an f32 computation then converts it at every call)
+CACHE_PRECISIONS = ("export", "bf16")
+_CONVERSIONS = ("Reorder", "Convert")  # runtime-model node types that convert a tensor
+
+
+def _bfloat16():
+    """numpy's bfloat16 dtype (ml_dtypes). Raises ViewrtError when ml_dtypes is missing."""
+    try:
+        import ml_dtypes
+    except ImportError:
+        raise ViewrtError(
+            "a bf16 K/V cache needs ml_dtypes (pip install 'viewrt[openvino]')"
+        ) from None
+    return np.dtype(ml_dtypes.bfloat16)
+
+
+def _rt(node, key: str) -> str:
+    """One runtime-model rt_info field of a node, as a string ('' where absent)."""
+    info = node.get_rt_info()
+    return info[key].astype(str) if key in info else ""
 
 
 def _import_ov():
@@ -77,16 +112,23 @@ class OpenVinoBackend(Backend):
             AVX512-BF16, else f32); or "f32", "bf16", "f16" to force it. Forcing bf16/f16 on
             a CPU without them is a slow emulation.
         threads: inference threads per graph (default: OpenVINO's choice).
+        cache_precision: the dtype of the K/V cache buffers: None: bf16 where the plugin
+            computes in bf16 and the export's cache is fp32 (an fp32, unquantized export),
+            else the export's; "export": the export's kv_dtype always; "bf16": bf16 always
+            (an fp32 export; computing in f32, the plugin then converts the cache at every
+            call: for parity tests and comparisons).
     Attributes (after activate): ``precision``: the inference precision the compiled
         graphs report, in OpenVINO's names ("f32", "bf16", "f16"); ``info()`` gives it in
-        the project's ("fp32", "bf16", "fp16").
-    Raises: ViewrtError for another device or an unknown precision; on activate, when
-        OpenVINO is missing or cannot read or compile a graph, or the graph's inputs do
-        not match the manifest.
+        the project's ("fp32", "bf16", "fp16"); ``cache_dtype``: the cache buffers' numpy
+        dtype (``bfloat16`` or the export's).
+    Raises: ViewrtError for another device, an unknown precision or cache precision, or a
+        bf16 cache asked of an export whose cache is not fp32; on activate, when OpenVINO
+        (or, for a bf16 cache, ml_dtypes) is missing or cannot read or compile a graph, or
+        the graph's inputs do not match the manifest.
     """
 
     name = "openvino"
-    options = ("device", "inference_precision", "threads")
+    options = ("device", "inference_precision", "threads", "cache_precision")
     materializes_attention = False  # the CPU plugin fuses MatMul -> Softmax -> MatMul
 
     def __init__(
@@ -95,6 +137,7 @@ class OpenVinoBackend(Backend):
         device: str = "cpu",
         inference_precision: str | None = None,
         threads: int | None = None,
+        cache_precision: str | None = None,
     ):
         if device != "cpu":
             raise ViewrtError(f"the OpenVINO backend runs on the CPU, got device {device!r}")
@@ -104,8 +147,18 @@ class OpenVinoBackend(Backend):
             )
         if threads is not None and threads < 1:
             raise ViewrtError(f"threads must be >= 1, got {threads}")
+        if cache_precision is not None and cache_precision not in CACHE_PRECISIONS:
+            raise ViewrtError(
+                f"OpenVINO cache_precision must be one of {', '.join(CACHE_PRECISIONS)} or None (bf16 where it computes in bf16), got {cache_precision!r}"
+            )
+        if cache_precision == "bf16" and not _fp32_cache(manifest):
+            raise ViewrtError(
+                f"cache_precision='bf16' keeps an fp32 export's K/V cache in bf16; this "
+                f"{manifest.precision} export's cache is {manifest.kv_dtype}"
+            )
         super().__init__(manifest, "cpu")
         self.requested_precision, self.threads = inference_precision, threads
+        self.cache_precision = cache_precision
         self.precision: str | None = None
         self.requests: dict = {}
 
@@ -118,34 +171,103 @@ class OpenVinoBackend(Backend):
             config["INFERENCE_PRECISION_HINT"] = self.requested_precision
         if self.threads:
             config["INFERENCE_NUM_THREADS"] = int(self.threads)
+        bf16_cache = _bf16_cache(core, config, self.manifest, self.cache_precision)
         self.compiled, self.requests, precisions = {}, {}, set()
         for g in self.manifest.graphs:
-            path = self.manifest.path(g)
-            try:
-                model = core.read_model(str(path))
-            except Exception as e:  # noqa: BLE001 - OpenVINO raises RuntimeError subclasses of its own
-                raise ViewrtError(
-                    f"{path}: OpenVINO cannot read it ({str(e).splitlines()[0]})"
-                ) from None
-            self.check_io(
-                g, _declared(model.inputs), _declared(model.outputs), self.manifest.graphs[g].file
-            )
-            model.reshape(self._bounded_shapes(g, model, ov))
-            outs = {n for p in model.outputs for n in p.get_names()}
-            if not {t.name for t in self._outputs[g]} <= outs:
-                raise ViewrtError(
-                    f"{path}: outputs {sorted(outs)} do not match the manifest's {sorted(t.name for t in self._outputs[g])}"
-                )
+            model = self._read(core, g, ov)
+            if bf16_cache:
+                model = self._bf16_cache_io(g, model, ov)
             try:
                 compiled = core.compile_model(model, "CPU", config)
             except Exception as e:  # noqa: BLE001
                 raise ViewrtError(
-                    f"{path}: OpenVINO cannot compile it for the CPU ({str(e).splitlines()[0]})"
+                    f"{self.manifest.path(g)}: OpenVINO cannot compile it for the CPU ({str(e).splitlines()[0]})"
                 ) from None
             precisions.add(compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name())
             self.compiled[g], self.requests[g] = compiled, compiled.create_infer_request()
+        if bf16_cache:
+            self._use_cache_dtype(_bfloat16())
         self.precision = "/".join(sorted(precisions))
         self.version, self._ov = ov.get_version(), ov
+
+    @classmethod
+    def planned_cache_dtype(
+        cls,
+        manifest: Manifest,
+        inference_precision: str | None = None,
+        cache_precision: str | None = None,
+        **_options,
+    ) -> str:
+        """The K/V cache's numpy dtype name these options give on this CPU ("bfloat16" or
+        the export's kv_dtype), without reading a graph (for the memory estimate)."""
+        ov = _import_ov()
+        config = (
+            {} if inference_precision is None else {"INFERENCE_PRECISION_HINT": inference_precision}
+        )
+        bf16 = _bf16_cache(ov.Core(), config, manifest, cache_precision)
+        return "bfloat16" if bf16 else manifest.kv_dtype
+
+    def _read(self, core, graph: str, ov):
+        """A graph read, checked against the manifest, with bounded dynamic axes."""
+        path = self.manifest.path(graph)
+        try:
+            model = core.read_model(str(path))
+        except Exception as e:  # noqa: BLE001 - OpenVINO raises RuntimeError subclasses of its own
+            raise ViewrtError(
+                f"{path}: OpenVINO cannot read it ({str(e).splitlines()[0]})"
+            ) from None
+        self.check_io(
+            graph,
+            _declared(model.inputs),
+            _declared(model.outputs),
+            self.manifest.graphs[graph].file,
+        )
+        model.reshape(self._bounded_shapes(graph, model, ov))
+        outs = {n for p in model.outputs for n in p.get_names()}
+        if not {t.name for t in self._outputs[graph]} <= outs:
+            raise ViewrtError(
+                f"{path}: outputs {sorted(outs)} do not match the manifest's {sorted(t.name for t in self._outputs[graph])}"
+            )
+        return model
+
+    def _bf16_cache_io(self, graph: str, model, ov):
+        """The graph with every K/V cache input and output typed bf16 at its boundary
+        (OpenVINO's PrePostProcessor: a Convert next to each, which the plugin drops when
+        it computes in bf16)."""
+        from openvino.preprocess import PrePostProcessor
+
+        _bfloat16()  # fail before compiling when ml_dtypes is missing
+        ppp = PrePostProcessor(model)
+        for kind, port in (("inputs", ppp.input), ("outputs", ppp.output)):
+            for t in self.manifest.tensors(graph, kind):
+                if N.parse_kv_name(t.name):
+                    port(t.name).tensor().set_element_type(ov.Type.bf16)
+        return ppp.build()
+
+    def cache_conversions(self) -> dict[str, list[tuple[str, str]]]:
+        """The conversions the compiled graphs run on K/V cache tensors, from each
+        ``get_runtime_model()``: ``{graph: [(cache tensor, node type), ...]}``, a Reorder or
+        Convert node on the path (through Reshape/Transpose only) from a cache input to
+        the first node that computes, or from the last such node to a cache output. Empty
+        lists: the cache is read and written in the dtype the graphs compute in.
+
+        Raises: ViewrtError when the backend is not active, or a runtime model does not
+            name every cache tensor of its graph (OpenVINO changed its naming).
+        """
+        if not self.compiled:
+            raise ViewrtError("the OpenVINO backend is not active (use it as a context manager)")
+        return {
+            g: _conversions(c.get_runtime_model(), self._cache_names(g), g)
+            for g, c in self.compiled.items()
+        }
+
+    def _cache_names(self, graph: str) -> set[str]:
+        return {
+            t.name
+            for kind in ("inputs", "outputs")
+            for t in self.manifest.tensors(graph, kind)
+            if N.parse_kv_name(t.name)
+        }
 
     def _bounded_shapes(self, graph: str, model, ov) -> dict:
         """Each input's shape from the manifest, dynamic axes as ov.Dimension(1, bound)."""
@@ -181,6 +303,7 @@ class OpenVinoBackend(Backend):
             **super().info(),
             "precision": used,
             "requested_precision": self.requested_precision,
+            "requested_cache_precision": self.cache_precision,
             "openvino": getattr(self, "version", None),
         }
 
@@ -194,11 +317,11 @@ class OpenVinoBackend(Backend):
         while isinstance(root.owner, Buffer):
             root = root.owner
         if not isinstance(root.owner, _HostMemory):
-            return ov.Tensor(buf.host, shared_memory=True)
+            return _shared(ov, buf.host)
         key = (buf.ptr, buf.shape)
         t = root.owner.tensors.get(key)
         if t is None:
-            t = root.owner.tensors[key] = ov.Tensor(buf.host, shared_memory=True)
+            t = root.owner.tensors[key] = _shared(ov, buf.host)
         return t
 
     def _run(self, graph: str, inputs: dict[str, Buffer], outputs: dict[str, Buffer]) -> None:
@@ -211,3 +334,61 @@ class OpenVinoBackend(Backend):
             raise ViewrtError(
                 f"{graph}: OpenVINO inference failed ({str(e).splitlines()[0]})"
             ) from None
+
+
+def _bf16_cache(core, config: dict, manifest: Manifest, cache_precision: str | None) -> bool:
+    """Whether the cache is kept in bf16: asked for, or (``cache_precision`` None) the
+    plugin computes in bf16 with ``config`` on this CPU (its own answer, read from the Core
+    once ``config`` is set on it: OpenVINO falls back to f32 where the CPU has no bf16) and
+    the export's cache is fp32."""
+    if cache_precision is not None:
+        return cache_precision == "bf16"
+    core.set_property("CPU", config)
+    compute = core.get_property("CPU", "INFERENCE_PRECISION_HINT").get_type_name()
+    return compute == "bf16" and _fp32_cache(manifest)
+
+
+def _fp32_cache(manifest: Manifest) -> bool:
+    """The export keeps an fp32 K/V cache of its own numerics (an fp32 export, no Q/DQ)."""
+    return manifest.np_kv_dtype == np.float32 and not manifest.precision_row.quantized
+
+
+def _shared(ov, host: np.ndarray):
+    """An ov.Tensor over a C-contiguous host array's memory (no copy); a bfloat16 array
+    (ml_dtypes) is wrapped as its uint16 bits typed ov.Type.bf16."""
+    if host.dtype.name == "bfloat16":
+        return ov.Tensor(host.view(np.uint16), ov.Shape(list(host.shape)), ov.Type.bf16)
+    return ov.Tensor(host, shared_memory=True)
+
+
+_MOVES = ("Reshape", "Transpose", *_CONVERSIONS)  # nodes between a cache tensor and compute
+
+
+def _conversions(runtime_model, names: set[str], graph: str) -> list[tuple[str, str]]:
+    """Reorder/Convert nodes next to the cache tensors ``names`` in a runtime model (see
+    OpenVinoBackend.cache_conversions)."""
+    found, seen = [], set()
+    for node in runtime_model.get_ordered_ops():
+        kind, name = _rt(node, "layerType"), _rt(node, "originalLayersNames").split("/")[0]
+        if name not in names or kind not in ("Input", "Output"):
+            continue
+        seen.add(name)
+        stack = [node]
+        while stack:
+            n = stack.pop()
+            if kind == "Input":
+                nxt = [i.get_node() for o in n.outputs() for i in o.get_target_inputs()]
+            else:
+                nxt = [v.get_node() for v in n.input_values()]
+            for m in nxt:
+                t = _rt(m, "layerType")
+                if t in _CONVERSIONS:
+                    found.append((name, t))
+                if t in _MOVES:
+                    stack.append(m)
+    if seen != names:
+        raise ViewrtError(
+            f"{graph}: the compiled graph's runtime model does not name the cache tensors "
+            f"{sorted(names - seen)}; cannot tell how it binds them"
+        )
+    return found

@@ -217,7 +217,7 @@ class ViewSlots:
         self.policy = policy
         self.storage = KVStorage(backend, manifest, policy.physical)
         self.T = self.storage.T
-        self.bytes_per_view = manifest.kv_bytes_per_entry
+        self.bytes_per_view = self.storage.bytes_per_entry  # in the backend's cache dtype
         self.table = SlotTable(policy.physical)
 
     def __len__(self) -> int:

@@ -34,7 +34,8 @@ PNG = b"\x89PNG\r\n\x1a\n"
 
 
 def _bench(export_dir, out, *extra):
-    args = ["bench", str(export_dir), "--out", str(out), "--quiet", *extra]
+    # a small square GEMM probe: the roofline's plumbing, not this machine's peak
+    args = ["bench", str(export_dir), "--out", str(out), "--quiet", "--gemm-size", "128", *extra]
     return CliRunner().invoke(main, args, catch_exceptions=False)
 
 
@@ -91,7 +92,7 @@ def test_bench_summary_json_and_plots(bench_run):
         "effLVSM no-cache",
         "LVSM dec-only",
         "speedup vs LVSM",
-        "speedup vs best torch eager",
+        "speedup vs best torch",
         "overhead",
     ):
         assert col in header
@@ -193,8 +194,33 @@ def test_bench_reports_isa_precisions_and_reduced_precision_error(bench_run):
     assert "CPU ISA: AMX" in text and "AVX512-BF16" in text and "VNNI" in text
     assert cpu["precisions"]["torch-bf16"] == "bf16" and cpu["precisions"]["ort"] == "fp32"
     assert "`torch-bf16` bf16" in text and "`ort` fp32" in text
-    assert cpu["peak_rates"]["fp32"]["gflops"] > 0 and cpu["peak_rates"]["bf16"]["gflops"] > 0
+    peaks = cpu["peak_rates"]
+    assert peaks["fp32"]["gflops"] > 0 and peaks["bf16"]["gflops"] > 0
+    # the roofline probes every engine present, in every precision, at both shapes
+    assert {"numpy 128x128x128", "torch 128x128x128", "onnxruntime 128x128x128"} <= set(
+        peaks["fp32"]["runs"]
+    )
+    assert "onnxruntime matmulinteger 128x128x128" in peaks["int8"]["runs"]
+    assert {"torch 128x128x128"} <= set(peaks["bf16"]["runs"])
+    for p in ("fp32", "bf16", "int8"):
+        assert peaks[p]["gflops"] == max(peaks[p]["runs"].values()) > 0
     assert "## Achieved rate against the peak of each backend's own precision" in text
+    assert "## Roofline: GEMM rate of every engine per precision" in text
+    # every rate is against its own precision's peak, and never above it
+    for r in data["rows"]:
+        if r["gflops"] != "" and r["ratio_to_peak"] != "":
+            want = cpu["precisions"][r["backend"]].split("/")[0]
+            assert r["peak_precision"] == want and 0 < r["ratio_to_peak"] <= 1.0
+            assert r["ratio_to_peak"] == pytest.approx(r["gflops"] / peaks[want]["gflops"])
+    for d in cpu["peak_defects"]:
+        assert d["gflops"] > d["peak_gflops"]
+        row = next(
+            r
+            for r in data["rows"]
+            if (r["backend"], r["n_views"], r["n_targets"])
+            == (d["backend"], d["n_views"], d["n_targets"])
+        )
+        assert row[("" if d["what"] == "step" else "decode_") + "ratio_to_peak"] == ""
     acc = {(a["backend"], a["n_views"], a["n_targets"]): a for a in cpu["accuracy"]}
     assert set(acc) >= {("torch-bf16", n, t) for n in VIEWS for t in TARGETS}
     for a in acc.values():
@@ -262,3 +288,63 @@ def test_a_named_backend_that_cannot_run_is_an_error(tiny_export, tmp_path):
     res = _bench(dst, tmp_path / "b", "--views", "1", "--backends", "ort")
     assert res.exit_code != 0 and "decoder_ort_cpu.onnx: checksum differs" in res.output
     assert not (tmp_path / "b").exists()
+
+
+def test_torch_compile_columns(tiny_export, tmp_path, monkeypatch):
+    """torch-compile and torch-compile-bf16: warm step times, the compile time in its own
+    column (one compile per N and targets, before the point's runs). Dynamo's "eager"
+    backend stands in for inductor (tests/models/test_compiled.py runs inductor on
+    request): the plumbing is the same."""
+    import viewrt.models.compiled as compiled
+
+    monkeypatch.setattr(compiled, "BACKEND", "eager")
+    out = tmp_path / "b"
+    res = _bench(
+        tiny_export[0],
+        out,
+        *("--views", "1,2", "--targets", "2", "--repeats", "1", "--warmup", "0"),
+        *("--backends", "ort,torch-compile,torch-compile-bf16"),
+    )
+    assert res.exit_code == 0, res.output
+    data = json.loads((out / "results.json").read_text())
+    rows = {(r["backend"], r["n_views"]): r for r in data["rows"]}
+    for b in ("torch-compile", "torch-compile-bf16"):
+        for n in (1, 2):
+            r = rows[(b, n)]
+            assert r["status"] == "measured" and r["median_ms"] > 0
+            assert isinstance(r["compile_s"], float) and r["compile_s"] >= 0
+        assert set(data["compile"][b]) == {
+            "encode [1, 9, 32, 32]",
+            "render N=1 T=2",
+            "render N=2 T=2",
+        }
+    assert rows[("ort", 1)]["compile_s"] == ""  # a backend that does not compile has no figure
+    assert data["cpu_precision"]["precisions"]["torch-compile-bf16"] == "bf16"
+    text = (out / "summary.md").read_text()
+    header = next(line for line in text.splitlines() if line.startswith("| N | ort |"))
+    assert "torch-compile compile (s)" in header and "torch-compile-bf16 compile (s)" in header
+    assert "speedup vs best torch" in header and "Compile (s): torch.compile" in text
+
+
+def test_a_failing_compile_is_a_skipped_column(tiny_export, tmp_path, monkeypatch):
+    """torch.compile failing (here: a backend that does not exist) skips the column with
+    the reason; the run goes on. No C++ compiler, asked for by name: one error line."""
+    import torch._inductor.config as inductor
+
+    import viewrt.models.compiled as compiled
+
+    monkeypatch.setattr(compiled, "BACKEND", "no-such-backend")
+    out = tmp_path / "b"
+    args = ("--views", "1", "--targets", "1", "--repeats", "1", "--warmup", "0")
+    res = _bench(tiny_export[0], out, *args, "--backends", "ort,torch-compile")
+    assert res.exit_code == 0, res.output
+    data = json.loads((out / "results.json").read_text())
+    assert "torch.compile (no-such-backend) failed" in data["skipped"]["torch-compile"]
+    assert {r["backend"] for r in data["rows"]} == {"ort"}
+    assert "`torch-compile` (cannot open: torch.compile" in (out / "summary.md").read_text()
+
+    monkeypatch.setattr(compiled, "BACKEND", "inductor")
+    with inductor.patch({"cpp.cxx": (None, "no-such-c++")}):  # torch's own config patching
+        res = _bench(tiny_export[0], tmp_path / "c", *args, "--backends", "ort,torch-compile")
+    assert res.exit_code != 0 and "Traceback" not in res.output
+    assert "torch-compile: torch.compile (inductor) needs a C++ compiler" in res.output

@@ -44,7 +44,9 @@ LAYERS = {
             "viewrt.studio",
         ),
     ),
-    # applications of the runtime (torch-free; viewrt bench brings the PyTorch baselines)
+    # applications of the runtime (torch-free; viewrt bench brings the PyTorch baselines
+    # and hands the harness the runtime's open and registry lookups: only viewrt/cli
+    # imports viewrt.runtime)
     "viewrt/bench": (
         "viewrt.bench",
         (
@@ -53,14 +55,25 @@ LAYERS = {
             "viewrt.calib",
             "viewrt.cli",
             "viewrt.evaluation",
+            "viewrt.runtime",
             "torch",
         ),
     ),
+    # an application over the runtime: renderers (or a factory of them) come from the CLI
     "viewrt/evaluation": (
         "viewrt.evaluation",
-        ("viewrt.models", "viewrt.export", "viewrt.calib", "viewrt.cli", "viewrt.bench", "torch"),
+        (
+            "viewrt.models",
+            "viewrt.export",
+            "viewrt.calib",
+            "viewrt.cli",
+            "viewrt.bench",
+            "viewrt.runtime",
+            "torch",
+        ),
     ),
-    # an application over the runtime (Ray only in serve/app.py: tests/serve checks that)
+    # an application over the runtime, given its `open` by the CLI (the session manager's
+    # opener); Ray only in serve/app.py: tests/serve checks that
     "viewrt/serve": (
         "viewrt.serve",
         (
@@ -68,12 +81,14 @@ LAYERS = {
             "viewrt.export",
             "viewrt.calib",
             "viewrt.cli",
+            "viewrt.runtime",
             "torch",
             "onnx",
             "viewrt.studio",
         ),
     ),
-    # the local page over the runtime and the serve layer's session manager
+    # the local page over the serve layer's session manager; the runtime's `open` and the
+    # backends on offer (from its registry) are given by the CLI
     "viewrt/studio": (
         "viewrt.studio",
         (
@@ -81,6 +96,7 @@ LAYERS = {
             "viewrt.export",
             "viewrt.calib",
             "viewrt.cli",
+            "viewrt.runtime",
             "torch",
             "onnx",
             "viewrt.bench",

@@ -15,6 +15,7 @@ import tomllib
 from click.testing import CliRunner
 
 import viewrt.runtime as vrt
+from helpers.imports import imported_modules
 from viewrt import devices
 from viewrt.errors import ViewrtError
 
@@ -87,16 +88,6 @@ def test_cache_refuses_slots_that_break_the_backend_alignment():
     )  # host: no rule
 
 
-def _imports(path: Path) -> set[str]:
-    names = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            names |= {a.name for a in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            names.add(node.module)
-    return names
-
-
 def test_one_tensorrt_import_and_gpu_probe():
     """tensorrt and cuda-python are imported only by viewrt/devices.py (function-local imports
     included); devices.py is a leaf of the root package."""
@@ -105,13 +96,13 @@ def test_one_tensorrt_import_and_gpu_probe():
         for path in (ROOT / folder).rglob("*.py"):
             if path.name == "devices.py" and folder == "viewrt":
                 continue
-            mods = _imports(path)
+            mods = imported_modules(path)
             if mods & {"tensorrt", "cuda", "cuda.bindings", "cuda.cudart"} or any(
                 m.startswith("cuda.") for m in mods
             ):
                 offenders.append(str(path.relative_to(ROOT)))
     assert offenders == []
-    dev = _imports(ROOT / "viewrt" / "devices.py")
+    dev = imported_modules(ROOT / "viewrt" / "devices.py")
     assert not any(m.startswith(("viewrt.models", "viewrt.export", "viewrt.runtime")) for m in dev)
 
 

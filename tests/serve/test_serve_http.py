@@ -52,6 +52,7 @@ def port():
 def _start(export, port, name, replicas=2, **limits):
     return serve_app.start(
         str(export),
+        opener=vrt.open,
         replicas=replicas,
         port=port,
         limits=Limits(**limits),

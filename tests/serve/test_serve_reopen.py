@@ -25,7 +25,7 @@ def _views(rng, size, n):
 
 def test_reopen_replaces_the_renderer_after_setup(export):
     rng = np.random.default_rng(3)
-    m = SessionManager(export, "ort", Limits(), {"threads": 1})
+    m = SessionManager(export, "ort", Limits(), {"threads": 1}, opener=vrt.open)
     sid = m.create(max_views=4)
     size = m.manifest.image_size
     views = _views(rng, size, 3)
@@ -54,7 +54,7 @@ def test_reopen_replaces_the_renderer_after_setup(export):
 
 def test_a_failed_reopen_changes_nothing(export):
     rng = np.random.default_rng(4)
-    m = SessionManager(export, "ort", Limits(), {"threads": 1})
+    m = SessionManager(export, "ort", Limits(), {"threads": 1}, opener=vrt.open)
     sid = m.create(max_views=4)
     img, cam = _views(rng, m.manifest.image_size, 1)[0]
     m.add_view(sid, img, cam)
@@ -80,7 +80,8 @@ def test_a_failed_reopen_changes_nothing(export):
 
 def test_reopen_within_the_cache_bytes_bound(export):
     per_view = vrt.load_manifest(export).kv_bytes_per_view
-    m = SessionManager(export, "ort", Limits(max_cache_bytes=6 * per_view), {"threads": 1})
+    limits = Limits(max_cache_bytes=6 * per_view)
+    m = SessionManager(export, "ort", limits, {"threads": 1}, opener=vrt.open)
     a = m.create(max_views=2)
     m.create(max_views=2)
     m.reopen(a, max_views=4)  # 4 + 2 views fit: the old reservation does not count twice
@@ -92,7 +93,7 @@ def test_reopen_within_the_cache_bytes_bound(export):
 
 
 def test_a_session_on_its_own_backend(export):
-    m = SessionManager(export, "ort", Limits(), {"threads": 1})
+    m = SessionManager(export, "ort", Limits(), {"threads": 1}, opener=vrt.open)
     sid = m.create(backend="ort-plain")
     assert m.options(sid)["backend"] == "ort-plain"
     assert "decoder_ort_cpu" not in m.info(sid)["decoder_graph"]

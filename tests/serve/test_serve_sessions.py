@@ -4,7 +4,6 @@ clock), refusals that name the bound and change nothing."""
 
 from __future__ import annotations
 
-import ast
 import json
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import pytest
 
 import viewrt.runtime as vrt
 from helpers import random_cameras
+from helpers.imports import imported_modules
 from viewrt.errors import ViewrtError
 from viewrt.serve import api, codec
 from viewrt.serve.errors import BadRequest, Refused, SessionGone, UnknownSession
@@ -43,7 +43,7 @@ def export(tiny_export):
 
 def _manager(export, clock=None, **limits):
     kw = {"clock": clock} if clock else {}
-    return SessionManager(export, "ort", Limits(**limits), {"threads": 1}, **kw)
+    return SessionManager(export, "ort", Limits(**limits), {"threads": 1}, opener=vrt.open, **kw)
 
 
 def test_session_renders_as_its_own_renderer(export):
@@ -82,8 +82,29 @@ def test_sessions_bound_refuses_and_names_it(export):
     assert m.info(b)["session"] == b and m.info(c)["session"] == c
 
 
+def test_sessions_open_with_the_given_opener(export):
+    """The manager imports no runtime: every renderer comes from the opener it was given,
+    called with the session's options and the manager's open options."""
+    calls = []
+
+    def opener(export_dir, **options):
+        calls.append((Path(export_dir), options))
+        return vrt.open(export_dir, **options)
+
+    m = SessionManager(export, "ort", Limits(), {"threads": 1}, opener=opener)
+    sid = m.create(max_views=2, window=1)
+    first = {"max_views": 2, "window": 1, "pinned": 0, "frame": None, "backend": "ort"}
+    assert calls == [(Path(export), {**first, "threads": 1})]
+    m.reopen(sid, window=None)
+    assert calls[1] == (Path(export), {**first, "window": None, "threads": 1})
+    assert m.renderer(sid).max_views == 2 and m.info(sid)["window"] is None
+    m.close_all()
+    with pytest.raises(ViewrtError, match="opener must be callable"):
+        SessionManager(export, opener="viewrt.runtime:open")
+
+
 def test_cache_bytes_bound_refuses_and_names_it(export):
-    per_view = SessionManager(export).manifest.kv_bytes_per_view
+    per_view = SessionManager(export, opener=vrt.open).manifest.kv_bytes_per_view
     m = _manager(export, max_cache_bytes=5 * per_view)
     m.create(max_views=4)
     before = m.stats()
@@ -222,21 +243,11 @@ def test_codec_round_trips_and_refuses():
 
 
 # -- layering: the session layer is engine-neutral, the runtime knows nothing of it ------------
-def _imports(path: Path) -> set[str]:
-    names = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            names |= {a.name for a in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            names.add(node.module)
-    return names
-
-
 @pytest.mark.parametrize("name", ["__init__", "session", "api", "codec", "errors", "client"])
 def test_session_layer_imports_no_engine(name):
     bad = {
         n
-        for n in _imports(ROOT / "viewrt" / "serve" / f"{name}.py")
+        for n in imported_modules(ROOT / "viewrt" / "serve" / f"{name}.py")
         if n.split(".")[0] in ("ray", "starlette", "fastapi", "torch", "http")
         or n == "viewrt.serve.app"
     }
@@ -247,9 +258,23 @@ def test_runtime_imports_nothing_of_serve():
     bad = [
         str(p.relative_to(ROOT))
         for p in (ROOT / "runtime").rglob("*.py")
-        if any(n.startswith("viewrt.serve") for n in _imports(p))
+        if any(n.startswith("viewrt.serve") for n in imported_modules(p))
     ]
     assert not bad
+
+
+def test_serve_and_studio_load_no_runtime():
+    """The runtime's ``open`` comes from the CLI (the manager's opener): importing the session
+    layer and the studio's state loads no module of the runtime, imported transitively or not."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, viewrt.serve, viewrt.serve.load, viewrt.studio.state\n"
+        "print(sorted(m for m in sys.modules if m.startswith('viewrt.runtime')))\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.stdout.strip() == "[]", res.stdout + res.stderr
 
 
 @pytest.mark.parametrize("command", ["serve", "serve-bench"])

@@ -1,10 +1,9 @@
 """CPU precision for ``viewrt bench``: the CPU's relevant ISA, each backend's compute
-precision, the matmul rate measured in each precision used, each backend's achieved rate
-against the peak of its own precision, the image error of reduced-precision backends
-against fp32, and the OpenVINO targets (issue 12), evaluated on one run.
+precision, the image error of reduced-precision backends against fp32, and the OpenVINO
+targets (issue 12), evaluated on one run. The peaks per precision and the rates against
+them are the roofline's (roofline.py; report.py prints them).
 
-Used by the harness (harness.py, which owns the measurement loop); the reduced-precision
-matmul rates come from the PyTorch baselines' probe (viewrt.models.baselines), when given.
+Used by the harness (harness.py, which owns the measurement loop).
 """
 
 from __future__ import annotations
@@ -85,39 +84,6 @@ def isa_line(isa: dict) -> str:
     )
 
 
-def peak_rates(
-    matmul: dict,
-    precisions: dict,
-    isa: dict,
-    model_shape: tuple | None,
-    before: dict | None = None,
-    measure=None,
-) -> dict:
-    """Peak matmul rate per precision used: fp32 from the bench's own measurement; bf16
-    (and fp16) measured by ``measure(precision, model_shape)`` (the PyTorch baselines'
-    probe) where a backend computes in it. ``before``: an earlier call's result (the better
-    of the two is kept, as for fp32).
-
-    Returns: {precision: {"gflops", "best", "runs", "native"}}.
-    """
-    out = {
-        "fp32": {
-            "gflops": matmul["gflops"],
-            "best": matmul["best"],
-            "runs": matmul["runs"],
-            "native": True,
-        }
-    }
-    for p in sorted({p for p in precisions.values() if p in ("bf16", "fp16")}):
-        if measure is None:
-            continue  # no probe in this run (no PyTorch): no peak for that precision
-        r = measure(p, model_shape)
-        if before and p in before and before[p]["gflops"] > r["gflops"]:
-            r = {k: before[p][k] for k in ("gflops", "best", "runs")}
-        out[p] = {**r, "native": isa["bf16"] if p == "bf16" else isa["flags"]["AVX512-FP16"]}
-    return out
-
-
 def accuracy(renders: dict, precisions: dict, order: list[str]) -> list[dict]:
     """Image error of each reduced-precision backend against an fp32 one, per (N, targets),
     on the same views and targets: max abs and mean PSNR (dB) over the targets.
@@ -173,51 +139,21 @@ def header_lines(res: dict) -> list[str]:
     cpu = res.get("cpu_precision")
     if not cpu:
         return []
-    rates = cpu["peak_rates"]
     lines = [
         f"- {isa_line(cpu['isa'])}.",
         "- Compute precision: "
         + "; ".join(f"`{b}` {cpu['precisions'].get(b, '?')}" for b in res["backends"])
         + ".",
     ]
-    lines.append(
-        "- Measured matmul rate per precision used (each backend's rate is also given against the peak of its own "
-        "precision): "
-        + "; ".join(
-            f"{p} **{r['gflops']:.1f} GFLOP/s** ({r['best']}{'' if r['native'] else ', not native on this CPU'})"
-            for p, r in rates.items()
-        )
-        + "."
-    )
     return lines
 
 
 def sections(res: dict) -> list[str]:
-    """Report sections: achieved rate against the own-precision peak; image error of
-    reduced precision against fp32."""
+    """Report section: image error of reduced precision against fp32."""
     cpu = res.get("cpu_precision")
     if not cpu:
         return []
-    L = _lookup(res)
-    tmax = max(res["targets"])
-    rates = cpu["peak_rates"]
-    lines = [
-        f"## Achieved rate against the peak of each backend's own precision, {tmax} targets (GFLOP/s; % of that peak)",
-        "",
-        "| backend | precision | " + " | ".join(f"N={n}" for n in res["views"]) + " |",
-        "|---|---|" + "---|" * len(res["views"]),
-    ]
-    for b in res["backends"]:
-        p = cpu["precisions"].get(b)
-        peak = rates.get(p, rates["fp32"])["gflops"]
-        for key, label in (("gflops", b), ("decode_gflops", f"{b} decoder only")):
-            cells = []
-            for n in res["views"]:
-                g = _num(L.get((b, n, tmax)), key)
-                cells.append("—" if g is None else f"{g:.1f} ({100 * g / peak:.0f}%)")
-            if any(c != "—" for c in cells):
-                lines.append(f"| {label} | {p} | " + " | ".join(cells) + " |")
-    lines.append("")
+    lines = []
     acc = cpu.get("accuracy") or []
     if acc:
         lines += [
@@ -232,6 +168,29 @@ def sections(res: dict) -> list[str]:
             )
         lines.append("")
     return lines
+
+
+def _decoder_peak_line(L: dict, b: str, views, T: int, want: float, tnote: str) -> list[str]:
+    """``b``'s decoder against the peak of its precision at each N: PASS / FAIL, or a peak
+    defect (flagged, not evaluated) where it runs above that peak."""
+    rows = [(n, L.get((b, n, T))) for n in views]
+    d = [(n, _num(r, "decode_gflops"), _num(r, "decode_ratio_to_peak")) for n, r in rows]
+    d = [(n, g, f) for n, g, f in d if g is not None]
+    if not d:
+        return []
+    p = next(r.get("peak_precision") for _, r in rows if r is not None) or "?"
+    cells = ", ".join(
+        f"N={n} {100 * f:.0f}%" if f is not None else f"N={n} ⚑ above it" for n, _, f in d
+    )
+    if any(f is None for _, _, f in d):
+        return [
+            f"- ⚑ PEAK DEFECT: {b} decoder >= {100 * want:.0f}% of the measured {p} peak{tnote}: {cells} "
+            "(a rate above the peak: not evaluated)"
+        ]
+    ok = all(f >= want for _, _, f in d)
+    return [
+        f"- {'PASS' if ok else 'FAIL'}: {b} decoder >= {100 * want:.0f}% of the measured {p} peak{tnote}: {cells}"
+    ]
 
 
 def check_lines(res: dict) -> list[str]:
@@ -277,15 +236,7 @@ def check_lines(res: dict) -> list[str]:
                     f"- {v}: openvino-f32 >= {want}x as fast as {other} at every N{tnote}: "
                     + ", ".join(f"N={n} {s:.2f}x" for n, s in pts)
                 )
-        rate = cpu["peak_rates"]["fp32"]["gflops"]
-        d = [(n, _num(L.get(("openvino-f32", n, T)), "decode_gflops")) for n in views]
-        d = [(n, g / rate) for n, g in d if g is not None]
-        if d:
-            ok = all(f >= 0.75 for _, f in d)
-            out.append(
-                f"- {'PASS' if ok else 'FAIL'}: openvino-f32 decoder >= 75% of the measured fp32 matmul rate ({rate:.1f} GFLOP/s){tnote}: "
-                + ", ".join(f"N={n} {100 * f:.0f}%" for n, f in d)
-            )
+        out += _decoder_peak_line(L, "openvino-f32", views, T, 0.75, tnote)
     kv = res["kv_bytes_per_view"]
     for b in [b for b in res["backends"] if b in ("ort", "openvino", "openvino-f32")]:
         pk = [(n, _num(L.get((b, n, T)), "peak_rss_bytes")) for n in res["views"]]

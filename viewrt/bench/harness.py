@@ -9,14 +9,25 @@ inputs are its first views, targets its last ones), every point gets warm-up run
 result is a median with its spread. Timed repetitions at the same N remove the view just
 added and add it again, so each one is a genuine add into N-1 cached views.
 
-Backends: the runtime configurations of the registry (:mod:`viewrt.runtime.backends`: each
-configuration, and one column per quantized precision a configuration runs), and the
-baselines a provider brings (``viewrt bench`` passes
-:class:`viewrt.models.baselines.TorchBaselines`: PyTorch eager with a preallocated or
-``torch.cat`` cache, Efficient-LVSM without a cache, LVSM decoder-only). A full-recompute
-point whose estimated time exceeds the per-point budget is measured with one target and
-scaled by the FLOP ratio, or, if even that is too long, extrapolated from FLOPs at the rate
-measured at a smaller N; the table marks both.
+Backends: the runtime configurations of the registry (each configuration, and one column per
+quantized precision a configuration runs), and the baselines a provider brings (``viewrt
+bench`` passes :class:`viewrt.models.baselines.TorchBaselines`: PyTorch eager with a
+preallocated or ``torch.cat`` cache, the same preallocated step through ``torch.compile``,
+Efficient-LVSM without a cache, LVSM decoder-only). The harness does not import the runtime:
+``viewrt bench`` hands it the runtime's ``open`` and registry lookups
+(:class:`RuntimeAccess`, in :class:`BenchConfig`), as viewrt.evaluation takes renderer
+factories. A full-recompute point whose estimated time exceeds the per-point budget is
+measured with one target and scaled by the FLOP ratio, or, if even that is too long,
+extrapolated from FLOPs at the rate measured at a smaller N; the table marks both.
+
+A renderer with a ``compile(target_cameras) -> seconds`` method (the ``torch-compile``
+columns) is compiled for each point's shape before the point's runs: compile time is a
+column of its own (``compile_s``), never inside a step.
+
+The roofline (:mod:`viewrt.bench.roofline`): the peak of each precision is the best GEMM
+rate any engine present reaches in this run (numpy, torch, ONNX Runtime, OpenVINO; at a
+large square size and at the model's MLP shape, before and after the measurements), and
+each backend's achieved rate is given against the peak of the precision it computes in.
 
 Outputs in OUT: results.csv, results.json, summary.md, latency_vs_views.png,
 speedup.png, components.png (and the scene in OUT/_scene).
@@ -28,6 +39,7 @@ import gc
 import math
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,8 +47,7 @@ import numpy as np
 from tqdm import tqdm
 
 import viewrt.bench.cpu as cpu
-import viewrt.runtime as vrt
-import viewrt.runtime.backends as registry
+import viewrt.bench.roofline as roofline
 from viewrt.bench.memory import Memory, loadavg, machine_info, rss_page_bytes
 from viewrt.bench.report import COMPONENTS, CSV_FIELDS, write_outputs
 from viewrt.contract.manifest import load_manifest
@@ -45,50 +56,53 @@ from viewrt.data import load_frame, load_scene, make_synthetic_scene
 from viewrt.errors import ViewrtError
 from viewrt.folders import locked_folder
 from viewrt.geometry import Camera, NormalizationFrame
-from viewrt.runtime.estimate import echo_estimate
-from viewrt.timing import matmul_gflops
 
 
-def quantized_configs() -> dict[str, tuple[str, str]]:
+@dataclass(frozen=True)
+class RuntimeAccess:
+    """What the harness uses of the runtime, handed in by ``viewrt bench`` (only
+    viewrt/cli imports viewrt.runtime).
+
+    Attributes:
+        open: ``viewrt.runtime.open(folder, config, max_views=, frame=, threads=,
+            attention_budget_mib=)`` -> a renderer (add_view, remove_view, render, info,
+            last_timings, close).
+        configs: ``() -> {name: row}``: the registry's configurations; a row has
+            ``description`` and ``quantized`` (the quantized precisions it runs).
+        unavailable: ``(config, manifest, threads=) -> str | None``: why a configuration
+            cannot run here on that export, loading no graph.
+        estimate: ``(export_dir, max_views, targets, device) -> None``: prints the one-line
+            memory estimate (None: no estimate).
+    """
+
+    open: Callable
+    configs: Callable[[], dict]
+    unavailable: Callable[..., str | None]
+    estimate: Callable | None = None
+
+
+def quantized_configs(configs: dict) -> dict[str, tuple[str, str]]:
     """``{"<configuration>-<precision>": (configuration, precision)}``: the runtime
-    configurations that run a second, quantized export (``viewrt calib``;
-    ``--quantized-export``), from the registry's ``Config.quantized``."""
+    configurations (``configs``: the registry's rows by name) that run a second, quantized
+    export (``viewrt calib``; ``--quantized-export``), from each row's ``quantized``."""
     return {
         f"{c}-{p}": (c, p)
         for p in QUANTIZED_PRECISIONS
-        for c, row in registry.configs().items()
+        for c, row in configs.items()
         if p in row.quantized
     }
 
 
-def runtime_names() -> list[str]:
+def runtime_names(configs: dict) -> list[str]:
     """The runtime's bench columns: every configuration, then the quantized ones."""
-    return [*registry.configs(), *quantized_configs()]
+    return [*configs, *quantized_configs(configs)]
 
 
-def all_backend_names(baselines=None, quantized: str | None = None) -> list[str]:
+def all_backend_names(configs: dict, baselines=None, quantized: str | None = None) -> list[str]:
     """The bench vocabulary: runtime configurations, those on a quantized export of
     precision ``quantized`` (if any), then the provider's baselines."""
-    q = [n for n, (_, p) in quantized_configs().items() if p == quantized]
-    return [*registry.configs(), *q, *(baselines.names if baselines is not None else ())]
-
-
-def numpy_matmul_rate(reps: int = 5) -> dict:
-    """fp32 matmul rate of numpy's BLAS at 1024^3 and 2048^3 (GFLOP/s), for runs without
-    a baselines provider."""
-    runs = {}
-    rng = np.random.default_rng(0)
-    for m in (1024, 2048):
-        a, b = rng.standard_normal((m, m), np.float32), rng.standard_normal((m, m), np.float32)
-        runs[f"numpy {m}x{m}x{m}"] = matmul_gflops(a, b, 2 * m**3, reps)
-    best = max(runs, key=runs.get)
-    return {
-        "gflops": runs[best],
-        "best": best,
-        "runs": runs,
-        "bf16_gflops": None,
-        "note": "numpy fp32 only",
-    }
+    q = [n for n, (_, p) in quantized_configs(configs).items() if p == quantized]
+    return [*configs, *q, *(baselines.names if baselines is not None else ())]
 
 
 @dataclass
@@ -109,6 +123,9 @@ class BenchConfig:
         attention_budget_mib: the runtime's attention memory budget (see viewrt.runtime.open).
         quantized_export: an int8/fp8 export of the same model (``viewrt calib``), run by the
             ``openvino-int8``/``ort-int8`` (or ``-fp8``) columns.
+        runtime: the runtime's open and registry lookups (None: no runtime columns).
+        gemm_size: side of the large square GEMM of the roofline probes (the other probe
+            is the model's MLP shape).
     """
 
     export_dir: Path
@@ -124,6 +141,8 @@ class BenchConfig:
     seed: int = 0
     attention_budget_mib: float = 256.0
     quantized_export: Path | None = None
+    runtime: RuntimeAccess | None = None
+    gemm_size: int = 2048
 
 
 # --------------------------------------------------------------------------- statistics
@@ -164,8 +183,9 @@ class Bench:
     Args:
         cfg: what to measure.
         baselines: a provider of non-runtime backends (see viewrt.models.baselines.
-            TorchBaselines: names, kinds, descriptions, labels, row_notes, open, recompute, flops,
-            matmul_rate, sync, device_peak_reset, device_peak, machine, notes), made by
+            TorchBaselines: names, kinds, descriptions, labels, row_notes, precisions, open,
+            recompute, flops, unavailable, gemm_rates, sync, device_peak_reset, device_peak,
+            machine, notes, close), made by
             ``make_baselines(manifest)`` once the manifest is checked; None: runtime only.
         progress: show a progress bar (on a terminal).
     """
@@ -178,8 +198,11 @@ class Bench:
         self.growth: dict[str, dict] = {}
         self.notes: list[str] = []
         self.steps: dict[str, list] = {}
-        self.runtime = dict(registry.configs())  # runtime configurations, by name
-        self.quantized = quantized_configs()  # name -> (configuration, precision)
+        self.access = cfg.runtime
+        # runtime configurations, by name (none without a RuntimeAccess)
+        self.runtime = dict(cfg.runtime.configs()) if cfg.runtime is not None else {}
+        self.quantized = quantized_configs(self.runtime)  # name -> (configuration, precision)
+        self.compile_logs: dict[str, dict] = {}
 
     # -- setup ----------------------------------------------------------------------------
     def check(self) -> None:
@@ -240,7 +263,9 @@ class Bench:
         """(backends that can run here, {backend: why not} for the others)."""
         if names is None:
             names = all_backend_names(
-                self.base, self.qmanifest.precision if self.qmanifest is not None else None
+                self.runtime,
+                self.base,
+                self.qmanifest.precision if self.qmanifest is not None else None,
             )
         selected, skipped = [], {}
         for b in names:
@@ -261,12 +286,16 @@ class Bench:
                 return "needs --quantized-export DIR (an int8/fp8 export from `viewrt calib`)"
             if self.qmanifest.precision != precision:
                 return f"the quantized export is {self.qmanifest.precision}"
-            return registry.unavailable(config, self.qmanifest, threads=threads)
+            return self.access.unavailable(config, self.qmanifest, threads=threads)
         if backend in self.runtime:
-            return registry.unavailable(backend, self.manifest, threads=threads)
+            return self.access.unavailable(backend, self.manifest, threads=threads)
         if self.base is None:
             return "no baselines provider in this run (viewrt bench brings the PyTorch ones)"
-        return None
+        if backend not in self.base.names:
+            return (
+                "neither a baseline nor a runtime configuration of this run (BenchConfig.runtime)"
+            )
+        return self.base.unavailable(backend)
 
     def setup(self) -> None:
         cfg, m = self.cfg, self.manifest
@@ -278,8 +307,15 @@ class Bench:
         self.machine["threads"] = (
             cfg.threads or "default (ONNX Runtime: one per physical core; torch: its default)"
         )
-        self.matmul = self.base.matmul_rate() if self.base is not None else numpy_matmul_rate()
-        self.rate = self.matmul["gflops"] * 1e9  # FLOP/s
+        mlp = (
+            m.max_targets * m.tokens_per_view,
+            m.d_model,
+            int(m.config.get("mlp_mult", 4)) * m.d_model,
+        )
+        self.gemm_shapes = roofline.probe_shapes(cfg.gemm_size, mlp)
+        self.peaks_before = self._measure_peaks()
+        fp32 = self.peaks_before["fp32"]["gflops"]
+        self.rate = fp32 * 1e9  # FLOP/s: the fp32 peak, for the full-recompute budget
         self.isa, self.renders = cpu.cpu_isa(), {}
         self.precisions = dict(self.base.precisions) if self.base is not None else {}
         n_in, n_tg = max(cfg.views), max(cfg.targets)
@@ -292,6 +328,11 @@ class Bench:
         self.in_cams, self.tg_cams = cams[:n_in], cams[n_in:]
         self.frame = NormalizationFrame.from_cameras(np.stack([c.c2w for c in cams]))
         self.scene_path = path
+
+    def _measure_peaks(self) -> dict:
+        """Every engine's GEMM rate per precision (viewrt.bench.roofline.measure)."""
+        probe = self.base.gemm_rates if self.base is not None else None
+        return roofline.measure(self.gemm_shapes, threads=self.cfg.threads, torch_probe=probe)
 
     def _sync(self) -> None:
         if self.base is not None:
@@ -347,10 +388,8 @@ class Bench:
                 row["overhead_ms"] = comps["_overhead"]
             if comps["decode"] > 0 and fl["decode"] > 0:
                 row["decode_gflops"] = fl["decode"] / comps["decode"] / 1e6
-                row["decode_ratio_to_matmul"] = row["decode_gflops"] * 1e9 / self.rate
         if row["median_ms"] != "" and fl["total"] > 0:
             row["gflops"] = fl["total"] / row["median_ms"] / 1e6
-            row["ratio_to_matmul"] = row["gflops"] * 1e9 / self.rate
         self.rows.append(row)
         return row
 
@@ -362,7 +401,7 @@ class Bench:
                 if backend in self.quantized
                 else (self.cfg.export_dir, backend)
             )
-            r = vrt.open(
+            r = self.access.open(
                 folder,
                 config,
                 max_views=max(self.cfg.views),
@@ -383,14 +422,34 @@ class Bench:
             return self.base.device_peak()
         return ""  # device memory of the runtime's GPU backends is not probed here
 
+    def _compile(self, backend: str, r, targets) -> float | str:
+        """Compile a compiling renderer (one with ``compile(target_cameras) -> seconds``)
+        for this point's shape, before its timed runs: the seconds it took, or "" for a
+        renderer that does not compile."""
+        if not callable(getattr(r, "compile", None)):
+            return ""
+        seconds = float(r.compile(targets))
+        self.compile_logs[backend] = dict(getattr(r, "compile_log", {}))
+        return seconds
+
+    def _drop(self, backend: str, why: str) -> None:
+        """A backend that failed during its measurement: a skipped column, with the reason."""
+        self.rows = [r for r in self.rows if r["backend"] != backend]
+        self.steps = {k: v for k, v in self.steps.items() if not k.startswith(f"{backend} N=")}
+        self.renders = {k: v for k, v in self.renders.items() if k[0] != backend}
+        self.growth.pop(backend, None)
+        self.compile_logs.pop(backend, None)
+        if backend in self.selected:
+            self.selected.remove(backend)
+        self.skipped[backend] = why
+
     def incremental(self, backend: str, bar) -> None:
         cfg, mem = self.cfg, self.mem
         gc.collect()
         try:
             r = self._open(backend)
         except ViewrtError as e:
-            self.skipped[backend] = f"cannot open: {e}"
-            self.selected.remove(backend)
+            self._drop(backend, f"cannot open: {e}")
             bar.update(len(cfg.views))
             return
         try:
@@ -405,6 +464,7 @@ class Bench:
                 bar.set_postfix_str(f"{backend} N={n}")
                 for t in cfg.targets:
                     tg = self.tg_cams[:t]
+                    compile_s = self._compile(backend, r, tg)  # outside the timed runs
                     self._device_peak_reset(backend)
                     mem.reset_peak()
                     times, comps, raw = [], [], []
@@ -445,6 +505,7 @@ class Bench:
                         rss_bytes=mem.rss(),
                         peak_rss_bytes=mem.peak(),
                         device_peak_bytes=self._device_peak(backend),
+                        compile_s=compile_s,
                     )
                     self.steps[f"{backend} N={n} T={t}"] = raw
                     if not self._runtime(backend) and backend in self.base.row_notes:
@@ -555,47 +616,51 @@ class Bench:
                 file=sys.stderr,
             ) as bar:
                 for b in list(self.selected):
-                    if self.kind(b) == "recompute":
-                        self.recompute(b, bar)
-                    else:
-                        self.incremental(b, bar)
-            # the machine's speed again: the rate is the better of the two, and a change says the run was disturbed
-            after = self.base.matmul_rate() if self.base is not None else numpy_matmul_rate()
-            m = self.manifest
-            mlp = (
-                m.max_targets * m.tokens_per_view,
-                m.d_model,
-                int(m.config.get("mlp_mult", 4)) * m.d_model,
-            )
-            # the peak of each other precision a backend computes in (bf16: PyTorch's probe, same threads)
-            low = cpu.peak_rates(
-                after,
-                {b: self.precisions.get(b) for b in self.selected},
-                self.isa,
-                mlp,
-                measure=self.base.precision_rate if self.base is not None else None,
-            )
+                    try:
+                        if self.kind(b) == "recompute":
+                            self.recompute(b, bar)
+                        else:
+                            self.incremental(b, bar)
+                    except ViewrtError as e:  # e.g. a compilation failing at a new shape
+                        self._drop(b, f"failed: {e}")
+            # the machine's speed again: each probe keeps the better of the two, and a change says the run was disturbed
+            after = self._measure_peaks()
         finally:
             if self.base is not None:
                 self.base.close()
-        self.matmul["before_gflops"], self.matmul["after_gflops"] = (
-            self.matmul["gflops"],
-            after["gflops"],
-        )
-        if after["gflops"] > self.matmul["gflops"]:
-            self.matmul.update({k: after[k] for k in ("gflops", "best", "runs", "bf16_gflops")})
-            self.rate = after["gflops"] * 1e9
-            for r in self.rows:  # ratios against the final rate
-                for k in ("gflops", "decode_gflops"):
-                    if r[k] != "":
-                        r[k.replace("gflops", "ratio_to_matmul")] = r[k] * 1e9 / self.rate
-        self.peak_rates = {
-            **low,
-            "fp32": {**low["fp32"], **{k: self.matmul[k] for k in ("gflops", "best", "runs")}},
-        }
+        self.peaks = roofline.merge(self.peaks_before, after)
+        self.defects = self._rates_against_peaks()
         self.wall_s = time.perf_counter() - t_start
         self.machine["load_average_after"] = loadavg()
         return self.results()
+
+    def _rates_against_peaks(self) -> list[dict]:
+        """Each row's step and decoder rates as fractions of the peak of its backend's
+        precision (``ratio_to_peak``, ``decode_ratio_to_peak``); a rate above its peak is
+        left without a fraction and returned as a defect of the peak."""
+        defects = []
+        for r in self.rows:
+            precision = self.precisions.get(r["backend"])
+            for key, what in (("gflops", "step"), ("decode_gflops", "decoder")):
+                if r[key] == "":
+                    continue
+                frac, p, defect = roofline.rate_against_peak(r[key], precision, self.peaks)
+                r["peak_precision"] = p or ""
+                r[key.replace("gflops", "ratio_to_peak")] = "" if frac is None else frac
+                if defect:
+                    defects.append(
+                        {
+                            "backend": r["backend"],
+                            "n_views": r["n_views"],
+                            "n_targets": r["n_targets"],
+                            "what": what,
+                            "gflops": r[key],
+                            "precision": p,
+                            "peak_gflops": self.peaks[p]["gflops"],
+                            "peak_best": self.peaks[p]["best"],
+                        }
+                    )
+        return defects
 
     def results(self) -> dict:
         m = self.manifest
@@ -636,7 +701,15 @@ class Bench:
             "kinds": {b: self.kind(b) for b in self.selected},
             "labels": dict(base.labels) if base is not None else {},
             "machine": self.machine,
-            "matmul": self.matmul,
+            "matmul": {
+                "gflops": self.peaks["fp32"]["gflops"],
+                "best": self.peaks["fp32"]["best"],
+                "runs": self.peaks["fp32"]["runs"],
+                "before_gflops": self.peaks["fp32"]["before_gflops"],
+                "after_gflops": self.peaks["fp32"]["after_gflops"],
+                "shapes": [list(x) for x in self.gemm_shapes],
+            },
+            "compile": self.compile_logs,
             "memory_peak": self.mem.peak_kind,
             "scene": str(self.scene_path),
             "rows": self.rows,
@@ -647,7 +720,8 @@ class Bench:
             "cpu_precision": {
                 "isa": self.isa,
                 "precisions": {b: self.precisions.get(b) for b in self.selected},
-                "peak_rates": self.peak_rates,
+                "peak_rates": self.peaks,
+                "peak_defects": self.defects,
                 "accuracy": cpu.accuracy(self.renders, self.precisions, self.selected),
             },
             "timing": "time.perf_counter around add_view + render"
@@ -668,9 +742,8 @@ def run_bench(cfg: BenchConfig, make_baselines=None, progress: bool = True) -> t
     """
     b = Bench(cfg, make_baselines, progress)
     b.check()
-    echo_estimate(
-        cfg.export_dir, max(cfg.views), max(cfg.targets), cfg.device
-    )  # the memory estimate first
+    if cfg.runtime is not None and cfg.runtime.estimate is not None:  # the memory estimate first
+        cfg.runtime.estimate(cfg.export_dir, max(cfg.views), max(cfg.targets), cfg.device)
     with locked_folder(
         cfg.out, "--out", clean_on_error=True
     ):  # a failed run leaves no empty folder behind

@@ -1,6 +1,7 @@
-"""``viewrt bench``: the torch-free harness (viewrt.bench) composed with the
-PyTorch baselines (viewrt.models.baselines, imported when the command runs: see
-viewrt/cli/__init__.py)."""
+"""``viewrt bench``: the torch-free harness (viewrt.bench) composed with the runtime
+(its ``open`` and registry lookups, handed to the harness as a RuntimeAccess: only
+viewrt/cli imports viewrt.runtime) and the PyTorch baselines (viewrt.models.baselines,
+imported when the command runs: see viewrt/cli/__init__.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ from pathlib import Path
 
 import click
 
-from viewrt.bench.harness import BenchConfig, run_bench, runtime_names
+import viewrt.runtime as vrt
+import viewrt.runtime.backends as registry
+from viewrt.bench.harness import BenchConfig, RuntimeAccess, run_bench, runtime_names
 from viewrt.cli._errors import cli_errors, finite_float, require_report_extra
 from viewrt.cli.options import (
     backends_option,
@@ -20,6 +23,7 @@ from viewrt.cli.options import (
     threads_option,
 )
 from viewrt.errors import ViewrtError
+from viewrt.runtime.estimate import echo_estimate
 
 FINITE_POSITIVE, FINITE_NONNEGATIVE = finite_float(True), finite_float(False)
 
@@ -37,7 +41,18 @@ def baseline_names() -> tuple[str, ...]:
 def backend_names() -> list[str]:
     """The bench vocabulary, read when the command runs: the runtime's configurations from
     its registry (and their quantized columns), then the PyTorch baselines."""
-    return [*runtime_names(), *baseline_names()]
+    return [*runtime_names(registry.configs()), *baseline_names()]
+
+
+def runtime_access() -> RuntimeAccess:
+    """The runtime as the harness uses it: open, the registry's configurations and
+    availability check, the one-line memory estimate."""
+    return RuntimeAccess(
+        open=vrt.open,
+        configs=registry.configs,
+        unavailable=registry.unavailable,
+        estimate=echo_estimate,
+    )
 
 
 @click.command("bench")
@@ -93,6 +108,14 @@ def backend_names() -> list[str]:
     default=None,
     help="An int8/fp8 export of the same model (viewrt calib): adds the openvino-int8 and ort-int8 columns (or -fp8).",
 )
+@click.option(
+    "--gemm-size",
+    type=click.IntRange(min=16),
+    default=2048,
+    show_default=True,
+    help="Side of the large square GEMM of the roofline probes (each precision's peak is the best "
+    "GEMM rate of numpy, torch, ONNX Runtime and OpenVINO at this size and at the model's MLP shape).",
+)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @cli_errors
 def bench(
@@ -109,11 +132,13 @@ def bench(
     seed,
     attention_budget_mib,
     quantized_export,
+    gemm_size,
     quiet,
 ):
-    """Add-view latency of the runtime vs PyTorch eager and full-recompute baselines
-    (LVSM decoder-only, Efficient-LVSM without cache), with memory, component breakdown
-    and achieved GFLOP/s; writes results.csv/json, summary.md and plots to OUT."""
+    """Add-view latency of the runtime vs PyTorch (eager, torch.compile) and
+    full-recompute baselines (LVSM decoder-only, Efficient-LVSM without cache), with
+    memory, component breakdown, compile times and achieved GFLOP/s against each
+    precision's measured GEMM peak; writes results.csv/json, summary.md and plots to OUT."""
     require_report_extra("viewrt bench")  # before anything is written
     cfg = BenchConfig(
         export_dir=Path(export_dir),
@@ -129,6 +154,8 @@ def bench(
         seed=seed,
         attention_budget_mib=attention_budget_mib,
         quantized_export=Path(quantized_export) if quantized_export else None,
+        runtime=runtime_access(),
+        gemm_size=gemm_size,
     )
 
     def make_baselines(manifest):

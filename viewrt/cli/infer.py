@@ -96,6 +96,18 @@ def _takes_inference_precision(backend: str) -> bool:
     return "inference_precision" in registry.backend_class(name).options
 
 
+def _cache_dtype(req: InferRequest, manifest) -> str | None:
+    """The K/V cache dtype the runtime backend will keep (None for torch)."""
+    if req.backend not in registry.names():
+        return None
+    opts = (
+        {"inference_precision": req.inference_precision}
+        if _takes_inference_precision(req.backend)
+        else {}
+    )
+    return registry.planned_cache_dtype(req.backend, manifest, **opts)
+
+
 def _runtime_factory(req: InferRequest):
     """frame -> renderer of a runtime backend; a backend that cannot open is BackendUnavailable."""
 
@@ -361,7 +373,12 @@ def _infer(req: InferRequest) -> None:
     require_report_extra("viewrt infer")  # before anything is written
     factory, manifest = _open_renderers(req)
     inputs = _read_inputs(req)
-    echo_estimate(req.export_dir, req.views, device=req.device or "cpu")  # the estimate first
+    echo_estimate(  # the estimate first, with the K/V cache in the dtype the backend keeps
+        req.export_dir,
+        req.views,
+        device=req.device or "cpu",
+        cache_dtype=_cache_dtype(req, manifest),
+    )
     extra = _summary_extra(req, manifest)
 
     # a failed single-scene run leaves no half-written folder (a list run keeps its summary of the failures)

@@ -20,7 +20,7 @@ import viewrt.runtime as vrt
 import viewrt.runtime.backends as registry
 import viewrt.serve.load as load
 from viewrt.cli._errors import cli_errors, finite_float
-from viewrt.cli.options import backend_option, out_option, threads_option
+from viewrt.cli.options import backend_option, export_dir_argument, out_option, threads_option
 from viewrt.contract.manifest import load_manifest
 from viewrt.errors import ViewrtError
 from viewrt.folders import check_creatable
@@ -81,8 +81,24 @@ def _check_cluster(address: str, timeout: float = 5.0) -> None:
 def _preflight(export_dir: str, backend: str, threads: int | None) -> None:
     """Open (and close) one session here, so that a backend that cannot run fails in one
     line before Ray starts (local mode: the replicas run on this machine)."""
-    opts = {} if threads is None else {"threads": threads}
-    vrt.open(export_dir, backend=backend, max_views=1, **opts).close()
+    vrt.open(export_dir, backend=backend, max_views=1, **_open_options(threads)).close()
+
+
+def _open_options(threads: int | None) -> dict:
+    """The runtime's open options of every session (``--threads``)."""
+    return {} if threads is None else {"threads": threads}
+
+
+def _start(export_dir, backend, replicas, threads, replica_cpus, address, limits, **http):
+    """Start the Ray Serve application (viewrt.serve.app.start) with the runtime's ``open``
+    as the replicas' opener; ``http``: ``port`` (and ``host``)."""
+    import viewrt.serve.app as app  # lazy: imports ray, after the loopback setting
+
+    return app.start(
+        str(Path(export_dir).resolve()), opener=vrt.open, backend=backend, replicas=replicas,
+        address=address, limits=limits, replica_cpus=replica_cpus,
+        open_options=_open_options(threads), **http,
+    )  # fmt: skip
 
 
 def _free_port() -> int:
@@ -103,10 +119,12 @@ def _shutdown() -> None:
     ray.shutdown()
 
 
-def _common(fn):
-    """Options shared by serve and serve-bench: backend, replicas, threads, address."""
+def _serve_options(fn):
+    """EXPORT_DIR and the options shared by serve and serve-bench: backend, replicas,
+    threads, replica CPUs, address."""
     for deco in reversed(
         [
+            export_dir_argument(),
             backend_option(
                 registry.names, "ort", "Runtime backend of every session (as viewrt infer)."
             ),
@@ -137,8 +155,7 @@ def _common(fn):
 
 
 @click.command("serve")
-@click.argument("export_dir", type=click.Path(file_okay=False))
-@_common
+@_serve_options
 @click.option(
     "--host",
     default="127.0.0.1",
@@ -188,13 +205,10 @@ def serve(
         _preflight(export_dir, backend, threads)
     else:
         _check_cluster(address)
-    import viewrt.serve.app as app  # lazy: imports ray, after the loopback setting
-
     try:
-        server = app.start(
-            str(Path(export_dir).resolve()), backend=backend, replicas=replicas, host=host,
-            port=port, address=address, limits=limits, replica_cpus=replica_cpus,
-            open_options={} if threads is None else {"threads": threads},
+        server = _start(
+            export_dir, backend, replicas, threads, replica_cpus, address, limits, host=host,
+            port=port,
         )  # fmt: skip
         click.echo(
             f"viewrt serve: {server.url} ({replicas} replica(s) of {export_dir}); Ctrl-C stops",
@@ -213,8 +227,7 @@ def serve(
 
 
 @click.command("serve-bench")
-@click.argument("export_dir", type=click.Path(file_okay=False))
-@_common
+@_serve_options
 @click.option(
     "--sessions",
     type=click.IntRange(1),
@@ -260,19 +273,16 @@ def serve_bench(
     if address is not None:
         _check_cluster(address)
     w = load.Workload(sessions, views, targets, renders)
-    opts = {} if threads is None else {"threads": threads}
     limits = Limits(
         max_sessions=sessions, max_cache_bytes=sessions * manifest.kv_bytes_per_view * views
     )
     # one process first, while no Ray process runs
-    local = load.run_in_process(SessionManager(export_dir, backend, limits, opts), w)
-    import viewrt.serve.app as app  # lazy: imports ray, after the loopback setting
-
+    manager = SessionManager(export_dir, backend, limits, _open_options(threads), opener=vrt.open)
+    local = load.run_in_process(manager, w)
     try:
-        server = app.start(
-            str(Path(export_dir).resolve()), backend=backend, replicas=replicas,
-            port=_free_port(), address=address, limits=limits, replica_cpus=replica_cpus,
-            open_options=opts,
+        server = _start(
+            export_dir, backend, replicas, threads, replica_cpus, address, limits,
+            port=_free_port(),
         )  # fmt: skip
         served = load.run_http(server.url, manifest.image_size, w)
         server.stop()

@@ -1,5 +1,9 @@
 """``viewrt studio``: a local web page over the runtime (viewrt/studio/, docs in README).
 
+The composition: the page's session manager opens renderers with :func:`viewrt.runtime.open`,
+and the backends on offer (:func:`backend_choices`) come from the runtime's registry; both
+are given to viewrt.studio, which does not import the runtime.
+
 Starlette and uvicorn (the ``studio`` extra) come with viewrt.studio.server, imported
 inside the command; scipy and playwright are imported by the functions that use them:
 ``viewrt --help`` needs none.
@@ -12,6 +16,7 @@ from pathlib import Path
 
 import click
 
+import viewrt.runtime as vrt
 from viewrt.cli._errors import cli_errors, finite_float
 from viewrt.cli.options import (
     backend_option,
@@ -20,16 +25,56 @@ from viewrt.cli.options import (
     synthetic_option,
     threads_option,
 )
-from viewrt.contract.manifest import load_manifest
+from viewrt.contract.manifest import Manifest, load_manifest
 from viewrt.errors import ViewrtError
 from viewrt.runtime import backends as registry
 from viewrt.serve.session import Limits, SessionManager
 from viewrt.studio import browser
 from viewrt.studio.scenes import Catalogue
-from viewrt.studio.state import Studio
+from viewrt.studio.state import BackendChoice, Studio
 
 FINITE_POSITIVE = finite_float(True)
 STUDIO_MODULES = ("starlette", "uvicorn", "scipy")
+
+
+def backend_choices(export_dir: str | Path) -> dict[str, BackendChoice]:
+    """The backends the page offers, by id: every registry configuration on the export, and
+    ``<name>-<precision>`` on each quantized export of the same model in a sibling folder
+    (``viewrt calib --out``) for the configurations that run that precision; each with why
+    it cannot run here (``registry.unavailable``; None: it can).
+
+    Raises: ViewrtError when the export's manifest cannot be read."""
+    export_dir = Path(export_dir)
+    manifest = load_manifest(export_dir)
+    out = {}
+    for name in registry.names():
+        why = registry.unavailable(name, manifest)
+        out[name] = BackendChoice(name, name, export_dir, why)
+    for q_dir, q in _quantized_siblings(export_dir, manifest):
+        for name, row in registry.configs().items():
+            if q.precision in row.quantized:
+                cid = f"{name}-{q.precision}"
+                out.setdefault(cid, BackendChoice(cid, name, q_dir, registry.unavailable(name, q)))
+    return out
+
+
+def _quantized_siblings(export_dir: Path, manifest: Manifest) -> list[tuple[Path, Manifest]]:
+    found = []
+    for d in sorted(export_dir.resolve().parent.iterdir()):
+        if d == export_dir.resolve() or not (d / "manifest.json").is_file():
+            continue
+        try:
+            m = load_manifest(d)
+        except ViewrtError:
+            continue
+        same = (m.family, m.preset, m.image_size) == (
+            manifest.family,
+            manifest.preset,
+            manifest.image_size,
+        )
+        if same and m.precision_row.quantized:
+            found.append((d, m))
+    return found
 
 
 def _require_studio_extra() -> None:
@@ -78,10 +123,10 @@ def studio(
     manifest = load_manifest(export_dir)
     limits = Limits(max_sessions, int(max_cache_mib * 2**20), idle_timeout)
     opts = {} if threads is None else {"threads": threads}
-    manager = SessionManager(export_dir, backend, limits, opts)
+    manager = SessionManager(export_dir, backend, limits, opts, opener=vrt.open)
     n = synthetic if synthetic is not None else (0 if list_file else 4)
     catalogue = Catalogue(manifest.image_size, n, list_file)
-    app = Studio(manager, catalogue)
+    app = Studio(manager, catalogue, backend_choices(export_dir))
     if app.backends[backend].why is not None:
         raise ViewrtError(f"--backend {backend} cannot run here: {app.backends[backend].why}")
     if screenshot is not None:

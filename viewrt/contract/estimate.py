@@ -12,10 +12,13 @@ Terms (bytes; T tokens per view, D model width, H heads, L layers, N views, t ta
   counted as 2x on the CPU; for Q/DQ graphs it holds the quantized weights plus fp32 copies
   of the ones it dequantizes ahead of time: counted as quantized + fp32. TensorRT engines
   hold one copy.
-- KV cache: ``L * 2 * N * T * D * bytes(kv)``; the K/V at the graph boundary are fp32
-  for fp32, int8 and fp8 exports (Q/DQ sit inside the graphs) and fp16 for fp16; the
-  export's own precision row uses the manifest's ``kv_dtype`` (an 8-bit cache from
-  ``viewrt calib --kv int8``: 1 byte, a quarter of fp32).
+- KV cache: ``L * 2 * N * T * D * bytes(kv)`` (a token window adds its retained region and
+  side caches, reserved at their maximum); the K/V at the graph boundary are fp32
+  for fp32, int8 and fp8 exports (Q/DQ sit inside the graphs) and fp16 for fp16, unless the
+  backend keeps the cache in another dtype (``cache_dtype``: OpenVINO computing in bf16
+  keeps an fp32 export's cache in bf16, 2 bytes);
+  otherwise the export's own precision row uses the manifest's ``kv_dtype`` (an 8-bit
+  cache from ``viewrt calib --kv int8``: 1 byte, a quarter of fp32).
 - activations of one decoder call (the largest step): where attention is materialized
   (ONNX Runtime: MatMul -> Softmax -> MatMul) the fp32 scores and probabilities of one
   layer's cross-attention, ``2 * t' * T * N * T * H * 4`` with ``t'`` the targets per call
@@ -41,6 +44,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from viewrt.contract.manifest import Manifest, load_manifest
 from viewrt.contract.memory import attention_scratch_bytes, targets_within
 from viewrt.contract.precision import PRECISIONS as _TABLE
@@ -48,9 +53,23 @@ from viewrt.errors import ViewrtError
 
 PRECISIONS = tuple(_TABLE)  # the precision table's rows
 WEIGHT_BYTES = {p: r.weight_itemsize for p, r in _TABLE.items()}
-KV_BYTES = {p: r.itemsize for p, r in _TABLE.items()}
 MIB = 2**20
 SESSION_BYTES = 7 * MIB  # see the module docstring
+
+
+_ITEMSIZE = {"bfloat16": 2}  # cache dtypes numpy names only once ml_dtypes is imported
+
+
+def cache_itemsize(dtype: str) -> int:
+    """Bytes per element of a K/V cache dtype name ("float32", "float16", "bfloat16", ...).
+
+    Raises: ViewrtError for a name that is not a dtype."""
+    if dtype in _ITEMSIZE:
+        return _ITEMSIZE[dtype]
+    try:
+        return np.dtype(dtype).itemsize
+    except TypeError:
+        raise ViewrtError(f"{dtype!r} is not a K/V cache dtype") from None
 
 
 def process_rss_bytes() -> int:
@@ -69,6 +88,18 @@ def _targets_per_call(T: int, n_views: int, heads: int, targets: int, budget_mib
     return targets_within(budget_mib * MIB, T, n_views * T, heads, targets)
 
 
+def _kept_bytes(m, itemsize: int) -> int:
+    """Bytes a token-window memory reserves besides the full entries: the retained region
+    (``max_positions`` entries' retained tokens) and the family's side caches (e.g.
+    gct-stream's camera head, one token per position); 0 for view slots."""
+    geo = m.cache
+    kept = geo.max_positions * geo.retain_tokens * geo.n_layers * 2 * geo.n_heads * geo.head_dim
+    side = sum(
+        c.bytes_per_entry(itemsize) * c.capacity for c in m.contract.side_caches(m.header).values()
+    )
+    return kept * itemsize + side
+
+
 def estimate(
     manifest,
     max_views: int | None = None,
@@ -77,6 +108,7 @@ def estimate(
     attention_budget_mib: float = 256.0,
     process_bytes: int | None = None,
     repeated: bool = False,
+    cache_dtype: str | None = None,
 ) -> dict:
     """Estimate memory for an export.
 
@@ -89,10 +121,14 @@ def estimate(
         process_bytes: the CPU process's resident memory to add (default: this process now;
             import the backend first so that its libraries count).
         repeated: renders repeat at the same cache size (a benchmark): activations twice on the CPU.
+        cache_dtype: the numpy dtype name the backend keeps the K/V cache in, where it is not
+            the precision's (``Backend.planned_cache_dtype``; e.g. "bfloat16"): every row's
+            KV cache in it. None: each precision's own.
     Returns:
         ``{"export_precision", "max_views", "targets", "rows": [{"precision", "device",
-        "kv_dtype", "weights", "kv_cache", "activations", "process", "total"} (bytes)]}`` with a CPU and
-        a GPU row per precision ("process" on the CPU includes the two sessions).
+        "weights", "kv_cache", "kv_dtype", "activations", "process", "total"} (bytes, but
+        kv_dtype: the cache's dtype name)]}`` with a CPU and a GPU row per precision
+        ("process" on the CPU includes the two sessions).
     Raises:
         ViewrtError: a bad folder or manifest, an unknown precision, or max_views outside
             1..the export's.
@@ -122,8 +158,9 @@ def estimate(
     rows = []
     for p in PRECISIONS if precision is None else (precision,):
         w = weights_fp32 * WEIGHT_BYTES[p] // 4
-        kv_dtype = m.kv_dtype if p == src else _TABLE[p].kv_dtype
-        kv = geo.bytes_per_entry(m.np_kv_dtype.itemsize if p == src else KV_BYTES[p]) * n
+        kv_dtype = cache_dtype or (m.kv_dtype if p == src else _TABLE[p].kv_dtype)
+        kv_itemsize = cache_itemsize(kv_dtype)
+        kv = geo.bytes_per_entry(kv_itemsize) * n + _kept_bytes(m, kv_itemsize)
         for device in ("cpu", "gpu"):
             if device == "cpu":
                 t = _targets_per_call(T, n, H, targets, attention_budget_mib)
@@ -144,7 +181,7 @@ def estimate(
                 act = 2 * targets * T * 4 * D * 4
                 row = {"weights": w, "kv_cache": kv, "activations": act, "process": 0}
             row["total"] = sum(row.values())
-            rows.append({"precision": p, "device": device, "kv_dtype": kv_dtype, **row})
+            rows.append({"precision": p, "device": device, **row, "kv_dtype": kv_dtype})
     return {
         "export": str(m.dir),
         "export_precision": src,

@@ -7,7 +7,9 @@
   extra: ``pip install ".[serve]"``). Not imported here: ``import viewrt.serve`` needs no Ray.
 - :class:`Client`: the Python client (standard library + numpy).
 
-The runtime (:mod:`viewrt.runtime`) imports nothing of this package.
+The runtime (:mod:`viewrt.runtime`) imports nothing of this package, and this package
+nothing of the runtime: the session manager is given its ``opener`` (the runtime's
+``open``) by the CLI.
 """
 
 from viewrt.serve.client import Client, Session

@@ -43,7 +43,7 @@ import viewrt.serve.api as api
 from viewrt.contract.manifest import load_manifest
 from viewrt.errors import ViewrtError
 from viewrt.serve.errors import SessionGone, UnknownSession
-from viewrt.serve.session import Limits, SessionManager
+from viewrt.serve.session import Limits, Opener, SessionManager
 
 log = logging.getLogger("viewrt.serve")
 
@@ -66,11 +66,17 @@ class SessionHost:
 
     Args:
         index: the replica's index (the first field of its session ids).
-        export_dir, backend, limits, open_options: as :class:`SessionManager`.
+        export_dir, backend, limits, open_options, opener: as :class:`SessionManager`.
     """
 
     def __init__(
-        self, index: int, export_dir: str, backend: str, limits: Limits, open_options: dict
+        self,
+        index: int,
+        export_dir: str,
+        backend: str,
+        limits: Limits,
+        open_options: dict,
+        opener: Opener,
     ):
         self.index = index
         self.incarnation = secrets.token_hex(3)
@@ -78,8 +84,9 @@ class SessionHost:
             warnings.simplefilter("ignore")
             self.restarted = ray.get_runtime_context().was_current_actor_reconstructed
         self.manager = SessionManager(
-            export_dir, backend, limits, open_options, id_prefix=f"{index}-{self.incarnation}-"
-        )
+            export_dir, backend, limits, open_options, opener=opener,
+            id_prefix=f"{index}-{self.incarnation}-",
+        )  # fmt: skip
         period = min(30.0, limits.idle_timeout_s / 4)
         threading.Thread(target=self._sweeper, args=(period,), daemon=True).start()
 
@@ -275,6 +282,7 @@ def init_ray(
 def start(
     export_dir: str,
     *,
+    opener: Opener,
     backend: str = "ort",
     replicas: int = 1,
     host: str = "127.0.0.1",
@@ -291,12 +299,15 @@ def start(
 
     Args:
         export_dir: export folder (it must be readable at this path on every node).
+        opener: opens each session's renderer (:func:`viewrt.runtime.open`, passed in by
+            the CLI): a module-level function, which Ray ships to the replicas by reference
+            (its module must be importable on every node).
         backend: runtime backend of every session.
         replicas: session replicas (Ray actors).
         host, port: where Serve's HTTP proxy listens (ignored when Serve already runs).
         address: a Ray cluster to join ("auto", "ray://..." or "host:port"); None: local.
         limits: bounds per replica.
-        open_options: more :func:`viewrt.runtime.open` options of every session (threads, ...).
+        open_options: more opener options of every session (threads, ...).
         replica_cpus: CPUs each replica reserves in Ray.
         name, route_prefix: the Serve application's name and URL prefix.
     Returns: the running :class:`Server`.
@@ -304,6 +315,8 @@ def start(
     """
     if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 1:
         raise ViewrtError(f"replicas must be a positive integer, got {replicas!r}")
+    if not callable(opener):
+        raise ViewrtError(f"opener must be callable (viewrt.runtime.open), got {opener!r}")
     export_dir = str(export_dir)
     summary = load_manifest(export_dir).summary()  # a bad folder fails before Ray starts
     limits = limits or Limits()
@@ -317,7 +330,7 @@ def start(
         memory=limits.max_cache_bytes,
     )
     hosts = [
-        actor.remote(i, export_dir, backend, limits, dict(open_options or {}))
+        actor.remote(i, export_dir, backend, limits, dict(open_options or {}), opener)
         for i in range(replicas)
     ]
     _wait_ready(hosts, limits, replica_cpus)

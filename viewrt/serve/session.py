@@ -1,13 +1,16 @@
 """Sessions of renderers keyed by id: the engine-neutral core of ``viewrt serve``.
 
-A session holds one :class:`viewrt.runtime.Renderer` (its own K/V cache) between calls.
+A session holds one renderer (its own K/V cache) between calls, opened by the ``opener``
+the manager is given: :func:`viewrt.runtime.open`, passed in by the CLI (viewrt/cli/serve.py,
+viewrt/cli/studio.py), which is the only code that composes the layers.
 The manager bounds the number of sessions and the total cache bytes they reserve (from
 the manifest's arithmetic: ``kv_bytes_per_view * max_views`` per session), closes
 sessions idle for longer than a timeout, and refuses with a message that names the bound
 that was hit. It knows nothing of Ray or HTTP: the Ray Serve application
 (:mod:`viewrt.serve.app`) and any other front end (a local web page) wrap it.
 
-Imports viewrt.runtime, numpy and the standard library only.
+Imports the floor (errors, geometry), the contract's manifest loader, numpy and the standard
+library only: never the runtime.
 """
 
 from __future__ import annotations
@@ -19,16 +22,22 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-import viewrt.runtime as vrt
+from viewrt.contract.manifest import load_manifest
 from viewrt.errors import ViewrtError
+from viewrt.geometry import Camera
 from viewrt.serve.errors import BadRequest, Refused, SessionGone, UnknownSession
 
 _MiB = 2**20
 _OPTION_NAMES = ("max_views", "window", "pinned", "frame", "backend", "export_dir")
 _REMEMBERED = 4096  # ended session ids kept to answer "gone" rather than "unknown"
+
+# opener(export_dir, *, backend, max_views, window, pinned, frame, **open_options) -> a
+# renderer with the runtime's API (viewrt.runtime.open and viewrt.runtime.Renderer)
+Opener = Callable[..., Any]
 
 
 @dataclass(frozen=True)
@@ -57,7 +66,7 @@ class Limits:
 
 @dataclass
 class _Session:
-    renderer: vrt.Renderer | None  # None while it opens
+    renderer: Any | None  # a renderer with the runtime's API; None while it opens
     cache_bytes: int
     created: float
     last_used: float
@@ -74,9 +83,13 @@ class SessionManager:
         export_dir: the export folder every session opens.
         backend: runtime backend name (as :func:`viewrt.runtime.open`).
         limits: the bounds.
-        open_options: more keyword arguments of :func:`viewrt.runtime.open` for every
-            session (e.g. ``threads``, ``device``); the per-session ones (``max_views``,
-            ``window``, ``pinned``) come with :meth:`create`.
+        open_options: more keyword arguments of the opener for every session (e.g.
+            ``threads``, ``device``); the per-session ones (``max_views``, ``window``,
+            ``pinned``, ``frame``, ``backend``) come with :meth:`create`.
+        opener: opens a session's renderer, called as
+            ``opener(export_dir, backend=..., max_views=..., window=..., pinned=...,
+            frame=..., **open_options)``: :func:`viewrt.runtime.open`, passed in by the CLI
+            (this layer does not import the runtime).
         id_prefix: prefix of every session id (a front end routes on it).
         clock: seconds, monotonic (injectable for tests of the idle timeout).
     Raises:
@@ -89,6 +102,8 @@ class SessionManager:
         backend: str = "ort",
         limits: Limits | None = None,
         open_options: dict | None = None,
+        *,
+        opener: Opener,
         id_prefix: str = "",
         clock: Callable[[], float] = time.monotonic,
     ):
@@ -96,8 +111,11 @@ class SessionManager:
         self.backend = backend
         self.limits = limits or Limits()
         self.open_options = dict(open_options or {})
+        if not callable(opener):
+            raise ViewrtError(f"opener must be callable (viewrt.runtime.open), got {opener!r}")
+        self.opener = opener
         self.id_prefix = id_prefix
-        self.manifest = vrt.load_manifest(self.export_dir)
+        self.manifest = load_manifest(self.export_dir)
         self._clock = clock
         self._lock = threading.Lock()
         self._sessions: dict[str, _Session] = {}
@@ -233,7 +251,7 @@ class SessionManager:
         if options["export_dir"] == self.export_dir:
             manifest = self.manifest
         else:
-            manifest = vrt.load_manifest(options["export_dir"])
+            manifest = load_manifest(options["export_dir"])
         n = next(
             (v for v in (max_views, options["max_views"]) if v is not None), manifest.max_views
         )
@@ -243,11 +261,11 @@ class SessionManager:
             )
         return int(manifest.kv_bytes_per_view) * int(n)
 
-    def _open(self, options: dict) -> vrt.Renderer:
+    def _open(self, options: dict):
         o = dict(options)
-        return vrt.open(o.pop("export_dir"), **o, **self.open_options)
+        return self.opener(o.pop("export_dir"), **o, **self.open_options)
 
-    def renderer(self, sid: str) -> vrt.Renderer:
+    def renderer(self, sid: str):
         """The live renderer of session ``sid`` (its idle clock reset), for a front end
         that needs more of the runtime's API than this class wraps (``reset``,
         ``last_timings``, the cache policy's plan). Raises: UnknownSession, SessionGone."""
@@ -258,7 +276,7 @@ class SessionManager:
         backend, export_dir). Raises: UnknownSession, SessionGone."""
         return dict(self._get(sid).options)
 
-    def reopen(self, sid: str, setup: Callable[[vrt.Renderer], None] | None = None, **changes):
+    def reopen(self, sid: str, setup: Callable[[Any], None] | None = None, **changes):
         """Replace session ``sid``'s renderer by a new one opened with its options updated
         by ``changes`` (any of :meth:`create`'s arguments: another backend, window, ...),
         after ``setup(new_renderer)`` ran (e.g. re-adding the session's views). The id
@@ -299,9 +317,7 @@ class SessionManager:
             s.cache_bytes = self._need(options, r.max_views)
         old.close()
 
-    def add_view(
-        self, sid: str, image: np.ndarray, camera: vrt.Camera, keyframe: bool = True
-    ) -> int:
+    def add_view(self, sid: str, image: np.ndarray, camera: Camera, keyframe: bool = True) -> int:
         """:meth:`viewrt.runtime.Renderer.add_view` in session ``sid``; returns the view id.
 
         Raises: UnknownSession, SessionGone, or the renderer's ViewrtError (session unchanged).
@@ -312,7 +328,7 @@ class SessionManager:
         """:meth:`viewrt.runtime.Renderer.remove_view` in session ``sid``."""
         self._get(sid).renderer.remove_view(view_id)
 
-    def render(self, sid: str, cameras: Sequence[vrt.Camera]) -> np.ndarray:
+    def render(self, sid: str, cameras: Sequence[Camera]) -> np.ndarray:
         """:meth:`viewrt.runtime.Renderer.render` in session ``sid``: float32 ``[Vt, 3, S, S]``."""
         return self._get(sid).renderer.render(cameras)
 

@@ -4,8 +4,10 @@ manager's bounds and idle timeout) plus the scene it shows and which frame each 
 view came from. Every answer is the session's state as the server holds it
 (:meth:`Studio.state`), read back from the runtime after the action.
 
-Imports viewrt.runtime, viewrt.serve (the session manager), viewrt.metrics and
-viewrt.studio.scenes.
+Imports viewrt.serve (the session manager), the floor (errors, geometry, metrics) and
+viewrt.studio.scenes; never the runtime: the CLI (viewrt/cli/studio.py) gives the manager
+its opener (:func:`viewrt.runtime.open`) and the backends on offer
+(:class:`BackendChoice`, from the runtime's registry).
 """
 
 from __future__ import annotations
@@ -17,10 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-import viewrt.runtime as vrt
 from viewrt.errors import ViewrtError
+from viewrt.geometry import Camera
 from viewrt.metrics import psnr
-from viewrt.runtime import backends as registry
 from viewrt.serve.errors import BadRequest, UnknownSession
 from viewrt.serve.session import SessionManager
 from viewrt.studio.scenes import Catalogue, LoadedScene, interpolate, png_base64
@@ -31,9 +32,10 @@ STEPS = ("encode", "cache", "decode")  # the chart's components; the rest of the
 
 @dataclass(frozen=True)
 class BackendChoice:
-    """A backend the page can switch to: a registry name on an export folder (the export
-    itself, or a quantized calib export of it next to it). ``why``: why it cannot run here
-    (None: it can)."""
+    """A backend the page can switch to: a registry configuration ``config`` on an export
+    folder (the export itself, or a quantized calib export of it next to it), offered as
+    ``id``. ``why``: why it cannot run here (None: it can). The CLI lists them
+    (``viewrt.cli.studio.backend_choices``)."""
 
     id: str
     config: str
@@ -42,42 +44,6 @@ class BackendChoice:
 
     def public(self) -> dict:
         return {"id": self.id, "available": self.why is None, "why": self.why}
-
-
-def backend_choices(export_dir: Path) -> dict[str, BackendChoice]:
-    """Every registry configuration on the export, and ``<name>-<precision>`` on each
-    quantized export of the same model in a sibling folder (``viewrt calib --out``) for the
-    configurations that run that precision."""
-    manifest = vrt.load_manifest(export_dir)
-    out = {}
-    for name in registry.names():
-        why = registry.unavailable(name, manifest)
-        out[name] = BackendChoice(name, name, export_dir, why)
-    for q_dir, q in _quantized_siblings(export_dir, manifest):
-        for name, row in registry.configs().items():
-            if q.precision in row.quantized:
-                cid = f"{name}-{q.precision}"
-                out.setdefault(cid, BackendChoice(cid, name, q_dir, registry.unavailable(name, q)))
-    return out
-
-
-def _quantized_siblings(export_dir: Path, manifest) -> list[tuple[Path, vrt.Manifest]]:
-    found = []
-    for d in sorted(Path(export_dir).resolve().parent.iterdir()):
-        if d == Path(export_dir).resolve() or not (d / "manifest.json").is_file():
-            continue
-        try:
-            m = vrt.load_manifest(d)
-        except ViewrtError:
-            continue
-        same = (m.family, m.preset, m.image_size) == (
-            manifest.family,
-            manifest.preset,
-            manifest.image_size,
-        )
-        if same and m.precision_row.quantized:
-            found.append((d, m))
-    return found
 
 
 @dataclass
@@ -106,13 +72,17 @@ class Studio:
     """The page's sessions over one export.
 
     Args:
-        manager: the session manager (its export, default backend, bounds, idle timeout).
+        manager: the session manager (its export, default backend, opener, bounds, idle
+            timeout).
         catalogue: the scenes on offer.
+        backends: the backends on offer by id (``viewrt.cli.studio.backend_choices``).
     """
 
-    def __init__(self, manager: SessionManager, catalogue: Catalogue):
+    def __init__(
+        self, manager: SessionManager, catalogue: Catalogue, backends: dict[str, BackendChoice]
+    ):
         self.manager, self.catalogue = manager, catalogue
-        self.backends = backend_choices(manager.export_dir)
+        self.backends = dict(backends)
         self._sessions: dict[str, PageSession] = {}
         self._lock = threading.Lock()
 
@@ -284,7 +254,7 @@ class Studio:
         changes.setdefault("pinned", sum(1 for v in order if marks[id(v)] and v.keyframe))
         new: list[ViewRecord] = []
 
-        def replay(r: vrt.Renderer) -> None:
+        def replay(r) -> None:  # the new renderer
             for v in order:
                 image, cam = page.scene.frame(v.frame)
                 vid = r.add_view(image, cam, keyframe=v.keyframe)
@@ -354,14 +324,14 @@ class Studio:
         }
 
 
-def _cache(info: dict, r: vrt.Renderer) -> dict:
+def _cache(info: dict, r) -> dict:
     keep = ("views", "max_views", "bytes_used", "bytes_reserved", "bytes_per_view", "window",
             "pinned", "cached_ids", "pinned_ids", "pending_non_keyframe", "backend", "device",
             "precision", "cache_bytes")  # fmt: skip
     return {k: info.get(k) for k in keep} | {"kv_dtype": r.manifest.kv_dtype}
 
 
-def _next_evicts(r: vrt.Renderer, by_id: dict[int, ViewRecord]) -> dict:
+def _next_evicts(r, by_id: dict[int, ViewRecord]) -> dict:
     """What adding one more keyframe would do, from the policy's plan (nothing changes)."""
     try:
         plan = r.cache.plan_add(True)
@@ -377,7 +347,7 @@ def _frame(scene: LoadedScene) -> np.ndarray:
     return np.stack([c.c2w for c in scene.cameras])
 
 
-def _target(scene: LoadedScene, target) -> tuple[vrt.Camera, np.ndarray | None]:
+def _target(scene: LoadedScene, target) -> tuple[Camera, np.ndarray | None]:
     if not isinstance(target, dict):
         raise BadRequest(
             'target: expected {"frame": i} or {"between": [i, j], "t": 0..1}, got '
