@@ -1,5 +1,6 @@
 """Decoder time with the K/V cache in bf16 against fp32, on OpenVINO, at one compute
-precision: ``python -m viewrt.bench.cache_dtype EXPORT --views 4,16,64``.
+precision: ``viewrt bench-cache EXPORT --views 4,16,64`` (viewrt/cli/bench_cache.py hands
+the runtime's ``open`` in: this package does not import the runtime).
 
 For each cache precision (the export's fp32 cache, then bf16) one renderer adds views of
 random images on synthetic cameras up to each N and renders the targets ``--repeats``
@@ -20,8 +21,9 @@ from statistics import median
 import click
 import numpy as np
 
-import viewrt.runtime as vrt
+from viewrt.contract.manifest import load_manifest
 from viewrt.data import synthetic_cameras
+from viewrt.geometry import Camera
 
 
 def cpu_line() -> str:
@@ -43,19 +45,25 @@ def cpu_line() -> str:
 
 
 def measure(
-    export_dir, views: list[int], targets: int, repeats: int, inference_precision: str | None
+    open_fn,
+    export_dir,
+    views: list[int],
+    targets: int,
+    repeats: int,
+    inference_precision: str | None,
 ) -> list[dict]:
     """One row per (cache precision, N): decoder ms (median of ``repeats`` renders) and what
-    the compiled graphs run. Raises ViewrtError (from the runtime) on a bad export or N."""
-    m = vrt.load_manifest(export_dir)
+    the compiled graphs run. ``open_fn`` is the runtime's ``open``. Raises ViewrtError (from
+    the runtime) on a bad export or N."""
+    m = load_manifest(export_dir)
     size, n_max = m.image_size, max(views)
     c2ws, k = synthetic_cameras(n_max + targets, size, 0)
     rng = np.random.default_rng(0)
     images = rng.random((n_max, 3, size, size), dtype=np.float32)
-    cams = [vrt.Camera(c, k) for c in c2ws]
+    cams = [Camera(c, k) for c in c2ws]
     rows = []
     for cache in ("export", "bf16"):
-        with vrt.open(
+        with open_fn(
             export_dir,
             backend="openvino",
             max_views=n_max,
@@ -88,34 +96,13 @@ def measure(
     return rows
 
 
-@click.command()
-@click.argument("export_dir", type=click.Path(exists=True, file_okay=False))
-@click.option(
-    "--views", default="4,16,64", show_default=True, help="Cache sizes N, comma-separated."
-)
-@click.option("--targets", default=8, show_default=True, help="Targets per render.")
-@click.option(
-    "--repeats", default=3, show_default=True, help="Timed renders per N (after one warm-up)."
-)
-@click.option(
-    "--inference-precision",
-    type=click.Choice(["f32", "bf16"]),
-    default=None,
-    help="OpenVINO's compute precision (default: its default for this CPU).",
-)
-def main(export_dir, views, targets, repeats, inference_precision):
-    """Decoder time, fp32 against bf16 K/V cache, on OpenVINO."""
-    ns = [int(v) for v in views.split(",")]
-    click.echo(f"# {cpu_line()}")
-    rows = measure(export_dir, ns, targets, repeats, inference_precision)
+def print_rows(rows: list[dict]) -> None:
+    """The rows as a markdown table, then the load average after the run."""
     click.echo("| cache | compute | N | decode ms | cache conversions | KV MiB/view |")
     click.echo("|---|---|---|---|---|---|")
     for r in rows:
         click.echo(
-            f"| {r['cache']} | {r['compute']} | {r['views']} | {r['decode_ms']} | {r['conversions']} | {r['kv_mib_per_view']} |"
+            f"| {r['cache']} | {r['compute']} | {r['views']} | {r['decode_ms']} | "
+            f"{r['conversions']} | {r['kv_mib_per_view']} |"
         )
     click.echo(f"# after: load average {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
-
-
-if __name__ == "__main__":
-    main()

@@ -76,6 +76,7 @@ def _log_to_stderr() -> None:
 
 # One line per subcommand (each module defines one click command).
 from viewrt.cli.bench import bench  # noqa: E402
+from viewrt.cli.bench_cache import bench_cache  # noqa: E402
 from viewrt.cli.build import build  # noqa: E402
 from viewrt.cli.calib import calib, calib_report, estimate  # noqa: E402
 from viewrt.cli.export import export  # noqa: E402
@@ -86,7 +87,19 @@ from viewrt.cli.serve import serve, serve_bench  # noqa: E402
 from viewrt.cli.studio import studio  # noqa: E402
 from viewrt.cli.train import train  # noqa: E402
 
-for _command in (export, build, info, scene, infer, bench, calib, calib_report, estimate, train):
+for _command in (
+    export,
+    build,
+    info,
+    scene,
+    infer,
+    bench,
+    bench_cache,
+    calib,
+    calib_report,
+    estimate,
+    train,
+):
     main.add_command(_command)
 main.add_command(serve)
 main.add_command(serve_bench)
