@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import viewrt.models.efficient_lvsm as efficient_lvsm
+import viewrt.models.gct_stream as gct_stream
 import viewrt.models.lvsm as lvsm
 from viewrt.errors import ViewrtError
 
@@ -71,6 +72,18 @@ FAMILIES: dict[str, Family] = {
             "transformer_blocks.0.attn.q_norm.weight",
             lvsm.count_flops,
             cached=False,
+        ),
+        Family(
+            "gct-stream",
+            gct_stream.GCTStreamConfig,
+            gct_stream.PRESETS,
+            gct_stream.GCTStream,
+            "patch_embed.weight",
+            3,
+            "global_blocks",
+            "global_blocks.0.attn.q_norm.weight",
+            gct_stream.count_flops,  # count_flops(cfg, frames_cached, n_frames=1)
+            cached=True,
         ),
     )
 }
