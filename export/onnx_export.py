@@ -20,7 +20,7 @@ import platform
 import shutil
 import sys
 import warnings
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 
 import torch
@@ -167,7 +167,7 @@ def export_model(
         "kv_dtype": kv_dtype,
         "opset": OPSET,
         "header": header,
-        **fam.records(cfg),
+        **fam.records(cfg, checkpoint),
     }
     # validation feeds the decoder a full cache, held by torch, numpy and ONNX Runtime at once
     geo = fam.contract.cache(header)
@@ -217,7 +217,11 @@ def _export_into(
             check_structure(tmp / files[g], spec, OPSET)
         steps.update()
         manifest["graphs"] = {g: spec.graph_info(files[g]) for g, spec in specs.items()}
-        record = Manifest(**manifest)
+        known = {f.name for f in fields(Manifest)}
+        record = Manifest(
+            **{k: v for k, v in manifest.items() if k in known},
+            extra={k: v for k, v in manifest.items() if k not in known},  # a family's records
+        )
         record.check_bounds()
         steps.set_postfix_str("parity vs PyTorch")
         record.validation = fam.validate(model, tmp, record, max_views, seed)

@@ -19,6 +19,7 @@ from viewrt.contract.families import family_contract
 from viewrt.contract.tensors import GraphSignature, TensorInfo
 from viewrt.errors import ViewrtError
 from viewrt.export import ort_mha
+from viewrt.export.gct_stream_spec import GCTStreamSpec
 from viewrt.export.validate import validate_numbers
 
 
@@ -97,7 +98,7 @@ class EfficientLVSMSpec:
             "max_targets": self.max_targets,
         }
 
-    def records(self, cfg) -> dict:
+    def records(self, cfg, checkpoint=None) -> dict:
         """Manifest records of this family beyond the header (the camera convention)."""
         return {
             "cameras": {
@@ -187,7 +188,7 @@ class EfficientLVSMSpec:
         return fn
 
 
-EXPORT_SPECS = {s.family: s for s in (EfficientLVSMSpec(),)}
+EXPORT_SPECS = {s.family: s for s in (EfficientLVSMSpec(), GCTStreamSpec())}
 
 
 def spec_for(family: str):

@@ -27,7 +27,11 @@ from viewrt.export.trt_ops import check_trt_compatible
 
 # Lazy: polygraphy (optional), imported where used.
 
-_ONNX_DTYPES = {onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.FLOAT16: "float16"}
+_ONNX_DTYPES = {
+    onnx.TensorProto.FLOAT: "float32",
+    onnx.TensorProto.FLOAT16: "float16",
+    onnx.TensorProto.INT64: "int64",
+}
 
 
 def check_structure(path: Path, spec: GraphSpec, opset: int) -> None:

@@ -57,9 +57,11 @@ def export(preset, checkpoint, out_dir, max_views, precision, force, seed):
         checkpoint=source,
         seed=seed,
     )
-    v = manifest.validation
+    v, entry = manifest.validation, manifest.cache.entry
+    errors = ", ".join(f"{k} {e:.2g}" for k, e in v["max_abs_error"].items())
     click.echo(
-        f"wrote {out_dir}: {', '.join(sorted(manifest.files))}, manifest.json ({preset}, {precision}, max {max_views} views, "
-        f"{manifest.kv_bytes_per_view / 2**20:.2f} MiB KV per view); validated vs PyTorch on ONNX Runtime: "
-        f"max abs K/V {v['max_abs_error']['encoder_kv']:.2g}, images {v['max_abs_error']['images']:.2g} (tolerance {v['atol']:g})"
+        f"wrote {out_dir}: {', '.join(sorted(manifest.files))}, manifest.json ({preset}, {precision}, max {max_views} {entry}s, "
+        f"{manifest.kv_bytes_per_entry / 2**20:.2f} MiB KV per {entry}); validated vs PyTorch on ONNX Runtime: "
+        f"max abs {errors} (tolerance {v['atol']:g})"
+        + (f"; weights: {manifest.extra['weights']}" if "weights" in manifest.extra else "")
     )

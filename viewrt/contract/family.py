@@ -142,6 +142,12 @@ class FamilyContract:
         """Problems with the header's derived values (one message each; none by default)."""
         return []
 
+    def side_caches(self, header: dict) -> dict[str, CacheGeometry]:
+        """Caches besides :meth:`cache` that the runtime keeps (e.g. gct-stream's camera
+        head: one token per frame, append-only, its own K/V roles), by name; none by
+        default. The manifest records them (``side_caches``)."""
+        return {}
+
     def example_sizes(self, header: dict) -> dict[str, int]:
         """A size of each dynamic dimension for dummy export inputs: inside its range and
         not 1 (torch.export specializes a dimension seen as 1)."""

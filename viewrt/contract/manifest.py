@@ -34,7 +34,7 @@ FORMAT_VERSION = 1
 # Fields every manifest has, whatever its family (the family declares the rest).
 _COMMON_INTS = {"opset": 1}
 _COMMON_STRS = ("family", "preset", "precision", "kv_dtype")
-_DERIVED = ("format", "format_version", "memory", "cache")  # written, recomputed on load
+_DERIVED = ("format", "format_version", "memory", "cache", "side_caches")  # recomputed on load
 
 
 @dataclass
@@ -207,6 +207,9 @@ class Manifest:
         sizes = {p: row.itemsize for p, row in PRECISIONS.items()}
         d["memory"] = geo.memory
         d["cache"] = geo.to_dict(sizes)
+        side = self.contract.side_caches(self.header)
+        if side:  # e.g. gct-stream's camera-head cache
+            d["side_caches"] = {name: g.to_dict(sizes) for name, g in side.items()}
         d[f"kv_bytes_per_{geo.entry}"] = {p: geo.bytes_per_entry(i) for p, i in sizes.items()}
         d.update(self.extra)
         return d
@@ -273,11 +276,11 @@ class Manifest:
         """The derived records a manifest carries for readers in other languages (memory,
         cache, kv_bytes_per_<entry>) must be what its header implies: an edit is refused."""
         want = self.to_dict()
-        derived = ("memory", "cache", f"kv_bytes_per_{self.cache.entry}")
+        derived = ("memory", "cache", "side_caches", f"kv_bytes_per_{self.cache.entry}")
         for k in (k for k in derived if k in data):
-            if data[k] != want[k]:
+            if data[k] != want.get(k):
                 raise ViewrtError(
-                    f"{where}: {k} is {data[k]!r}, but the header implies {want[k]!r}; the "
+                    f"{where}: {k} is {data[k]!r}, but the header implies {want.get(k)!r}; the "
                     "manifest was edited: re-export"
                 )
 

@@ -8,10 +8,13 @@ memory need to know about it.
 from __future__ import annotations
 
 from viewrt.contract.families.efficient_lvsm import EfficientLVSMContract
+from viewrt.contract.families.gct_stream import GCTStreamContract
 from viewrt.contract.family import FamilyContract
 from viewrt.errors import ViewrtError
 
-FAMILIES: dict[str, FamilyContract] = {c.name: c for c in (EfficientLVSMContract(),)}
+FAMILIES: dict[str, FamilyContract] = {
+    c.name: c for c in (EfficientLVSMContract(), GCTStreamContract())
+}
 
 
 def family_contract(name: str) -> FamilyContract:
