@@ -31,6 +31,7 @@ from viewrt.cli.options import (
     list_option,
     out_option,
     refused_option,
+    threads_option,
 )
 from viewrt.contract.manifest import Manifest, load_manifest
 from viewrt.data import (
@@ -483,6 +484,7 @@ def _refuse_options(manifest: Manifest, given: dict) -> None:
     default=None,
     help="Token-window exports: first (scale) frames kept for the whole stream (default: the export's).",
 )
+@threads_option("Token-window exports: CPU threads of the backend (ONNX Runtime, OpenVINO, torch).")
 @click.option(
     "--max-frames",
     type=click.IntRange(min=1),
@@ -506,6 +508,7 @@ def infer(
     frames_path,
     window,
     pinned,
+    threads,
     max_frames,
 ):
     """Add views one at a time and render the targets after each: images, PSNR/SSIM,
@@ -547,6 +550,7 @@ def infer(
             device=device,
             window=window,
             pinned=pinned,
+            threads=threads,
             frames=Path(frames_path or scene_json) if (frames_path or scene_json) else None,
             max_frames=max_frames,
             roots=DataRoots.parse(data_roots),

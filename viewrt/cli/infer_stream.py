@@ -39,6 +39,7 @@ class StreamRequest:
     device: str | None = None
     window: int | None = None  # frames attended in full (None: the export's)
     pinned: int | None = None  # first frames pinned (None: the export's)
+    threads: int | None = None  # CPU threads of the backend (None: its default)
     frames: Path | None = None  # the sequence (None: a synthetic one into OUT/_scene)
     max_frames: int | None = None  # the first N frames only
     synthetic_frames: int = SYNTHETIC_SEQUENCE_FRAMES
@@ -62,7 +63,12 @@ def _runtime_opener(req: StreamRequest):
     def open_session():
         try:
             return vrt.open(
-                req.export_dir, req.backend, device=req.device, window=req.window, pinned=req.pinned
+                req.export_dir,
+                req.backend,
+                device=req.device,
+                window=req.window,
+                pinned=req.pinned,
+                threads=req.threads,
             )
         except ViewrtError as e:
             raise ViewrtError(f"--backend {req.backend}: {e}") from None
@@ -75,7 +81,7 @@ def _torch_opener(req: StreamRequest, manifest: Manifest):
     from viewrt.models.stream_baselines import open_reference, reference_model
 
     model = reference_model(manifest, req.export_dir)
-    return lambda: open_reference(model, manifest, req.window, req.pinned, req.device)
+    return lambda: open_reference(model, manifest, req.window, req.pinned, req.device, req.threads)
 
 
 def session_opener(req: StreamRequest, manifest: Manifest):

@@ -137,11 +137,23 @@ def _feed(session, seq: FrameSequence, settings: StreamSettings, bar) -> tuple[l
 def _decode(
     pose_enc: np.ndarray, size: int
 ) -> tuple[np.ndarray | None, np.ndarray | None, str | None]:
+    """(c2w, fxfycxcy, problem): a FoV outside (0, pi) (untrained weights give them) leaves
+    the pose decodable and the intrinsics None; a zero or non-finite encoding, neither."""
     try:
         c2w, k = pose_enc_to_camera(pose_enc, size, size)
         return c2w, k, None
     except ViewrtError as e:
-        return None, None, str(e)
+        fov_ok = pose_enc.copy()
+        fov_ok[7:9] = np.pi / 2  # any valid FoV: the pose does not depend on it
+        try:
+            c2w, _ = pose_enc_to_camera(fov_ok, size, size)
+        except ViewrtError:
+            return None, None, str(e)
+        return c2w, None, str(e)
+
+
+def _k_or_nan(k: np.ndarray | None) -> np.ndarray:
+    return np.full(4, np.nan) if k is None else k
 
 
 def _camera_errors(
@@ -158,7 +170,7 @@ def _camera_errors(
     aligned, scale = align_first_frame(pred, gt)
     e = pose_errors(
         aligned,
-        np.stack([cams[i][1] for i in ok]),
+        np.stack([_k_or_nan(cams[i][1]) for i in ok]),
         gt,
         np.stack([frames[i].fxfycxcy for i in ok]),
         size,
@@ -217,7 +229,7 @@ def _outputs(out: Path, seq, frames, results, settings: StreamSettings, session_
                 "pose_enc": pe[len(recs)],
                 "c2w": c2w,
                 "fxfycxcy": k,
-                "decode_error": bad,
+                "pose_enc_problem": bad,
                 "latency_ms": row["latency_ms"],
                 "depth_files": files,
                 "errors": merged or None,
@@ -227,7 +239,7 @@ def _outputs(out: Path, seq, frames, results, settings: StreamSettings, session_
     arrays = {"pose_enc": pe.astype(np.float32)}
     if all(c is not None for c, _, _ in cams):
         arrays["c2w"] = np.stack([c for c, _, _ in cams])
-        arrays["fxfycxcy"] = np.stack([k for _, k, _ in cams])
+    arrays["fxfycxcy"] = np.stack([_k_or_nan(k) for _, k, _ in cams])  # NaN: FoV not decodable
     if seq.has_poses:
         arrays["gt_c2w"] = np.stack([f.c2w for f in frames])
         arrays["gt_fxfycxcy"] = np.stack([f.fxfycxcy for f in frames])
@@ -298,7 +310,7 @@ def _summary(seq, recs, lat_rows, settings: StreamSettings, session_info: dict, 
         "step_ms_mean": float(np.mean(steps)) if steps else None,
         "mean_errors": means if seq.has_poses or seq.has_depth else None,
         "trajectory_scale": scale,
-        "decode_errors": sum(r["decode_error"] is not None for r in recs),
+        "pose_enc_problems": sum(r["pose_enc_problem"] is not None for r in recs),
         "alignment": ALIGNMENT_NOTE if seq.has_poses else None,
         "pose_enc": POSE_ENC_NOTE,
         "session": session_info,
