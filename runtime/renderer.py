@@ -76,6 +76,9 @@ class Renderer:
     last call).
     """
 
+    # what viewrt.runtime.open passes to it
+    options = ("max_views", "window", "pinned", "frame", "targets_per_call", "attention_budget_mib")
+
     def __init__(
         self,
         manifest: Manifest,

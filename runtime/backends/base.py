@@ -56,6 +56,13 @@ class Buffer:
             self,
         )
 
+    def view(self, shape: tuple) -> Buffer:
+        """The same bytes seen as another shape of as many elements."""
+        if int(np.prod(shape)) != int(np.prod(self.shape)):
+            raise ValueError(f"cannot view {self.shape} as {tuple(shape)}")
+        host = None if self.host is None else self.host.reshape(shape)
+        return Buffer(self.ptr, tuple(shape), self.dtype, self.device, host, self)
+
 
 class Backend:
     """Base runner over an export's graphs (the family's, as the manifest lists them).

@@ -180,6 +180,8 @@ class OrtBackend(Backend):
         return PROVIDER_OPTIONS[provider](self, graph)
 
     def info(self) -> dict:
+        if "decoder" not in self.manifest.graphs:  # a family without a decoder graph
+            return super().info()
         return {
             **super().info(),
             "decoder_graph": (self.decoder_variant or self.manifest.path("decoder")).name,

@@ -29,6 +29,8 @@ class KVStorage:
         slots: entries the region holds.
         tokens_per_slot: tokens of one slot (default: the geometry's tokens per entry).
         role: the reader inputs this region binds (``past``; a family may declare others).
+        names: the writer outputs it holds (default: the manifest's ``present_*``; a side
+            cache's, e.g. ``camera_present_*``), paired with ``role`` inputs by layer/kind.
     Raises: ViewrtError when one slot's bytes break the backend's address alignment.
     """
 
@@ -39,6 +41,7 @@ class KVStorage:
         slots: int,
         tokens_per_slot: int | None = None,
         role: str = "past",
+        names: list[str] | None = None,
     ):
         geo = manifest.cache
         self.backend = backend
@@ -54,7 +57,7 @@ class KVStorage:
                 f"cannot be bound in place; use a config whose per-{geo.entry} K/V size is a "
                 "multiple of it"
             )
-        self.present = manifest.present_names
+        self.present = list(manifest.present_names if names is None else names)
         # reader inputs, paired with the writer's outputs by layer and kind, never by position
         self.read_names = {name: _role_name(name, role) for name in self.present}
         self.slots = slots
@@ -74,6 +77,12 @@ class KVStorage:
             name: buf.tokens(slot * self.T, slot * self.T + n)
             for name, buf in zip(self.present, self.buffers)
         }
+
+    def range_outputs(self, first_slot: int, n_slots: int, shape: tuple) -> dict[str, Buffer]:
+        """Writer output bindings over ``n_slots`` consecutive slots, seen as ``shape``
+        (e.g. a prefill's ``[F, T, heads, head_dim]``: the same bytes as ``[1, F*T, ...]``)."""
+        a, b = first_slot * self.T, (first_slot + n_slots) * self.T
+        return {name: buf.tokens(a, b).view(shape) for name, buf in zip(self.present, self.buffers)}
 
     def prefix_inputs(self, n_tokens: int) -> dict[str, Buffer]:
         """Reader input bindings: the first ``n_tokens`` tokens of every buffer, in place."""

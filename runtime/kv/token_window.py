@@ -200,12 +200,18 @@ class TokenWindow:
         """Writer output bindings for the planned frame (the free slot)."""
         return self.full.slot_outputs(plan.slot)
 
-    def read_inputs(self) -> dict[str, Buffer]:
+    def read_inputs(self, min_retained: int = 0) -> dict[str, Buffer]:
         """Reader bindings: the full frames' prefix (``past_*``) and, where the family
-        retains tokens, the retained prefix (``retained_*``), in place."""
+        retains tokens, the retained prefix (``retained_*``), in place.
+
+        Args:
+            min_retained: bind at least this many retained entries (a reader that masks
+                the unused ones by a count input, so its retained inputs are never empty).
+        """
         out = self.full.prefix_inputs(len(self.table.full) * self.full.T)
         if self.retained is not None:
-            out.update(self.retained.prefix_inputs(len(self.table.retained) * self.retain))
+            n = max(len(self.table.retained), min_retained)
+            out.update(self.retained.prefix_inputs(n * self.retain))
         return out
 
     def commit(self, plan: AppendPlan) -> None:
