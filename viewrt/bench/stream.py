@@ -25,8 +25,9 @@ Method (recorded in results.json):
 * Recompute: at each requested frame count ``n``, ``forward_batch`` over ``n`` frames,
   ``warmup`` + ``repeats`` times (fewer when over ``max_seconds_per_point``, said in the
   row's note).
-* Memory: during the first timed stream of each runtime session, resident memory before and
-  after each ``add_frame``; the mean growth per added frame is set against the cache bytes a
+* Memory: during the first stream of each runtime session (a warm-up one where there is
+  one: the first stream writes the cache's pages), resident memory before and after each
+  ``add_frame``; the mean growth per added frame is set against the cache bytes a
   frame takes (the manifest's ``kv_bytes_per_frame`` plus the camera cache's token), with the
   page size that limits the resolution of the measurement.
 
@@ -227,14 +228,15 @@ class _Run:
             return
         try:
             self.precisions[b.name] = dict(session.info()).get("precision", "")
-            for _ in range(self.cfg.warmup):
-                self._stream_once(session, False)
-            self.mem.reset_peak()
             runs, deltas = [], []
-            for r in range(self.cfg.repeats):
+            for r in range(self.cfg.warmup + self.cfg.repeats):
+                if r == self.cfg.warmup:
+                    self.mem.reset_peak()
+                # the session's first stream writes its buffers' pages: its RSS growth
                 times, d = self._stream_once(session, r == 0 and b.kind == "runtime")
-                runs.append(times)
-                deltas += d
+                deltas = deltas or d
+                if r >= self.cfg.warmup:
+                    runs.append(times)
             per_frame = [
                 None if runs[0][t] is None else float(np.median([x[t] for x in runs]))
                 for t in range(len(runs[0]))
