@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
 from viewrt.bench.harness import BenchConfig, run_bench, runtime_names
 from viewrt.cli._errors import cli_errors, finite_float, require_report_extra
@@ -46,8 +47,6 @@ def backend_names() -> list[str]:
 def _refuse_other_family(ctx, manifest, stream: bool) -> None:
     """One line naming the options given on the command line that the export's family does
     not take."""
-    from click.core import ParameterSource
-
     mine = ("frame_counts", "windows", "pinned")
     theirs = ("views", "targets", "attention_budget_mib", "quantized_export")
     names = theirs if stream else mine
