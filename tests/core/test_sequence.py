@@ -121,3 +121,25 @@ def test_bad_sequences_one_line(tmp_path):
     with pytest.raises(ViewrtError, match=r"24x20 pixels.*20x20.*one frame size") as e:
         next(frames)
     assert "\n" not in str(e.value)
+
+
+def test_scene_command_writes_video_sequences(tmp_path):
+    from click.testing import CliRunner
+
+    from viewrt.cli import main
+
+    out = tmp_path / "scenes"
+    r = CliRunner().invoke(
+        main, ["scene", "--out", str(out), "--views", "4", "--size", "16", "--trajectory", "video"]
+    )
+    assert r.exit_code == 0, r.output
+    seq = load_sequence(out / "synthetic_000")
+    assert len(seq) == 4 and seq.has_depth and seq.has_poses
+    _, c2ws, _, depths = synthetic_sequence(4, 16, seed=0, trajectory="video")
+    np.testing.assert_allclose(seq.c2ws, c2ws, atol=1e-12)
+    np.testing.assert_array_equal(next(iter_frames(seq, 16)).depth, depths[0])
+    # the default stays the arc scenes, without depth
+    r = CliRunner().invoke(
+        main, ["scene", "--out", str(tmp_path / "arc"), "--views", "3", "--size", "16"]
+    )
+    assert r.exit_code == 0 and not load_sequence(tmp_path / "arc" / "synthetic_000").has_depth

@@ -178,11 +178,15 @@ def make_synthetic_list(
     seed: int = 0,
     prefix: str = "synthetic",
     style: str = "classic",
+    trajectory: str = "arc",
+    depth: bool = False,
 ) -> Path:
     """Write ``n_scenes`` synthetic scenes and a list file naming them.
 
     Scene ``k`` is ``make_synthetic_scene(out_dir, f"{prefix}_{k:03d}", n_views, size,
-    seed + k)``.
+    seed + k)``; with ``depth`` or a trajectory other than "arc", it is
+    :func:`make_synthetic_sequence` with the same arguments (ground-truth depth maps
+    written too).
 
     Args:
         out_dir: folder to write into.
@@ -192,6 +196,8 @@ def make_synthetic_list(
         seed: seed of scene 0.
         prefix: scene name prefix.
         style: "classic" or "multiview", see :func:`~viewrt.data.synthetic_views`.
+        trajectory: "arc" or "video", see :func:`~viewrt.data.synthetic_cameras`.
+        depth: write each frame's ground-truth z-depth (``depths/*.npy``, ``depth_path``).
 
     Returns:
         Path of ``out_dir/scenes.txt`` (scene JSON paths relative to ``out_dir``).
@@ -204,7 +210,11 @@ def make_synthetic_list(
     out = Path(out_dir)
     lines = []
     for k in range(n_scenes):
-        path = make_synthetic_scene(out, f"{prefix}_{k:03d}", n_views, size, seed + k, style)
+        name = f"{prefix}_{k:03d}"
+        if depth or trajectory != "arc":
+            path = make_synthetic_sequence(out, name, n_views, size, seed + k, style, trajectory)
+        else:
+            path = make_synthetic_scene(out, name, n_views, size, seed + k, style)
         lines.append(path.relative_to(out).as_posix())
     list_path = out / "scenes.txt"
     try:
