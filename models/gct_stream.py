@@ -29,6 +29,9 @@ here is our own):
   exp, confidence = 1 + exp (upstream: DPT heads; here one linear unpatchify).
 - ``pose_enc [9]``: translation 3, quaternion 4 in (x, y, z, w) order (scalar last, as
   VGGT's absT_quaR_FoV encoding), FoV 2 (softplus, radians). Unit quaternion.
+- A non-keyframe attends like a keyframe at the next position and is then rolled back in
+  both caches (upstream also advances its camera head's frame counter for it; here the
+  camera cache holds committed frames only, one per position).
 
 Images are float32 ``[F, 3, S, S]`` RGB in [0, 1]; the model normalizes them. Shapes: F
 frames, T tokens per frame, C embed dim, H heads, Dh head dim, L global (cached) layers.

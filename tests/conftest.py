@@ -35,6 +35,13 @@ def small_export(tmp_path_factory):
     return _export(tmp_path_factory, "small")
 
 
+@pytest.fixture(scope="session")
+def stream_export(tmp_path_factory):
+    """(export dir, fp32 torch model) of the gct-stream stream-tiny preset: at most 6 full
+    frames per step, 64 positions, 2 scale frames; untrained seeded weights."""
+    return _export(tmp_path_factory, "stream-tiny", max_views=6)
+
+
 def _real_tensorrt() -> str | None:
     """None where the real ``tensorrt`` imports, else why not (the fake in tests/fake_tensorrt is
     only ever put in sys.modules inside a test, never at collection)."""

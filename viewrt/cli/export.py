@@ -18,7 +18,7 @@ from viewrt.contract.precision import EXPORT_PRECISIONS
     "--preset",
     default="small",
     show_default=True,
-    help="Model preset of an exportable family (Efficient-LVSM: tiny, small, demo [trained, 64 px], res256, res512; an unknown name lists them all).",
+    help="Model preset of an exportable family (Efficient-LVSM: tiny, small, demo [trained, 64 px], res256, res512; gct-stream [untrained]: stream-tiny, stream-small; an unknown name lists them all). For gct-stream, --max-views is the full frames a step reads at most (pinned + window - 1).",
 )
 @click.option(
     "--checkpoint",

@@ -12,7 +12,8 @@ Terms (bytes; T tokens per view, D model width, H heads, L layers, N views, t ta
   counted as 2x on the CPU; for Q/DQ graphs it holds the quantized weights plus fp32 copies
   of the ones it dequantizes ahead of time: counted as quantized + fp32. TensorRT engines
   hold one copy.
-- KV cache: ``L * 2 * N * T * D * bytes(kv)``; the K/V at the graph boundary are fp32
+- KV cache: ``L * 2 * N * T * D * bytes(kv)`` (a token window adds its retained region and
+  side caches, reserved at their maximum); the K/V at the graph boundary are fp32
   for fp32, int8 and fp8 exports (Q/DQ sit inside the graphs) and fp16 for fp16.
 - activations of one decoder call (the largest step): where attention is materialized
   (ONNX Runtime: MatMul -> Softmax -> MatMul) the fp32 scores and probabilities of one
@@ -65,6 +66,18 @@ def process_rss_bytes() -> int:
 def _targets_per_call(T: int, n_views: int, heads: int, targets: int, budget_mib: float) -> int:
     """The renderer's rule (contract.memory.targets_within)."""
     return targets_within(budget_mib * MIB, T, n_views * T, heads, targets)
+
+
+def _kept_bytes(m, itemsize: int) -> int:
+    """Bytes a token-window memory reserves besides the full entries: the retained region
+    (``max_positions`` entries' retained tokens) and the family's side caches (e.g.
+    gct-stream's camera head, one token per position); 0 for view slots."""
+    geo = m.cache
+    kept = geo.max_positions * geo.retain_tokens * geo.n_layers * 2 * geo.n_heads * geo.head_dim
+    side = sum(
+        c.bytes_per_entry(itemsize) * c.capacity for c in m.contract.side_caches(m.header).values()
+    )
+    return kept * itemsize + side
 
 
 def estimate(
@@ -120,7 +133,7 @@ def estimate(
     rows = []
     for p in PRECISIONS if precision is None else (precision,):
         w = weights_fp32 * WEIGHT_BYTES[p] // 4
-        kv = geo.bytes_per_entry(KV_BYTES[p]) * n
+        kv = geo.bytes_per_entry(KV_BYTES[p]) * n + _kept_bytes(m, KV_BYTES[p])
         for device in ("cpu", "gpu"):
             if device == "cpu":
                 t = _targets_per_call(T, n, H, targets, attention_budget_mib)
