@@ -10,7 +10,6 @@ import json
 
 import pytest
 from click.testing import CliRunner
-from helpers.stream import stream_export_dir
 
 from viewrt.cli import main
 
@@ -24,8 +23,9 @@ def _invoke(*args):
 
 
 @pytest.fixture(scope="module")
-def export_dir(request, tmp_path_factory):
-    return stream_export_dir(request, tmp_path_factory)
+def export_dir(stream_export):
+    """The session's stream-tiny export (tests/conftest.py)."""
+    return stream_export[0]
 
 
 def test_bench_end_to_end(export_dir, tmp_path):

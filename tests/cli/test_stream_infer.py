@@ -5,12 +5,10 @@ file, a folder of images, and bad input ending in one line with nothing written.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from helpers.stream import stream_export_dir
 from PIL import Image
 
 from viewrt.cli import main
@@ -27,8 +25,9 @@ def _invoke(*args):
 
 
 @pytest.fixture(scope="module")
-def export_dir(request, tmp_path_factory):
-    return stream_export_dir(request, tmp_path_factory)
+def export_dir(stream_export):
+    """The session's stream-tiny export (tests/conftest.py)."""
+    return stream_export[0]
 
 
 @pytest.fixture(scope="module")
