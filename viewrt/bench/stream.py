@@ -27,7 +27,8 @@ Method (recorded in results.json):
   row's note).
 * Memory: during the first stream of each runtime session (a warm-up one where there is
   one: the first stream writes the cache's pages), resident memory before and after each
-  ``add_frame``; the mean growth per added frame is set against the cache bytes a
+  ``add_frame``; the mean growth per added frame while the window fills (the first add left
+  out: it also allocates the step's working memory) is set against the cache bytes a
   frame takes (the manifest's ``kv_bytes_per_frame`` plus the camera cache's token), with the
   page size that limits the resolution of the measurement.
 
@@ -270,7 +271,9 @@ class _Run:
         m = self.model
         per_frame = m.kv_bytes_per_frame + m.side_bytes_per_frame
         page = rss_page_bytes(per_frame)
-        grow = deltas[: max(1, window - 1)] or deltas  # adds that fill the window: new pages
+        # adds that fill the window write new pages; the first also allocates the step's
+        # working memory (the engine's arena), so it is left out
+        grow = deltas[1 : max(2, window)] or deltas
         self.memory[f"{name} W={window}"] = {
             "cache_bytes_per_frame": per_frame,
             "kv_bytes_per_frame": m.kv_bytes_per_frame,

@@ -116,7 +116,8 @@ def _memory_section(res: dict) -> list[str]:
     out = [
         "## Memory per cached frame",
         "",
-        "Resident growth per `add_frame` while the window fills (the session's first stream) against the bytes "
+        "Resident growth per `add_frame` while the window fills (the session's first stream, its first "
+        "add left out: it also allocates the step's working memory) against the bytes "
         "a frame takes in the caches (K/V of every cached layer plus the camera head's token). RSS "
         "counts whole pages, so small frames show as 0 or a page.",
         "",
