@@ -22,9 +22,9 @@ Method (recorded in results.json):
   ``time.perf_counter``; ``warmup`` streams untimed, then ``repeats`` streams (a ``reset``
   between them); the per-frame median over the repeats is the curve, and its values at the
   requested frame counts are the table's rows.
-* Recompute: at each requested frame count ``n``, ``forward_batch`` over ``n`` frames,
-  ``warmup`` + ``repeats`` times (fewer when over ``max_seconds_per_point``, said in the
-  row's note).
+* Recompute: at each requested frame count ``n``, ``forward_batch`` over ``n`` frames: one
+  untimed run (warm-up and time estimate), then ``repeats`` timed ones (fewer when over
+  ``max_seconds_per_point``, said in the row's note).
 * Memory: during the first stream of each runtime session (a warm-up one where there is
   one: the first stream writes the cache's pages), resident memory before and after each
   ``add_frame``; the mean growth per added frame while the window fills (the first add left
