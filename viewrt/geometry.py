@@ -580,3 +580,171 @@ class Camera:
     @classmethod
     def from_w2c(cls, w2c: Any, fxfycxcy: Any) -> Camera:
         return cls(w2c_to_c2w(w2c), fxfycxcy)
+
+
+# --------------------------------------------------------------------------- pose encodings
+#
+# The streaming geometry family (gct-stream) predicts a camera as a 9-vector ``pose_enc``:
+# ``[t (3), q (4), fov_h, fov_w]``. Conventions are VGGT's "absT_quaR_FoV" encoding, which
+# lingbot-map's camera head inherits (VGGT ``vggt/utils/pose_enc.py`` and
+# ``vggt/utils/rotation.py``; lingbot-map ``lingbot_map/utils/geometry.py`` keeps VGGT's
+# "OpenCV, cam from world" extrinsics):
+#
+# * ``t`` and ``q`` are the world-to-camera extrinsics ``[R | t]`` (OpenCV axes), not the
+#   camera pose: ``c2w = rigid_inverse(w2c)``;
+# * ``q`` is a quaternion with the real part last, ``(x, y, z, w)``;
+# * ``fov_h = 2 atan(H / (2 fy))`` and ``fov_w = 2 atan(W / (2 fx))`` in radians; decoding
+#   puts the principal point at the image centre, ``cx = W / 2``, ``cy = H / 2``.
+
+POSE_ENC_SIZE = 9
+"""Length of a pose encoding: translation 3, quaternion 4 (x, y, z, w), FoV 2 (h, w)."""
+
+
+def quaternion_to_rotation(q: Any) -> np.ndarray:
+    """Rotation matrices of quaternions ``(x, y, z, w)`` (real part last).
+
+    The quaternion is normalized first (a network's output need not have unit norm);
+    ``q`` and ``-q`` give the same rotation.
+
+    Args:
+        q: ``[4]`` or ``[N, 4]`` finite numbers, not all zero.
+    Returns:
+        float64 ``[3, 3]`` or ``[N, 3, 3]`` rotation matrices (det +1).
+    Raises:
+        ViewrtError: on a wrong shape, NaN/inf or a zero quaternion.
+    """
+    arr = np.array(q, dtype=np.float64)
+    single = arr.ndim == 1
+    arr = np.atleast_2d(arr)
+    if arr.ndim != 2 or arr.shape[1] != 4:
+        raise ViewrtError(f"quaternion: expected shape [4] or [N, 4], got shape {np.shape(q)}")
+    if not np.all(np.isfinite(arr)):
+        raise ViewrtError("quaternion: expected finite values, got NaN or inf")
+    norm = np.linalg.norm(arr, axis=1, keepdims=True)
+    if np.any(norm < 1e-12):
+        raise ViewrtError("quaternion: a zero quaternion has no rotation")
+    x, y, z, w = (arr / norm).T
+    rot = np.stack(
+        [
+            np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)], -1),
+            np.stack([2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)], -1),
+            np.stack([2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)], -1),
+        ],
+        axis=-2,
+    )
+    return rot[0] if single else rot
+
+
+def rotation_to_quaternion(rot: Any) -> np.ndarray:
+    """Quaternions ``(x, y, z, w)`` (real part last, ``w >= 0``) of rotation matrices.
+
+    Shepperd's method: the largest of ``1 + trace`` and ``1 + 2 R_ii - trace`` picks the
+    component computed from a square root, the others from off-diagonal sums, so no
+    branch divides by a small number.
+
+    Args:
+        rot: ``[3, 3]`` or ``[N, 3, 3]`` rotation matrices (orthonormal, det +1 within
+            :data:`RIGID_TOL`).
+    Returns:
+        float64 ``[4]`` or ``[N, 4]`` unit quaternions with ``w >= 0``.
+    Raises:
+        ViewrtError: on a wrong shape, NaN/inf or a matrix that is not a rotation.
+    """
+    arr = np.array(rot, dtype=np.float64)
+    single = arr.shape == (3, 3)
+    arr = arr[None] if single else arr
+    if arr.ndim != 3 or arr.shape[1:] != (3, 3):
+        raise ViewrtError(
+            f"rotation: expected shape [3, 3] or [N, 3, 3], got shape {np.shape(rot)}"
+        )
+    out = np.empty((len(arr), 4))
+    for i, m in enumerate(arr):
+        pose = np.eye(4)
+        pose[:3, :3] = m
+        _check_rigid(_as_array(pose, f"rotation[{i}]", (4, 4)), f"rotation[{i}]")
+        tr = np.trace(m)
+        k = int(np.argmax([tr, m[0, 0], m[1, 1], m[2, 2]]))
+        if k == 0:
+            s = 2.0 * np.sqrt(1.0 + tr)
+            q = [(m[2, 1] - m[1, 2]) / s, (m[0, 2] - m[2, 0]) / s, (m[1, 0] - m[0, 1]) / s, s / 4]
+        elif k == 1:
+            s = 2.0 * np.sqrt(1.0 + 2 * m[0, 0] - tr)
+            q = [s / 4, (m[0, 1] + m[1, 0]) / s, (m[0, 2] + m[2, 0]) / s, (m[2, 1] - m[1, 2]) / s]
+        elif k == 2:
+            s = 2.0 * np.sqrt(1.0 + 2 * m[1, 1] - tr)
+            q = [(m[0, 1] + m[1, 0]) / s, s / 4, (m[1, 2] + m[2, 1]) / s, (m[0, 2] - m[2, 0]) / s]
+        else:
+            s = 2.0 * np.sqrt(1.0 + 2 * m[2, 2] - tr)
+            q = [(m[0, 2] + m[2, 0]) / s, (m[1, 2] + m[2, 1]) / s, s / 4, (m[1, 0] - m[0, 1]) / s]
+        q = np.asarray(q) / np.linalg.norm(q)
+        out[i] = -q if q[3] < 0 else q
+    return out[0] if single else out
+
+
+def pose_enc_to_camera(pose_enc: Any, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Camera pose and intrinsics of pose encodings (conventions above this function).
+
+    Args:
+        pose_enc: ``[9]`` or ``[N, 9]``: ``[t (3), q (4, x y z w), fov_h, fov_w]`` with
+            ``t, q`` the world-to-camera extrinsics and the FoVs in radians, in (0, pi).
+        height, width: the image size in pixels the FoVs refer to.
+    Returns:
+        ``(c2w float64 [4, 4] or [N, 4, 4] OpenCV camera-to-world, fxfycxcy float64 [4]
+        or [N, 4] in pixels, principal point at the image centre)``.
+    Raises:
+        ViewrtError: on a wrong shape, NaN/inf, a zero quaternion, a FoV outside (0, pi)
+            or a bad size.
+    """
+    arr = np.array(pose_enc, dtype=np.float64)
+    single = arr.ndim == 1
+    arr = np.atleast_2d(arr)
+    if arr.ndim != 2 or arr.shape[1] != POSE_ENC_SIZE:
+        raise ViewrtError(
+            f"pose_enc: expected shape [{POSE_ENC_SIZE}] or [N, {POSE_ENC_SIZE}], got shape {np.shape(pose_enc)}"
+        )
+    if not np.all(np.isfinite(arr)):
+        raise ViewrtError("pose_enc: expected finite values, got NaN or inf")
+    h, w = _check_size(height, "height"), _check_size(width, "width")
+    fov = arr[:, 7:9]
+    if np.any(fov <= 0.0) or np.any(fov >= np.pi):
+        raise ViewrtError(f"pose_enc: field of view must be in (0, pi) radians, got {fov.tolist()}")
+    w2c = np.tile(np.eye(4), (len(arr), 1, 1))
+    w2c[:, :3, :3] = quaternion_to_rotation(arr[:, 3:7])
+    w2c[:, :3, 3] = arr[:, :3]
+    c2w = np.stack([rigid_inverse(m, "pose_enc extrinsics") for m in w2c])
+    fy = (h / 2.0) / np.tan(fov[:, 0] / 2.0)
+    fx = (w / 2.0) / np.tan(fov[:, 1] / 2.0)
+    k = np.stack([fx, fy, np.full_like(fx, w / 2.0), np.full_like(fx, h / 2.0)], axis=1)
+    return (c2w[0], k[0]) if single else (c2w, k)
+
+
+def camera_to_pose_enc(c2w: Any, fxfycxcy: Any, height: int, width: int) -> np.ndarray:
+    """Pose encodings of cameras (the inverse of :func:`pose_enc_to_camera`).
+
+    Args:
+        c2w: ``[4, 4]`` or ``[N, 4, 4]`` rigid OpenCV camera-to-world poses.
+        fxfycxcy: ``[4]`` (shared) or ``[N, 4]`` intrinsics in pixels; the principal point
+            is not encoded (decoding puts it at the centre).
+        height, width: the image size in pixels.
+    Returns:
+        float64 ``[9]`` or ``[N, 9]``: ``[t, q (x y z w, w >= 0), fov_h, fov_w]`` of the
+        world-to-camera extrinsics, FoVs in radians.
+    Raises:
+        ViewrtError: on a wrong shape, NaN/inf, a non-rigid pose, a non-positive focal
+            length or a bad size.
+    """
+    poses, single = _as_pose_stack(c2w, "c2w")
+    k = np.array(fxfycxcy, dtype=np.float64)
+    k = np.broadcast_to(k, (len(poses), 4)) if k.shape == (4,) else k
+    if k.shape != (len(poses), 4):
+        raise ViewrtError(f"fxfycxcy: expected shape [4] or [{len(poses)}, 4], got shape {k.shape}")
+    h, w = _check_size(height, "height"), _check_size(width, "width")
+    out = np.empty((len(poses), POSE_ENC_SIZE))
+    for i, (pose, ki) in enumerate(zip(poses, k)):
+        _check_intrinsics(ki, f"camera {i}")
+        w2c = rigid_inverse(pose, f"c2w[{i}]")
+        out[i, :3] = w2c[:3, 3]
+        out[i, 3:7] = rotation_to_quaternion(w2c[:3, :3])
+        out[i, 7] = 2.0 * np.arctan((h / 2.0) / ki[1])
+        out[i, 8] = 2.0 * np.arctan((w / 2.0) / ki[0])
+    return out[0] if single else out

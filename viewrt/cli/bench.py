@@ -8,12 +8,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
 import viewrt.runtime as vrt
 import viewrt.runtime.backends as registry
 from viewrt.bench.harness import BenchConfig, RuntimeAccess, run_bench, runtime_names
 from viewrt.cli._errors import cli_errors, finite_float, require_report_extra
+from viewrt.cli.bench_stream import STREAM_BASELINES, StreamBenchRequest, bench_stream
 from viewrt.cli.options import (
+    IntList,
     backends_option,
     device_option,
     export_dir_argument,
@@ -22,6 +25,7 @@ from viewrt.cli.options import (
     seed_option,
     threads_option,
 )
+from viewrt.contract.manifest import load_manifest
 from viewrt.errors import ViewrtError
 from viewrt.runtime.estimate import echo_estimate
 
@@ -41,7 +45,7 @@ def baseline_names() -> tuple[str, ...]:
 def backend_names() -> list[str]:
     """The bench vocabulary, read when the command runs: the runtime's configurations from
     its registry (and their quantized columns), then the PyTorch baselines."""
-    return [*runtime_names(registry.configs()), *baseline_names()]
+    return [*runtime_names(registry.configs()), *baseline_names(), *STREAM_BASELINES]
 
 
 def runtime_access() -> RuntimeAccess:
@@ -53,6 +57,29 @@ def runtime_access() -> RuntimeAccess:
         unavailable=registry.unavailable,
         estimate=echo_estimate,
     )
+
+
+def _refuse_other_family(ctx, manifest, stream: bool) -> None:
+    """One line naming the options given on the command line that the export's family does
+    not take."""
+    mine = ("frame_counts", "windows", "pinned")
+    theirs = ("views", "targets", "attention_budget_mib", "quantized_export", "gemm_size")
+    names = theirs if stream else mine
+    given = [
+        "--" + n.replace("_", "-").replace("frame-counts", "frames")
+        for n in names
+        if ctx.get_parameter_source(n) == ParameterSource.COMMANDLINE
+    ]
+    if given:
+        raise ViewrtError(
+            f"{', '.join(given)} do(es) not apply to a {manifest.family} export ({manifest.memory} memory)"
+        )
+    if not stream and ctx.params.get("backends"):
+        bad = [b for b in ctx.params["backends"] if b in STREAM_BASELINES]
+        if bad:
+            raise ViewrtError(
+                f"{', '.join(bad)}: baselines of token-window exports, this export is {manifest.family}"
+            )
 
 
 @click.command("bench")
@@ -117,8 +144,29 @@ def runtime_access() -> RuntimeAccess:
     "GEMM rate of numpy, torch, ONNX Runtime and OpenVINO at this size and at the model's MLP shape).",
 )
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option(
+    "--frames",
+    "frame_counts",
+    type=IntList(),
+    default=None,
+    help="Token-window exports: frames-seen counts reported (comma-separated; default 8,16,32,64).",
+)
+@click.option(
+    "--windows",
+    type=IntList(),
+    default=None,
+    help="Token-window exports: window sizes to run (comma-separated; default: the export's).",
+)
+@click.option(
+    "--pinned",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Token-window exports: pinned (scale) frames (default: the export's).",
+)
+@click.pass_context
 @cli_errors
 def bench(
+    ctx,
     export_dir,
     out_dir,
     views,
@@ -134,12 +182,42 @@ def bench(
     quantized_export,
     gemm_size,
     quiet,
+    frame_counts,
+    windows,
+    pinned,
 ):
     """Add-view latency of the runtime vs PyTorch (eager, torch.compile) and
     full-recompute baselines (LVSM decoder-only, Efficient-LVSM without cache), with
     memory, component breakdown, compile times and achieved GFLOP/s against each
-    precision's measured GEMM peak; writes results.csv/json, summary.md and plots to OUT."""
+    precision's measured GEMM peak; writes results.csv/json, summary.md and plots to OUT.
+
+    On a token-window export (a streaming model, e.g. gct-stream): per-frame step latency of
+    the runtime against PyTorch eager streaming (torch-stream) and full causal recompute
+    (torch-recompute), by frames seen (--frames) and window (--windows), and memory per cached
+    frame; results.csv/json, summary.md, latency_vs_frames.png, latency_vs_window.png."""
     require_report_extra("viewrt bench")  # before anything is written
+    manifest = load_manifest(export_dir, verify=False)
+    stream = manifest.memory == "token-window"
+    _refuse_other_family(ctx, manifest, stream)
+    if stream:
+        load_manifest(export_dir)  # verified now
+        req = StreamBenchRequest(
+            export_dir=Path(export_dir),
+            out=Path(out_dir),
+            frames=frame_counts or [8, 16, 32, 64],
+            windows=windows,
+            pinned=pinned,
+            backends=backends,
+            repeats=repeats,
+            warmup=warmup,
+            max_seconds_per_point=max_seconds_per_point,
+            threads=threads,
+            device=device,
+            seed=seed,
+            progress=not quiet,
+        )
+        click.echo(bench_stream(req, manifest))
+        return
     cfg = BenchConfig(
         export_dir=Path(export_dir),
         out=Path(out_dir),

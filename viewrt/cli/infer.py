@@ -22,6 +22,7 @@ import numpy as np
 import viewrt.runtime as vrt
 import viewrt.runtime.backends as registry
 from viewrt.cli._errors import cli_errors, require_report_extra
+from viewrt.cli.infer_stream import StreamRequest, infer_stream
 from viewrt.cli.options import (
     FrameIndices,
     backend_option,
@@ -30,6 +31,7 @@ from viewrt.cli.options import (
     list_option,
     out_option,
     refused_option,
+    threads_option,
 )
 from viewrt.contract.manifest import Manifest, load_manifest
 from viewrt.data import (
@@ -405,6 +407,15 @@ def _precision_hint(value: str) -> str:
     )
 
 
+def _refuse_options(manifest: Manifest, given: dict) -> None:
+    """One line naming the options that do not apply to this export's family."""
+    bad = [name for name, value in given.items() if value is not None]
+    if bad:
+        raise ViewrtError(
+            f"{', '.join(bad)} do(es) not apply to a {manifest.family} export ({manifest.memory} memory)"
+        )
+
+
 @click.command("infer")
 @export_dir_argument()
 @click.option(
@@ -469,6 +480,34 @@ def _precision_hint(value: str) -> str:
     is_flag=True,
     help="Accept intrinsics that do not look like a pinhole camera for the image (unusual lenses).",
 )
+@click.option(
+    "--frames",
+    "frames_path",
+    type=click.Path(),
+    default=None,
+    help="Token-window (streaming) exports: the frame sequence, a scene JSON, a folder holding scene.json, or "
+    "a folder of images (sorted by name; no ground truth). Default: a synthetic video sequence with "
+    "ground-truth cameras and depth generated into OUT/_scene.",
+)
+@click.option(
+    "--window",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Token-window exports: frames attended in full, the current one included (default: the export's).",
+)
+@click.option(
+    "--pinned",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Token-window exports: first (scale) frames kept for the whole stream (default: the export's).",
+)
+@threads_option("Token-window exports: CPU threads of the backend (ONNX Runtime, OpenVINO, torch).")
+@click.option(
+    "--max-frames",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Token-window exports: run the first N frames of the sequence only.",
+)
 @cli_errors
 def infer(
     export_dir,
@@ -483,6 +522,11 @@ def infer(
     out_dir,
     data_roots,
     no_intrinsics_check,
+    frames_path,
+    window,
+    pinned,
+    threads,
+    max_frames,
 ):
     """Add views one at a time and render the targets after each: images, PSNR/SSIM,
     latency by component, cache size and peak memory per step.
@@ -493,7 +537,53 @@ def infer(
     that fails is reported there and the others still run (exit status 1 at the end).
     Metrics are computed on the 8-bit images as written; LPIPS is not computed. The scene
     normalization frame comes from all input and target cameras.
+
+    On a token-window export (a streaming model, e.g. gct-stream), a frame sequence
+    (--frames, or --scene) runs frame by frame instead: OUT/poses.{json,npz,csv} (pose_enc,
+    c2w, intrinsics, errors per frame), OUT/depth/ (npy + png per frame), trajectory.png
+    (against the ground-truth cameras, after aligning the first frame), latency.{json,png}
+    and summary.json.
     """
+    manifest = load_manifest(export_dir, verify=False)
+    if manifest.memory == "token-window":
+        _refuse_options(
+            manifest,
+            {
+                "--list": list_file,
+                "--index": index_file,
+                "--views": views,
+                "--targets": targets,
+                "--inference-precision": inference_precision,
+            },
+        )
+        if scene_json and frames_path:
+            raise ViewrtError("pass either --frames or --scene, not both")
+        load_manifest(export_dir)  # verified now
+        require_report_extra("viewrt infer")  # before anything is written
+        sreq = StreamRequest(
+            export_dir=Path(export_dir),
+            out=Path(out_dir),
+            backend=backend,
+            device=device,
+            window=window,
+            pinned=pinned,
+            threads=threads,
+            frames=Path(frames_path or scene_json) if (frames_path or scene_json) else None,
+            max_frames=max_frames,
+            roots=DataRoots.parse(data_roots),
+            check_intrinsics=not no_intrinsics_check,
+        )
+        infer_stream(sreq, manifest)
+        return
+    _refuse_options(
+        manifest,
+        {
+            "--frames": frames_path,
+            "--window": window,
+            "--pinned": pinned,
+            "--max-frames": max_frames,
+        },
+    )
     if scene_json and list_file:
         raise ViewrtError("pass either --scene or --list, not both")
     req = InferRequest(

@@ -51,12 +51,16 @@ class Frame:
         w2c: float64 [4, 4] rigid world-to-camera pose.
         tried: where the image was looked for, when none of those places exists (for the
             error of :func:`load_frame`); empty when ``image_path`` was found.
+        depth_path: the frame's ground-truth z-depth (``.npy``, float ``[H, W]`` in pixels
+            of the stored image, 0 where there is none), from the optional ``depth_path``
+            key (synthetic sequences write it), resolved as ``image_path``; None without.
     """
 
     image_path: Path
     fxfycxcy: np.ndarray
     w2c: np.ndarray
     tried: tuple[Path, ...] = field(default=(), repr=False, compare=False)
+    depth_path: Path | None = None
 
     @property
     def c2w(self) -> np.ndarray:
@@ -152,7 +156,15 @@ def load_scene(json_path: str | Path, roots: DataRoots | None = None) -> Scene:
         _, fxfycxcy = check_camera(c2w, raw["fxfycxcy"], name=where)
         w2c = np.array(raw["w2c"], dtype=np.float64)
         img, img_tried = roots.resolve(image_path, path.parent, "image", own)
-        frames.append(Frame(image_path=img, fxfycxcy=fxfycxcy, w2c=w2c, tried=img_tried))
+        depth = raw.get("depth_path")
+        if depth is not None and (not isinstance(depth, str) or not depth):
+            raise ViewrtError(f"{where}: 'depth_path' must be a non-empty string, got {depth!r}")
+        depth_path = roots.resolve(depth, path.parent, "image", own)[0] if depth else None
+        frames.append(
+            Frame(
+                image_path=img, fxfycxcy=fxfycxcy, w2c=w2c, tried=img_tried, depth_path=depth_path
+            )
+        )
     return Scene(name=name, frames=frames, path=path)
 
 

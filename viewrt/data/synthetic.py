@@ -11,35 +11,54 @@ import numpy as np
 from viewrt.errors import ViewrtError
 from viewrt.geometry import look_at, rays
 
-__all__ = ["STYLES", "synthetic_cameras", "synthetic_views"]
+__all__ = ["STYLES", "TRAJECTORIES", "synthetic_cameras", "synthetic_sequence", "synthetic_views"]
 
 
 _UP = np.array([0.0, 0.0, 1.0])
 _LOOK_TARGET = np.array([0.0, 0.0, 0.45])
 
 
+TRAJECTORIES = ("arc", "video")
+
+
 def synthetic_cameras(
-    n_views: int = 8, size: int = 64, seed: int = 0
+    n_views: int = 8, size: int = 64, seed: int = 0, trajectory: str = "arc"
 ) -> tuple[np.ndarray, np.ndarray]:
     """The exact cameras :func:`make_synthetic_scene` renders with.
 
-    ``n_views`` cameras on an arc of 110-145 degrees (start angle and span drawn from
-    ``seed``) around the world origin, radius about 4, heights varying in about 1.0-1.9
-    (world +z is up, the ground is z = 0), all looking at ``(0, 0, 0.45)``. The arc, not a
-    full circle, keeps the mean viewing direction well defined for scene normalization.
+    Trajectory "arc": ``n_views`` cameras on an arc of 110-145 degrees (start angle and span
+    drawn from ``seed``) around the world origin, radius about 4, heights varying in about
+    1.0-1.9 (world +z is up, the ground is z = 0), all looking at ``(0, 0, 0.45)``. The arc,
+    not a full circle, keeps the mean viewing direction well defined for scene
+    normalization.
+
+    Trajectory "video": a hand-held walk for frame-by-frame models: the camera moves
+    smoothly over 35-60 degrees of azimuth whatever the frame count (consecutive frames
+    overlap as in a video), radius 3.6-4.4 and height 1.1-1.8 varying slowly, looking at a
+    point that drifts within 0.3 of ``(0, 0, 0.45)``.
 
     Args:
         n_views: number of cameras (>= 1).
         size: image side in pixels; ``fx = fy = size``, ``cx = cy = size / 2``.
         seed: integer seed.
+        trajectory: "arc" or "video".
 
     Returns:
         ``(c2ws float64 [n_views, 4, 4] OpenCV, fxfycxcy float64 [4])``.
+
+    Raises:
+        ViewrtError: a bad count, size or trajectory.
     """
     if isinstance(n_views, bool) or not isinstance(n_views, int) or n_views < 1:
         raise ViewrtError(f"n_views: expected a positive integer, got {n_views!r}")
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         raise ViewrtError(f"size: expected a positive integer, got {size!r}")
+    if trajectory not in TRAJECTORIES:
+        raise ViewrtError(
+            f"trajectory: expected one of {', '.join(TRAJECTORIES)}, got {trajectory!r}"
+        )
+    if trajectory == "video":
+        return _video_cameras(n_views, size, seed)
     rng = np.random.default_rng([int(seed), 1])
     start = rng.uniform(0.0, 2.0 * np.pi)
     span = np.deg2rad(rng.uniform(110.0, 145.0))
@@ -56,6 +75,26 @@ def synthetic_cameras(
     )
     fxfycxcy = np.array([float(size), float(size), size / 2.0, size / 2.0])
     return c2ws, fxfycxcy
+
+
+def _video_cameras(n_views: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The "video" trajectory of :func:`synthetic_cameras` (its own random stream)."""
+    rng = np.random.default_rng([int(seed), 3])
+    start = rng.uniform(0.0, 2.0 * np.pi)
+    span = np.deg2rad(rng.uniform(35.0, 60.0)) * rng.choice([-1.0, 1.0])
+    p = rng.uniform(0.0, 2.0 * np.pi, 4)  # phases of the slow wobbles
+    s = np.linspace(0.0, 1.0, n_views) if n_views > 1 else np.zeros(1)
+    azimuth = start + span * s
+    radius = 4.0 + 0.4 * np.sin(np.pi * s + p[0])
+    height = 1.45 + 0.35 * np.sin(1.5 * np.pi * s + p[1])
+    drift = 0.3 * np.stack([np.sin(np.pi * s + p[2]), np.cos(np.pi * s + p[3]), 0.0 * s], axis=1)
+    c2ws = np.stack(
+        [
+            look_at([r * np.cos(a), r * np.sin(a), h], _LOOK_TARGET + d, _UP)
+            for a, r, h, d in zip(azimuth, radius, height, drift)
+        ]
+    )
+    return c2ws, np.array([float(size), float(size), size / 2.0, size / 2.0])
 
 
 def _hash01(ix: np.ndarray, iy: np.ndarray, iz: np.ndarray, salt: float) -> np.ndarray:
@@ -236,6 +275,15 @@ def _intersect(obj: dict[str, Any], o: np.ndarray, d: np.ndarray) -> tuple[np.nd
 
 def _render(layout: dict[str, Any], c2w: np.ndarray, fxfycxcy: np.ndarray, size: int) -> np.ndarray:
     """Ray-cast one view; float [3, size, size] in [0, 1]."""
+    return _render_with_depth(layout, c2w, fxfycxcy, size)[0]
+
+
+def _render_with_depth(
+    layout: dict[str, Any], c2w: np.ndarray, fxfycxcy: np.ndarray, size: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Ray-cast one view: (float [3, size, size] in [0, 1], z-depth float [size, size]:
+    hit distance along the unit ray times the ray's cosine with the optical axis, 0 where
+    the ray meets only sky)."""
     origins, dirs = rays(c2w, fxfycxcy, size, size)
     o = origins.reshape(-1, 3)
     d = dirs.reshape(-1, 3)
@@ -247,7 +295,8 @@ def _render(layout: dict[str, Any], c2w: np.ndarray, fxfycxcy: np.ndarray, size:
     albedo = _albedo(layout, p, nrm, best_id[hit], best_t[hit])
     color[hit] = albedo * _shade(layout, p, nrm)[:, None]
     img = np.clip(color, 0.0, 1.0).reshape(size, size, 3)
-    return img.transpose(2, 0, 1)
+    z = np.where(hit, best_t * (d @ np.asarray(c2w, np.float64)[:3, 2]), 0.0)
+    return img.transpose(2, 0, 1), z.reshape(size, size)
 
 
 def _nearest_hits(
@@ -355,3 +404,38 @@ def synthetic_views(
     layout = _synthetic_layout(seed, style)
     images = np.stack([_render(layout, c2w, fxfycxcy, size) for c2w in c2ws])
     return images, c2ws, fxfycxcy
+
+
+def synthetic_sequence(
+    n_frames: int = 16,
+    size: int = 64,
+    seed: int = 0,
+    style: str = "classic",
+    trajectory: str = "video",
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A synthetic frame sequence with its ground truth: images, cameras and z-depth.
+
+    Same scene as :func:`synthetic_views` for ``(seed, style)``; the cameras follow
+    ``trajectory`` (:func:`synthetic_cameras`).
+
+    Args:
+        n_frames, size, seed: as :func:`synthetic_cameras` (``n_views``).
+        style: as :func:`synthetic_views`.
+        trajectory: "video" (small steps, for frame-by-frame models) or "arc".
+
+    Returns:
+        ``(images float64 [n_frames, 3, size, size] in [0, 1], c2ws float64
+        [n_frames, 4, 4] OpenCV, fxfycxcy float64 [4], depths float32 [n_frames, size,
+        size])``: depth is the z-depth (distance along the optical axis, world units) of
+        the surface each pixel centre's ray meets first, 0 where it meets none (sky).
+
+    Raises:
+        ViewrtError: on a bad count, size, style or trajectory.
+    """
+    style = _check_style(style)
+    c2ws, fxfycxcy = synthetic_cameras(n_frames, size, seed, trajectory)
+    layout = _synthetic_layout(seed, style)
+    frames = [_render_with_depth(layout, c2w, fxfycxcy, size) for c2w in c2ws]
+    images = np.stack([img for img, _ in frames])
+    depths = np.stack([z for _, z in frames]).astype(np.float32)
+    return images, c2ws, fxfycxcy, depths

@@ -12,12 +12,13 @@ from PIL import Image
 
 from viewrt.data.readers import load_scene, load_scene_list
 from viewrt.data.roots import DataRoots
-from viewrt.data.synthetic import synthetic_views
+from viewrt.data.synthetic import synthetic_sequence, synthetic_views
 from viewrt.errors import ViewrtError
 from viewrt.geometry import image_to_uint8, rigid_inverse
 
 __all__ = [
     "make_synthetic_scene",
+    "make_synthetic_sequence",
     "make_synthetic_list",
     "make_processed_dataset",
     "make_eval_index",
@@ -39,26 +40,37 @@ def _write_scene(
     views: tuple[np.ndarray, np.ndarray, np.ndarray],
     *,
     absolute: bool,
+    depths: np.ndarray | None = None,
 ) -> Path:
     """Write views ``(images [N, 3, S, S] in [0, 1], c2ws [N, 4, 4], fxfycxcy [4])`` as
     ``image_dir/{i:05d}.png`` (8-bit) and the scene JSON at ``json_path`` (``w2c`` = rigid
     inverse of each c2w); ``image_path`` entries are absolute paths when ``absolute``, else
-    relative to the JSON's folder. Folders are created; OSError passes through."""
+    relative to the JSON's folder. With ``depths`` ``[N, S, S]``, each frame's z-depth is
+    written as float32 ``.npy`` in ``image_dir/../depths/`` and named by ``depth_path``
+    (same rule for paths). Folders are created; OSError passes through."""
     images, c2ws, fxfycxcy = views
     image_dir.mkdir(parents=True, exist_ok=True)
+    depth_dir = image_dir.parent / "depths"
+    if depths is not None:
+        depth_dir.mkdir(parents=True, exist_ok=True)
     json_path.parent.mkdir(parents=True, exist_ok=True)
     frames = []
     for i, (c2w, img) in enumerate(zip(c2ws, images)):
         img_path = image_dir / f"{i:05d}.png"
         Image.fromarray(image_to_uint8(img)).save(img_path)
         written = str(img_path) if absolute else img_path.relative_to(json_path.parent).as_posix()
-        frames.append(
-            {
-                "image_path": written,
-                "fxfycxcy": fxfycxcy.tolist(),
-                "w2c": rigid_inverse(c2w).tolist(),
-            }
-        )
+        entry = {
+            "image_path": written,
+            "fxfycxcy": fxfycxcy.tolist(),
+            "w2c": rigid_inverse(c2w).tolist(),
+        }
+        if depths is not None:
+            depth_path = depth_dir / f"{i:05d}.npy"
+            np.save(depth_path, np.asarray(depths[i], np.float32))
+            entry["depth_path"] = (
+                str(depth_path) if absolute else depth_path.relative_to(json_path.parent).as_posix()
+            )
+        frames.append(entry)
     json_path.write_text(json.dumps({"scene_name": name, "frames": frames}, indent=1))
     return json_path
 
@@ -108,6 +120,56 @@ def make_synthetic_scene(
     return json_path
 
 
+def make_synthetic_sequence(
+    out_dir: str | Path,
+    name: str = "sequence",
+    n_frames: int = 16,
+    size: int = 64,
+    seed: int = 0,
+    style: str = "classic",
+    trajectory: str = "video",
+) -> Path:
+    """Render a synthetic frame sequence with ground-truth cameras and depth, written in the
+    dataset format (:func:`make_synthetic_scene`'s layout) plus one depth map per frame.
+
+    Writes ``out_dir/name/images/{i:05d}.png``, ``out_dir/name/depths/{i:05d}.npy``
+    (float32 ``[size, size]`` z-depth in world units, 0 where there is no surface) and
+    ``out_dir/name/scene.json`` whose frames carry ``depth_path`` besides the usual keys.
+    The frames are :func:`~viewrt.data.synthetic_sequence` ``(n_frames, size, seed, style,
+    trajectory)``.
+
+    Args:
+        out_dir: folder to write into (created if needed).
+        name: scene name (``scene_name`` and folder name).
+        n_frames: number of frames.
+        size: image side in pixels.
+        seed: integer seed.
+        style: "classic" or "multiview".
+        trajectory: "video" (small steps between frames) or "arc".
+
+    Returns:
+        Path of the written scene JSON.
+
+    Raises:
+        ViewrtError: on a bad name, count, size, style or trajectory, or a folder that
+            cannot be written.
+    """
+    name = _check_name(name)
+    images, c2ws, fxfycxcy, depths = synthetic_sequence(n_frames, size, seed, style, trajectory)
+    scene_dir = Path(out_dir) / name
+    try:
+        return _write_scene(
+            scene_dir / "scene.json",
+            name,
+            scene_dir / "images",
+            (images, c2ws, fxfycxcy),
+            absolute=False,
+            depths=depths,
+        )
+    except OSError as exc:
+        raise ViewrtError(f"cannot write synthetic sequence to {scene_dir}: {exc}") from None
+
+
 def make_synthetic_list(
     out_dir: str | Path,
     n_scenes: int,
@@ -116,11 +178,15 @@ def make_synthetic_list(
     seed: int = 0,
     prefix: str = "synthetic",
     style: str = "classic",
+    trajectory: str = "arc",
+    depth: bool = False,
 ) -> Path:
     """Write ``n_scenes`` synthetic scenes and a list file naming them.
 
     Scene ``k`` is ``make_synthetic_scene(out_dir, f"{prefix}_{k:03d}", n_views, size,
-    seed + k)``.
+    seed + k)``; with ``depth`` or a trajectory other than "arc", it is
+    :func:`make_synthetic_sequence` with the same arguments (ground-truth depth maps
+    written too).
 
     Args:
         out_dir: folder to write into.
@@ -130,6 +196,8 @@ def make_synthetic_list(
         seed: seed of scene 0.
         prefix: scene name prefix.
         style: "classic" or "multiview", see :func:`~viewrt.data.synthetic_views`.
+        trajectory: "arc" or "video", see :func:`~viewrt.data.synthetic_cameras`.
+        depth: write each frame's ground-truth z-depth (``depths/*.npy``, ``depth_path``).
 
     Returns:
         Path of ``out_dir/scenes.txt`` (scene JSON paths relative to ``out_dir``).
@@ -142,7 +210,11 @@ def make_synthetic_list(
     out = Path(out_dir)
     lines = []
     for k in range(n_scenes):
-        path = make_synthetic_scene(out, f"{prefix}_{k:03d}", n_views, size, seed + k, style)
+        name = f"{prefix}_{k:03d}"
+        if depth or trajectory != "arc":
+            path = make_synthetic_sequence(out, name, n_views, size, seed + k, style, trajectory)
+        else:
+            path = make_synthetic_scene(out, name, n_views, size, seed + k, style)
         lines.append(path.relative_to(out).as_posix())
     list_path = out / "scenes.txt"
     try:
