@@ -160,6 +160,13 @@ def _table(export: Path, tmp: Path):
             ["studio", export, "--max-sessions", "0"],
             ["studio", export, "--host", "203.0.113.9", "--port", "8765"],  # not ours
         ],
+        "bench-cache": [
+            ["bench-cache", tmp / "nope"],
+            ["bench-cache", export, "--views", "0"],
+            ["bench-cache", export, "--views", "1,99"],  # beyond the export's max_views
+            ["bench-cache", export, "--repeats", "0"],
+            ["bench-cache", export, "--inference-precision", "f16"],
+        ],
         "serve-bench": [
             ["serve-bench", tmp / "nope"],
             ["serve-bench", export, "--views", "99"],
@@ -185,6 +192,7 @@ def test_every_subcommand_is_in_the_table(tiny_export, tmp_path):
         "scene",
         "infer",
         "bench",
+        "bench-cache",
         "calib",
         "calib-report",
         "estimate",

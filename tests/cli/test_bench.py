@@ -12,6 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from viewrt.cli.bench import backend_names
+from viewrt.cli.bench_stream import STREAM_BASELINES
 from viewrt.cli.options import parse_backends, parse_int_list
 from viewrt.models.baselines import BASELINES
 
@@ -174,6 +175,7 @@ def test_parse_helpers():
         "ort-fp8",
         "openvino-fp8",
         *BASELINES,
+        *STREAM_BASELINES,  # the streaming family's PyTorch peers
     ]
 
 

@@ -74,7 +74,10 @@ def test_cache_refuses_slots_that_break_the_backend_alignment():
 
     allocated = []
     backend = types.SimpleNamespace(
-        name="trt", address_alignment=256, alloc=lambda s, d: allocated.append(s) or s
+        name="trt",
+        address_alignment=256,
+        cache_dtype=np.dtype("float16"),
+        alloc=lambda s, d: allocated.append(s) or s,
     )
     with pytest.raises(
         ViewrtError,
@@ -84,7 +87,9 @@ def test_cache_refuses_slots_that_break_the_backend_alignment():
     assert allocated == []  # refused before allocating anything
     KVStorage(backend, manifest(16, 2, 32, "float16"), slots=5)  # 2048 bytes per view: fine
     KVStorage(
-        types.SimpleNamespace(name="ort", alloc=lambda s, d: s), manifest(5, 3, 4, "float16"), 5
+        types.SimpleNamespace(name="ort", cache_dtype=np.dtype("float16"), alloc=lambda s, d: s),
+        manifest(5, 3, 4, "float16"),
+        5,
     )  # host: no rule
 
 

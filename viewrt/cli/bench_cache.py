@@ -9,16 +9,31 @@ import click
 import viewrt.runtime as vrt
 from viewrt.bench.cache_dtype import cpu_line, measure, print_rows
 from viewrt.cli._errors import cli_errors
+from viewrt.cli.options import IntList
 
 
 @click.command("bench-cache")
 @click.argument("export_dir", type=click.Path(exists=True, file_okay=False))
 @click.option(
-    "--views", default="4,16,64", show_default=True, help="Cache sizes N, comma-separated."
+    "--views",
+    type=IntList(),
+    default="4,16,64",
+    show_default=True,
+    help="Cache sizes N, comma-separated (up to the export's max_views).",
 )
-@click.option("--targets", default=8, show_default=True, help="Targets per render.")
 @click.option(
-    "--repeats", default=3, show_default=True, help="Timed renders per N (after one warm-up)."
+    "--targets",
+    type=click.IntRange(min=1),
+    default=8,
+    show_default=True,
+    help="Targets per render.",
+)
+@click.option(
+    "--repeats",
+    type=click.IntRange(min=1),
+    default=3,
+    show_default=True,
+    help="Timed renders per N (after one warm-up).",
 )
 @click.option(
     "--inference-precision",
@@ -29,9 +44,5 @@ from viewrt.cli._errors import cli_errors
 @cli_errors
 def bench_cache(export_dir, views, targets, repeats, inference_precision):
     """Decoder time, fp32 against bf16 K/V cache, on OpenVINO (an fp32 export)."""
-    try:
-        ns = [int(v) for v in views.split(",")]
-    except ValueError:
-        raise click.BadParameter(f"expected comma-separated integers, got {views!r}") from None
     click.echo(f"# {cpu_line()}")
-    print_rows(measure(vrt.open, export_dir, ns, targets, repeats, inference_precision))
+    print_rows(measure(vrt.open, export_dir, views, targets, repeats, inference_precision))
