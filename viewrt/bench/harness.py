@@ -148,7 +148,8 @@ class BenchConfig:
 # --------------------------------------------------------------------------- statistics
 
 
-def _stats(times_ms: list[float]) -> dict:
+def latency_stats(times_ms: list[float]) -> dict:
+    """Median, min, max and quartiles (ms) of repeated timings, the bench tables' columns."""
     a = np.asarray(times_ms, float)
     return {
         "median_ms": float(np.median(a)),
@@ -379,7 +380,7 @@ class Bench:
         )
         row.update(mem)
         if times:
-            row.update(_stats(times))
+            row.update(latency_stats(times))
         elif est_ms is not None:
             row["median_ms"] = est_ms
         if comps:

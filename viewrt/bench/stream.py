@@ -48,6 +48,7 @@ from pathlib import Path
 import numpy as np
 
 import viewrt.bench.cpu as cpu
+from viewrt.bench.harness import latency_stats
 from viewrt.bench.memory import Memory, loadavg, machine_info, rss_page_bytes
 from viewrt.bench.stream_report import CSV_FIELDS, write_stream_outputs
 from viewrt.errors import ViewrtError
@@ -137,17 +138,6 @@ class StreamBenchConfig:
     progress: bool = True
 
 
-def _stats(times_ms) -> dict:
-    a = np.asarray(times_ms, float)
-    return {
-        "median_ms": float(np.median(a)),
-        "min_ms": float(a.min()),
-        "max_ms": float(a.max()),
-        "q1_ms": float(np.percentile(a, 25)),
-        "q3_ms": float(np.percentile(a, 75)),
-    }
-
-
 def check_config(cfg: StreamBenchConfig, model: StreamModel) -> list[int]:
     """The windows to run, after checking every option. Raises ViewrtError (one line)."""
     if cfg.repeats < 1 or cfg.warmup < 0:
@@ -194,7 +184,7 @@ class _Run:
             backend=backend, kind=kind, window=window, pinned=self.model.pinned, frames_seen=n
         )
         row.update(status="measured", reps=len(times), warmup=self.cfg.warmup, note=note, **extra)
-        row.update(_stats(times))
+        row.update(latency_stats(times))
         cached = min(n - 1, self.model.pinned + window - 1)
         fl = self._flops(cached) if kind != "recompute" else None
         if fl:
