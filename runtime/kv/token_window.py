@@ -250,10 +250,13 @@ class TokenWindow:
             why = (
                 "later frames were computed from it; only the newest frame can be rolled back"
                 if 0 <= position < newest
-                else "it is not the newest cached frame"
+                else f"it is not the newest cached frame (the next frame gets position {newest + 1})"
             )
-            if position == newest:
-                why = "it was already rolled back, or the stream was reset"
+            if position == newest:  # nothing committed since the last rollback or reset
+                why = (
+                    "one rollback per added frame: a frame was rolled back since it was added, "
+                    "or the stream was reset"
+                )
             raise ViewrtError(f"cannot remove frame {position}: {why}")
         u, self._undo = self._undo, None
         if u.evicted is None:
