@@ -1,15 +1,26 @@
 """Every subcommand over a table of bad arguments: exit != 0, one line on stderr, no
-traceback, and nothing written. Each row is an instance of a kind of user error."""
+traceback, and nothing written. Each row is an instance of a kind of user error.
+
+The first row of each subcommand (and every ``serve`` row: Ray keeps process-wide state)
+runs as a fresh ``python -m viewrt.cli`` process, the entry point a user types; the other
+rows go through the same click group in this process (click's test runner), which sees
+the same exit status, stdout and stderr, and any exception that escaped, without paying
+a torch import per row."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+import traceback
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+# rows of these subcommands all run as processes
+PROCESS_ONLY = {"serve"}
 
 
 def _viewrt(*args, cwd=None):
@@ -22,6 +33,27 @@ def _viewrt(*args, cwd=None):
         cwd=cwd,
         timeout=300,
     )
+
+
+@dataclass
+class _Ran:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def _viewrt_in_process(*args) -> _Ran:
+    """The click group in this process; an exception that escaped it is reported as a
+    traceback on stderr (the test then fails on it, as it would on a process's)."""
+    from click.testing import CliRunner
+
+    from viewrt.cli import main
+
+    r = CliRunner().invoke(main, [str(a) for a in args])
+    err = r.stderr
+    if r.exception is not None and not isinstance(r.exception, SystemExit):
+        err += "Traceback (escaped the CLI):\n" + "".join(traceback.format_exception(*r.exc_info))
+    return _Ran(r.exit_code, r.stdout, err)
 
 
 def _table(export: Path, tmp: Path):
@@ -206,9 +238,11 @@ def test_bad_arguments_end_in_one_line(tiny_export, tmp_path, command):
     export = tiny_export[0]
     before = sorted(p.name for p in export.iterdir())
     rows = _table(export, tmp_path)[command]
-    # two at a time: each row is a fresh process (most of its time is importing torch)
+    n_proc = len(rows) if command in PROCESS_ONLY else 1
+    # the process rows two at a time (most of their time is importing torch)
     with ThreadPoolExecutor(max_workers=2) as pool:
-        results = list(pool.map(lambda args: _viewrt(*args), rows))
+        results = list(pool.map(lambda args: _viewrt(*args), rows[:n_proc]))
+    results += [_viewrt_in_process(*args) for args in rows[n_proc:]]
     for args, res in zip(rows, results):
         lines = res.stderr.strip().splitlines()
         where = f"viewrt {' '.join(map(str, args))}: rc {res.returncode}, stderr {res.stderr!r}"

@@ -350,3 +350,47 @@ def test_a_failing_compile_is_a_skipped_column(tiny_export, tmp_path, monkeypatc
         res = _bench(tiny_export[0], tmp_path / "c", *args, "--backends", "ort,torch-compile")
     assert res.exit_code != 0 and "Traceback" not in res.output
     assert "torch-compile: torch.compile (inductor) needs a C++ compiler" in res.output
+
+
+def test_memory_targets_use_the_cache_dtype_in_use():
+    """The memory checks compare RSS growth with the session's own cache bytes per view
+    (a bf16 or int8 cache is smaller than the manifest's fp32 figure), for every runtime
+    backend, and the peak target is 1.1x (issue 19)."""
+    from viewrt.bench.report import _Run, _check_memory, _lookup
+
+    mib = 2**20
+    fp32, bf16 = 4 * mib, 2 * mib
+
+    def growth(per_view, grows):
+        return {
+            "rss_resolution_bytes_per_view": 0.01 * mib,
+            "rss_page_bytes": 4096,
+            "rss_delta_per_add_bytes": [grows] * 4,
+            "mean_rss_delta_per_add_bytes": float(grows),
+            "bytes_per_view": per_view,
+            "manifest_bytes_per_view": fp32,
+        }
+
+    def rows(b, slope):
+        return [
+            {"backend": b, "n_views": n, "n_targets": 8, "peak_rss_bytes": 100 * mib + slope * n}
+            for n in (4, 64)
+        ]
+
+    res = {
+        "backends": ["ort", "openvino"],
+        "kinds": {"ort": "runtime", "openvino": "runtime"},
+        "views": [4, 64],
+        "model": {"n_layers": 2},
+        # ort: fp32 cache growing by its 4 MiB; openvino: a bf16 cache growing by 4 MiB a view
+        "cache_growth": {"ort": growth(fp32, fp32), "openvino": growth(bf16, fp32)},
+        "rows": rows("ort", 1.05 * fp32) + rows("openvino", 1.05 * fp32),
+    }
+    lines = _check_memory(_Run(res, _lookup(res), "ort", 8, "", []))
+    ort = [x for x in lines if ": ort " in x]
+    ov = [x for x in lines if ": openvino " in x]
+    assert len(ort) == len(ov) == 2, lines
+    assert all(x.startswith("- PASS") for x in ort), ort
+    # against its 2 MiB bf16 cache, 4 MiB a view is twice too much: both checks fail
+    assert all(x.startswith("- FAIL") for x in ov) and "session's cache dtype" in ov[0], ov
+    assert "<= 1.1x" in ov[1]

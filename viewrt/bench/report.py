@@ -108,8 +108,9 @@ TARGETS = {
         "and its decoder against the peak of its precision (issue 19)",
     },
     "peak_growth": {
-        "rel": 0.05,
-        "text": "peak resident memory grows by no more than the cache per view",
+        "rel": 0.10,
+        "text": "peak resident memory grows per cached view by at most 1.1x the cache bytes per "
+        "view of the cache dtype in use (issue 19)",
     },
 }
 
@@ -382,42 +383,55 @@ def _check_speedup_vs_lvsm(run: _Run) -> list[str]:
 
 
 def _check_memory(run: _Run) -> list[str]:
-    """5. + 6. resident memory grows by the cache per view, and the peak no faster."""
+    """5. + 6. resident memory grows by the cache per view, and the peak by at most 1.1x
+    of it, for each runtime backend measured; "the cache per view" is what the session
+    reports (``info()["bytes_per_view"]``: the cache dtype in use, e.g. a bf16 cache on
+    OpenVINO or an int8 cache), not the manifest's fp32 figure."""
+    out = []
+    for rt in _of_kind(run.res, "runtime"):
+        out += _check_memory_of(run, rt)
+    return out
+
+
+def _check_memory_of(run: _Run, rt: str) -> list[str]:
     res, out = run.res, []
-    g = res["cache_growth"].get(run.rt)
-    if g:
-        per, want, res_b = (
-            g["mean_rss_delta_per_add_bytes"],
-            g["manifest_bytes_per_view"],
-            g["rss_resolution_bytes_per_view"],
+    g = res["cache_growth"].get(rt)
+    if not g:
+        return out
+    # older results.json files have only the manifest's figure
+    want = g.get("bytes_per_view") or g["manifest_bytes_per_view"]
+    dtype_note = (
+        ""
+        if want == g["manifest_bytes_per_view"]
+        else f" (the session's cache dtype; the manifest's {g['manifest_bytes_per_view'] / 2**20:.3f} MiB)"
+    )
+    per, res_b = g["mean_rss_delta_per_add_bytes"], g["rss_resolution_bytes_per_view"]
+    err = (per - want) / want
+    verdict = (
+        "PASS"
+        if abs(err) <= TARGETS["cache_growth"]["rel"]
+        else ("UNRESOLVED" if abs(per - want) <= res_b else "FAIL")
+    )
+    out.append(
+        f"- {verdict}: {rt} cache growth per added view (mean RSS change of add_view calls 2..{len(g['rss_delta_per_add_bytes'])} "
+        f"while filling the cache) {per / 2**20:.3f} MiB vs cache {want / 2**20:.3f} MiB{dtype_note} ({100 * err:+.1f}%; target within "
+        f"{100 * TARGETS['cache_growth']['rel']:.0f}%; RSS resolution here ±{res_b / 2**20:.2f} MiB per view: {g['rss_page_bytes'] // 1024} KiB "
+        f"pages x {2 * res['model']['n_layers']} buffers over {len(g['rss_delta_per_add_bytes']) - 1} adds)"
+        + (
+            ": the cache's pages were resident before the adds (allocated eagerly or from reused heap memory), so RSS "
+            "cannot see them fill"
+            if per < 0.05 * want
+            else ""
         )
-        err = (per - want) / want
-        verdict = (
-            "PASS"
-            if abs(err) <= TARGETS["cache_growth"]["rel"]
-            else ("UNRESOLVED" if abs(per - want) <= res_b else "FAIL")
-        )
-        out.append(
-            f"- {verdict}: measured cache growth per added view (mean RSS change of add_view calls 2..{len(g['rss_delta_per_add_bytes'])} "
-            f"while filling the cache) {per / 2**20:.3f} MiB vs manifest {want / 2**20:.3f} MiB ({100 * err:+.1f}%; target within 5%; "
-            f"RSS resolution here ±{res_b / 2**20:.2f} MiB per view: {g['rss_page_bytes'] // 1024} KiB pages x {2 * res['model']['n_layers']} buffers "
-            f"over {len(g['rss_delta_per_add_bytes']) - 1} adds)"
-            + (
-                ": the cache's pages were resident before the adds (allocated eagerly or from reused heap memory), so RSS "
-                "cannot see them fill"
-                if per < 0.05 * want
-                else ""
-            )
-        )
-    pk = [(n, run.median(run.rt, n, "peak_rss_bytes")) for n in res["views"]]
+    )
+    pk = [(n, run.median(rt, n, "peak_rss_bytes")) for n in res["views"]]
     pk = [(n, v) for n, v in pk if v is not None]
-    if len(pk) >= 2 and g:
+    if len(pk) >= 2:
         (n0, p0), (n1, p1) = pk[0], pk[-1]
-        slope = (p1 - p0) / (n1 - n0)
-        want = g["manifest_bytes_per_view"]
+        slope, lim = (p1 - p0) / (n1 - n0), 1 + TARGETS["peak_growth"]["rel"]
         out.append(
-            f"- {'PASS' if slope <= (1 + TARGETS['peak_growth']['rel']) * want else 'FAIL'}: peak resident memory growth N={n0}..{n1}: {slope / 2**20:.3f} MiB per view "
-            f"vs cache {want / 2**20:.3f} MiB per view (no growth beyond the cache: <= +5%){run.tnote}"
+            f"- {'PASS' if slope <= lim * want else 'FAIL'}: {rt} peak resident memory growth N={n0}..{n1}: {slope / 2**20:.3f} MiB per view "
+            f"vs cache {want / 2**20:.3f} MiB per view{dtype_note} (target <= {lim:.1f}x){run.tnote}"
         )
     return out
 
