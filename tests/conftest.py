@@ -3,9 +3,18 @@
 from __future__ import annotations
 
 import importlib.util
+import os
+import shutil
 import sys
+from pathlib import Path
 
 import pytest
+
+
+# A test that runs pytest in a subprocess (tests/cli/test_third_party_backend.py) hands it
+# the session's tiny export through this variable instead of paying a second export; the
+# reuse is checked against the model's weights digest, preset, precision and max_views.
+REUSE_TINY_EXPORT = "VIEWRT_TEST_REUSE_TINY_EXPORT"
 
 
 def _export(tmp_path_factory, preset: str, precision: str = "fp32", max_views: int = 8):
@@ -14,8 +23,23 @@ def _export(tmp_path_factory, preset: str, precision: str = "fp32", max_views: i
 
     model, _ = build_model(preset)
     out = tmp_path_factory.mktemp(f"export_{preset}_{precision}")
+    reuse = os.environ.get(REUSE_TINY_EXPORT) if (preset, precision) == ("tiny", "fp32") else None
+    if reuse:
+        _reuse(Path(reuse), out, model, preset, precision, max_views)
+        return out, model
     export_model(model, out, preset, max_views=max_views, precision=precision, progress=False)
     return out, model
+
+
+def _reuse(src: Path, out: Path, model, preset: str, precision: str, max_views: int) -> None:
+    from viewrt.contract.manifest import load_manifest
+    from viewrt.models.checkpoint import weights_digest
+
+    m = load_manifest(src)  # checksums verified
+    got = (m.preset, m.precision, m.max_views, m.weights_sha256)
+    want = (preset, precision, max_views, weights_digest(model))
+    assert got == want, f"{REUSE_TINY_EXPORT}={src}: {got} is not {want}"
+    shutil.copytree(src, out, dirs_exist_ok=True)
 
 
 @pytest.fixture(scope="session")

@@ -22,6 +22,24 @@ CPU_EP, CUDA_EP, TRT_EP = (
 )
 
 
+# ONNX Runtime's session config key (include/onnxruntime/core/session/
+# onnxruntime_session_options_config_keys.h, kOrtSessionOptionsAvx2PrecisionMode): "x64
+# SSE4.1/AVX2/AVX512 (with no VNNI) has overflow problem with quantized matrix multiplication
+# with U8S8 ... turned on, use slower U8U8 matrix multiplications". Without it, on an AVX2 CPU
+# the int8 export of `small` scored 36 dB against fp32 at every N (docs/calib.md, "Long caches").
+# On a CPU with VNNI the kernel does not saturate and ONNX Runtime ignores the key.
+EXACT_INT8_KEY = "session.x64quantprecision"
+
+
+def exact_int8_kernel(opts) -> None:
+    """Ask ONNX Runtime for its non-saturating int8 GEMM on x86 CPUs without VNNI.
+
+    Args:
+        opts: an ``onnxruntime.SessionOptions``; changed in place.
+    """
+    opts.add_session_config_entry(EXACT_INT8_KEY, "1")
+
+
 @dataclass(frozen=True)
 class DeviceKind:
     """What a device kind of the ``device`` option ("cpu", "cuda:N", "tensorrt:N") means
@@ -143,6 +161,8 @@ class OrtBackend(Backend):
         # cores from the busy one. `make bench` on 2 cores, ort components, 8 targets: encode
         # 53-55 ms with spinning (at e4bc0b1), 34-36 ms without (docs/bench/summary.md).
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        if self.manifest.precision == "int8":
+            exact_int8_kernel(opts)
         if self.threads:
             opts.intra_op_num_threads = self.threads
         self.sessions = {}

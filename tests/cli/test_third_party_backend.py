@@ -158,6 +158,8 @@ def test_bench_picks_it_up_from_an_entry_point(tiny_export, third_party, tmp_pat
         "--warmup",
         "0",
         "--quiet",
+        "--gemm-size",  # the roofline's plumbing, not this machine's peak
+        "128",
         "--out",
         str(out),
     ]
@@ -176,9 +178,12 @@ def test_bench_picks_it_up_from_an_entry_point(tiny_export, third_party, tmp_pat
     assert data["cpu_precision"]["precisions"][NAME] == "fp32"
 
 
-def test_the_runtime_tests_run_on_it(third_party):
+def test_the_runtime_tests_run_on_it(third_party, tiny_export):
     """The parametrized runtime tests, unedited, gain ``[throwaway]`` cases when a ``-p``
-    plugin registers the backend, and those cases pass (parity with PyTorch included)."""
+    plugin registers the backend, and those cases pass (parity with PyTorch included). The
+    inner session reuses this session's tiny export (tests/conftest.py checks it is the
+    same model) instead of exporting it again."""
+    from conftest import REUSE_TINY_EXPORT
     select = "throwaway and (scripted_sequence_parity and tiny or window_with_pinned_views)"
     cmd = [
         sys.executable,
@@ -194,9 +199,8 @@ def test_the_runtime_tests_run_on_it(third_party):
         "-k",
         select,
     ]
-    res = subprocess.run(
-        cmd, cwd=ROOT, env=_env(third_party), capture_output=True, text=True, timeout=600
-    )
+    env = {**_env(third_party), REUSE_TINY_EXPORT: str(tiny_export[0])}
+    res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-2000:]
     passed = sorted(
         line.split("::", 1)[1] for line in res.stdout.splitlines() if line.startswith("PASSED ")
