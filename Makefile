@@ -75,7 +75,7 @@ engines: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/viewrt export --preset small --out out/bench/model --max-views 64
-	rm -rf out/bench/int8 && $(BIN)/viewrt calib out/bench/model --out out/bench/int8 --precision int8 --synthetic 4
+	rm -rf out/bench/int8 && $(BIN)/viewrt calib out/bench/model --out out/bench/int8 --precision int8 --kv int8 --synthetic 4
 	$(BIN)/viewrt bench out/bench/model --out out/bench/results --quantized-export out/bench/int8 $(BENCH_ARGS)
 
 # Everything that needs TensorRT and a GPU (engines, parity on trt/ort-trt/ort-cuda, bench at

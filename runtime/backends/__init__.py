@@ -140,6 +140,13 @@ CONFIGS: dict[str, Config] = {
         "viewrt runtime, OpenVINO CPU, its default precision for this CPU",
         quantized=QUANTIZED_PRECISIONS,
     ),
+    "openvino-plain": Config(
+        "openvino",
+        {"fused_attention": False},
+        "viewrt runtime, OpenVINO CPU, its default precision, attention unfused (MatMul -> Softmax -> "
+        "MatMul, targets split by the attention budget)",
+        quantized=QUANTIZED_PRECISIONS,
+    ),
     # the precision the runtime tests hold to PyTorch within 1e-4
     "openvino-f32": Config(
         "openvino", {"inference_precision": "f32"}, "viewrt runtime, OpenVINO CPU, f32", tests=True

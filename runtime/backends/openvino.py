@@ -112,6 +112,12 @@ class OpenVinoBackend(Backend):
             AVX512-BF16, else f32); or "f32", "bf16", "f16" to force it. Forcing bf16/f16 on
             a CPU without them is a slow emulation.
         threads: inference threads per graph (default: OpenVINO's choice).
+        fused_attention: True (default): the CPU plugin's fused attention (its Snippets MHA
+            kernel: no score matrix in memory); False: the cache reader (decoder) compiled with
+            ``SNIPPETS_MODE=DISABLE``, attention as MatMul, Softmax, MatMul, whose scores the
+            renderer bounds by its attention budget (targets split over calls). On a 2-core AVX512-BF16 EPYC the fused kernel slows
+            down past ~48 cached views of `small` (N=64: 1274 ms against 766 unfused, bf16;
+            ``python -m viewrt.bench.ov_profile``, docs/bench/openvino/notes.md).
         cache_precision: the dtype of the K/V cache buffers: None: bf16 where the plugin
             computes in bf16 and the export's cache is fp32 (an fp32, unquantized export),
             else the export's; "export": the export's kv_dtype always; "bf16": bf16 always
@@ -128,7 +134,7 @@ class OpenVinoBackend(Backend):
     """
 
     name = "openvino"
-    options = ("device", "inference_precision", "threads", "cache_precision")
+    options = ("device", "inference_precision", "threads", "cache_precision", "fused_attention")
     materializes_attention = False  # the CPU plugin fuses MatMul -> Softmax -> MatMul
 
     def __init__(
@@ -138,6 +144,7 @@ class OpenVinoBackend(Backend):
         inference_precision: str | None = None,
         threads: int | None = None,
         cache_precision: str | None = None,
+        fused_attention: bool = True,
     ):
         if device != "cpu":
             raise ViewrtError(f"the OpenVINO backend runs on the CPU, got device {device!r}")
@@ -159,6 +166,8 @@ class OpenVinoBackend(Backend):
         super().__init__(manifest, "cpu")
         self.requested_precision, self.threads = inference_precision, threads
         self.cache_precision = cache_precision
+        self.fused_attention = bool(fused_attention)
+        self.materializes_attention = not self.fused_attention
         self.precision: str | None = None
         self.requests: dict = {}
 
@@ -178,7 +187,7 @@ class OpenVinoBackend(Backend):
             if bf16_cache:
                 model = self._bf16_cache_io(g, model, ov)
             try:
-                compiled = core.compile_model(model, "CPU", config)
+                compiled = core.compile_model(model, "CPU", self._graph_config(g, config))
             except Exception as e:  # noqa: BLE001
                 raise ViewrtError(
                     f"{self.manifest.path(g)}: OpenVINO cannot compile it for the CPU ({str(e).splitlines()[0]})"
@@ -189,6 +198,15 @@ class OpenVinoBackend(Backend):
             self._use_cache_dtype(_bfloat16())
         self.precision = "/".join(sorted(precisions))
         self.version, self._ov = ov.get_version(), ov
+
+    def _graph_config(self, graph: str, config: dict) -> dict:
+        """The compile config of one graph: unfused attention (``SNIPPETS_MODE=DISABLE``) only
+        for the graph that reads the cache, whose attention grows with it; the writer attends
+        within one view. (OpenVINO 2026.4 also fails to compile the int8 encoder of `small`
+        with Snippets disabled.)"""
+        if self.fused_attention or graph != self.manifest.cache.reader:
+            return config
+        return {**config, "SNIPPETS_MODE": "DISABLE"}
 
     @classmethod
     def planned_cache_dtype(
@@ -304,6 +322,7 @@ class OpenVinoBackend(Backend):
             "precision": used,
             "requested_precision": self.requested_precision,
             "requested_cache_precision": self.cache_precision,
+            "fused_attention": self.fused_attention,
             "openvino": getattr(self, "version", None),
         }
 

@@ -150,3 +150,29 @@ def test_open_errors(tiny_export):
     with pytest.raises(ViewrtError, match="not active"):
         be = OpenVinoBackend(vrt.load_manifest(out_dir))
         be.run("encoder", {}, {})
+
+
+def test_unfused_attention_matches_pytorch_and_splits_targets(tiny_export):
+    """``openvino-plain`` (fused_attention=False, SNIPPETS_MODE=DISABLE on the decoder): the decoder
+    runs attention as Softmax nodes (no Snippets "Subgraph"), it is held to PyTorch within
+    the fp32 tolerance at every step, and the renderer splits targets by its attention
+    budget as for any backend that materializes scores."""
+    out_dir, model = tiny_export
+    sc = Scene(model, n_views=3, n_targets=3)
+    with vrt.open(out_dir, frame=sc.frame, backend="openvino-plain", inference_precision="f32") as r:
+        assert r.backend.materializes_attention and r.backend.info()["fused_attention"] is False
+        types = {
+            op.get_rt_info()["layerType"].astype(str)
+            for op in r.backend.compiled["decoder"].get_runtime_model().get_ordered_ops()
+        }
+        assert "Softmax" in types and "Subgraph" not in types, types
+        enc = r.backend.compiled["encoder"].get_runtime_model().get_ordered_ops()
+        assert "Subgraph" in {op.get_rt_info()["layerType"].astype(str) for op in enc}  # fused
+        for i in range(3):
+            r.add_view(sc.images[i], sc.cams[i])
+            assert_parity(r, sc, list(range(i + 1)))
+        r.attention_budget = 1  # bytes: one target per decoder call, same images
+        assert r._targets_per_call(3) == 1
+        assert_parity(r, sc, [0, 1, 2])
+    with vrt.open(out_dir, backend="openvino", inference_precision="f32") as r:
+        assert not r.backend.materializes_attention and r.backend.info()["fused_attention"]

@@ -1,0 +1,157 @@
+"""Where OpenVINO's decoder time goes, by cached views N: wall time of one decoder call and
+the time per runtime node type (OpenVINO's per-node profiling, ``PERF_COUNT``).
+
+    python -m viewrt.bench.ov_profile EXPORT --views 4,16,64 --targets 8 [--snippets disable]
+
+The decoder is read, bounded and typed exactly as the ``openvino`` backend does (a bf16 K/V
+cache where the plugin computes in bf16 and the export's cache is fp32), compiled with the
+latency hint and ``PERF_COUNT``, and run on random inputs of the right shape and dtype (the
+timing does not depend on the values). ``--snippets disable`` compiles with
+``SNIPPETS_MODE=DISABLE``: the CPU plugin then runs attention as MatMul, Softmax, MatMul
+instead of its fused Snippets kernel (the runtime model's "Subgraph" nodes). One warm-up
+call, then the median of ``--repeats``. Prints a markdown table and the CPU flags.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import statistics
+import time
+
+import click
+import numpy as np
+
+from viewrt.bench.cpu import cpu_isa, isa_line
+
+SNIPPETS = {"default": None, "enable": "ENABLE", "disable": "DISABLE"}
+
+
+def _feeds(compiled, ov, n_tokens: int, targets: int, rng) -> dict:
+    """Random inputs of the compiled decoder at ``n_tokens`` cached tokens and ``targets``."""
+    feeds = {}
+    for port in compiled.inputs:
+        name = port.get_any_name()
+        shape = [
+            d.get_length() if d.is_static else (n_tokens if name.startswith("past") else targets)
+            for d in port.get_partial_shape()
+        ]
+        et = port.get_element_type()
+        if et == ov.Type.i8:
+            feeds[name] = ov.Tensor(rng.integers(-100, 100, size=shape, dtype=np.int8))
+            continue
+        a = (rng.standard_normal(shape) * 0.5).astype(np.float32)
+        if et == ov.Type.bf16:
+            t = ov.Tensor(ov.Type.bf16, shape)
+            t.data[:] = (a.view(np.uint32) >> 16).astype(np.uint16).reshape(t.data.shape)
+            feeds[name] = t
+        else:
+            feeds[name] = ov.Tensor(a)
+    return feeds
+
+
+def profile(
+    export_dir,
+    views: list[int],
+    targets: int = 8,
+    snippets: str = "default",
+    inference_precision: str | None = None,
+    repeats: int = 3,
+) -> dict:
+    """{"precision", "cache_dtype", "points": [{"views", "ms", "by_type": {type: ms}}]}.
+
+    Raises: ViewrtError for a bad export or an N beyond its cache (as the backend does).
+    """
+    import openvino as ov
+
+    import viewrt.runtime as vrt
+    from viewrt.errors import ViewrtError
+
+    opts = {} if inference_precision is None else {"inference_precision": inference_precision}
+    with vrt.open(export_dir, "openvino", **opts) as r:
+        b, m = r.backend, r.manifest
+        bad = [n for n in views if not 1 <= n <= m.max_views]
+        if bad:
+            raise ViewrtError(f"--views {bad[0]}: the export caches 1..{m.max_views} views")
+        info = b.info()
+        core = ov.Core()
+        model = b._read(core, "decoder", ov)
+        if info.get("cache_dtype") == "bfloat16":
+            model = b._bf16_cache_io("decoder", model, ov)
+        config = {"PERFORMANCE_HINT": "LATENCY", "PERF_COUNT": True}
+        if inference_precision:
+            config["INFERENCE_PRECISION_HINT"] = inference_precision
+        if SNIPPETS[snippets]:
+            config["SNIPPETS_MODE"] = SNIPPETS[snippets]
+        compiled = core.compile_model(model, "CPU", config)
+        request = compiled.create_infer_request()
+        rng = np.random.default_rng(0)
+        points = []
+        for n in views:
+            feeds = _feeds(compiled, ov, n * m.tokens_per_view, targets, rng)
+            request.infer(feeds)  # warm-up (shape-specific preparation)
+            times, by_type = [], collections.Counter()
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                request.infer(feeds)
+                times.append((time.perf_counter() - t0) * 1e3)
+            for p in request.profiling_info:  # the last call's nodes
+                by_type[p.node_type] += p.real_time.total_seconds() * 1e3
+            points.append(
+                {
+                    "views": n,
+                    "ms": statistics.median(times),
+                    "by_type": dict(by_type.most_common()),
+                }
+            )
+    return {
+        "export": str(export_dir),
+        "precision": info.get("precision"),
+        "cache_dtype": info.get("cache_dtype"),
+        "snippets": snippets,
+        "targets": targets,
+        "points": points,
+    }
+
+
+def table(res: dict, top: int = 4) -> str:
+    """Markdown: N, decoder ms, and the ``top`` node types' ms (of the last call)."""
+    lines = [
+        f"decoder of {res['export']} on OpenVINO ({res['precision']}, cache {res['cache_dtype']}, "
+        f"Snippets {res['snippets']}), {res['targets']} targets; {isa_line(cpu_isa())}",
+        "",
+        "| N | decoder (ms, median) | node types (ms, one call) |",
+        "|---:|---:|---|",
+    ]
+    for p in res["points"]:
+        kinds = ", ".join(f"{k} {v:.1f}" for k, v in list(p["by_type"].items())[:top])
+        lines.append(f"| {p['views']} | {p['ms']:.1f} | {kinds} |")
+    return "\n".join(lines)
+
+
+@click.command()
+@click.argument("export_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--views", default="4,16,64", show_default=True, help="Cached views N, comma-separated.")
+@click.option("--targets", default=8, show_default=True, type=click.IntRange(min=1))
+@click.option("--snippets", type=click.Choice(list(SNIPPETS)), default="default", show_default=True)
+@click.option("--inference-precision", type=click.Choice(["f32", "bf16"]), default=None)
+@click.option("--repeats", default=3, show_default=True, type=click.IntRange(min=1))
+@click.option("--out", type=click.Path(dir_okay=False), default=None, help="Also write the JSON.")
+def main(export_dir, views, targets, snippets, inference_precision, repeats, out):
+    from viewrt.errors import ViewrtError
+
+    try:
+        ns = [int(v) for v in views.split(",")]
+        res = profile(export_dir, ns, targets, snippets, inference_precision, repeats)
+    except ValueError:
+        raise click.BadParameter(f"not a comma-separated list of integers: {views!r}", param_hint="--views") from None
+    except ViewrtError as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(table(res))
+    if out:
+        with open(out, "w") as f:
+            json.dump(res, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
