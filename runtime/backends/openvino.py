@@ -117,7 +117,7 @@ class OpenVinoBackend(Backend):
             ``SNIPPETS_MODE=DISABLE``, attention as MatMul, Softmax, MatMul, whose scores the
             renderer bounds by its attention budget (targets split over calls). On a 2-core AVX512-BF16 EPYC the fused kernel slows
             down past ~48 cached views of `small` (N=64: 1274 ms against 766 unfused, bf16;
-            ``python -m viewrt.bench.ov_profile``, docs/bench/openvino/notes.md).
+            ``python -m viewrt.runtime.backends.openvino_profile``, docs/bench/openvino/notes.md).
         cache_precision: the dtype of the K/V cache buffers: None: bf16 where the plugin
             computes in bf16 and the export's cache is fp32 (an fp32, unquantized export),
             else the export's; "export": the export's kv_dtype always; "bf16": bf16 always

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from viewrt.contract.manifest import Manifest
 from viewrt.errors import ViewrtError
+from viewrt.ort_kernels import EXACT_INT8_KEY, exact_int8_kernel  # noqa: F401 - EXACT_INT8_KEY re-exported
 from viewrt.runtime.backends.base import Backend, Buffer
 from viewrt.runtime.backends.memory import CudaMemory, HostMemory
 
@@ -20,24 +21,6 @@ CPU_EP, CUDA_EP, TRT_EP = (
     "CUDAExecutionProvider",
     "TensorrtExecutionProvider",
 )
-
-
-# ONNX Runtime's session config key (include/onnxruntime/core/session/
-# onnxruntime_session_options_config_keys.h, kOrtSessionOptionsAvx2PrecisionMode): "x64
-# SSE4.1/AVX2/AVX512 (with no VNNI) has overflow problem with quantized matrix multiplication
-# with U8S8 ... turned on, use slower U8U8 matrix multiplications". Without it, on an AVX2 CPU
-# the int8 export of `small` scored 36 dB against fp32 at every N (docs/calib.md, "Long caches").
-# On a CPU with VNNI the kernel does not saturate and ONNX Runtime ignores the key.
-EXACT_INT8_KEY = "session.x64quantprecision"
-
-
-def exact_int8_kernel(opts) -> None:
-    """Ask ONNX Runtime for its non-saturating int8 GEMM on x86 CPUs without VNNI.
-
-    Args:
-        opts: an ``onnxruntime.SessionOptions``; changed in place.
-    """
-    opts.add_session_config_entry(EXACT_INT8_KEY, "1")
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from viewrt.ort_kernels import exact_int8_kernel
 from viewrt.timing import matmul_gflops, timed_gflops
 
 # onnx, onnxruntime and openvino are imported lazily: a probe whose engine is absent is skipped.
@@ -119,8 +120,6 @@ def ort_rates(shapes, precision: str, threads: int | None = None, reps: int = 5)
     if threads:
         opts.intra_op_num_threads = threads
     if precision == "int8":  # the kernel the ort backend runs int8 exports with
-        from viewrt.runtime.backends.ort import exact_int8_kernel
-
         exact_int8_kernel(opts)
     rng = np.random.default_rng(0)
     for s in shapes:

@@ -1,7 +1,7 @@
 """Where OpenVINO's decoder time goes, by cached views N: wall time of one decoder call and
 the time per runtime node type (OpenVINO's per-node profiling, ``PERF_COUNT``).
 
-    python -m viewrt.bench.ov_profile EXPORT --views 4,16,64 --targets 8 [--snippets disable]
+    python -m viewrt.runtime.backends.openvino_profile EXPORT --views 4,16,64 --targets 8 [--snippets disable]
 
 The decoder is read, bounded and typed exactly as the ``openvino`` backend does (a bf16 K/V
 cache where the plugin computes in bf16 and the export's cache is fp32), compiled with the
@@ -10,19 +10,27 @@ timing does not depend on the values). ``--snippets disable`` compiles with
 ``SNIPPETS_MODE=DISABLE``: the CPU plugin then runs attention as MatMul, Softmax, MatMul
 instead of its fused Snippets kernel (the runtime model's "Subgraph" nodes). One warm-up
 call, then the median of ``--repeats``. Prints a markdown table and the CPU flags.
+
+A diagnostic of the runtime's OpenVINO backend, not a `viewrt` subcommand (argparse: the
+runtime layer needs no CLI library).
 """
 
 from __future__ import annotations
 
+import argparse
 import collections
 import json
 import statistics
+import sys
 import time
+from pathlib import Path
 
-import click
 import numpy as np
 
-from viewrt.bench.cpu import cpu_isa, isa_line
+import viewrt.runtime as vrt
+from viewrt.errors import ViewrtError
+
+# openvino is imported lazily (profile): this module imports without it.
 
 SNIPPETS = {"default": None, "enable": "ENABLE", "disable": "DISABLE"}
 
@@ -63,9 +71,6 @@ def profile(
     Raises: ViewrtError for a bad export or an N beyond its cache (as the backend does).
     """
     import openvino as ov
-
-    import viewrt.runtime as vrt
-    from viewrt.errors import ViewrtError
 
     opts = {} if inference_precision is None else {"inference_precision": inference_precision}
     with vrt.open(export_dir, "openvino", **opts) as r:
@@ -114,11 +119,27 @@ def profile(
     }
 
 
+def cpu_flags_line() -> str:
+    """The CPU's model and its matmul-relevant flags, from the first processor of /proc/cpuinfo."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return "CPU: unknown (no /proc/cpuinfo)"
+    fields = {}
+    for line in lines:
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    flags = set(fields.get("flags", "").split())
+    want = ("amx_bf16", "amx_int8", "avx512_bf16", "avx512_vnni", "avx_vnni", "avx512f", "avx2")
+    have = ", ".join(f for f in want if f in flags) or "none of " + "/".join(want)
+    return f"CPU: {fields.get('model name') or 'unknown'}; flags: {have}"
+
+
 def table(res: dict, top: int = 4) -> str:
     """Markdown: N, decoder ms, and the ``top`` node types' ms (of the last call)."""
     lines = [
         f"decoder of {res['export']} on OpenVINO ({res['precision']}, cache {res['cache_dtype']}, "
-        f"Snippets {res['snippets']}), {res['targets']} targets; {isa_line(cpu_isa())}",
+        f"Snippets {res['snippets']}), {res['targets']} targets; {cpu_flags_line()}",
         "",
         "| N | decoder (ms, median) | node types (ms, one call) |",
         "|---:|---:|---|",
@@ -129,29 +150,38 @@ def table(res: dict, top: int = 4) -> str:
     return "\n".join(lines)
 
 
-@click.command()
-@click.argument("export_dir", type=click.Path(exists=True, file_okay=False))
-@click.option("--views", default="4,16,64", show_default=True, help="Cached views N, comma-separated.")
-@click.option("--targets", default=8, show_default=True, type=click.IntRange(min=1))
-@click.option("--snippets", type=click.Choice(list(SNIPPETS)), default="default", show_default=True)
-@click.option("--inference-precision", type=click.Choice(["f32", "bf16"]), default=None)
-@click.option("--repeats", default=3, show_default=True, type=click.IntRange(min=1))
-@click.option("--out", type=click.Path(dir_okay=False), default=None, help="Also write the JSON.")
-def main(export_dir, views, targets, snippets, inference_precision, repeats, out):
-    from viewrt.errors import ViewrtError
-
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="python -m viewrt.runtime.backends.openvino_profile",
+        description="OpenVINO decoder time by cached views N and by runtime node type.",
+    )
+    ap.add_argument("export_dir")
+    ap.add_argument("--views", default="4,16,64", help="cached views N, comma-separated (4,16,64)")
+    ap.add_argument("--targets", type=int, default=8)
+    ap.add_argument("--snippets", choices=list(SNIPPETS), default="default")
+    ap.add_argument("--inference-precision", choices=["f32", "bf16"], default=None)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--out", default=None, help="also write the JSON there")
+    a = ap.parse_args(argv)
     try:
-        ns = [int(v) for v in views.split(",")]
-        res = profile(export_dir, ns, targets, snippets, inference_precision, repeats)
-    except ValueError:
-        raise click.BadParameter(f"not a comma-separated list of integers: {views!r}", param_hint="--views") from None
+        try:
+            views = [int(v) for v in a.views.split(",")]
+        except ValueError:
+            raise ViewrtError(f"--views: not a comma-separated list of integers: {a.views!r}") from None
+        if a.targets < 1 or a.repeats < 1:
+            raise ViewrtError("--targets and --repeats must be >= 1")
+        res = profile(a.export_dir, views, a.targets, a.snippets, a.inference_precision, a.repeats)
+        print(table(res))
+        if a.out:
+            try:
+                Path(a.out).write_text(json.dumps(res, indent=1))
+            except OSError as e:
+                raise ViewrtError(f"--out {a.out}: cannot write it ({e.strerror})") from None
     except ViewrtError as e:
-        raise click.ClickException(str(e)) from None
-    click.echo(table(res))
-    if out:
-        with open(out, "w") as f:
-            json.dump(res, f, indent=1)
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
