@@ -49,8 +49,12 @@ demo: $(STAMP)
 	$(BIN)/viewrt infer out/demo/model --list out/demo/scenes/scenes.txt --views 4 --out out/demo/run
 	@echo "[demo] report: out/demo/run/summary.json, steps.png (mean over the scenes), <scene>/contact_sheet.png"
 
+# pytest-xdist workers (one test file per worker, --dist loadfile: a file's module fixtures
+# and servers stay in one process); TEST_WORKERS=0 runs in this process.
+TEST_WORKERS ?= 2
+
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 # Train the demo model (seed 0) and install its weights as the demo preset's.
 train: $(STAMP)
@@ -64,7 +68,7 @@ eval-demo: $(STAMP)
 
 # Also the slow tests (res256 export, ...).
 test-all: $(STAMP)
-	$(BIN)/python -m pytest -q -m "slow or not slow"
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "slow or not slow"
 
 # ONNX graphs + manifest always; TensorRT engines where TensorRT and a GPU are present.
 # TRT=1 makes a missing TensorRT an error.

@@ -118,7 +118,7 @@ def test_cache_bound_by_address_and_requests_reused(tiny_export):
 
 def test_bf16_and_default_close_to_f32(tiny_export):
     """bf16 (native or emulated) and OpenVINO's default (with the bf16 K/V cache where it
-    computes in bf16) stay within the precision table's bf16 tolerance of f32 (1e-2,
+    computes in bf16) stay within the precision table's bf16 tolerance of f32 (2e-2,
     docs/design.md); f32 is within the fp32 tolerance of PyTorch."""
     out_dir, model = tiny_export
     sc = Scene(model, n_views=3)

@@ -62,10 +62,14 @@ PRECISIONS: dict[str, Precision] = {
     p.name: p
     for p in (
         # fp32 everywhere; TensorRT: no precision flags, TF32 cleared by the build.
-        # bf16 (OpenVINO): docs/design.md's 1e-2 for bf16. The bf16 cache alone (f32 compute)
-        # measured at most 1.1e-3 (tiny) and 7.1e-4 (small) over 3 runs of the runtime tests'
-        # scripted sequences (`pytest -s tests/runtime/test_openvino_bf16_cache.py -k scripted`
-        # prints it; AMD EPYC without AVX-512, OpenVINO 2026.4.1): room left for bf16 compute.
+        # bf16 (OpenVINO): 2e-2. The bf16 cache alone (f32 compute) measured at most 1.1e-3
+        # (tiny) and 7.1e-4 (small) over 3 runs of the runtime tests' scripted sequences
+        # (`pytest -s tests/runtime/test_openvino_bf16_cache.py -k scripted` prints it; AMD
+        # EPYC without AVX-512, OpenVINO 2026.4.1). bf16 compute with the bf16 cache, on an
+        # AVX512-BF16 EPYC (2026-12-03, same command, 7 runs): 0.0079-0.0101 on tiny and
+        # 0.0088-0.0101 on small, so the former 1e-2 failed about one run in ten; PyTorch's
+        # own bf16 autocast is 1.05e-2 from its fp32 on `small` (docs/bench/cpu/summary.md).
+        # A bf16 significand near 1.0 steps by 2**-8 = 3.9e-3: 2e-2 is five steps.
         Precision(
             "fp32",
             "float32",
@@ -79,7 +83,7 @@ PRECISIONS: dict[str, Precision] = {
             (),
             False,
             "f32",
-            atol_images_bf16=1e-2,
+            atol_images_bf16=2e-2,
         ),
         # fp16 matmuls and cache, fp32 residual stream/norms/softmax (explicit casts in the
         # graph): built strongly typed so TensorRT keeps the fp32 islands.
