@@ -704,11 +704,13 @@ def _train_loop(run: _Run, pool: dict, val, step: int, stop: int, t0: float) -> 
             }
         )
         if step % recipe.eval_every == 0 or step == total:
+            # the mean training loss since the last validation (the last eval_every steps)
+            recent = [r["loss"] for r in log if "loss" in r][-recipe.eval_every :]
             last_val = quick_psnr(model, val)
             log.append({"step": step, "val_psnr": last_val, "wall_s": time.perf_counter() - t0})
             if not _tty():
                 run.echo(
-                    f"step {step}: loss {np.mean([r['loss'] for r in log[-recipe.eval_every :] if 'loss' in r]):.5f}, "
+                    f"step {step}: loss {np.mean(recent):.5f}, "
                     f"val PSNR by views {' '.join(f'{v:.2f}' for v in last_val)} dB, {time.perf_counter() - t0:.0f} s"
                 )
         if bar is not None:
