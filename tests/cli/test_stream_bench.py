@@ -76,6 +76,10 @@ def test_bad_options_one_line(export_dir, tmp_path):
     _one_line_error(_invoke(export_dir, "--frames", 2, "--out", out), "--frames 2: each count")
     _one_line_error(_invoke(export_dir, "--views", 4, "--out", out), "--views do(es) not apply")
     _one_line_error(_invoke(export_dir, "--pinned", 3, "--out", out), "at most 2 frames")
+    _one_line_error(  # beyond the export's cache: refused before anything runs
+        _invoke(export_dir, "--windows", 99, "--backends", "ort,torch-stream", "--out", out),
+        "--windows 99: the export's runtime cache holds 2 pinned frames and a window of at most",
+    )
     _one_line_error(
         _invoke(export_dir, "--backends", "torch-fp32", "--out", out),
         "not a backend of a token-window",

@@ -188,7 +188,14 @@ def bench_stream(req: StreamBenchRequest, manifest: Manifest) -> str:
         seed=req.seed,
         progress=req.progress,
     )
-    check_config(cfg, model)  # before the frames are rendered and the folder made
+    windows = check_config(cfg, model)  # before the frames are rendered and the folder made
+    runtime = [b for b in selected if b in registry.configs()]
+    if runtime and max(windows) > model.default_window:
+        raise ViewrtError(
+            f"--windows {max(windows)}: the export's runtime cache holds {pinned} pinned frames and a "
+            f"window of at most {model.default_window} (max_frames {manifest.max_frames}); "
+            f"runtime backends {', '.join(runtime)} cannot run it"
+        )
     images = synthetic_sequence(max(req.frames), model.image_size, req.seed)[0].astype(np.float32)
     click.echo(f"CPU flags: {', '.join(cpu_flags()) or 'unknown'}", err=True)
     with locked_folder(req.out, "--out", clean_on_error=True):
