@@ -143,8 +143,8 @@ CONFIGS: dict[str, Config] = {
     "openvino-plain": Config(
         "openvino",
         {"fused_attention": False},
-        "viewrt runtime, OpenVINO CPU, its default precision, attention unfused (MatMul -> Softmax -> "
-        "MatMul, targets split by the attention budget)",
+        "viewrt runtime, OpenVINO CPU, its default precision, the cache reader's attention unfused "
+        "(MatMul -> Softmax -> MatMul; a view renderer splits targets by its attention budget)",
         quantized=QUANTIZED_PRECISIONS,
     ),
     # the precision the runtime tests hold to PyTorch within 1e-4
