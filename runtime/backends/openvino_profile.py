@@ -1,7 +1,7 @@
 """Where OpenVINO's decoder time goes, by cached views N: wall time of one decoder call and
 the time per runtime node type (OpenVINO's per-node profiling, ``PERF_COUNT``).
 
-    python -m viewrt.runtime.backends.openvino_profile EXPORT --views 4,16,64 --targets 8 [--snippets disable]
+    python -m viewrt.runtime.backends.openvino_profile EXPORT [--views 4,16,64] [--targets 8] [--snippets disable]
 
 The decoder is read, bounded and typed exactly as the ``openvino`` backend does (a bf16 K/V
 cache where the plugin computes in bf16 and the export's cache is fp32), compiled with the
@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 import viewrt.runtime as vrt
+from viewrt.contract.family import VIEW_SLOTS
 from viewrt.errors import ViewrtError
 
 # openvino is imported lazily (profile): this module imports without it.
@@ -53,14 +54,22 @@ def _feeds(compiled, ov, n_tokens: int, targets: int, rng) -> dict:
             t = ov.Tensor(ov.Type.bf16, shape)
             t.data[:] = (a.view(np.uint32) >> 16).astype(np.uint16).reshape(t.data.shape)
             feeds[name] = t
+        elif et == ov.Type.f16:
+            feeds[name] = ov.Tensor(a.astype(np.float16))
         else:
             feeds[name] = ov.Tensor(a)
     return feeds
 
 
+def default_views(max_views: int) -> list[int]:
+    """4, 16 and 64 where the export caches that many views, else 1, a quarter and all."""
+    got = [n for n in (4, 16, 64) if n <= max_views]
+    return got if len(got) > 1 else sorted({1, max(1, max_views // 4), max_views})
+
+
 def profile(
     export_dir,
-    views: list[int],
+    views: list[int] | None,
     targets: int = 8,
     snippets: str = "default",
     inference_precision: str | None = None,
@@ -68,16 +77,29 @@ def profile(
 ) -> dict:
     """{"precision", "cache_dtype", "points": [{"views", "ms", "by_type": {type: ms}}]}.
 
-    Raises: ViewrtError for a bad export or an N beyond its cache (as the backend does).
+    Args:
+        views: cached view counts N (None: :func:`default_views` of the export).
+    Raises: ViewrtError for a bad export, an export without a view cache (a streaming one),
+        an N beyond its cache or more targets than its decoder takes, checked before anything
+        is compiled.
     """
     import openvino as ov
 
+    m = vrt.load_manifest(export_dir)
+    if m.memory != VIEW_SLOTS:
+        raise ViewrtError(
+            f"{export_dir}: a {m.family} export ({m.memory}); the profiler times a view "
+            "decoder over N cached views (an Efficient-LVSM export)"
+        )
+    views = default_views(m.max_views) if views is None else views
+    bad = [n for n in views if not 1 <= n <= m.max_views]
+    if bad:
+        raise ViewrtError(f"--views {bad[0]}: the export caches 1..{m.max_views} views")
+    if not 1 <= targets <= m.max_targets:
+        raise ViewrtError(f"--targets {targets}: the export's decoder renders 1..{m.max_targets} targets per call")
     opts = {} if inference_precision is None else {"inference_precision": inference_precision}
     with vrt.open(export_dir, "openvino", **opts) as r:
-        b, m = r.backend, r.manifest
-        bad = [n for n in views if not 1 <= n <= m.max_views]
-        if bad:
-            raise ViewrtError(f"--views {bad[0]}: the export caches 1..{m.max_views} views")
+        b = r.backend
         info = b.info()
         core = ov.Core()
         model = b._read(core, "decoder", ov)
@@ -156,7 +178,10 @@ def main(argv: list[str] | None = None) -> int:
         description="OpenVINO decoder time by cached views N and by runtime node type.",
     )
     ap.add_argument("export_dir")
-    ap.add_argument("--views", default="4,16,64", help="cached views N, comma-separated (4,16,64)")
+    ap.error = lambda message: ap.exit(2, f"error: {message}\n")  # one line, no usage block
+    ap.add_argument(
+        "--views", default=None, help="cached views N, comma-separated (default: 4,16,64 within the cache)"
+    )
     ap.add_argument("--targets", type=int, default=8)
     ap.add_argument("--snippets", choices=list(SNIPPETS), default="default")
     ap.add_argument("--inference-precision", choices=["f32", "bf16"], default=None)
@@ -165,18 +190,21 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     try:
         try:
-            views = [int(v) for v in a.views.split(",")]
+            views = None if a.views is None else [int(v) for v in a.views.split(",")]
         except ValueError:
             raise ViewrtError(f"--views: not a comma-separated list of integers: {a.views!r}") from None
         if a.targets < 1 or a.repeats < 1:
             raise ViewrtError("--targets and --repeats must be >= 1")
+        out = Path(a.out) if a.out else None
+        if out is not None and (out.is_dir() or not out.parent.is_dir()):
+            raise ViewrtError(f"--out {a.out}: cannot write it (not a file in an existing folder)")
         res = profile(a.export_dir, views, a.targets, a.snippets, a.inference_precision, a.repeats)
-        print(table(res))
-        if a.out:
+        if out is not None:
             try:
-                Path(a.out).write_text(json.dumps(res, indent=1))
+                out.write_text(json.dumps(res, indent=1))
             except OSError as e:
                 raise ViewrtError(f"--out {a.out}: cannot write it ({e.strerror})") from None
+        print(table(res))
     except ViewrtError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

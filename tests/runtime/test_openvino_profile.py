@@ -30,10 +30,17 @@ def test_profile_fused_and_unfused(tiny_export):
         (["--views", "a,b"], "not a comma-separated list of integers"),
         (["--targets", "0"], "--targets and --repeats must be >= 1"),
         (["--out", "/proc/nope/x.json", "--views", "1", "--repeats", "1"], "cannot write it"),
+        (["--views", "1", "--targets", "9"], "--targets 9: the export's decoder renders 1..8 targets"),
+        (["--targets", "2.5"], "--targets: invalid int value"),
+        (["--snippets", "DISABLE"], "--snippets: invalid choice"),
     ],
 )
 def test_user_errors_one_line(tiny_export, capsys, args, message):
-    assert main([str(tiny_export[0]), *args]) == 1
+    try:
+        code = main([str(tiny_export[0]), *args])
+    except SystemExit as e:  # argparse's own checks
+        code = e.code
+    assert code in (1, 2)
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err and len(err.strip().splitlines()) == 1
 
@@ -42,3 +49,15 @@ def test_missing_export_one_line(tmp_path, capsys):
     assert main([str(tmp_path / "nope")]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: ") and len(err.strip().splitlines()) == 1
+
+
+def test_fp16_export_and_default_views(tiny_export_fp16, tmp_path, capsys):
+    """An fp16 export's decoder is fed in its own input types; without --views the points are
+    those of 4, 16, 64 the cache holds (tiny: 8 views: 1, 2, 8)."""
+    out = tmp_path / "p.json"
+    assert main([str(tiny_export_fp16[0]), "--targets", "1", "--repeats", "1", "--out", str(out)]) == 0
+    import json
+
+    res = json.loads(out.read_text())
+    assert [p["views"] for p in res["points"]] == [1, 2, 8] and all(p["ms"] > 0 for p in res["points"])
+    assert "| 8 |" in capsys.readouterr().out
