@@ -251,13 +251,26 @@ def backend_class(name: str):
 
 def resolve(name: str, **options) -> tuple[str, dict]:
     """``(backend, options)`` for a backend or configuration name; explicit options (not
-    None) override the configuration's.
+    None) add to the configuration's. An explicit option that contradicts the one the
+    configuration is named for is refused (``openvino-f32`` with ``inference_precision``
+    "bf16" would run bf16 under the f32 name); a device of the configuration's kind may be
+    chosen (``ort-cuda`` with "cuda:1").
 
-    Raises: ViewrtError for an unknown name.
+    Raises: ViewrtError for an unknown name or a contradicting option.
     """
     if name in configs():
         c = CONFIGS[name]
-        return c.backend, {**c.options, **{k: v for k, v in options.items() if v is not None}}
+        given = {k: v for k, v in options.items() if v is not None}
+        for k, v in given.items():
+            if k not in c.options or v == c.options[k]:
+                continue
+            if k == "device" and str(v).split(":")[0] == str(c.options[k]).split(":")[0]:
+                continue
+            raise ViewrtError(
+                f"{name} runs with {k} {c.options[k]!r}, not {v!r}: use the backend "
+                f"{c.backend!r} with {k} {v!r}"
+            )
+        return c.backend, {**c.options, **given}
     if name in BACKENDS:
         return name, {k: v for k, v in options.items() if v is not None}
     raise ViewrtError(f"unknown backend {name!r}; expected one of {', '.join(names())}")

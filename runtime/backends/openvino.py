@@ -109,8 +109,9 @@ class OpenVinoBackend(Backend):
         device: "cpu" (OpenVINO's CPU plugin).
         inference_precision: OpenVINO's compute precision (INFERENCE_PRECISION_HINT, not
             the graph precision): None: OpenVINO's default for this CPU (bf16 with AMX or
-            AVX512-BF16, else f32); or "f32", "bf16", "f16" to force it. Forcing bf16/f16 on
-            a CPU without them is a slow emulation.
+            AVX512-BF16, else f32); or "f32", "bf16", "f16" to force it. bf16 on a CPU
+            without it is a slow emulation; a precision OpenVINO does not compile to here
+            (f16 on x86 without AVX512-FP16/AMX-FP16) is refused on activate.
         threads: inference threads per graph (default: OpenVINO's choice).
         fused_attention: True (default): the CPU plugin's fused attention (its Snippets MHA
             kernel: no score matrix in memory); False: the cache reader (decoder) compiled with
@@ -196,6 +197,12 @@ class OpenVinoBackend(Backend):
             self.compiled[g], self.requests[g] = compiled, compiled.create_infer_request()
         if bf16_cache:
             self._use_cache_dtype(_bfloat16())
+        if self.requested_precision is not None and precisions != {self.requested_precision}:
+            self.compiled, self.requests = {}, {}
+            raise ViewrtError(
+                f"inference_precision {self.requested_precision!r}: OpenVINO compiled the graphs in "
+                f"{'/'.join(sorted(precisions))} on this CPU (it does not run {self.requested_precision} here)"
+            )
         self.precision = "/".join(sorted(precisions))
         self.version, self._ov = ov.get_version(), ov
 

@@ -158,6 +158,12 @@ def _torch_factory(req: InferRequest, manifest: Manifest):
         raise ViewrtError(
             f"{req.export_dir}: the torch backend renders Efficient-LVSM exports, this one is {manifest.family!r}"
         )
+    if manifest.precision_row.quantized or manifest.kv_dtype != "float32":
+        raise ViewrtError(
+            f"{req.export_dir}: {manifest.precision} export (K/V cache {manifest.kv_dtype}); the torch "
+            "backend renders the fp32 model, not these graphs: run the fp32 export with --backend torch, "
+            "or this one with ort or openvino"
+        )
     preset, checkpoint = manifest.preset, manifest.checkpoint
     model, _ = build_model(preset, checkpoint)
     digest, want = weights_digest(model), manifest.weights_sha256
