@@ -119,6 +119,8 @@ def _table(export: Path, tmp: Path):
             # --precision is the graph precision: OpenVINO's is --inference-precision
             ["infer", export, "--out", out, "--backend", "openvino", "--precision", "bf16"],
             ["infer", export, "--out", out, "--precision", "fp32"],
+            # a configuration's own option is not overridden under its name
+            ["infer", export, "--out", out, "--backend", "openvino-f32", "--inference-precision", "bf16"],
             ["infer", export, "--out", out, "--inference-precision", "fp16"],
             ["infer", export, "--out", out, "--inference-precision", "bf16"],  # ort has none
         ],
@@ -132,6 +134,8 @@ def _table(export: Path, tmp: Path):
             ["calib", export, "--out", out, "--precision", "fp32", "--synthetic", "2"],
             [*calib_int8, "--seed", "-1"],
             [*calib_int8, "--method", "x"],
+            [*calib_int8, "--report", "/proc/x"],  # checked before the calibration
+            [*calib_int8, "--report", out],  # the export's own folder
         ],
         "calib-report": [
             ["calib-report", tmp / "nope", "--out", out],

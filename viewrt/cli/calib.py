@@ -118,6 +118,10 @@ def calib(
         )
     precision = precision or "fp32"
     check_creatable(out_dir, "--out")
+    if report_dir:  # checked before the work, as --out is
+        if Path(report_dir).resolve() == Path(out_dir).resolve():
+            raise ViewrtError(f"--report {report_dir}: give the report a folder of its own, not --out")
+        check_creatable(report_dir, "--report")
     m = quantize_export(
         export_dir,
         out_dir,
@@ -141,13 +145,13 @@ def calib(
         f"{n['decoder']}, {x} kept fp32; passes the TensorRT Q/DQ check; vs fp32: {v['psnr_vs_fp32_db']} dB PSNR"
     )
     if report_dir:
-        _report(out_dir, report_dir, views=_calib_report_views(m.max_views))
+        _report(out_dir, report_dir, views=_calib_report_views(m.max_views), option="--report")
 
 
-def _report(export_dir, out_dir, views, reference=None, scenes=None, synthetic=None):
+def _report(export_dir, out_dir, views, reference=None, scenes=None, synthetic=None, option="--out"):
     from viewrt.calib.report import accuracy_report
 
-    check_creatable(out_dir, "--out")
+    check_creatable(out_dir, option)
     r = accuracy_report(
         export_dir,
         out_dir,
