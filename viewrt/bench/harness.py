@@ -231,9 +231,15 @@ class Bench:
         if cfg.quantized_export is not None:
             q = self.qmanifest = load_manifest(cfg.quantized_export)
             if not q.precision_row.quantized:
+                what = (
+                    f"{q.precision} matmuls, K/V cache {q.kv_dtype} (viewrt calib --kv alone)"
+                    if q.kv_dtype != m.kv_dtype
+                    else f"a {q.precision} export"
+                )
                 raise ViewrtError(
-                    f"--quantized-export {cfg.quantized_export}: a {q.precision} export; make one with "
-                    f"`viewrt calib {cfg.export_dir} --out DIR --precision int8`"
+                    f"--quantized-export {cfg.quantized_export}: {what}; the quantized columns take int8 or fp8 "
+                    f"matmuls: make one with `viewrt calib {cfg.export_dir} --out DIR --precision int8` (add --kv int8 "
+                    "for the 8-bit cache)"
                 )
             src = (q.quantization or {}).get("source_export", {}).get("weights_sha256")
             if src != m.weights_sha256:
