@@ -166,7 +166,7 @@ def quantize_graph(
         # clips outliers) and calibrates float8 only with "distribution"; here the scales are
         # amax / 448 from its MinMax calibrator, given to quantize_static as overrides (its
         # own distribution pass then sees one sample and is not used).
-        overrides = _fp8_minmax_overrides(src, feeds, dst.parent)
+        overrides = _fp8_minmax_overrides(src, feeds, dst.parent.parent)
         feeds, calibrate = feeds[:1], CalibrationMethod.Distribution
     try:
         with (
@@ -212,17 +212,22 @@ def _fp8_minmax_overrides(src: Path, feeds: list[dict], workdir: Path) -> dict:
     from onnxruntime.quantization import CalibrationMethod
     from onnxruntime.quantization.calibrate import create_calibrator
 
-    cal = create_calibrator(
-        src,
-        ["MatMul", "Gemm"],
-        augmented_model_path=str(workdir / f"{src.stem}.minmax.onnx"),
-        calibrate_method=CalibrationMethod.MinMax,
-        extra_options={"symmetric": True},
-    )
-    for f in feeds:  # one at a time: the past-token axis differs between samples
-        cal.collect_data(FeedReader([f]))
+    # the calibrator's augmented copy of the graph goes to a folder of its own, removed after
+    # (not next to the quantized graphs, which become the export)
+    with tempfile.TemporaryDirectory(dir=workdir, prefix="minmax-") as scratch:
+        cal = create_calibrator(
+            src,
+            ["MatMul", "Gemm"],
+            augmented_model_path=str(Path(scratch) / f"{src.stem}.minmax.onnx"),
+            calibrate_method=CalibrationMethod.MinMax,
+            extra_options={"symmetric": True},
+        )
+        for f in feeds:  # one at a time: the past-token axis differs between samples
+            cal.collect_data(FeedReader([f]))
+        ranges = cal.compute_data()
+        del cal  # its inference session holds the augmented file open
     out = {}
-    for name, td in cal.compute_data().items():
+    for name, td in ranges.items():
         lo, hi = td.range_value
         amax = max(float(np.abs(lo).max()), float(np.abs(hi).max()), 1e-12)
         out[name] = [

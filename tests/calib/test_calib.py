@@ -69,6 +69,8 @@ def test_qdq_export_passes_trt_rules_and_matches_fp32_on_ort(tiny_export, quanti
     d = quantized[precision]
     m = vrt.load_manifest(d)  # checksums verified: a complete export
     assert m.precision == precision
+    # nothing but the export: no calibrator working copies (fp8's MinMax pass had left them)
+    assert {p.name for p in d.iterdir()} == set(m.files) | {"manifest.json"}
     q = m.quantization
     assert (
         q["symmetric"]
