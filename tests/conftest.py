@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-
 # A test that runs pytest in a subprocess (tests/cli/test_third_party_backend.py) hands it
 # the session's tiny export through this variable instead of paying a second export; the
 # reuse is checked against the model's weights digest, preset, precision and max_views.

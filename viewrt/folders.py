@@ -53,6 +53,34 @@ def make_folder(path: str | Path, what: str = "output") -> Path:
     return path
 
 
+def check_apart(
+    path: str | Path, within: dict, same: dict | None = None, what: str = "--out"
+) -> None:
+    """Refuse an output folder that would mix its files with the command's inputs.
+
+    Args:
+        path: the output folder.
+        within: ``{description: folder or None}``: folders the output may be neither equal
+            to nor inside (an export).
+        same: folders the output may not be equal to, but may lie inside (a scene list's
+            folder, often the working directory).
+    Raises: ViewrtError naming the option and the input folder.
+    """
+    out = Path(path).expanduser().resolve()
+    checks = [(n, f, True) for n, f in within.items()] + [
+        (n, f, False) for n, f in (same or {}).items()
+    ]
+    for name, folder, nested in checks:
+        if folder is None:
+            continue
+        f = Path(folder).expanduser().resolve()
+        if out == f or (nested and f in out.parents):
+            where = "is" if out == f else "lies inside"
+            raise ViewrtError(
+                f"{what} {path}: it {where} {name} ({folder}); give the outputs a folder of their own"
+            )
+
+
 def check_creatable(path: str | Path, what: str = "output") -> Path:
     """Check, without creating anything, that ``path`` can be made and written: it is not a
     file and its nearest existing parent is a folder that takes a file. Returns that parent.

@@ -96,7 +96,9 @@ def profile(
     if bad:
         raise ViewrtError(f"--views {bad[0]}: the export caches 1..{m.max_views} views")
     if not 1 <= targets <= m.max_targets:
-        raise ViewrtError(f"--targets {targets}: the export's decoder renders 1..{m.max_targets} targets per call")
+        raise ViewrtError(
+            f"--targets {targets}: the export's decoder renders 1..{m.max_targets} targets per call"
+        )
     opts = {} if inference_precision is None else {"inference_precision": inference_precision}
     with vrt.open(export_dir, "openvino", **opts) as r:
         b = r.backend
@@ -180,7 +182,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("export_dir")
     ap.error = lambda message: ap.exit(2, f"error: {message}\n")  # one line, no usage block
     ap.add_argument(
-        "--views", default=None, help="cached views N, comma-separated (default: 4,16,64 within the cache)"
+        "--views",
+        default=None,
+        help="cached views N, comma-separated (default: 4,16,64 within the cache)",
     )
     ap.add_argument("--targets", type=int, default=8)
     ap.add_argument("--snippets", choices=list(SNIPPETS), default="default")
@@ -192,7 +196,9 @@ def main(argv: list[str] | None = None) -> int:
         try:
             views = None if a.views is None else [int(v) for v in a.views.split(",")]
         except ValueError:
-            raise ViewrtError(f"--views: not a comma-separated list of integers: {a.views!r}") from None
+            raise ViewrtError(
+                f"--views: not a comma-separated list of integers: {a.views!r}"
+            ) from None
         if a.targets < 1 or a.repeats < 1:
             raise ViewrtError("--targets and --repeats must be >= 1")
         out = Path(a.out) if a.out else None

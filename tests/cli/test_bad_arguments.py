@@ -119,8 +119,18 @@ def _table(export: Path, tmp: Path):
             # --precision is the graph precision: OpenVINO's is --inference-precision
             ["infer", export, "--out", out, "--backend", "openvino", "--precision", "bf16"],
             ["infer", export, "--out", out, "--precision", "fp32"],
+            ["infer", export, "--out", export],  # outputs mixed into the export
             # a configuration's own option is not overridden under its name
-            ["infer", export, "--out", out, "--backend", "openvino-f32", "--inference-precision", "bf16"],
+            [
+                "infer",
+                export,
+                "--out",
+                out,
+                "--backend",
+                "openvino-f32",
+                "--inference-precision",
+                "bf16",
+            ],
             ["infer", export, "--out", out, "--inference-precision", "fp16"],
             ["infer", export, "--out", out, "--inference-precision", "bf16"],  # ort has none
         ],
@@ -176,6 +186,7 @@ def _table(export: Path, tmp: Path):
             ["bench", export, "--out", out, "--seed", "-1"],
             ["bench", export, "--out", out, "--threads", "0"],
             ["bench", export, "--out", out, "--backends", ","],
+            ["bench", export, "--out", Path(export) / "results"],
         ],
         "serve": [  # each fails before Ray starts
             ["serve", tmp / "nope"],

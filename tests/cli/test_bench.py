@@ -364,7 +364,7 @@ def test_memory_targets_use_the_cache_dtype_in_use():
     """The memory checks compare RSS growth with the session's own cache bytes per view
     (a bf16 or int8 cache is smaller than the manifest's fp32 figure), for every runtime
     backend, and the peak target is 1.1x (issue 19)."""
-    from viewrt.bench.report import _Run, _check_memory, _lookup
+    from viewrt.bench.report import _check_memory, _lookup, _Run
 
     mib = 2**20
     fp32, bf16 = 4 * mib, 2 * mib

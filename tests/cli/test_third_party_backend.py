@@ -184,6 +184,7 @@ def test_the_runtime_tests_run_on_it(third_party, tiny_export):
     inner session reuses this session's tiny export (tests/conftest.py checks it is the
     same model) instead of exporting it again."""
     from conftest import REUSE_TINY_EXPORT
+
     select = "throwaway and (scripted_sequence_parity and tiny or window_with_pinned_views)"
     cmd = [
         sys.executable,

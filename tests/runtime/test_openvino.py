@@ -159,7 +159,9 @@ def test_unfused_attention_matches_pytorch_and_splits_targets(tiny_export):
     budget as for any backend that materializes scores."""
     out_dir, model = tiny_export
     sc = Scene(model, n_views=3, n_targets=3)
-    with vrt.open(out_dir, frame=sc.frame, backend="openvino-plain", inference_precision="f32") as r:
+    with vrt.open(
+        out_dir, frame=sc.frame, backend="openvino-plain", inference_precision="f32"
+    ) as r:
         assert r.backend.materializes_attention and r.backend.info()["fused_attention"] is False
         types = {
             op.get_rt_info()["layerType"].astype(str)

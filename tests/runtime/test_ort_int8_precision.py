@@ -67,6 +67,7 @@ def test_ort_backend_asks_for_the_exact_kernel_for_int8_exports_only(tiny_export
 
     q = tmp_path / "int8"
     quantize_export(tiny_export[0], q, "int8", synthetic=1)
+
     def entry(sess):
         try:
             return sess.get_session_options().get_session_config_entry(EXACT_INT8_KEY)

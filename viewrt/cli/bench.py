@@ -27,6 +27,7 @@ from viewrt.cli.options import (
 )
 from viewrt.contract.manifest import load_manifest
 from viewrt.errors import ViewrtError
+from viewrt.folders import check_apart
 from viewrt.runtime.estimate import echo_estimate
 
 FINITE_POSITIVE, FINITE_NONNEGATIVE = finite_float(True), finite_float(False)
@@ -197,6 +198,7 @@ def bench(
     frame; results.csv/json, summary.md, latency_vs_frames.png, latency_vs_window.png."""
     require_report_extra("viewrt bench")  # before anything is written
     manifest = load_manifest(export_dir, verify=False)
+    check_apart(out_dir, {"the export": export_dir, "the quantized export": quantized_export})
     stream = manifest.memory == "token-window"
     _refuse_other_family(ctx, manifest, stream)
     if stream:

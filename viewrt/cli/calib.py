@@ -120,7 +120,9 @@ def calib(
     check_creatable(out_dir, "--out")
     if report_dir:  # checked before the work, as --out is
         if Path(report_dir).resolve() == Path(out_dir).resolve():
-            raise ViewrtError(f"--report {report_dir}: give the report a folder of its own, not --out")
+            raise ViewrtError(
+                f"--report {report_dir}: give the report a folder of its own, not --out"
+            )
         check_creatable(report_dir, "--report")
     m = quantize_export(
         export_dir,
@@ -148,7 +150,9 @@ def calib(
         _report(out_dir, report_dir, views=_calib_report_views(m.max_views), option="--report")
 
 
-def _report(export_dir, out_dir, views, reference=None, scenes=None, synthetic=None, option="--out"):
+def _report(
+    export_dir, out_dir, views, reference=None, scenes=None, synthetic=None, option="--out"
+):
     from viewrt.calib.report import accuracy_report
 
     check_creatable(out_dir, option)

@@ -57,7 +57,7 @@ from viewrt.evaluation import (
 )
 from viewrt.evaluation.precision import against_fp32
 from viewrt.failures import summarize_failures
-from viewrt.folders import locked_folder
+from viewrt.folders import check_apart, locked_folder
 from viewrt.geometry import NormalizationFrame
 from viewrt.runtime.backends.openvino import PRECISIONS as INFERENCE_PRECISIONS
 from viewrt.runtime.estimate import echo_estimate
@@ -379,6 +379,14 @@ def _report_against_fp32(*, factory, factory_fp32, scene, sel: dict, size: int, 
 def _infer(req: InferRequest) -> None:
     """Check and open everything, then run under the folder lock."""
     require_report_extra("viewrt infer")  # before anything is written
+    check_apart(
+        req.out,
+        {"the export": req.export_dir},
+        {
+            "the scene's folder": req.scene_json and Path(req.scene_json).parent,
+            "the list's folder": req.list_file and Path(req.list_file).parent,
+        },
+    )
     factory, manifest = _open_renderers(req)
     inputs = _read_inputs(req)
     echo_estimate(  # the estimate first, with the K/V cache in the dtype the backend keeps

@@ -24,7 +24,7 @@ from viewrt.data.sequence import FrameSequence
 from viewrt.errors import ViewrtError
 from viewrt.evaluation import UNTRAINED
 from viewrt.evaluation.stream import StreamSettings, run_sequence
-from viewrt.folders import locked_folder
+from viewrt.folders import check_apart, locked_folder
 
 SYNTHETIC_SEQUENCE_FRAMES = 24  # frames of the generated sequence when none is given
 
@@ -137,6 +137,12 @@ def infer_stream(req: StreamRequest, manifest: Manifest) -> None:
     weights, untrained = weights_label(manifest)
     size = _image_size(manifest)
     prefill = _prefill_count(info, manifest)
+    frames = req.frames and Path(req.frames)
+    check_apart(
+        req.out,
+        {"the export": req.export_dir},
+        {"the frames' folder": frames and (frames if frames.is_dir() else frames.parent)},
+    )
     with locked_folder(req.out, "--out", clean_on_error=True):
         if seq is None:
             path = make_synthetic_sequence(
