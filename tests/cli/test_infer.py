@@ -141,6 +141,25 @@ def test_default_synthetic_scene(tiny_export, tmp_path):
     ).exists()
 
 
+def test_threads_reach_the_backend(tiny_export, tmp_path, monkeypatch):
+    """--threads on a view export is the backend's thread count (it applied only to
+    streaming exports and was silently ignored here)."""
+    import viewrt.runtime as vrt
+
+    seen = []
+    real = vrt.open
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("threads"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(vrt, "open", spy)
+    r = _invoke(tiny_export[0], "--views", 2, "--out", tmp_path, "--threads", 1)
+    assert r.exit_code == 0, r.output
+    assert seen and set(seen) == {1}
+    assert json.loads((tmp_path / "summary.json").read_text())["threads"] == 1
+
+
 def test_list_runs_other_scenes_and_reports_failures(tiny_export, tmp_path):
     lst = make_synthetic_list(tmp_path / "data", 3, n_views=5, size=32)
     (tmp_path / "data" / "synthetic_001" / "images" / "00002.png").write_bytes(b"not a png")

@@ -128,7 +128,8 @@ def _refuse_other_family(ctx, manifest, stream: bool) -> None:
     type=FINITE_POSITIVE,
     default=256.0,
     show_default=True,
-    help="The runtime's attention memory budget on ONNX Runtime (targets per decoder call follow from it).",
+    help="The runtime's attention memory budget for backends that hold the attention scores (ort-plain, "
+    "openvino-plain, int8 exports on ONNX Runtime): targets per decoder call follow from it.",
 )
 @click.option(
     "--quantized-export",

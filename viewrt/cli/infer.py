@@ -85,6 +85,7 @@ class InferRequest:
     index_file: Path | None = None
     roots: DataRoots = dataclasses.field(default_factory=DataRoots.parse)
     check_intrinsics: bool = True
+    threads: int | None = None  # CPU threads of the backend (None: its default)
 
 
 # --------------------------------------------------------------------------- renderers
@@ -121,6 +122,7 @@ def _runtime_factory(req: InferRequest):
                 device=req.device,
                 frame=frame,
                 inference_precision=req.inference_precision,
+                threads=req.threads,
             )
         except ViewrtError as e:
             raise BackendUnavailable(f"--backend {req.backend}: {e}") from None
@@ -174,6 +176,10 @@ def _torch_factory(req: InferRequest, manifest: Manifest):
             f"weights {str(want)[:12]}; the torch backend cannot reproduce this export"
         )
     dev = _torch_device(req.device)
+    if req.threads:
+        import torch
+
+        torch.set_num_threads(req.threads)
     return lambda frame: TorchRenderer(model, manifest.max_views, frame, device=dev)
 
 
@@ -237,6 +243,7 @@ def _summary_extra(req: InferRequest, manifest: Manifest) -> dict:
         "precision": manifest.precision,
         "weights": manifest.checkpoint or UNTRAINED,
         "backend": req.backend,
+        "threads": req.threads,
         "index": str(req.index_file) if req.index_file else None,
     }
 
@@ -515,7 +522,7 @@ def _refuse_options(manifest: Manifest, given: dict) -> None:
     default=None,
     help="Token-window exports: first (scale) frames kept for the whole stream (default: the export's).",
 )
-@threads_option("Token-window exports: CPU threads of the backend (ONNX Runtime, OpenVINO, torch).")
+@threads_option("CPU threads of the backend (ONNX Runtime, OpenVINO, torch; default: theirs).")
 @click.option(
     "--max-frames",
     type=click.IntRange(min=1),
@@ -613,5 +620,6 @@ def infer(
         index_file=Path(index_file) if index_file else None,
         roots=DataRoots.parse(data_roots),
         check_intrinsics=not no_intrinsics_check,
+        threads=threads,
     )
     _infer(req)
