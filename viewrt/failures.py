@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 
 __all__ = ["failure_kind", "summarize_failures"]
 
-_CONTEXT = re.compile(r"^scene '.*?' \(.*?\) frame \d+: ")
+_CONTEXT = re.compile(r"^scene '.*?' \(.*?\)(?: frame \d+)?: ")
 _PATHLIKE = re.compile(
     r"[^\s'\"(]*[/\\][^\s'\"]*?(?=[:;,)'\"]*(?:\s|$))"
 )  # without trailing punctuation

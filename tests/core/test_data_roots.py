@@ -223,6 +223,16 @@ def test_summarize_failures_several_kinds():
     )
     assert failure_kind(failures[-1]["error"]) == "missing key 'w2c'"
     assert failure_kind(failures[-2]["error"]) == "implausible intrinsics"
+    # the scene's own prefix without a frame (a scene-wide error): the kind is the cause, and
+    # scenes failing for one cause count as one kind
+    same = [
+        {"scene": f"s{i}", "scene_json": f"/d/s{i}/scene.json",
+         "error": f"scene 's{i}' (/d/s{i}/scene.json): target frame(s) [99] out of range; the scene has 6 frames"}
+        for i in range(2)
+    ]  # fmt: skip
+    assert summarize_failures(same, 2) == (
+        "2 of 2 scenes failed: target frame(s) [99] out of range (first: s0)"
+    )
 
 
 # --------------------------------------------------------------------------- viewrt infer
