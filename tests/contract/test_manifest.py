@@ -75,6 +75,11 @@ CASES = {
     ),
     "unknown_family": (lambda d: d.update(family="nope"), r"model family 'nope' is not one"),
     "wrong_memory": (lambda d: d.update(memory="token-window"), r"keeps its K/V as 'view-slots'"),
+    # a fact named twice (config and header) edited in one place only
+    "edited_config": (
+        lambda d: d["config"].update(image_size=64),
+        r"config\.image_size is 64, but the header's image_size is 32; the manifest was edited",
+    ),
 }
 
 
@@ -107,6 +112,7 @@ def test_manifest_that_disagrees_with_its_graph(edited):
 
     def heads(d):
         d["n_heads"], d["head_dim"] = 4, 16
+        d["config"]["head_dim"] = 16  # named twice: both edited
         d.pop("cache")  # a derived record: left out, not checked (present, it must agree)
         for g in d["graphs"].values():
             for t in g["inputs"] + g["outputs"]:

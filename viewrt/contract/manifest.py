@@ -275,7 +275,19 @@ class Manifest:
             raise ViewrtError(f"{where}: malformed manifest ({type(e).__name__}: {e})") from None
         m.check_bounds(where)
         m._check_derived(data, where)
+        m._check_config(data, where)
         return m
+
+    def _check_config(self, data: dict, where) -> None:
+        """The model config and the header name some facts twice (image_size, patch_size,
+        widths, layer counts): they must agree, or the manifest was edited."""
+        config = self.config if isinstance(self.config, dict) else {}
+        for k, v in config.items():
+            if k in data and k != "config" and data[k] != v:
+                raise ViewrtError(
+                    f"{where}: config.{k} is {v!r}, but the header's {k} is {data[k]!r}; the manifest "
+                    "was edited: re-export"
+                )
 
     def _check_derived(self, data: dict, where) -> None:
         """The derived records a manifest carries for readers in other languages (memory,
