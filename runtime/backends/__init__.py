@@ -253,8 +253,8 @@ def resolve(name: str, **options) -> tuple[str, dict]:
     """``(backend, options)`` for a backend or configuration name; explicit options (not
     None) add to the configuration's. An explicit option that contradicts the one the
     configuration is named for is refused (``openvino-f32`` with ``inference_precision``
-    "bf16" would run bf16 under the f32 name); a device of the configuration's kind may be
-    chosen (``ort-cuda`` with "cuda:1").
+    "bf16" would run bf16 under the f32 name); the device is a default any caller may
+    change (``ort`` with "cuda:0").
 
     Raises: ViewrtError for an unknown name or a contradicting option.
     """
@@ -264,7 +264,7 @@ def resolve(name: str, **options) -> tuple[str, dict]:
         for k, v in given.items():
             if k not in c.options or v == c.options[k]:
                 continue
-            if k == "device" and str(v).split(":")[0] == str(c.options[k]).split(":")[0]:
+            if k == "device":  # a configuration's device is its default ("ort" with "cuda:0")
                 continue
             raise ViewrtError(
                 f"{name} runs with {k} {c.options[k]!r}, not {v!r}: use the backend "
