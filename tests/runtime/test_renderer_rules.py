@@ -199,3 +199,22 @@ def test_frame_from_camera_pairs_or_matrices_and_bad_frames(tiny_export):
     for bad in ([np.eye(3)], [(np.eye(4), [1.0, 1.0]), np.eye(4)[:3]], [[1, 2, 3]]):
         with pytest.raises(ViewrtError, match="frame|camera"):
             vrt.open(out_dir, frame=bad)
+
+
+def test_a_configuration_is_not_contradicted_under_its_name(tiny_export):
+    """openvino-f32 with inference_precision bf16 ran bf16 under the f32 name: refused; an
+    option the configuration does not fix, and the device (a default), may be given."""
+    import viewrt.runtime.backends as registry
+
+    pytest.importorskip("openvino")
+    with pytest.raises(
+        ViewrtError, match=r"openvino-f32 runs with inference_precision 'f32', not 'bf16'"
+    ):
+        vrt.open(tiny_export[0], "openvino-f32", inference_precision="bf16")
+    backend, opts = registry.resolve("openvino-plain", inference_precision="f32", threads=1)
+    assert backend == "openvino" and opts == {
+        "fused_attention": False,
+        "inference_precision": "f32",
+        "threads": 1,
+    }
+    assert registry.resolve("ort", device="cuda:1") == ("ort", {"device": "cuda:1"})
