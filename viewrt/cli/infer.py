@@ -399,6 +399,8 @@ def _infer(req: InferRequest) -> None:
     echo_estimate(  # the estimate first, with the K/V cache in the dtype the backend keeps
         req.export_dir,
         req.views,
+        # the run's targets: as given, else the default selection's 2 (an index's: up to 8)
+        targets=len(req.targets) if req.targets else (8 if req.index_file else 2),
         device=req.device or "cpu",
         cache_dtype=_cache_dtype(req, manifest),
     )
