@@ -267,8 +267,8 @@ def resolve(name: str, **options) -> tuple[str, dict]:
             if k == "device":  # a configuration's device is its default ("ort" with "cuda:0")
                 continue
             raise ViewrtError(
-                f"{name} runs with {k} {c.options[k]!r}, not {v!r}: use the backend "
-                f"{c.backend!r} with {k} {v!r}"
+                f"{name} runs with {k} {c.options[k]!r}, not {v!r}; to choose the {k}, use the "
+                f"backend {c.backend!r}"
             )
         return c.backend, {**c.options, **given}
     if name in BACKENDS:

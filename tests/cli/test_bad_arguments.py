@@ -146,6 +146,7 @@ def _table(export: Path, tmp: Path):
             [*calib_int8, "--method", "x"],
             [*calib_int8, "--report", "/proc/x"],  # checked before the calibration
             [*calib_int8, "--report", out],  # the export's own folder
+            [*calib_int8, "--report", export],  # into the source export
         ],
         "calib-report": [
             ["calib-report", tmp / "nope", "--out", out],

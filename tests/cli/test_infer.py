@@ -160,6 +160,29 @@ def test_threads_reach_the_backend(tiny_export, tmp_path, monkeypatch):
     assert json.loads((tmp_path / "summary.json").read_text())["threads"] == 1
 
 
+def test_out_apart_from_the_inputs(tiny_export, tmp_path):
+    """--out may not be the export (or inside it), the list's folder or a listed scene's
+    folder; a subfolder of the list's folder is fine."""
+    lst = make_synthetic_list(tmp_path / "data", 1, n_views=5, size=32)
+    scene_dir = tmp_path / "data" / "synthetic_000"
+    before = sorted(p.name for p in scene_dir.iterdir())
+    for out, why in (
+        (tiny_export[0], "it is the export"),
+        (Path(tiny_export[0]) / "run", "it lies inside the export"),
+        (tmp_path / "data", "it is the list's folder"),
+        (scene_dir, "it is the folder of the listed scene"),
+    ):
+        r = CliRunner().invoke(
+            main,
+            ["infer", str(tiny_export[0]), "--list", str(lst), "--views", "2", "--out", str(out)],
+        )
+        assert r.exit_code != 0 and why in r.output, r.output
+    assert sorted(p.name for p in scene_dir.iterdir()) == before
+    assert not (Path(tiny_export[0]) / "run").exists()
+    r = _invoke(tiny_export[0], "--list", lst, "--views", 2, "--out", tmp_path / "data" / "run")
+    assert r.exit_code == 0, r.output
+
+
 def test_list_runs_other_scenes_and_reports_failures(tiny_export, tmp_path):
     lst = make_synthetic_list(tmp_path / "data", 3, n_views=5, size=32)
     (tmp_path / "data" / "synthetic_001" / "images" / "00002.png").write_bytes(b"not a png")

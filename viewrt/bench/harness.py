@@ -233,8 +233,8 @@ class Bench:
             if not q.precision_row.quantized:
                 what = (
                     f"{q.precision} matmuls, K/V cache {q.kv_dtype} (viewrt calib --kv alone)"
-                    if q.kv_dtype != m.kv_dtype
-                    else f"a {q.precision} export"
+                    if q.quantization
+                    else f"an unquantized {q.precision} export"
                 )
                 raise ViewrtError(
                     f"--quantized-export {cfg.quantized_export}: {what}; the quantized columns take int8 or fp8 "

@@ -26,7 +26,7 @@ from viewrt.cli.options import (
 from viewrt.contract.manifest import load_manifest
 from viewrt.contract.precision import QUANTIZED_PRECISIONS
 from viewrt.errors import ViewrtError
-from viewrt.folders import check_creatable
+from viewrt.folders import check_apart, check_creatable
 from viewrt.runtime.estimate import estimate as _estimate
 from viewrt.runtime.estimate import format_estimate
 
@@ -123,6 +123,7 @@ def calib(
             raise ViewrtError(
                 f"--report {report_dir}: give the report a folder of its own, not --out"
             )
+        check_apart(report_dir, {"the source export": export_dir}, what="--report")
         check_creatable(report_dir, "--report")
     m = quantize_export(
         export_dir,

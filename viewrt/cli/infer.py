@@ -396,6 +396,12 @@ def _infer(req: InferRequest) -> None:
     )
     factory, manifest = _open_renderers(req)
     inputs = _read_inputs(req)
+    if inputs.scenes:  # nor any listed scene's own folder
+        check_apart(
+            req.out,
+            {},
+            {f"the folder of the listed scene {p}": Path(p).parent for p in inputs.scenes},
+        )
     echo_estimate(  # the estimate first, with the K/V cache in the dtype the backend keeps
         req.export_dir,
         req.views,
