@@ -261,15 +261,14 @@ def resolve(name: str, **options) -> tuple[str, dict]:
     if name in configs():
         c = CONFIGS[name]
         given = {k: v for k, v in options.items() if v is not None}
+        # a configuration's device is only its default ("ort" with "cuda:0")
+        fixed = {k: v for k, v in c.options.items() if k != "device"}
         for k, v in given.items():
-            if k not in c.options or v == c.options[k]:
-                continue
-            if k == "device":  # a configuration's device is its default ("ort" with "cuda:0")
-                continue
-            raise ViewrtError(
-                f"{name} runs with {k} {c.options[k]!r}, not {v!r}; to choose the {k}, use the "
-                f"backend {c.backend!r}"
-            )
+            if k in fixed and v != fixed[k]:
+                raise ViewrtError(
+                    f"{name} runs with {k} {fixed[k]!r}, not {v!r}; to choose the {k}, use the "
+                    f"backend {c.backend!r}"
+                )
         return c.backend, {**c.options, **given}
     if name in BACKENDS:
         return name, {k: v for k, v in options.items() if v is not None}

@@ -195,14 +195,14 @@ class OpenVinoBackend(Backend):
                 ) from None
             precisions.add(compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name())
             self.compiled[g], self.requests[g] = compiled, compiled.create_infer_request()
-        if bf16_cache:
-            self._use_cache_dtype(_bfloat16())
         if self.requested_precision is not None and precisions != {self.requested_precision}:
-            self.compiled, self.requests = {}, {}
+            self.deactivate()
             raise ViewrtError(
                 f"inference_precision {self.requested_precision!r}: OpenVINO compiled the graphs in "
                 f"{'/'.join(sorted(precisions))} on this CPU (it does not run {self.requested_precision} here)"
             )
+        if bf16_cache:
+            self._use_cache_dtype(_bfloat16())
         self.precision = "/".join(sorted(precisions))
         self.version, self._ov = ov.get_version(), ov
 

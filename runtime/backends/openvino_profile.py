@@ -29,6 +29,7 @@ import numpy as np
 
 import viewrt.runtime as vrt
 from viewrt.contract.family import VIEW_SLOTS
+from viewrt.cpuinfo import cpu_flags, cpu_model
 from viewrt.errors import ViewrtError
 
 # openvino is imported lazily (profile): this module imports without it.
@@ -143,27 +144,11 @@ def profile(
     }
 
 
-def cpu_flags_line() -> str:
-    """The CPU's model and its matmul-relevant flags, from the first processor of /proc/cpuinfo."""
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-    except OSError:
-        return "CPU: unknown (no /proc/cpuinfo)"
-    fields = {}
-    for line in lines:
-        key, _, value = line.partition(":")
-        fields.setdefault(key.strip(), value.strip())
-    flags = set(fields.get("flags", "").split())
-    want = ("amx_bf16", "amx_int8", "avx512_bf16", "avx512_vnni", "avx_vnni", "avx512f", "avx2")
-    have = ", ".join(f for f in want if f in flags) or "none of " + "/".join(want)
-    return f"CPU: {fields.get('model name') or 'unknown'}; flags: {have}"
-
-
 def table(res: dict, top: int = 4) -> str:
     """Markdown: N, decoder ms, and the ``top`` node types' ms (of the last call)."""
     lines = [
         f"decoder of {res['export']} on OpenVINO ({res['precision']}, cache {res['cache_dtype']}, "
-        f"Snippets {res['snippets']}), {res['targets']} targets; {cpu_flags_line()}",
+        f"Snippets {res['snippets']}), {res['targets']} targets; CPU: {cpu_model()}; flags: {', '.join(cpu_flags()) or 'none of note'}",
         "",
         "| N | decoder (ms, median) | node types (ms, one call) |",
         "|---:|---:|---|",

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from viewrt.contract.manifest import Manifest
 from viewrt.errors import ViewrtError
-from viewrt.ort_kernels import EXACT_INT8_KEY, exact_int8_kernel  # noqa: F401 - EXACT_INT8_KEY re-exported
+from viewrt.ort_kernels import exact_int8_kernel
 from viewrt.runtime.backends.base import Backend, Buffer
 from viewrt.runtime.backends.memory import CudaMemory, HostMemory
 

@@ -3,7 +3,7 @@
 On x86 CPUs without VNNI, ONNX Runtime's default u8s8 int8 GEMM sums pairs of u8*s8 products
 into 16 bits with saturation (its session config key ``session.x64quantprecision`` documents the
 overflow); the int8 export of `small` scored 36 dB against fp32 there instead of 44-45 dB. The ort
-backend asks for the exact kernel for int8 exports (runtime/backends/ort.py, exact_int8_kernel).
+backend asks for the exact kernel for int8 exports (viewrt/ort_kernels.py, exact_int8_kernel).
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def _with_weights(model: bytes, b: np.ndarray) -> bytes:
 def test_exact_kernel_sums_saturating_products_exactly():
     """Pairs of 255 * 127 overflow a 16-bit sum (64770 > 32767): with the exact kernel the
     result equals the integer product on any CPU (with or without VNNI)."""
-    from viewrt.runtime.backends.ort import EXACT_INT8_KEY, exact_int8_kernel
+    from viewrt.ort_kernels import EXACT_INT8_KEY, exact_int8_kernel
 
     rng = np.random.default_rng()
     k, n, m = 256, 64, 8
@@ -63,7 +63,7 @@ def test_ort_backend_asks_for_the_exact_kernel_for_int8_exports_only(tiny_export
     """An int8 export's sessions carry the key; an fp32 export's do not."""
     import viewrt.runtime as vrt
     from viewrt.calib.quantize import quantize_export
-    from viewrt.runtime.backends.ort import EXACT_INT8_KEY
+    from viewrt.ort_kernels import EXACT_INT8_KEY
 
     q = tmp_path / "int8"
     quantize_export(tiny_export[0], q, "int8", synthetic=1)

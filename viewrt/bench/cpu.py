@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from viewrt.bench.memory import proc_cpu_flags
+from viewrt.cpuinfo import proc_cpu_flags
 from viewrt.metrics import psnr
 
 # openvino is imported lazily (cpu_isa: its optimization capabilities, where installed).

@@ -10,37 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
+from viewrt.cpuinfo import cpu_flags, cpu_model
+
 # Imported lazily: psutil (optional), resource (not on Windows), onnxruntime (its version).
-
-# CPU features that decide which precisions run fast (x86 /proc/cpuinfo flag names).
-ISA_FLAGS = (
-    "amx_tile",
-    "amx_bf16",
-    "amx_int8",
-    "avx512_bf16",
-    "avx512_vnni",
-    "avx_vnni",
-    "avx512f",
-    "avx2",
-    "fma",
-)
-
-
-def proc_cpu_flags() -> set[str]:
-    """Every flag the CPU reports (Linux /proc/cpuinfo; an empty set elsewhere)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
-def cpu_flags() -> list[str]:
-    """The ISA flags of :data:`ISA_FLAGS` this CPU reports."""
-    have = proc_cpu_flags()
-    return [f for f in ISA_FLAGS if f in have]
 
 
 class Memory:
@@ -102,16 +74,8 @@ def machine_info() -> dict:
     """CPU model and ISA flags, cores, memory, library versions."""
     import onnxruntime
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     info = {
-        "cpu": cpu,
+        "cpu": cpu_model(),
         "logical_cores": os.cpu_count(),
         "platform": platform.platform(),
         "python": platform.python_version(),

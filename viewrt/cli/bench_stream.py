@@ -14,7 +14,6 @@ import numpy as np
 
 import viewrt.runtime as vrt
 import viewrt.runtime.backends as registry
-from viewrt.bench.memory import cpu_flags
 from viewrt.bench.stream import (
     RecomputeBackend,
     StreamBackend,
@@ -26,6 +25,7 @@ from viewrt.bench.stream import (
 from viewrt.bench.stream_report import summary_markdown
 from viewrt.cli.infer_stream import weights_label
 from viewrt.contract.manifest import Manifest
+from viewrt.cpuinfo import cpu_flags
 from viewrt.data import synthetic_sequence
 from viewrt.errors import ViewrtError
 from viewrt.folders import locked_folder

@@ -119,11 +119,9 @@ def calib(
     precision = precision or "fp32"
     check_creatable(out_dir, "--out")
     if report_dir:  # checked before the work, as --out is
-        if Path(report_dir).resolve() == Path(out_dir).resolve():
-            raise ViewrtError(
-                f"--report {report_dir}: give the report a folder of its own, not --out"
-            )
-        check_apart(report_dir, {"the source export": export_dir}, what="--report")
+        check_apart(
+            report_dir, {"the source export": export_dir}, {"--out": out_dir}, what="--report"
+        )
         check_creatable(report_dir, "--report")
     m = quantize_export(
         export_dir,
